@@ -1,0 +1,193 @@
+//! The command line of the contract: `switchboard [serve|demo|init|check|mock-upstream]`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::gateway::Gateway;
+use crate::mock_upstream::{self, MockOptions};
+
+const DEFAULT_CONFIG: &str = "switchboard.toml";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "An OpenAI-compatible gateway that routes each model over several deployments by their TPM limits, with failover.",
+    after_help = "Without a command: the gateway with its dashboard (for now headless, like `serve`)."
+)]
+struct Cli {
+    /// Config file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Overrides server.listen.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Gateway only, no dashboard, logs to stderr.
+    Serve {
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// The gateway on built-in simulated upstreams with generated traffic; no keys, no network.
+    Demo {
+        /// Where the demo's config lives (written when it does not exist yet).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Write a commented starter config (refuses to overwrite).
+    Init {
+        #[arg(value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        file: PathBuf,
+    },
+    /// Validate a config and print a summary.
+    Check {
+        #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// A simulated OpenAI-compatible upstream for demos, tests and benchmarks.
+    MockUpstream(MockOptions),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => {
+            eprintln!("switchboard: the dashboard is not built yet; serving headless (same as `switchboard serve`).");
+            serve(&cli.config, cli.listen)
+        }
+        Some(Command::Serve { config, listen }) => serve(&config, listen),
+        Some(Command::Demo { config, listen }) => runtime().and_then(|rt| rt.block_on(crate::demo::run(config, listen))),
+        Some(Command::Init { file }) => init(&file),
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::MockUpstream(opts)) => runtime().and_then(|rt| rt.block_on(mock_upstream::run(opts))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switchboard: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Loads a config, or explains what to do when there is none.
+pub fn load(path: &Path) -> anyhow::Result<Config> {
+    if !path.exists() {
+        anyhow::bail!(
+            "no config file at {}.\n  Try the demo, which needs none:   switchboard demo\n  Or write a commented starter:     switchboard init {}\n  Or point at yours:                switchboard serve --config FILE",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(Config::load(path)?)
+}
+
+fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let _log = crate::logging::to_stderr();
+    let config = load(path)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let gateway = Gateway::new(&config)?;
+        let addr = listen.unwrap_or(config.server.listen);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.listen in {}): {e}", path.display()))?;
+        tracing::info!(
+            "switchboard serving {} model(s) on http://{}/v1 (config {})",
+            config.models.len(),
+            listener.local_addr()?,
+            path.display()
+        );
+        gateway.serve(listener, shutdown_signal()).await?;
+        tracing::info!("switchboard stopped");
+        Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn init(file: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(file)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                anyhow::anyhow!("{} already exists; not overwriting it", file.display())
+            }
+            _ => anyhow::anyhow!("cannot create {}: {e}", file.display()),
+        })?;
+    f.write_all(config::EXAMPLE_CONFIG.as_bytes())?;
+    println!(
+        "wrote {}: edit the deployments, then `switchboard check --config {}`",
+        file.display(),
+        file.display()
+    );
+    Ok(())
+}
+
+fn check(path: &Path) -> anyhow::Result<()> {
+    let config = load(path)?;
+    println!(
+        "{}: ok — listens on {}, {} model(s)",
+        path.display(),
+        config.server.listen,
+        config.models.len()
+    );
+    for m in &config.models {
+        let enabled = m.deployments.iter().filter(|d| d.enabled).count();
+        println!(
+            "  {}: {} deployment(s), {} enabled",
+            m.name,
+            m.deployments.len(),
+            enabled
+        );
+        for d in &m.deployments {
+            let tpm = d.tpm_limit.map_or("no TPM limit".to_string(), |l| format!("{l} TPM"));
+            let state = if d.enabled { "enabled" } else { "disabled" };
+            println!(
+                "    - {} → {} ({}, {}, {})",
+                d.name, d.api_base, d.model_id, tpm, state
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! Routing events: what happened to each request and to each deployment.
+//!
+//! One broadcast channel carries them to every watcher (the `/admin/events`
+//! stream, the dashboard). Publishing never waits: a watcher that falls behind
+//! loses the oldest events and is told how many, the router never slows down.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::router::Cause;
+
+/// How many events a slow watcher may lag behind before it loses some.
+const CAPACITY: usize = 8192;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Request(RequestEvent),
+    Deployment(DeploymentEvent),
+}
+
+/// One client request, from arrival to its last byte.
+#[derive(Debug, Clone, Serialize)]
+pub struct RequestEvent {
+    pub id: u64,
+    /// Unix time in milliseconds when the request arrived.
+    pub at_ms: u64,
+    pub model: Arc<str>,
+    pub endpoint: &'static str,
+    pub stream: bool,
+    /// Deployments tried, in order, each with its outcome.
+    pub attempts: Vec<Attempt>,
+    /// The status the client got (for a stream cut short: still 200, with
+    /// `outcome` saying what happened).
+    pub status: u16,
+    pub outcome: RequestOutcome,
+    pub latency_ms: f64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// True when the token counts are the gateway's estimate, not the upstream's report.
+    pub tokens_estimated: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestOutcome {
+    /// Answered by an upstream (2xx).
+    Ok,
+    /// The upstream's client error passed back (400, 413, 422...).
+    ClientError,
+    /// Refused by the gateway before any upstream (bad body, unknown model, auth).
+    Rejected,
+    /// No deployment could answer (429/502/503/504 from the gateway).
+    Failed,
+    /// A stream that broke after its first byte reached the client.
+    StreamInterrupted,
+    /// The client went away before the answer was complete.
+    ClientClosed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub deployment: Arc<str>,
+    pub outcome: AttemptOutcome,
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    Ok { status: u16 },
+    /// An HTTP error status from the upstream.
+    Status { status: u16 },
+    Timeout,
+    Connect,
+    /// The upstream answered something that is not a valid response.
+    InvalidResponse,
+    /// The client left while this attempt was running.
+    Cancelled,
+}
+
+impl AttemptOutcome {
+    /// A short label: `✓`, `✗429`, `✗timeout`.
+    pub fn label(&self) -> String {
+        match self {
+            AttemptOutcome::Ok { .. } => "✓".to_string(),
+            AttemptOutcome::Status { status } => format!("✗{status}"),
+            AttemptOutcome::Timeout => "✗timeout".to_string(),
+            AttemptOutcome::Connect => "✗connect".to_string(),
+            AttemptOutcome::InvalidResponse => "✗invalid".to_string(),
+            AttemptOutcome::Cancelled => "✗cancelled".to_string(),
+        }
+    }
+}
+
+/// A change in a deployment's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentEvent {
+    pub at_ms: u64,
+    pub model: Arc<str>,
+    pub deployment: Arc<str>,
+    pub change: DeploymentChange,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeploymentChange {
+    CoolingDown { cause: Cause, seconds: f64 },
+    Recovered,
+    Enabled { enabled: bool },
+    Added,
+}
+
+/// The publishing side; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventBus {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(CAPACITY);
+        Self { tx }
+    }
+
+    /// Never blocks; with nobody watching it costs next to nothing.
+    pub fn publish(&self, event: Event) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new(event));
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_with_a_type_tag() {
+        let e = Event::Deployment(DeploymentEvent {
+            at_ms: 1,
+            model: "m".into(),
+            deployment: "d".into(),
+            change: DeploymentChange::Enabled { enabled: false },
+        });
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], "deployment");
+        assert_eq!(json["change"]["kind"], "enabled");
+        assert_eq!(json["change"]["enabled"], false);
+    }
+
+    #[tokio::test]
+    async fn a_lagging_watcher_loses_old_events_and_publishing_never_blocks() {
+        let bus = EventBus::new();
+        let mut rx = bus.subscribe();
+        for i in 0..(CAPACITY as u64 + 10) {
+            bus.publish(Event::Deployment(DeploymentEvent {
+                at_ms: i,
+                model: "m".into(),
+                deployment: "d".into(),
+                change: DeploymentChange::Recovered,
+            }));
+        }
+        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(10))));
+        match &*rx.recv().await.unwrap() {
+            Event::Deployment(d) => assert_eq!(d.at_ms, 10),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

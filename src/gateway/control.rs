@@ -1,0 +1,313 @@
+//! What operators can see and change while the gateway runs: the state of every
+//! deployment, the enable toggle, adding a deployment, testing one. The admin
+//! API and the dashboard both go through here, so both behave the same, and
+//! every change is written to the config file before it takes effect.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::request::Endpoint;
+use super::upstream::Upstream;
+use super::{Gateway, ModelRoute};
+use crate::config::{DeploymentConfig, DeploymentSpec, Provider, persist};
+use crate::events::{DeploymentChange, DeploymentEvent, Event, unix_ms};
+use crate::router::{Cause, SlotStatus, State, Transition};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StateView {
+    pub models: Vec<ModelView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelView {
+    pub name: String,
+    pub deployments: Vec<DeploymentView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeploymentView {
+    pub name: String,
+    pub provider: Provider,
+    pub api_base: String,
+    pub model_id: String,
+    /// Masked, e.g. `sk-…3456`.
+    pub api_key: Option<String>,
+    pub enabled: bool,
+    pub tpm_limit: Option<u64>,
+    pub tpm_used: u64,
+    pub state: State,
+    pub cooldown_remaining_s: f64,
+    pub cooldown_cause: Option<Cause>,
+    pub consecutive_failures: u32,
+    pub requests: u64,
+    pub failures: u64,
+    /// The share of traffic the deployment gets while all are open.
+    pub weight: i64,
+}
+
+fn view(up: &Upstream, s: SlotStatus) -> DeploymentView {
+    DeploymentView {
+        name: up.config.name.clone(),
+        provider: up.config.provider,
+        api_base: up.config.api_base.clone(),
+        model_id: up.config.model_id.clone(),
+        api_key: up.config.api_key.as_ref().map(|k| k.masked()),
+        enabled: s.enabled,
+        tpm_limit: s.tpm_limit,
+        tpm_used: s.tpm_used,
+        state: s.state,
+        cooldown_remaining_s: (s.cooldown_remaining_s * 10.0).ceil() / 10.0,
+        cooldown_cause: s.cooldown_cause,
+        consecutive_failures: s.consecutive_failures,
+        requests: s.requests,
+        failures: s.failures,
+        weight: s.weight,
+    }
+}
+
+/// The outcome of a test request through one deployment.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestReport {
+    pub ok: bool,
+    pub status: Option<u16>,
+    pub latency_ms: f64,
+    /// The model the upstream says answered.
+    pub model: Option<String>,
+    /// On failure, what went wrong (the upstream's error text when it sent one).
+    pub message: String,
+}
+
+impl Gateway {
+    fn route(&self, model: &str) -> Result<Arc<ModelRoute>, ApiError> {
+        self.shared
+            .table
+            .load()
+            .get(model)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("model `{model}` is not configured")))
+    }
+
+    /// Every model and deployment as it is now.
+    pub fn state(&self) -> StateView {
+        let now = self.now();
+        let table = self.shared.table.load();
+        let models = table
+            .models
+            .iter()
+            .map(|route| {
+                let mut state = route.lock();
+                let statuses = state.pool.statuses(now);
+                let deployments = state
+                    .upstreams
+                    .iter()
+                    .zip(statuses)
+                    .map(|(up, s)| view(up, s))
+                    .collect();
+                ModelView {
+                    name: route.name.to_string(),
+                    deployments,
+                }
+            })
+            .collect();
+        StateView { models }
+    }
+
+    /// Raw router statuses for the metrics gauges.
+    pub(super) fn statuses(&self) -> Vec<(String, Vec<SlotStatus>)> {
+        let now = self.now();
+        let table = self.shared.table.load();
+        table
+            .models
+            .iter()
+            .map(|route| (route.name.to_string(), route.lock().pool.statuses(now)))
+            .collect()
+    }
+
+    pub(super) fn announce(&self, model: &Arc<str>, deployment: &Arc<str>, t: Transition) {
+        let change = match t {
+            Transition::CoolingDown { cause, for_ } => {
+                tracing::warn!(%model, %deployment, ?cause, seconds = for_.as_secs_f64(), "deployment cooling down");
+                DeploymentChange::CoolingDown {
+                    cause,
+                    seconds: for_.as_secs_f64(),
+                }
+            }
+            Transition::Recovered => {
+                tracing::info!(%model, %deployment, "deployment recovered");
+                DeploymentChange::Recovered
+            }
+        };
+        self.publish_change(model.clone(), deployment.clone(), change);
+    }
+
+    fn publish_change(&self, model: Arc<str>, deployment: Arc<str>, change: DeploymentChange) {
+        self.events().publish(Event::Deployment(DeploymentEvent {
+            at_ms: unix_ms(),
+            model,
+            deployment,
+            change,
+        }));
+    }
+
+    /// Enables or disables a deployment: written to the config file first, then
+    /// applied at once. Returns whether anything changed.
+    pub async fn set_enabled(&self, model: &str, deployment: &str, enabled: bool) -> Result<bool, ApiError> {
+        let route = self.route(model)?;
+        let (index, name) = {
+            let state = route.lock();
+            let index = state.pool.index_of(deployment).ok_or_else(|| {
+                ApiError::NotFound(format!("model `{model}` has no deployment `{deployment}`"))
+            })?;
+            (index, state.pool.name(index).clone())
+        };
+        let _edit = self.shared.edits.lock().await;
+        let path = self.config_path().to_path_buf();
+        let (m, d) = (model.to_string(), deployment.to_string());
+        tokio::task::spawn_blocking(move || persist::set_enabled(&path, &m, &d, enabled))
+            .await
+            .map_err(|e| ApiError::Internal(format!("config write task failed: {e}")))?
+            .map_err(|e| ApiError::Internal(format!("could not save the change: {e}")))?;
+        let changed = route.lock().pool.set_enabled(index, enabled);
+        if changed {
+            self.publish_change(route.name.clone(), name, DeploymentChange::Enabled { enabled });
+        }
+        tracing::info!(model, deployment, enabled, "deployment toggled");
+        Ok(changed)
+    }
+
+    /// Adds a deployment to a model: validated, tested (unless `test` is
+    /// false), written to the config file, then live at once.
+    pub async fn add_deployment(&self, model: &str, spec: DeploymentSpec, test: bool) -> Result<DeploymentView, ApiError> {
+        let route = self.route(model)?;
+        let duplicate = || ApiError::Conflict {
+            message: format!("model `{model}` already has a deployment named `{}`", spec.name),
+        };
+        if route.lock().pool.index_of(&spec.name).is_some() {
+            return Err(duplicate());
+        }
+        let base_dir = self
+            .config_path()
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let config = spec.resolve(&base_dir).map_err(|e| ApiError::BadRequest {
+            message: e.to_string(),
+            param: None,
+        })?;
+        if test {
+            let report = self.test_deployment(&config).await;
+            if !report.ok {
+                return Err(ApiError::Unprocessable {
+                    message: format!("the test request through `{}` failed: {}", config.name, report.message),
+                });
+            }
+        }
+        let _edit = self.shared.edits.lock().await;
+        if route.lock().pool.index_of(&spec.name).is_some() {
+            return Err(duplicate());
+        }
+        let path = self.config_path().to_path_buf();
+        let (m, s) = (model.to_string(), spec.clone());
+        tokio::task::spawn_blocking(move || persist::add_deployment(&path, &m, &s))
+            .await
+            .map_err(|e| ApiError::Internal(format!("config write task failed: {e}")))?
+            .map_err(|e| ApiError::Internal(format!("could not save the deployment: {e}")))?;
+        let upstream = Arc::new(Upstream::new(config));
+        let now = self.now();
+        let added = {
+            let mut state = route.lock();
+            let index = state
+                .pool
+                .push(upstream.name.clone(), upstream.config.tpm_limit, upstream.config.enabled);
+            state.upstreams.push(upstream.clone());
+            let status = state.pool.status(index, now);
+            view(&upstream, status)
+        };
+        self.publish_change(route.name.clone(), upstream.name.clone(), DeploymentChange::Added);
+        tracing::info!(model, deployment = %upstream.name, "deployment added");
+        Ok(added)
+    }
+
+    /// Tests a configured deployment by name.
+    pub async fn test_existing(&self, model: &str, deployment: &str) -> Result<TestReport, ApiError> {
+        let route = self.route(model)?;
+        let config = {
+            let state = route.lock();
+            let index = state.pool.index_of(deployment).ok_or_else(|| {
+                ApiError::NotFound(format!("model `{model}` has no deployment `{deployment}`"))
+            })?;
+            state.upstreams[index].config.clone()
+        };
+        Ok(self.test_deployment(&config).await)
+    }
+
+    /// Sends a minimal request straight to a deployment (no routing, no
+    /// failover) and reports what came back.
+    pub async fn test_deployment(&self, config: &DeploymentConfig) -> TestReport {
+        let up = Upstream::new(config.clone());
+        let embeddings = config.model_id.contains("embed");
+        let (endpoint, body) = if embeddings {
+            (Endpoint::Embeddings, json!({"model": config.model_id, "input": "ping"}))
+        } else {
+            (
+                Endpoint::ChatCompletions,
+                json!({"model": config.model_id, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}),
+            )
+        };
+        let timeout = self.settings().first_byte_timeout.min(Duration::from_secs(30));
+        let started = Instant::now();
+        let body = bytes::Bytes::from(body.to_string());
+        let sent = tokio::time::timeout(timeout, async {
+            let response = up.request(&self.shared.client, endpoint, body).send().await?;
+            let status = response.status();
+            let text = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, text))
+        })
+        .await;
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let fail = |status: Option<u16>, message: String| TestReport {
+            ok: false,
+            status,
+            latency_ms,
+            model: None,
+            message,
+        };
+        match sent {
+            Err(_) => fail(None, format!("no answer within {:.0}s", timeout.as_secs_f64())),
+            Ok(Err(e)) => {
+                let mut cur: &dyn std::error::Error = &e;
+                while let Some(next) = cur.source() {
+                    cur = next;
+                }
+                fail(None, format!("could not reach {}: {cur}", config.api_base))
+            }
+            Ok(Ok((status, text))) => {
+                let parsed: Option<serde_json::Value> = serde_json::from_slice(&text).ok();
+                if status.is_success() {
+                    match parsed {
+                        Some(v) => TestReport {
+                            ok: true,
+                            status: Some(status.as_u16()),
+                            latency_ms,
+                            model: v.get("model").and_then(|m| m.as_str()).map(String::from),
+                            message: "ok".into(),
+                        },
+                        None => fail(Some(status.as_u16()), "answered with a body that is not JSON".into()),
+                    }
+                } else {
+                    let message = parsed
+                        .as_ref()
+                        .and_then(|v| v.pointer("/error/message"))
+                        .and_then(|m| m.as_str())
+                        .map(String::from)
+                        .unwrap_or_else(|| String::from_utf8_lossy(&text[..text.len().min(300)]).into_owned());
+                    fail(Some(status.as_u16()), format!("HTTP {}: {message}", status.as_u16()))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The gateway: OpenAI-compatible HTTP in (axum), upstream calls out (reqwest).
+//!
+//! State shared by all requests:
+//! - `settings` and the model `table` sit behind `ArcSwap`, so a request reads
+//!   them without locking and a reload or an added model swaps them whole;
+//! - each model's routing state (the router core's [`Pool`] plus the
+//!   deployments' connection details) sits behind its own short mutex that is
+//!   never held across an await.
+
+mod admin;
+mod auth;
+pub mod control;
+pub mod error;
+mod metrics;
+mod proxy;
+mod relay;
+pub mod request;
+pub mod sse;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::routing::{get, post, put};
+use tokio::net::TcpListener;
+
+use crate::config::{ApiKey, Config, ServerConfig};
+use crate::events::EventBus;
+use crate::router::Pool;
+pub use control::{DeploymentView, ModelView, StateView, TestReport};
+pub use error::ApiError;
+use upstream::Upstream;
+
+/// Cheap to clone; all clones share one gateway.
+#[derive(Clone)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: ArcSwap<Settings>,
+    table: ArcSwap<RouteTable>,
+    client: reqwest::Client,
+    events: EventBus,
+    metrics: metrics::Metrics,
+    epoch: Instant,
+    config_path: PathBuf,
+    /// Serialises edits of the config file.
+    edits: tokio::sync::Mutex<()>,
+    next_id: AtomicU64,
+}
+
+/// The server part of the config, as requests need it.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub api_keys: Vec<ApiKey>,
+    pub admin_key: Option<ApiKey>,
+    pub request_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+impl From<&ServerConfig> for Settings {
+    fn from(s: &ServerConfig) -> Self {
+        Self {
+            listen: s.listen,
+            api_keys: s.api_keys.clone(),
+            admin_key: s.admin_key.clone(),
+            request_timeout: s.request_timeout,
+            first_byte_timeout: s.first_byte_timeout,
+            max_body_bytes: s.max_body_bytes,
+        }
+    }
+}
+
+#[derive(Default)]
+struct RouteTable {
+    models: Vec<Arc<ModelRoute>>,
+    by_name: HashMap<Arc<str>, usize>,
+}
+
+impl RouteTable {
+    fn get(&self, name: &str) -> Option<&Arc<ModelRoute>> {
+        self.by_name.get(name).map(|&i| &self.models[i])
+    }
+}
+
+/// One model: its name and its routing state.
+pub struct ModelRoute {
+    pub name: Arc<str>,
+    state: Mutex<ModelState>,
+}
+
+struct ModelState {
+    pool: Pool,
+    upstreams: Vec<Arc<Upstream>>,
+}
+
+impl ModelRoute {
+    /// The lock is only ever held for a few field updates; a panic while
+    /// holding it cannot leave the pool half-changed in a way that matters
+    /// more than refusing all traffic would, so a poisoned lock is used as is.
+    fn lock(&self) -> MutexGuard<'_, ModelState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Gateway {
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.server.first_byte_timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let mut table = RouteTable::default();
+        for model in &config.models {
+            let mut pool = Pool::new(config.routing.clone());
+            let mut upstreams = Vec::new();
+            for d in &model.deployments {
+                let up = Upstream::new(d.clone());
+                pool.push(up.name.clone(), d.tpm_limit, d.enabled);
+                upstreams.push(Arc::new(up));
+            }
+            let name: Arc<str> = model.name.as_str().into();
+            table.by_name.insert(name.clone(), table.models.len());
+            table.models.push(Arc::new(ModelRoute {
+                name,
+                state: Mutex::new(ModelState { pool, upstreams }),
+            }));
+        }
+        Ok(Self {
+            shared: Arc::new(Shared {
+                settings: ArcSwap::from_pointee(Settings::from(&config.server)),
+                table: ArcSwap::from_pointee(table),
+                client,
+                events: EventBus::new(),
+                metrics: metrics::Metrics::new(),
+                epoch: Instant::now(),
+                config_path: config.path.clone(),
+                edits: tokio::sync::Mutex::new(()),
+                next_id: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// Time since the gateway started: the router core's clock.
+    fn now(&self) -> Duration {
+        self.shared.epoch.elapsed()
+    }
+
+    fn next_id(&self) -> u64 {
+        self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.shared.events
+    }
+
+    pub fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {
+        self.shared.settings.load()
+    }
+
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.shared.config_path
+    }
+
+    /// The HTTP routes of the contract.
+    pub fn router(&self) -> Router {
+        let v1 = Router::new()
+            .route("/v1/chat/completions", post(proxy::chat_completions))
+            .route("/v1/completions", post(proxy::completions))
+            .route("/v1/embeddings", post(proxy::embeddings))
+            .route("/v1/models", get(proxy::models));
+        let admin = Router::new()
+            .route("/admin/state", get(admin::state))
+            .route("/admin/events", get(admin::events))
+            .route(
+                "/admin/models/{model}/deployments/{deployment}/enabled",
+                put(admin::set_enabled),
+            )
+            .route("/admin/models/{model}/deployments", post(admin::add_deployment))
+            .route("/metrics", get(admin::metrics));
+        Router::new()
+            .merge(v1)
+            .merge(admin)
+            .route("/health", get(|| async { "ok" }))
+            .fallback(|| async { ApiError::NotFound("Unknown path; see /v1/models and /health.".into()) })
+            // Bodies are read by the handlers themselves, against the configured limit.
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(self.clone())
+    }
+
+    /// Serves until `shutdown` resolves; in-flight requests are then given
+    /// their chance to finish.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Binds `addr` and serves in a background task; returns the bound address.
+/// For tests and the demo: the gateway stops when the token is cancelled.
+pub async fn spawn(
+    gateway: Gateway,
+    addr: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let _ = gateway.serve(listener, async move { stop.cancelled().await }).await;
+    });
+    Ok(bound)
+}

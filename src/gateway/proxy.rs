@@ -1,0 +1,626 @@
+//! Forwarding one request: pick a deployment, call it, fail over, answer.
+//!
+//! A [`Flight`] follows the request from arrival to its last byte. It is the one
+//! place that tells the router core how each attempt went, corrects the token
+//! count, and publishes the request's event, including when the client goes
+//! away halfway (its `Drop` does the bookkeeping then), so no request and no
+//! token goes unaccounted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::relay::{ByteStream, Relay};
+use super::request::{self, Endpoint, Inspected};
+use super::sse::{SseScanner, Usage};
+use super::upstream::{Upstream, rate_limit_hint};
+use super::{Gateway, ModelRoute, auth};
+use crate::events::{self, AttemptOutcome, Event, RequestEvent, RequestOutcome};
+use crate::router::{Reservation, Unavailable, Verdict};
+
+/// The largest answer read into memory from an upstream (non-streaming).
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// How much of an upstream's error body is kept for messages.
+const MAX_ERROR_BYTES: usize = 64 << 10;
+
+pub(super) async fn chat_completions(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, Endpoint::ChatCompletions, headers, body).await
+}
+
+pub(super) async fn completions(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, Endpoint::Completions, headers, body).await
+}
+
+pub(super) async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, Endpoint::Embeddings, headers, body).await
+}
+
+pub(super) async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
+    if !auth::client_allowed(&headers, &gw.settings().api_keys) {
+        return ApiError::Unauthorized.into_response();
+    }
+    let table = gw.shared.table.load();
+    let data: Vec<_> = table
+        .models
+        .iter()
+        .map(|m| json!({"id": &*m.name, "object": "model", "created": 0, "owned_by": "switchboard"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// Reads the body up to `limit` bytes; over it is a 413.
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return Err(ApiError::PayloadTooLarge { limit });
+                }
+                source = err.source();
+            }
+            Err(ApiError::BadRequest {
+                message: format!("could not read the request body: {e}"),
+                param: None,
+            })
+        }
+    }
+}
+
+async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let settings = gw.settings();
+    if !auth::client_allowed(&headers, &settings.api_keys) {
+        return ApiError::Unauthorized.into_response();
+    }
+    let body = match read_body(body, settings.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let req = match request::inspect(&body, endpoint) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::BadRequest {
+                message: e.message,
+                param: e.param,
+            }
+            .into_response();
+        }
+    };
+    let Some(route) = gw.shared.table.load().get(&req.model).cloned() else {
+        return ApiError::ModelNotFound(req.model).into_response();
+    };
+    let deadline = tokio::time::Instant::from_std(started + settings.request_timeout);
+    let first_byte = settings.first_byte_timeout;
+    drop(settings);
+    let mut flight = Flight::new(gw.clone(), route, endpoint, &req, started);
+    loop {
+        let upstream = match flight.pick() {
+            Ok(up) => up,
+            Err(why) => return flight.give_up(why),
+        };
+        match attempt(&gw, &upstream, endpoint, &req, &body, deadline, first_byte).await {
+            Attempted::Answered {
+                status,
+                headers,
+                body,
+                usage,
+            } => {
+                let client_error = !status.is_success();
+                let outcome = if client_error {
+                    AttemptOutcome::Status { status: status.as_u16() }
+                } else {
+                    AttemptOutcome::Ok { status: status.as_u16() }
+                };
+                // An upstream that rejects the request (400, 422...) did not use tokens.
+                let tokens = match (client_error, usage) {
+                    (true, _) => Tokens::Actual(0),
+                    (false, Some(u)) => Tokens::Actual(u.total()),
+                    (false, None) => Tokens::Estimate,
+                };
+                flight.conclude(outcome, Verdict::Answered, Some(tokens));
+                let (prompt, completion, estimated) = match usage {
+                    Some(u) => (u.prompt_tokens, u.completion_tokens, false),
+                    None if client_error => (0, 0, false),
+                    None => (req.prompt_estimate, req.estimate - req.prompt_estimate, true),
+                };
+                let kind = if client_error { RequestOutcome::ClientError } else { RequestOutcome::Ok };
+                flight.finish(status.as_u16(), kind, prompt, completion, estimated);
+                return respond(status, &headers, Body::from(body), &upstream, flight.attempts.len());
+            }
+            Attempted::Streaming {
+                status,
+                headers,
+                first,
+                rest,
+                scanner,
+            } => {
+                flight.conclude(AttemptOutcome::Ok { status: status.as_u16() }, Verdict::Answered, None);
+                let attempts = flight.attempts.len();
+                let relay = Relay::new(flight, first, rest, scanner, deadline);
+                return respond(status, &headers, Body::from_stream(relay), &upstream, attempts);
+            }
+            Attempted::Failed {
+                outcome,
+                verdict,
+                detail,
+                tokens,
+            } => {
+                flight.last_failure = Some(format!("{} {}", upstream.name, detail));
+                flight.conclude(outcome, verdict, Some(tokens));
+                if tokio::time::Instant::now() >= deadline {
+                    return flight.give_up(Unavailable::Exhausted);
+                }
+            }
+        }
+    }
+}
+
+fn respond(status: StatusCode, upstream_headers: &HeaderMap, body: Body, up: &Upstream, attempts: usize) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
+        if let Some(v) = upstream_headers.get(&name) {
+            h.insert(name, v.clone());
+        }
+    }
+    if let Some(v) = upstream_headers.get("x-request-id") {
+        h.insert("x-request-id", v.clone());
+    }
+    h.insert("x-switchboard-deployment", up.header_name.clone());
+    h.insert("x-switchboard-attempts", HeaderValue::from(attempts));
+    response
+}
+
+/// What to count against the deployment's window for an attempt.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Tokens {
+    /// The upstream's report (or zero for a request it refused).
+    Actual(u64),
+    /// Keep the estimate: the upstream may have spent tokens we cannot see.
+    Estimate,
+}
+
+pub(super) enum Attempted {
+    Answered {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+        usage: Option<Usage>,
+    },
+    Streaming {
+        status: StatusCode,
+        headers: HeaderMap,
+        first: Bytes,
+        rest: ByteStream,
+        scanner: SseScanner,
+    },
+    Failed {
+        outcome: AttemptOutcome,
+        verdict: Verdict,
+        detail: String,
+        tokens: Tokens,
+    },
+}
+
+fn failed(outcome: AttemptOutcome, detail: impl Into<String>, tokens: Tokens) -> Attempted {
+    Attempted::Failed {
+        outcome,
+        verdict: Verdict::Failed,
+        detail: detail.into(),
+        tokens,
+    }
+}
+
+async fn attempt(
+    gw: &Gateway,
+    up: &Upstream,
+    endpoint: Endpoint,
+    req: &Inspected,
+    body: &Bytes,
+    deadline: tokio::time::Instant,
+    first_byte: Duration,
+) -> Attempted {
+    let payload = req.rewrite(body, &up.model_json);
+    let first_deadline = (tokio::time::Instant::now() + first_byte).min(deadline);
+    let sent = tokio::time::timeout_at(first_deadline, up.request(&gw.shared.client, endpoint, payload).send()).await;
+    let response = match sent {
+        Err(_) => {
+            return failed(
+                AttemptOutcome::Timeout,
+                format!("did not answer within {:.1}s", first_byte.as_secs_f64()),
+                Tokens::Estimate,
+            );
+        }
+        Ok(Err(e)) if e.is_connect() => {
+            return failed(AttemptOutcome::Connect, format!("could not connect: {}", root_cause(&e)), Tokens::Actual(0));
+        }
+        Ok(Err(e)) => {
+            return failed(AttemptOutcome::Connect, format!("request failed: {}", root_cause(&e)), Tokens::Estimate);
+        }
+        Ok(Ok(r)) => r,
+    };
+    let status = response.status();
+    if !status.is_success() {
+        return upstream_error(response, deadline).await;
+    }
+    if req.stream {
+        start_stream(response, req, first_deadline).await
+    } else {
+        read_answer(response, deadline).await
+    }
+}
+
+/// The innermost error message: reqwest's outer ones only repeat the URL.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+async fn read_limited(response: reqwest::Response, limit: usize, deadline: tokio::time::Instant) -> Result<Bytes, String> {
+    let mut stream = response.bytes_stream();
+    let mut buf = BytesMut::new();
+    loop {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => return Err("timed out while sending its answer".into()),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => return Err(format!("broke off its answer: {}", root_cause(&e))),
+            Ok(Some(Ok(chunk))) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(format!("sent an answer larger than {limit} bytes"));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct AnswerProbe {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+async fn read_answer(response: reqwest::Response, deadline: tokio::time::Instant) -> Attempted {
+    let status = response.status();
+    let headers = response.headers().clone();
+    match read_limited(response, MAX_ANSWER_BYTES, deadline).await {
+        Err(detail) => failed(AttemptOutcome::InvalidResponse, detail, Tokens::Estimate),
+        Ok(body) => match serde_json::from_slice::<AnswerProbe>(&body) {
+            Ok(probe) => Attempted::Answered {
+                status,
+                headers,
+                body,
+                usage: probe.usage,
+            },
+            // Nothing has reached the client yet, so a broken answer can be retried elsewhere.
+            Err(e) => failed(
+                AttemptOutcome::InvalidResponse,
+                format!("answered {status} with a body that is not JSON ({e})"),
+                Tokens::Estimate,
+            ),
+        },
+    }
+}
+
+async fn start_stream(response: reqwest::Response, req: &Inspected, first_deadline: tokio::time::Instant) -> Attempted {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let mut rest: ByteStream = Box::pin(response.bytes_stream());
+    let mut scanner = SseScanner::new(req.adds_usage());
+    // Wait for the first bytes worth sending: until then, failing over is invisible to the client.
+    loop {
+        match tokio::time::timeout_at(first_deadline, rest.next()).await {
+            Err(_) => {
+                return failed(AttemptOutcome::Timeout, "sent headers but no data in time", Tokens::Estimate);
+            }
+            Ok(Some(Ok(chunk))) => {
+                if let Some(first) = scanner.feed(chunk) {
+                    if scanner.saw_error {
+                        let text = String::from_utf8_lossy(&first).trim().to_string();
+                        return failed(AttemptOutcome::InvalidResponse, format!("streamed an error: {text}"), Tokens::Actual(0));
+                    }
+                    return Attempted::Streaming {
+                        status,
+                        headers,
+                        first,
+                        rest,
+                        scanner,
+                    };
+                }
+            }
+            Ok(Some(Err(e))) => {
+                return failed(
+                    AttemptOutcome::InvalidResponse,
+                    format!("broke off before its first event: {}", root_cause(&e)),
+                    Tokens::Estimate,
+                );
+            }
+            Ok(None) => {
+                return match scanner.finish() {
+                    Some(first) => Attempted::Streaming {
+                        status,
+                        headers,
+                        first,
+                        rest,
+                        scanner,
+                    },
+                    None => failed(AttemptOutcome::InvalidResponse, "ended the stream before any data", Tokens::Estimate),
+                };
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorProbe {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+async fn upstream_error(response: reqwest::Response, deadline: tokio::time::Instant) -> Attempted {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let hint = rate_limit_hint(&headers);
+    let body = read_limited(response, MAX_ERROR_BYTES, deadline).await.unwrap_or_default();
+    let code = status.as_u16();
+    let retry_elsewhere = matches!(code, 401 | 403 | 404 | 408 | 429) || status.is_server_error();
+    if !retry_elsewhere && status.is_client_error() {
+        // The caller's mistake: pass it back as the upstream said it.
+        return Attempted::Answered {
+            status,
+            headers,
+            body,
+            usage: None,
+        };
+    }
+    let message = serde_json::from_slice::<ErrorProbe>(&body)
+        .ok()
+        .and_then(|p| p.error.message)
+        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
+    let mut message: String = message.chars().take(300).collect();
+    if message.is_empty() {
+        message = status.canonical_reason().unwrap_or("error").to_string();
+    }
+    Attempted::Failed {
+        outcome: AttemptOutcome::Status { status: code },
+        verdict: if code == 429 { Verdict::RateLimited(hint) } else { Verdict::Failed },
+        detail: format!("answered {code}: {message}"),
+        tokens: Tokens::Actual(0),
+    }
+}
+
+/// The bookkeeping of one request.
+pub(super) struct Flight {
+    gw: Gateway,
+    route: Arc<ModelRoute>,
+    id: u64,
+    at_ms: u64,
+    started: Instant,
+    endpoint: Endpoint,
+    stream: bool,
+    pub(super) prompt_estimate: u64,
+    estimate: u64,
+    tried: Vec<usize>,
+    pub(super) attempts: Vec<events::Attempt>,
+    /// The attempt in progress.
+    current: Option<Current>,
+    /// The deployment that answered, until its tokens are settled.
+    answered: Option<Current>,
+    last_failure: Option<String>,
+    finished: bool,
+}
+
+struct Current {
+    index: usize,
+    name: Arc<str>,
+    reservation: Reservation,
+    started: Instant,
+}
+
+impl Flight {
+    fn new(gw: Gateway, route: Arc<ModelRoute>, endpoint: Endpoint, req: &Inspected, started: Instant) -> Self {
+        Self {
+            id: gw.next_id(),
+            gw,
+            route,
+            at_ms: events::unix_ms(),
+            started,
+            endpoint,
+            stream: req.stream,
+            prompt_estimate: req.prompt_estimate,
+            estimate: req.estimate,
+            tried: Vec::new(),
+            attempts: Vec::new(),
+            current: None,
+            answered: None,
+            last_failure: None,
+            finished: false,
+        }
+    }
+
+    fn pick(&mut self) -> Result<Arc<Upstream>, Unavailable> {
+        let now = self.gw.now();
+        let mut state = self.route.lock();
+        let pick = state.pool.pick(now, self.estimate, &self.tried)?;
+        let upstream = state.upstreams[pick.index].clone();
+        drop(state);
+        self.tried.push(pick.index);
+        self.current = Some(Current {
+            index: pick.index,
+            name: upstream.name.clone(),
+            reservation: pick.reservation,
+            started: Instant::now(),
+        });
+        Ok(upstream)
+    }
+
+    /// Records the end of the current attempt. With `tokens`, the window is
+    /// corrected now; without, later by [`Flight::settle`].
+    pub(super) fn conclude(&mut self, outcome: AttemptOutcome, verdict: Verdict, tokens: Option<Tokens>) {
+        let Some(cur) = self.current.take() else { return };
+        let now = self.gw.now();
+        let transition = {
+            let mut state = self.route.lock();
+            if let Some(Tokens::Actual(actual)) = tokens {
+                state.pool.settle(cur.index, now, cur.reservation, actual);
+            }
+            state.pool.record(cur.index, now, verdict)
+        };
+        if let Some(t) = transition {
+            self.gw.announce(&self.route.name, &cur.name, t);
+        }
+        self.attempts.push(events::Attempt {
+            deployment: cur.name.clone(),
+            outcome,
+            latency_ms: cur.started.elapsed().as_secs_f64() * 1000.0,
+        });
+        if tokens.is_none() {
+            self.answered = Some(cur);
+        }
+    }
+
+    /// Corrects the answering deployment's window to the tokens really used.
+    pub(super) fn settle(&mut self, tokens: u64) {
+        if let Some(cur) = self.answered.take() {
+            let now = self.gw.now();
+            self.route.lock().pool.settle(cur.index, now, cur.reservation, tokens);
+        }
+    }
+
+    /// A stream broke after it was committed: the deployment failed after all.
+    pub(super) fn fail_answering(&mut self) {
+        if let Some(cur) = &self.answered {
+            let now = self.gw.now();
+            let transition = self.route.lock().pool.record(cur.index, now, Verdict::Failed);
+            if let Some(t) = transition {
+                self.gw.announce(&self.route.name, &cur.name, t);
+            }
+        }
+    }
+
+    pub(super) fn finish(&mut self, status: u16, outcome: RequestOutcome, prompt: u64, completion: u64, estimated: bool) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let event = RequestEvent {
+            id: self.id,
+            at_ms: self.at_ms,
+            model: self.route.name.clone(),
+            endpoint: self.endpoint.name(),
+            stream: self.stream,
+            attempts: std::mem::take(&mut self.attempts),
+            status,
+            outcome,
+            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            tokens_estimated: estimated,
+        };
+        self.gw.shared.metrics.record(&event);
+        self.gw.events().publish(Event::Request(event));
+    }
+
+    /// Nothing (more) to try: the gateway's own answer.
+    fn give_up(&mut self, why: Unavailable) -> Response {
+        let model = self.route.name.clone();
+        let tried = self.attempts.len();
+        let all = |f: fn(&AttemptOutcome) -> bool| tried > 0 && self.attempts.iter().all(|a| f(&a.outcome));
+        let all_rate_limited = all(|o| matches!(o, AttemptOutcome::Status { status: 429 }));
+        let all_timed_out = all(|o| matches!(o, AttemptOutcome::Timeout));
+        let error = if tried == 0 {
+            match why {
+                Unavailable::NoneEnabled => ApiError::Unavailable {
+                    message: format!("No deployment of model `{model}` is enabled."),
+                    retry_after: None,
+                },
+                Unavailable::RateLimited { retry_after } => ApiError::RateLimited {
+                    message: format!(
+                        "Every enabled deployment of `{model}` is at its tokens-per-minute limit or rate limited; retry after {:.0}s.",
+                        retry_after.as_secs_f64().ceil()
+                    ),
+                    retry_after,
+                },
+                Unavailable::Failing { retry_after } => ApiError::Unavailable {
+                    message: format!("Every enabled deployment of `{model}` is cooling down after failures."),
+                    retry_after: Some(retry_after),
+                },
+                Unavailable::Exhausted => ApiError::Unavailable {
+                    message: format!("No deployment of `{model}` could take the request."),
+                    retry_after: None,
+                },
+            }
+        } else if all_rate_limited && matches!(why, Unavailable::RateLimited { .. } | Unavailable::Exhausted) {
+            let retry_after = self.soonest_free();
+            ApiError::RateLimited {
+                message: format!("Every deployment of `{model}` tried ({tried}) answered 429 (rate limited)."),
+                retry_after,
+            }
+        } else if all_timed_out {
+            ApiError::GatewayTimeout {
+                message: format!("Every deployment of `{model}` tried ({tried}) timed out."),
+            }
+        } else {
+            ApiError::BadGateway {
+                message: format!(
+                    "All {tried} deployment(s) of `{model}` tried failed; last: {}.",
+                    self.last_failure.as_deref().unwrap_or("unknown error")
+                ),
+            }
+        };
+        let status = error.status().as_u16();
+        self.finish(status, RequestOutcome::Failed, 0, 0, false);
+        let mut response = error.into_response();
+        if let Some(last) = self.tried.last() {
+            let state = self.route.lock();
+            response
+                .headers_mut()
+                .insert("x-switchboard-deployment", state.upstreams[*last].header_name.clone());
+        }
+        if tried > 0 {
+            response
+                .headers_mut()
+                .insert("x-switchboard-attempts", HeaderValue::from(tried));
+        }
+        response
+    }
+
+    fn soonest_free(&self) -> Duration {
+        let now = self.gw.now();
+        match self.route.lock().pool.pick_hint(now, self.estimate) {
+            Unavailable::RateLimited { retry_after } | Unavailable::Failing { retry_after } => retry_after,
+            _ => Duration::from_secs(1),
+        }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        // The client left (the handler future or the response body was dropped).
+        if self.current.is_some() {
+            self.conclude(AttemptOutcome::Cancelled, Verdict::Abandoned, Some(Tokens::Estimate));
+        }
+        let (prompt, estimate) = (self.prompt_estimate, self.estimate);
+        self.finish(499, RequestOutcome::ClientClosed, prompt, estimate - prompt, true);
+    }
+}

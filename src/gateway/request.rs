@@ -1,0 +1,294 @@
+//! Reading a client's request body and rewriting it for one deployment.
+//!
+//! The body is passed through as the client wrote it, except for two targeted
+//! edits: the value of `model` is replaced by the deployment's model ID, and a
+//! stream that did not ask for usage gets `stream_options.include_usage` so the
+//! gateway learns the real token count (the usage chunk is then removed again
+//! on the way back). Both edits splice bytes at the spans the parser reports,
+//! so the rest of the body is never re-serialised.
+
+use std::borrow::Cow;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// Completion tokens assumed when a request sets no `max_tokens`: enough to
+/// keep a burst of such requests from overshooting a limit before the real
+/// usage comes back, small enough not to block a deployment needlessly.
+pub const DEFAULT_COMPLETION_ESTIMATE: u64 = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn path(&self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "chat.completions",
+            Endpoint::Completions => "completions",
+            Endpoint::Embeddings => "embeddings",
+        }
+    }
+}
+
+/// What the gateway needs to know about a request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    pub model: String,
+    pub stream: bool,
+    /// The client asked for the usage chunk itself.
+    pub wants_usage: bool,
+    /// Prompt tokens, estimated from the size of the prompt (about 4 bytes a
+    /// token; Azure OpenAI's own rate limiter also estimates from characters).
+    pub prompt_estimate: u64,
+    /// Prompt estimate plus the completion tokens the request may use.
+    pub estimate: u64,
+    model_span: (usize, usize),
+    stream_options_span: Option<(usize, usize)>,
+}
+
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(borrow, default)]
+    model: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+    // `null` must keep its span too: it is replaced, not duplicated.
+    #[serde(borrow, default, deserialize_with = "raw_even_if_null")]
+    stream_options: Option<&'a RawValue>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    n: Option<u64>,
+    #[serde(borrow, default)]
+    messages: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a RawValue>,
+}
+
+fn raw_even_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize, Default)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+/// Why a body cannot be routed; the message is for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct BadRequest {
+    pub message: String,
+    pub param: Option<&'static str>,
+}
+
+fn bad(message: impl Into<String>, param: Option<&'static str>) -> BadRequest {
+    BadRequest {
+        message: message.into(),
+        param,
+    }
+}
+
+fn span_of(body: &[u8], raw: &RawValue) -> (usize, usize) {
+    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
+    (start, start + raw.get().len())
+}
+
+pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest> {
+    let first = body.iter().position(|b| !b.is_ascii_whitespace());
+    if first.map(|i| body[i]) != Some(b'{') {
+        return Err(bad(
+            "The request body must be a JSON object (see the API reference).",
+            None,
+        ));
+    }
+    let fields: Fields = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("The request body is not valid JSON: {e}"), None))?;
+    let raw_model = fields
+        .model
+        .ok_or_else(|| bad("you must provide a model parameter", Some("model")))?;
+    let model: Cow<str> = serde_json::from_str(raw_model.get())
+        .map_err(|_| bad("'model' must be a string", Some("model")))?;
+    if model.is_empty() {
+        return Err(bad("you must provide a model parameter", Some("model")));
+    }
+    let stream = fields.stream.unwrap_or(false);
+    let wants_usage = match fields.stream_options {
+        Some(raw) => serde_json::from_str::<Option<StreamOptions>>(raw.get())
+            .map_err(|e| bad(format!("invalid 'stream_options': {e}"), Some("stream_options")))?
+            .unwrap_or_default()
+            .include_usage
+            .unwrap_or(false),
+        None => false,
+    };
+    let prompt_bytes = [fields.messages, fields.prompt, fields.input]
+        .iter()
+        .flatten()
+        .map(|r| r.get().len() as u64)
+        .sum::<u64>();
+    let prompt_estimate = prompt_bytes.div_ceil(4);
+    let completion = match endpoint {
+        Endpoint::Embeddings => 0,
+        _ => fields
+            .max_completion_tokens
+            .or(fields.max_tokens)
+            .unwrap_or(DEFAULT_COMPLETION_ESTIMATE)
+            .saturating_mul(fields.n.unwrap_or(1).max(1)),
+    };
+    Ok(Inspected {
+        model: model.into_owned(),
+        stream,
+        wants_usage,
+        prompt_estimate,
+        estimate: prompt_estimate.saturating_add(completion),
+        model_span: span_of(body, raw_model),
+        stream_options_span: fields.stream_options.map(|r| span_of(body, r)),
+    })
+}
+
+impl Inspected {
+    /// Whether the body sent upstream asks for usage the client did not want,
+    /// so the usage chunk must be taken out of the answer.
+    pub fn adds_usage(&self) -> bool {
+        self.stream && !self.wants_usage
+    }
+
+    /// The body for a deployment: `model_json` (a JSON string literal) in
+    /// place of the client's model, plus `include_usage` for streams.
+    pub fn rewrite(&self, body: &[u8], model_json: &[u8]) -> Bytes {
+        let (ms, me) = self.model_span;
+        let mut out = BytesMut::with_capacity(body.len() + model_json.len() + 48);
+        if !self.adds_usage() {
+            out.put_slice(&body[..ms]);
+            out.put_slice(model_json);
+            out.put_slice(&body[me..]);
+            return out.freeze();
+        }
+        match self.stream_options_span {
+            None => {
+                // Insert right after the opening brace; the object has at least
+                // `model`, so a trailing comma is always followed by a member.
+                let open = body.iter().position(|&b| b == b'{').unwrap_or(0);
+                out.put_slice(&body[..=open]);
+                out.put_slice(br#""stream_options":{"include_usage":true},"#);
+                out.put_slice(&body[open + 1..ms]);
+                out.put_slice(model_json);
+                out.put_slice(&body[me..]);
+            }
+            Some((ss, se)) => {
+                let options = merged_stream_options(&body[ss..se]);
+                // Splice both spans in the order they occur.
+                let mut edits = [(ms, me, model_json), (ss, se, options.as_slice())];
+                edits.sort_by_key(|e| e.0);
+                let mut at = 0;
+                for (start, end, with) in edits {
+                    out.put_slice(&body[at..start]);
+                    out.put_slice(with);
+                    at = end;
+                }
+                out.put_slice(&body[at..]);
+            }
+        }
+        out.freeze()
+    }
+}
+
+fn merged_stream_options(raw: &[u8]) -> Vec<u8> {
+    let mut map = serde_json::from_slice::<Option<serde_json::Map<String, serde_json::Value>>>(raw)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    map.insert("include_usage".into(), serde_json::Value::Bool(true));
+    serde_json::to_vec(&map).unwrap_or_else(|_| br#"{"include_usage":true}"#.to_vec())
+}
+
+/// A model ID as a JSON string literal, computed once per deployment.
+pub fn json_string(s: &str) -> Bytes {
+    Bytes::from(serde_json::to_vec(s).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn rewrite(body: &str) -> Value {
+        let i = inspect(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
+        let out = i.rewrite(body.as_bytes(), &json_string("upstream-id"));
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn replaces_only_the_model() {
+        let body = r#"{ "messages":[{"role":"user","content":"model"}], "model" : "gpt-4o", "temperature":0.5 }"#;
+        let i = inspect(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
+        let out = i.rewrite(body.as_bytes(), &json_string("azure \"x\""));
+        let expected = body.replace(r#""gpt-4o""#, r#""azure \"x\"""#);
+        assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+        assert_eq!(i.model, "gpt-4o");
+        assert!(!i.stream);
+    }
+
+    #[test]
+    fn streams_get_include_usage_added_and_flagged() {
+        let v = rewrite(r#"{"model":"m","stream":true,"messages":[]}"#);
+        assert_eq!(v["stream_options"], json!({"include_usage": true}));
+        assert_eq!(v["model"], "upstream-id");
+        let v = rewrite(r#"{"stream_options":{"foo":1,"include_usage":false},"model":"m","stream":true}"#);
+        assert_eq!(v["stream_options"], json!({"foo":1,"include_usage": true}));
+        assert_eq!(v["model"], "upstream-id");
+        let v = rewrite(r#"{"model":"m","stream":true,"stream_options":null}"#);
+        assert_eq!(v["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn a_client_that_asked_for_usage_keeps_its_body() {
+        let body = r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        let i = inspect(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
+        assert!(i.wants_usage && !i.adds_usage());
+        let v = rewrite(body);
+        assert_eq!(v["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn estimates_prompt_plus_max_tokens() {
+        let body = format!(r#"{{"model":"m","max_tokens":100,"n":2,"messages":"{}"}}"#, "x".repeat(398));
+        let i = inspect(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
+        assert_eq!(i.prompt_estimate, 100);
+        assert_eq!(i.estimate, 300);
+        let i = inspect(br#"{"model":"m","input":"abcd"}"#, Endpoint::Embeddings).unwrap();
+        assert_eq!(i.estimate, 2);
+        let i = inspect(br#"{"model":"m"}"#, Endpoint::ChatCompletions).unwrap();
+        assert_eq!(i.estimate, DEFAULT_COMPLETION_ESTIMATE);
+    }
+
+    #[test]
+    fn bad_bodies_say_what_is_wrong() {
+        let e = |b: &str| inspect(b.as_bytes(), Endpoint::ChatCompletions).unwrap_err();
+        assert!(e("not json").message.contains("JSON object"));
+        assert!(e(r#"{"model": "m""#).message.contains("not valid JSON"));
+        assert_eq!(e(r#"{"messages":[]}"#).param, Some("model"));
+        assert_eq!(e(r#"{"model":42}"#).param, Some("model"));
+        assert!(e(r#"{"model":"a","model":"b"}"#).message.contains("duplicate"));
+        assert!(e(r#"{"model":"a","stream":"yes"}"#).message.contains("boolean"));
+        assert!(e("[]").message.contains("JSON object"));
+    }
+}

@@ -1,0 +1,261 @@
+//! Watching a server-sent-event stream on its way to the client.
+//!
+//! Bytes are forwarded as the upstream sent them, frame by frame, as soon as a
+//! frame is complete. On the way the scanner notes the usage chunk, the final
+//! `[DONE]` and error frames; when the gateway added `include_usage` on the
+//! client's behalf it also takes out what the client did not ask for (the
+//! usage chunk and the `"usage":null` members of the other chunks). A chunk
+//! that needs no edit is passed on without copying.
+
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+impl Usage {
+    pub fn total(&self) -> u64 {
+        self.total_tokens
+            .max(self.prompt_tokens + self.completion_tokens)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SseScanner {
+    pending: BytesMut,
+    strip_usage: bool,
+    pub usage: Option<Usage>,
+    /// `data: [DONE]` was seen: the upstream finished cleanly.
+    pub done: bool,
+    /// Data frames seen (each content chunk is about one token).
+    pub frames: u64,
+    /// The upstream sent an error frame.
+    pub saw_error: bool,
+}
+
+enum Action {
+    Keep,
+    Drop,
+    Replace(Vec<u8>),
+}
+
+#[derive(Deserialize)]
+struct ChunkProbe {
+    #[serde(default)]
+    usage: Option<Usage>,
+    #[serde(default)]
+    choices: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+/// The end of the first frame in `data` (after its blank line), if complete.
+fn frame_end(data: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < data.len() {
+        if data[i] == b'\n' {
+            if data[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if data[i + 1] == b'\r' && data.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The payload of a frame's `data:` line (the one line OpenAI-style APIs send).
+fn data_of(frame: &[u8]) -> Option<&[u8]> {
+    frame.split(|&b| b == b'\n').find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let rest = line.strip_prefix(b"data:")?;
+        Some(rest.strip_prefix(b" ").unwrap_or(rest))
+    })
+}
+
+impl SseScanner {
+    pub fn new(strip_usage: bool) -> Self {
+        Self {
+            strip_usage,
+            ..Self::default()
+        }
+    }
+
+    /// Takes the next chunk from upstream; returns what to send on, if anything.
+    pub fn feed(&mut self, chunk: Bytes) -> Option<Bytes> {
+        let data = if self.pending.is_empty() {
+            chunk
+        } else {
+            self.pending.extend_from_slice(&chunk);
+            self.pending.split().freeze()
+        };
+        let mut at = 0;
+        let mut out: Option<BytesMut> = None;
+        while let Some(len) = frame_end(&data[at..]) {
+            let frame = &data[at..at + len];
+            match self.inspect(frame) {
+                Action::Keep => {
+                    if let Some(o) = out.as_mut() {
+                        o.extend_from_slice(frame);
+                    }
+                }
+                action => {
+                    let o = out.get_or_insert_with(|| BytesMut::from(&data[..at]));
+                    if let Action::Replace(bytes) = action {
+                        o.extend_from_slice(&bytes);
+                    }
+                }
+            }
+            at += len;
+        }
+        if at < data.len() {
+            self.pending.extend_from_slice(&data[at..]);
+        }
+        let ready = match out {
+            Some(o) => o.freeze(),
+            None => data.slice(..at),
+        };
+        (!ready.is_empty()).then_some(ready)
+    }
+
+    /// What is left when the upstream ends: an unterminated frame, passed on as it is.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let rest = self.pending.split().freeze();
+        if let Some(payload) = data_of(&rest) {
+            if payload.trim_ascii() == b"[DONE]" {
+                self.done = true;
+            }
+        }
+        Some(rest)
+    }
+
+    fn inspect(&mut self, frame: &[u8]) -> Action {
+        let Some(payload) = data_of(frame) else {
+            return Action::Keep;
+        };
+        if payload.trim_ascii() == b"[DONE]" {
+            self.done = true;
+            return Action::Keep;
+        }
+        self.frames += 1;
+        if payload.starts_with(b"{\"error\"") || find(payload, b"\"error\":{").is_some() {
+            self.saw_error = true;
+        }
+        if find(payload, b"\"usage\":{").is_some() || find(payload, b"\"usage\": {").is_some() {
+            if let Ok(probe) = serde_json::from_slice::<ChunkProbe>(payload) {
+                if let Some(usage) = probe.usage {
+                    self.usage = Some(usage);
+                    let usage_only = probe.choices.as_ref().is_none_or(|c| c.is_empty());
+                    if self.strip_usage && usage_only {
+                        return Action::Drop;
+                    }
+                }
+            }
+        }
+        if self.strip_usage {
+            for pattern in [&b",\"usage\":null"[..], b"\"usage\":null,", b", \"usage\": null"] {
+                if let Some(pos) = find(frame, pattern) {
+                    let mut edited = Vec::with_capacity(frame.len());
+                    edited.extend_from_slice(&frame[..pos]);
+                    edited.extend_from_slice(&frame[pos + pattern.len()..]);
+                    return Action::Replace(edited);
+                }
+            }
+        }
+        Action::Keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHUNK: &str = "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+    const USAGE: &str = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
+    const DONE: &str = "data: [DONE]\n\n";
+
+    fn feed_all(scanner: &mut SseScanner, parts: &[&str]) -> String {
+        let mut out = Vec::new();
+        for p in parts {
+            if let Some(b) = scanner.feed(Bytes::copy_from_slice(p.as_bytes())) {
+                out.extend_from_slice(&b);
+            }
+        }
+        if let Some(b) = scanner.finish() {
+            out.extend_from_slice(&b);
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn passes_frames_through_unchanged_when_the_client_asked_for_usage() {
+        let mut s = SseScanner::new(false);
+        let input = [CHUNK, CHUNK, USAGE, DONE].concat();
+        let out = feed_all(&mut s, &[&input]);
+        assert_eq!(out, input);
+        assert_eq!(s.usage.unwrap().total(), 7);
+        assert!(s.done);
+        assert_eq!(s.frames, 3);
+    }
+
+    #[test]
+    fn strips_what_the_gateway_added() {
+        let mut s = SseScanner::new(true);
+        let out = feed_all(&mut s, &[CHUNK, USAGE, DONE]);
+        let expected = [CHUNK.replace(",\"usage\":null", ""), DONE.to_string()].concat();
+        assert_eq!(out, expected);
+        assert_eq!(s.usage.unwrap().prompt_tokens, 5);
+    }
+
+    #[test]
+    fn frames_split_across_chunks_are_reassembled() {
+        let mut s = SseScanner::new(false);
+        let input = [CHUNK, USAGE, DONE].concat();
+        let pieces: Vec<String> = input
+            .as_bytes()
+            .chunks(7)
+            .map(|c| String::from_utf8(c.to_vec()).unwrap())
+            .collect();
+        let refs: Vec<&str> = pieces.iter().map(|s| s.as_str()).collect();
+        assert_eq!(feed_all(&mut s, &refs), input);
+        assert!(s.done);
+        assert_eq!(s.usage.unwrap().completion_tokens, 2);
+    }
+
+    #[test]
+    fn a_stream_without_done_is_not_done() {
+        let mut s = SseScanner::new(false);
+        feed_all(&mut s, &[CHUNK, "data: {\"partial\""]);
+        assert!(!s.done);
+    }
+
+    #[test]
+    fn crlf_frames_and_error_frames_are_understood() {
+        let mut s = SseScanner::new(false);
+        let out = feed_all(&mut s, &["data: {\"error\":{\"message\":\"x\"}}\r\n\r\n", "data: [DONE]\r\n\r\n"]);
+        assert!(s.saw_error && s.done);
+        assert!(out.ends_with("[DONE]\r\n\r\n"));
+    }
+
+    #[test]
+    fn unchanged_aligned_chunks_are_not_copied() {
+        let mut s = SseScanner::new(false);
+        let chunk = Bytes::from_static(CHUNK.as_bytes());
+        let out = s.feed(chunk.clone()).unwrap();
+        assert_eq!(out.as_ptr(), chunk.as_ptr());
+    }
+}

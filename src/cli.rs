@@ -65,14 +65,20 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => {
-            eprintln!("switchboard: the dashboard is not built yet; serving headless (same as `switchboard serve`).");
+            eprintln!(
+                "switchboard: the dashboard is not built yet; serving headless (same as `switchboard serve`)."
+            );
             serve(&cli.config, cli.listen)
         }
         Some(Command::Serve { config, listen }) => serve(&config, listen),
-        Some(Command::Demo { config, listen }) => runtime().and_then(|rt| rt.block_on(crate::demo::run(config, listen))),
+        Some(Command::Demo { config, listen }) => {
+            runtime().and_then(|rt| rt.block_on(crate::demo::run(config, listen)))
+        }
         Some(Command::Init { file }) => init(&file),
         Some(Command::Check { config }) => check(&config),
-        Some(Command::MockUpstream(opts)) => runtime().and_then(|rt| rt.block_on(mock_upstream::run(opts))),
+        Some(Command::MockUpstream(opts)) => {
+            runtime().and_then(|rt| rt.block_on(mock_upstream::run(opts)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,7 +90,9 @@ pub fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Loads a config, or explains what to do when there is none.
@@ -106,9 +114,12 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     rt.block_on(async {
         let gateway = Gateway::new(&config)?;
         let addr = listen.unwrap_or(config.server.listen);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.listen in {}): {e}", path.display()))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {addr} (server.listen in {}): {e}",
+                path.display()
+            )
+        })?;
         tracing::info!(
             "switchboard serving {} model(s) on http://{}/v1 (config {})",
             config.models.len(),
@@ -181,7 +192,9 @@ fn check(path: &Path) -> anyhow::Result<()> {
             enabled
         );
         for d in &m.deployments {
-            let tpm = d.tpm_limit.map_or("no TPM limit".to_string(), |l| format!("{l} TPM"));
+            let tpm = d
+                .tpm_limit
+                .map_or("no TPM limit".to_string(), |l| format!("{l} TPM"));
             let state = if d.enabled { "enabled" } else { "disabled" };
             println!(
                 "    - {} → {} ({}, {}, {})",

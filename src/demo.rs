@@ -30,12 +30,42 @@ struct SimUpstream {
 }
 
 const SIMS: &[SimUpstream] = &[
-    SimUpstream { port: 47101, latency_ms: 250, fail_rate: 0.0, tpm_limit: None },
-    SimUpstream { port: 47102, latency_ms: 400, fail_rate: 0.0, tpm_limit: Some(9_000) },
-    SimUpstream { port: 47103, latency_ms: 700, fail_rate: 0.25, tpm_limit: None },
-    SimUpstream { port: 47201, latency_ms: 20, fail_rate: 0.0, tpm_limit: None },
-    SimUpstream { port: 47202, latency_ms: 40, fail_rate: 0.0, tpm_limit: None },
-    SimUpstream { port: 47203, latency_ms: 30, fail_rate: 0.3, tpm_limit: None },
+    SimUpstream {
+        port: 47101,
+        latency_ms: 250,
+        fail_rate: 0.0,
+        tpm_limit: None,
+    },
+    SimUpstream {
+        port: 47102,
+        latency_ms: 400,
+        fail_rate: 0.0,
+        tpm_limit: Some(9_000),
+    },
+    SimUpstream {
+        port: 47103,
+        latency_ms: 700,
+        fail_rate: 0.25,
+        tpm_limit: None,
+    },
+    SimUpstream {
+        port: 47201,
+        latency_ms: 20,
+        fail_rate: 0.0,
+        tpm_limit: None,
+    },
+    SimUpstream {
+        port: 47202,
+        latency_ms: 40,
+        fail_rate: 0.0,
+        tpm_limit: None,
+    },
+    SimUpstream {
+        port: 47203,
+        latency_ms: 30,
+        fail_rate: 0.3,
+        tpm_limit: None,
+    },
 ];
 
 pub const DEMO_CONFIG: &str = r#"# switchboard demo config: every api_base is a simulated upstream that
@@ -101,9 +131,11 @@ async fn start_upstreams() -> anyhow::Result<Vec<MockHandle>> {
         opts.tokens = 60;
         opts.chunk_delay_ms = 15;
         opts.seed = Some(i as u64 + 1);
-        let handle = mock_upstream::spawn(opts)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot start the simulated upstream on {addr}: {e} (is another demo running?)"))?;
+        let handle = mock_upstream::spawn(opts).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot start the simulated upstream on {addr}: {e} (is another demo running?)"
+            )
+        })?;
         handles.push(handle);
     }
     Ok(handles)
@@ -115,8 +147,9 @@ fn demo_config_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
         None => std::env::temp_dir().join(format!("switchboard-demo-{}.toml", std::process::id())),
     };
     if !path.exists() {
-        std::fs::write(&path, DEMO_CONFIG)
-            .map_err(|e| anyhow::anyhow!("cannot write the demo config to {}: {e}", path.display()))?;
+        std::fs::write(&path, DEMO_CONFIG).map_err(|e| {
+            anyhow::anyhow!("cannot write the demo config to {}: {e}", path.display())
+        })?;
     }
     Ok(path)
 }
@@ -127,10 +160,22 @@ pub async fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow:
     let _upstreams = start_upstreams().await?;
     let gateway = Gateway::new(&config)?;
     let stop = CancellationToken::new();
-    let addr = gateway::spawn(gateway.clone(), listen.unwrap_or(config.server.listen), stop.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", listen.unwrap_or(config.server.listen)))?;
-    println!("switchboard demo: gateway on http://{addr}/v1, config {}", path.display());
+    let addr = gateway::spawn(
+        gateway.clone(),
+        listen.unwrap_or(config.server.listen),
+        stop.clone(),
+    )
+    .await
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {}: {e}",
+            listen.unwrap_or(config.server.listen)
+        )
+    })?;
+    println!(
+        "switchboard demo: gateway on http://{addr}/v1, config {}",
+        path.display()
+    );
     println!("simulated upstreams on 127.0.0.1:47101-47203; Ctrl-C stops.\n");
     let mut events = gateway.events().subscribe();
     tokio::spawn(traffic(addr, stop.clone()));
@@ -185,10 +230,17 @@ async fn traffic(addr: SocketAddr, stop: CancellationToken) {
             break;
         }
         let in_burst = started.elapsed().as_secs() % 20 < 4;
-        let pause = if in_burst { 40 } else { rng.random_range(120..400) };
+        let pause = if in_burst {
+            40
+        } else {
+            rng.random_range(120..400)
+        };
         tokio::time::sleep(Duration::from_millis(pause)).await;
         let (path, body) = if n % 3 == 2 {
-            ("embeddings", serde_json::json!({"model": "text-embedding-3-small", "input": "the quick brown fox"}))
+            (
+                "embeddings",
+                serde_json::json!({"model": "text-embedding-3-small", "input": "the quick brown fox"}),
+            )
         } else {
             let stream = rng.random_bool(0.5);
             (

@@ -70,9 +70,13 @@ pub struct Attempt {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AttemptOutcome {
-    Ok { status: u16 },
+    Ok {
+        status: u16,
+    },
     /// An HTTP error status from the upstream.
-    Status { status: u16 },
+    Status {
+        status: u16,
+    },
     Timeout,
     Connect,
     /// The upstream answered something that is not a valid response.
@@ -181,7 +185,10 @@ mod tests {
                 change: DeploymentChange::Recovered,
             }));
         }
-        assert!(matches!(rx.recv().await, Err(broadcast::error::RecvError::Lagged(10))));
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(10))
+        ));
         match &*rx.recv().await.unwrap() {
             Event::Deployment(d) => assert_eq!(d.at_ms, 10),
             other => panic!("unexpected {other:?}"),

@@ -39,7 +39,8 @@ async fn bad_requests_get_clear_openai_errors() {
     assert_eq!(r.status(), 200);
     assert!(a.stats().last_body.unwrap().len() > 2 << 20);
 
-    let huge = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(4 << 20)}]});
+    let huge =
+        json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(4 << 20)}]});
     let r = send(huge.to_string().into_bytes()).await.unwrap();
     assert_eq!(r.status(), 413);
     assert_eq!(json(r).await["error"]["code"], "request_too_large");
@@ -63,9 +64,12 @@ async fn client_and_admin_keys_are_enforced() {
         &[deployment("a", &a, "")],
     ))
     .await;
-    let body = json!({"model": "m", "messages": []}).to_string();
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let call = |key: Option<&'static str>| {
-        let mut rb = gw.client.post(gw.url("/v1/chat/completions")).body(body.clone());
+        let mut rb = gw
+            .client
+            .post(gw.url("/v1/chat/completions"))
+            .body(body.clone());
         if let Some(k) = key {
             rb = rb.bearer_auth(k);
         }
@@ -74,23 +78,58 @@ async fn client_and_admin_keys_are_enforced() {
     let r = call(None).await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(json(r).await["error"]["code"], "invalid_api_key");
-    assert_eq!(call(Some("sk-client-secret-0")).await.unwrap().status(), 401);
+    assert_eq!(
+        call(Some("sk-client-secret-0")).await.unwrap().status(),
+        401
+    );
     assert_eq!(call(Some("sk-admin-secret-2")).await.unwrap().status(), 401);
-    assert_eq!(call(Some("sk-client-secret-1")).await.unwrap().status(), 200);
-    let models = gw.client.get(gw.url("/v1/models")).bearer_auth("sk-client-secret-1").send().await.unwrap();
+    assert_eq!(
+        call(Some("sk-client-secret-1")).await.unwrap().status(),
+        200
+    );
+    let models = gw
+        .client
+        .get(gw.url("/v1/models"))
+        .bearer_auth("sk-client-secret-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json(models).await["data"][0]["id"], "m");
 
-    assert_eq!(gw.client.get(gw.url("/health")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        gw.client
+            .get(gw.url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     for path in ["/admin/state", "/metrics", "/admin/events"] {
         let r = gw.client.get(gw.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 401, "{path}");
-        let r = gw.client.get(gw.url(path)).bearer_auth("sk-client-secret-1").send().await.unwrap();
+        let r = gw
+            .client
+            .get(gw.url(path))
+            .bearer_auth("sk-client-secret-1")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401, "{path} with a client key");
     }
-    let r = gw.client.get(gw.url("/admin/state")).bearer_auth("sk-admin-secret-2").send().await.unwrap();
+    let r = gw
+        .client
+        .get(gw.url("/admin/state"))
+        .bearer_auth("sk-admin-secret-2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let state = r.text().await.unwrap();
-    assert!(!state.contains("sk-test-a-123456"), "keys are masked: {state}");
+    assert!(
+        !state.contains("sk-test-a-123456"),
+        "keys are masked: {state}"
+    );
     assert!(state.contains("3456"));
 }
 
@@ -100,8 +139,18 @@ async fn admin_state_has_the_contract_fields() {
     let gw = gateway(&one_model("", &[deployment("a", &a, "tpm_limit = 1000")])).await;
     let d = gw.deployment("a").await;
     for field in [
-        "name", "provider", "api_base", "model_id", "api_key", "enabled", "tpm_limit", "tpm_used", "state",
-        "cooldown_remaining_s", "requests", "failures",
+        "name",
+        "provider",
+        "api_base",
+        "model_id",
+        "api_key",
+        "enabled",
+        "tpm_limit",
+        "tpm_used",
+        "state",
+        "cooldown_remaining_s",
+        "requests",
+        "failures",
     ] {
         assert!(d.get(field).is_some(), "missing {field} in {d}");
     }
@@ -132,7 +181,11 @@ async fn toggling_moves_traffic_at_once_and_is_written_to_the_config() {
     }
     assert_eq!(gw.deployment("a").await["state"], "disabled");
     let text = std::fs::read_to_string(&gw.config_path).unwrap();
-    assert!(text.contains("# my gateway") && text.contains("# a's limit") && text.contains("# the model"));
+    assert!(
+        text.contains("# my gateway")
+            && text.contains("# a's limit")
+            && text.contains("# the model")
+    );
     assert!(text.contains("enabled = false"), "{text}");
     // The file still loads, with `a` disabled.
     let reloaded = switchboard::config::Config::load(&gw.config_path).unwrap();
@@ -146,9 +199,21 @@ async fn toggling_moves_traffic_at_once_and_is_written_to_the_config() {
     assert_eq!(to_a, 2);
 
     assert_eq!(put("maybe").await.unwrap().status(), 400);
-    let r = gw.client.put(gw.url("/admin/models/m/deployments/zz/enabled")).body("true").send().await.unwrap();
+    let r = gw
+        .client
+        .put(gw.url("/admin/models/m/deployments/zz/enabled"))
+        .body("true")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = gw.client.put(gw.url("/admin/models/zz/deployments/a/enabled")).body("true").send().await.unwrap();
+    let r = gw
+        .client
+        .put(gw.url("/admin/models/zz/deployments/a/enabled"))
+        .body("true")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -175,42 +240,127 @@ async fn adding_a_deployment_tests_it_saves_it_and_routes_to_it() {
     let text = std::fs::read_to_string(&gw.config_path).unwrap();
     assert!(text.contains("name = \"b\"") && text.contains("sk-new-key-987654"));
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&gw.config_path).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&gw.config_path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "a literal key makes the file private");
-    assert_eq!(switchboard::config::Config::load(&gw.config_path).unwrap().models[0].deployments.len(), 2);
+    assert_eq!(
+        switchboard::config::Config::load(&gw.config_path)
+            .unwrap()
+            .models[0]
+            .deployments
+            .len(),
+        2
+    );
 
     assert_eq!(add(spec, "").await.unwrap().status(), 409);
     let c = mock().await;
-    c.set_mode(Mode::Fail { status: 401, retry_after_s: None, message: Some("Incorrect API key provided".into()) });
-    let r = add(json!({"name": "c", "api_base": c.base_url(), "model_id": "x"}), "").await.unwrap();
+    c.set_mode(Mode::Fail {
+        status: 401,
+        retry_after_s: None,
+        message: Some("Incorrect API key provided".into()),
+    });
+    let r = add(
+        json!({"name": "c", "api_base": c.base_url(), "model_id": "x"}),
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 422);
-    assert!(json(r).await["error"]["message"].as_str().unwrap().contains("Incorrect API key"));
-    let r = add(json!({"name": "c", "api_base": c.base_url(), "model_id": "x"}), "?test=false").await.unwrap();
+    assert!(
+        json(r).await["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Incorrect API key")
+    );
+    let r = add(
+        json!({"name": "c", "api_base": c.base_url(), "model_id": "x"}),
+        "?test=false",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 201);
-    let r = add(json!({"name": "d", "api_base": "ftp://x", "model_id": "x"}), "?test=false").await.unwrap();
+    let r = add(
+        json!({"name": "d", "api_base": "ftp://x", "model_id": "x"}),
+        "?test=false",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
-    let r = add(json!({"name": "d", "api_base": c.base_url(), "model_id": "x", "tpm_limit": 0}), "?test=false").await.unwrap();
+    let r = add(
+        json!({"name": "d", "api_base": c.base_url(), "model_id": "x", "tpm_limit": 0}),
+        "?test=false",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
-    let r = add(json!({"name": "d", "api_base": c.base_url(), "model_id": "x", "colour": 1}), "").await.unwrap();
+    let r = add(
+        json!({"name": "d", "api_base": c.base_url(), "model_id": "x", "colour": 1}),
+        "",
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 400);
-    let r = gw.client.post(gw.url("/admin/models/zz/deployments")).body("{}").send().await.unwrap();
+    let r = gw
+        .client
+        .post(gw.url("/admin/models/zz/deployments"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
 #[tokio::test]
 async fn metrics_count_requests_failovers_and_tokens() {
     let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Fail { status: 500, retry_after_s: None, message: None });
-    let gw = gateway(&one_model("", &[deployment("a", &a, "tpm_limit = 100000"), deployment("b", &b, "")])).await;
+    a.set_mode(Mode::Fail {
+        status: 500,
+        retry_after_s: None,
+        message: None,
+    });
+    let gw = gateway(&one_model(
+        "",
+        &[
+            deployment("a", &a, "tpm_limit = 100000"),
+            deployment("b", &b, ""),
+        ],
+    ))
+    .await;
     for _ in 0..2 {
         gw.chat("m").await;
     }
-    let text = gw.client.get(gw.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("switchboard_requests_total{model=\"m\",status=\"200\"} 2"), "{text}");
-    assert!(text.contains("switchboard_failovers_total{model=\"m\"} 1"), "{text}");
-    assert!(text.contains("switchboard_tokens_total{model=\"m\",deployment=\"b\",kind=\"completion\"}"), "{text}");
-    assert!(text.contains("switchboard_request_duration_seconds_bucket"), "{text}");
-    assert!(text.contains("switchboard_deployment_tpm_limit{model=\"m\",deployment=\"a\"} 100000"), "{text}");
+    let text = gw
+        .client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("switchboard_requests_total{model=\"m\",status=\"200\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchboard_failovers_total{model=\"m\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchboard_tokens_total{model=\"m\",deployment=\"b\",kind=\"completion\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchboard_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchboard_deployment_tpm_limit{model=\"m\",deployment=\"a\"} 100000"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -224,7 +374,9 @@ async fn admin_events_stream_routing_events() {
     let mut text = String::new();
     tokio::time::timeout(Duration::from_secs(5), async {
         while !text.contains("\n\n") {
-            text.push_str(&String::from_utf8_lossy(&body.next().await.unwrap().unwrap()));
+            text.push_str(&String::from_utf8_lossy(
+                &body.next().await.unwrap().unwrap(),
+            ));
         }
     })
     .await

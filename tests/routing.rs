@@ -14,7 +14,9 @@ async fn tally(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
     for _ in 0..n {
         let r = gw.chat("m").await;
         assert_eq!(r.status(), 200);
-        *counts.entry(header(&r, "x-switchboard-deployment")).or_default() += 1;
+        *counts
+            .entry(header(&r, "x-switchboard-deployment"))
+            .or_default() += 1;
     }
     counts
 }
@@ -40,7 +42,11 @@ async fn deployments_without_limits_rotate_evenly() {
     let (a, b, c) = (mock().await, mock().await, mock().await);
     let gw = gateway(&one_model(
         "",
-        &[deployment("a", &a, ""), deployment("b", &b, ""), deployment("c", &c, "")],
+        &[
+            deployment("a", &a, ""),
+            deployment("b", &b, ""),
+            deployment("c", &c, ""),
+        ],
     ))
     .await;
     let counts = tally(&gw, 9).await;
@@ -60,7 +66,10 @@ async fn a_mixed_set_weighs_unlimited_as_the_largest_limit() {
     ))
     .await;
     let counts = tally(&gw, 7).await;
-    assert_eq!((counts["l100"], counts["l300"], counts["unlimited"]), (1, 3, 3));
+    assert_eq!(
+        (counts["l100"], counts["l300"], counts["unlimited"]),
+        (1, 3, 3)
+    );
 }
 
 #[tokio::test]
@@ -68,7 +77,10 @@ async fn disabled_deployments_get_no_traffic() {
     let (a, b) = (mock().await, mock().await);
     let gw = gateway(&one_model(
         "",
-        &[deployment("on", &a, ""), deployment("off", &b, "enabled = false")],
+        &[
+            deployment("on", &a, ""),
+            deployment("off", &b, "enabled = false"),
+        ],
     ))
     .await;
     let counts = tally(&gw, 4).await;
@@ -81,7 +93,10 @@ async fn the_model_is_rewritten_to_the_deployments_model_id() {
     let a = mock().await;
     let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
     let r = gw
-        .post("/v1/chat/completions", json!({"messages": [{"role":"user","content":"x"}], "model": "m", "temperature": 0.25}))
+        .post(
+            "/v1/chat/completions",
+            json!({"messages": [{"role":"user","content":"x"}], "model": "m", "temperature": 0.25}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let sent: serde_json::Value = serde_json::from_str(&a.stats().last_body.unwrap()).unwrap();
@@ -93,17 +108,33 @@ async fn the_model_is_rewritten_to_the_deployments_model_id() {
 #[tokio::test]
 async fn a_failing_deployment_is_skipped_and_cools_down_after_three_failures() {
     let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Fail { status: 500, retry_after_s: None, message: None });
-    let gw = gateway(&one_model("", &[deployment("a", &a, ""), deployment("b", &b, "")])).await;
+    a.set_mode(Mode::Fail {
+        status: 500,
+        retry_after_s: None,
+        message: None,
+    });
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
     let mut saw_failover = false;
     for _ in 0..8 {
         let r = gw.chat("m").await;
-        assert_eq!(r.status(), 200, "every request is answered by the healthy deployment");
+        assert_eq!(
+            r.status(),
+            200,
+            "every request is answered by the healthy deployment"
+        );
         assert_eq!(header(&r, "x-switchboard-deployment"), "b");
         saw_failover |= header(&r, "x-switchboard-attempts") == "2";
     }
     assert!(saw_failover);
-    assert_eq!(a.stats().requests, 3, "after three failures `a` is left alone");
+    assert_eq!(
+        a.stats().requests,
+        3,
+        "after three failures `a` is left alone"
+    );
     let d = gw.deployment("a").await;
     assert_eq!(d["state"], "cooling_down");
     assert!(d["cooldown_remaining_s"].as_f64().unwrap() > 4.0);
@@ -113,8 +144,16 @@ async fn a_failing_deployment_is_skipped_and_cools_down_after_three_failures() {
 async fn keys_and_models_that_belong_to_a_deployment_fail_over() {
     for status in [401, 403, 404, 408, 503] {
         let (a, b) = (mock().await, mock().await);
-        a.set_mode(Mode::Fail { status, retry_after_s: None, message: None });
-        let gw = gateway(&one_model("", &[deployment("a", &a, ""), deployment("b", &b, "")])).await;
+        a.set_mode(Mode::Fail {
+            status,
+            retry_after_s: None,
+            message: None,
+        });
+        let gw = gateway(&one_model(
+            "",
+            &[deployment("a", &a, ""), deployment("b", &b, "")],
+        ))
+        .await;
         let r = gw.chat("m").await;
         assert_eq!(r.status(), 200, "{status} fails over");
         assert_eq!(header(&r, "x-switchboard-deployment"), "b");
@@ -124,8 +163,16 @@ async fn keys_and_models_that_belong_to_a_deployment_fail_over() {
 #[tokio::test]
 async fn a_429_cools_down_for_as_long_as_retry_after_says() {
     let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Fail { status: 429, retry_after_s: Some(42.0), message: None });
-    let gw = gateway(&one_model("", &[deployment("a", &a, ""), deployment("b", &b, "")])).await;
+    a.set_mode(Mode::Fail {
+        status: 429,
+        retry_after_s: Some(42.0),
+        message: None,
+    });
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
     for _ in 0..4 {
         assert_eq!(gw.chat("m").await.status(), 200);
     }
@@ -140,9 +187,21 @@ async fn a_429_cools_down_for_as_long_as_retry_after_says() {
 #[tokio::test]
 async fn client_errors_are_passed_back_and_not_retried() {
     let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Fail { status: 400, retry_after_s: None, message: Some("bad temperature".into()) });
-    b.set_mode(Mode::Fail { status: 400, retry_after_s: None, message: Some("bad temperature".into()) });
-    let gw = gateway(&one_model("", &[deployment("a", &a, ""), deployment("b", &b, "")])).await;
+    a.set_mode(Mode::Fail {
+        status: 400,
+        retry_after_s: None,
+        message: Some("bad temperature".into()),
+    });
+    b.set_mode(Mode::Fail {
+        status: 400,
+        retry_after_s: None,
+        message: Some("bad temperature".into()),
+    });
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
     let r = gw.chat("m").await;
     assert_eq!(r.status(), 400);
     assert_eq!(header(&r, "x-switchboard-attempts"), "1");
@@ -156,9 +215,21 @@ async fn client_errors_are_passed_back_and_not_retried() {
 async fn when_everything_fails_the_status_says_why() {
     // 502: the deployments tried failed.
     let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Fail { status: 500, retry_after_s: None, message: Some("boom-a".into()) });
-    b.set_mode(Mode::Fail { status: 502, retry_after_s: None, message: Some("boom-b".into()) });
-    let gw = gateway(&one_model("", &[deployment("a", &a, ""), deployment("b", &b, "")])).await;
+    a.set_mode(Mode::Fail {
+        status: 500,
+        retry_after_s: None,
+        message: Some("boom-a".into()),
+    });
+    b.set_mode(Mode::Fail {
+        status: 502,
+        retry_after_s: None,
+        message: Some("boom-b".into()),
+    });
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
     let r = gw.chat("m").await;
     assert_eq!(r.status(), 502);
     assert_eq!(header(&r, "x-switchboard-attempts"), "2");
@@ -186,9 +257,21 @@ async fn when_everything_fails_the_status_says_why() {
 
     // 429 with Retry-After: every deployment rate limited.
     let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Fail { status: 429, retry_after_s: Some(20.0), message: None });
-    b.set_mode(Mode::Fail { status: 429, retry_after_s: Some(9.0), message: None });
-    let gw = gateway(&one_model("", &[deployment("a", &a, ""), deployment("b", &b, "")])).await;
+    a.set_mode(Mode::Fail {
+        status: 429,
+        retry_after_s: Some(20.0),
+        message: None,
+    });
+    b.set_mode(Mode::Fail {
+        status: 429,
+        retry_after_s: Some(9.0),
+        message: None,
+    });
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
     let r = gw.chat("m").await;
     assert_eq!(r.status(), 429);
     assert_eq!(header(&r, "retry-after"), "9");
@@ -202,7 +285,11 @@ async fn when_everything_fails_the_status_says_why() {
 #[tokio::test]
 async fn all_deployments_cooling_after_failures_is_a_503_with_retry_after() {
     let a = mock().await;
-    a.set_mode(Mode::Fail { status: 500, retry_after_s: None, message: None });
+    a.set_mode(Mode::Fail {
+        status: 500,
+        retry_after_s: None,
+        message: None,
+    });
     let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
     for _ in 0..3 {
         assert_eq!(gw.chat("m").await.status(), 502);
@@ -217,10 +304,14 @@ async fn a_full_tpm_window_is_skipped_and_then_refused_with_retry_after() {
     let (a, b) = (mock().await, mock().await);
     let gw = gateway(&one_model(
         "",
-        &[deployment("a", &a, "tpm_limit = 1000"), deployment("b", &b, "tpm_limit = 1000")],
+        &[
+            deployment("a", &a, "tpm_limit = 1000"),
+            deployment("b", &b, "tpm_limit = 1000"),
+        ],
     ))
     .await;
-    let big = json!({"model": "m", "max_tokens": 800, "messages": [{"role":"user","content":"hi"}]});
+    let big =
+        json!({"model": "m", "max_tokens": 800, "messages": [{"role":"user","content":"hi"}]});
     let mut who = Vec::new();
     for _ in 0..2 {
         let r = gw.post("/v1/chat/completions", big.clone()).await;
@@ -233,7 +324,12 @@ async fn a_full_tpm_window_is_skipped_and_then_refused_with_retry_after() {
     // the remaining room still goes through.
     let used = gw.deployment("a").await["tpm_used"].as_u64().unwrap();
     assert_eq!(used, a.stats().prompt_tokens + a.stats().completion_tokens);
-    let r = gw.post("/v1/chat/completions", json!({"model": "m", "max_tokens": 1200, "messages": []})).await;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "m", "max_tokens": 1200, "messages": []}),
+        )
+        .await;
     assert_eq!(r.status(), 429, "neither window has room for 1200 more");
     let wait: u64 = header(&r, "retry-after").parse().unwrap();
     assert!((59..=60).contains(&wait), "{wait}");
@@ -247,8 +343,14 @@ async fn tokens_are_counted_from_the_upstreams_usage() {
     let r = gw.chat("m").await;
     let body = json(r).await;
     let total = body["usage"]["total_tokens"].as_u64().unwrap();
-    assert_eq!(body["usage"]["completion_tokens"], 5, "max_tokens caps the mock");
-    assert_eq!(gw.deployment("a").await["tpm_used"].as_u64().unwrap(), total);
+    assert_eq!(
+        body["usage"]["completion_tokens"], 5,
+        "max_tokens caps the mock"
+    );
+    assert_eq!(
+        gw.deployment("a").await["tpm_used"].as_u64().unwrap(),
+        total
+    );
 }
 
 #[tokio::test]
@@ -256,7 +358,11 @@ async fn a_body_that_is_not_json_from_upstream_fails_over() {
     let (a, b) = (mock().await, mock().await);
     a.set_mode(Mode::Garbage);
     b.set_mode(Mode::Garbage);
-    let gw = gateway(&one_model("", &[deployment("a", &a, ""), deployment("b", &b, "")])).await;
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
     let r = gw.chat("m").await;
     assert_eq!(r.status(), 502);
     b.set_mode(Mode::Normal);

@@ -30,7 +30,10 @@ async fn a_stream_passes_through_without_the_usage_the_client_did_not_ask_for() 
     let frames = sse_data(r).await;
     assert_eq!(frames.last().unwrap(), "[DONE]");
     for f in &frames[..frames.len() - 1] {
-        assert!(!f.contains("usage"), "the client did not ask for usage: {f}");
+        assert!(
+            !f.contains("usage"),
+            "the client did not ask for usage: {f}"
+        );
         let v: serde_json::Value = serde_json::from_str(f).unwrap();
         assert_eq!(v["object"], "chat.completion.chunk");
     }
@@ -38,14 +41,21 @@ async fn a_stream_passes_through_without_the_usage_the_client_did_not_ask_for() 
     let sent: serde_json::Value = serde_json::from_str(&a.stats().last_body.unwrap()).unwrap();
     assert_eq!(sent["stream_options"]["include_usage"], true);
     let s = a.stats();
-    assert_eq!(gw.deployment("a").await["tpm_used"].as_u64().unwrap(), s.prompt_tokens + s.completion_tokens);
+    assert_eq!(
+        gw.deployment("a").await["tpm_used"].as_u64().unwrap(),
+        s.prompt_tokens + s.completion_tokens
+    );
 }
 
 #[tokio::test]
 async fn a_client_that_asks_for_usage_gets_it() {
     let a = mock_with(|o| o.tokens = 4).await;
     let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
-    let frames = sse_data(gw.post("/v1/chat/completions", stream_body(Some(true))).await).await;
+    let frames = sse_data(
+        gw.post("/v1/chat/completions", stream_body(Some(true)))
+            .await,
+    )
+    .await;
     let usage: serde_json::Value = serde_json::from_str(&frames[frames.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 4);
     assert_eq!(usage["choices"], json!([]));
@@ -63,7 +73,10 @@ async fn chunks_are_relayed_as_they_come_not_buffered() {
     let mut body = r.bytes_stream();
     // The first chunk arrives long before the upstream has finished (~1 s).
     let first = tokio::time::timeout(Duration::from_millis(600), body.next()).await;
-    assert!(matches!(first, Ok(Some(Ok(_)))), "first chunk must arrive before the stream ends");
+    assert!(
+        matches!(first, Ok(Some(Ok(_)))),
+        "first chunk must arrive before the stream ends"
+    );
     let mut rest = 0;
     while let Some(chunk) = body.next().await {
         chunk.unwrap();
@@ -74,7 +87,15 @@ async fn chunks_are_relayed_as_they_come_not_buffered() {
 
 #[tokio::test]
 async fn a_stream_fails_over_before_its_first_byte() {
-    for broken in [Mode::ResetBeforeHeaders, Mode::HangAfterHeaders, Mode::Fail { status: 500, retry_after_s: None, message: None }] {
+    for broken in [
+        Mode::ResetBeforeHeaders,
+        Mode::HangAfterHeaders,
+        Mode::Fail {
+            status: 500,
+            retry_after_s: None,
+            message: None,
+        },
+    ] {
         let (a, b) = (mock().await, mock().await);
         a.set_mode(broken.clone());
         let gw = gateway(&one_model(
@@ -93,7 +114,10 @@ async fn a_stream_fails_over_before_its_first_byte() {
 
 #[tokio::test]
 async fn a_stream_cut_after_its_first_byte_ends_with_an_error_event() {
-    for broken in [Mode::ResetMidStream { after_chunks: 3 }, Mode::TruncatedStream { after_chunks: 3 }] {
+    for broken in [
+        Mode::ResetMidStream { after_chunks: 3 },
+        Mode::TruncatedStream { after_chunks: 3 },
+    ] {
         let a = mock_with(|o| o.tokens = 10).await;
         a.set_mode(broken.clone());
         let gw = gateway(&one_model("", &[deployment("a", &a, "tpm_limit = 100000")])).await;
@@ -101,9 +125,16 @@ async fn a_stream_cut_after_its_first_byte_ends_with_an_error_event() {
         let r = gw.post("/v1/chat/completions", stream_body(None)).await;
         assert_eq!(r.status(), 200);
         let frames = sse_data(r).await;
-        assert_ne!(frames.last().unwrap(), "[DONE]", "{broken:?}: never a clean finish");
+        assert_ne!(
+            frames.last().unwrap(),
+            "[DONE]",
+            "{broken:?}: never a clean finish"
+        );
         let err: serde_json::Value = serde_json::from_str(frames.last().unwrap()).unwrap();
-        assert!(err["error"]["message"].as_str().is_some(), "{broken:?}: {err}");
+        assert!(
+            err["error"]["message"].as_str().is_some(),
+            "{broken:?}: {err}"
+        );
         // The event says so, and the tokens streamed so far are counted.
         let ev = loop {
             if let Event::Request(r) = &*events.recv().await.unwrap() {

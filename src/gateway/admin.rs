@@ -25,12 +25,18 @@ fn guard(gw: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-pub(super) async fn state(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(super) async fn state(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     guard(&gw, &headers)?;
     Ok(Json(gw.state()).into_response())
 }
 
-pub(super) async fn metrics(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(super) async fn metrics(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     guard(&gw, &headers)?;
     let text = gw.shared.metrics.render(&gw.statuses());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
@@ -85,11 +91,14 @@ pub(super) async fn add_deployment(
     body: Body,
 ) -> Result<Response, ApiError> {
     guard(&gw, &headers)?;
+    gw.route(&model)?;
     let body = read_body(body, 64 << 10).await?;
     let spec: DeploymentSpec = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest {
         message: format!("invalid deployment: {e}"),
         param: None,
     })?;
-    let added = gw.add_deployment(&model, spec, query.test.unwrap_or(true)).await?;
+    let added = gw
+        .add_deployment(&model, spec, query.test.unwrap_or(true))
+        .await?;
     Ok((StatusCode::CREATED, Json(added)).into_response())
 }

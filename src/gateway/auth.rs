@@ -9,7 +9,9 @@ use crate::config::ApiKey;
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
     let (scheme, token) = value.split_at_checked(7)?;
-    scheme.eq_ignore_ascii_case(b"bearer ").then(|| token.trim_ascii())
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| token.trim_ascii())
 }
 
 /// Whether `presented` equals one of `keys`. Every key is compared, and each
@@ -58,6 +60,9 @@ mod tests {
         assert!(!client_allowed(&HeaderMap::new(), &keys));
         assert!(client_allowed(&HeaderMap::new(), &[]));
         assert!(admin_allowed(&HeaderMap::new(), None));
-        assert!(!admin_allowed(&with_auth("Bearer sk-one"), Some(&ApiKey::literal("admin"))));
+        assert!(!admin_allowed(
+            &with_auth("Bearer sk-one"),
+            Some(&ApiKey::literal("admin"))
+        ));
     }
 }

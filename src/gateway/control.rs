@@ -82,7 +82,7 @@ pub struct TestReport {
 }
 
 impl Gateway {
-    fn route(&self, model: &str) -> Result<Arc<ModelRoute>, ApiError> {
+    pub(super) fn route(&self, model: &str) -> Result<Arc<ModelRoute>, ApiError> {
         self.shared
             .table
             .load()
@@ -155,7 +155,12 @@ impl Gateway {
 
     /// Enables or disables a deployment: written to the config file first, then
     /// applied at once. Returns whether anything changed.
-    pub async fn set_enabled(&self, model: &str, deployment: &str, enabled: bool) -> Result<bool, ApiError> {
+    pub async fn set_enabled(
+        &self,
+        model: &str,
+        deployment: &str,
+        enabled: bool,
+    ) -> Result<bool, ApiError> {
         let route = self.route(model)?;
         let (index, name) = {
             let state = route.lock();
@@ -173,7 +178,11 @@ impl Gateway {
             .map_err(|e| ApiError::Internal(format!("could not save the change: {e}")))?;
         let changed = route.lock().pool.set_enabled(index, enabled);
         if changed {
-            self.publish_change(route.name.clone(), name, DeploymentChange::Enabled { enabled });
+            self.publish_change(
+                route.name.clone(),
+                name,
+                DeploymentChange::Enabled { enabled },
+            );
         }
         tracing::info!(model, deployment, enabled, "deployment toggled");
         Ok(changed)
@@ -181,19 +190,23 @@ impl Gateway {
 
     /// Adds a deployment to a model: validated, tested (unless `test` is
     /// false), written to the config file, then live at once.
-    pub async fn add_deployment(&self, model: &str, spec: DeploymentSpec, test: bool) -> Result<DeploymentView, ApiError> {
+    pub async fn add_deployment(
+        &self,
+        model: &str,
+        spec: DeploymentSpec,
+        test: bool,
+    ) -> Result<DeploymentView, ApiError> {
         let route = self.route(model)?;
         let duplicate = || ApiError::Conflict {
-            message: format!("model `{model}` already has a deployment named `{}`", spec.name),
+            message: format!(
+                "model `{model}` already has a deployment named `{}`",
+                spec.name
+            ),
         };
         if route.lock().pool.index_of(&spec.name).is_some() {
             return Err(duplicate());
         }
-        let base_dir = self
-            .config_path()
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_default();
+        let base_dir = crate::config::base_dir_of(self.config_path());
         let config = spec.resolve(&base_dir).map_err(|e| ApiError::BadRequest {
             message: e.to_string(),
             param: None,
@@ -202,7 +215,10 @@ impl Gateway {
             let report = self.test_deployment(&config).await;
             if !report.ok {
                 return Err(ApiError::Unprocessable {
-                    message: format!("the test request through `{}` failed: {}", config.name, report.message),
+                    message: format!(
+                        "the test request through `{}` failed: {}",
+                        config.name, report.message
+                    ),
                 });
             }
         }
@@ -220,20 +236,30 @@ impl Gateway {
         let now = self.now();
         let added = {
             let mut state = route.lock();
-            let index = state
-                .pool
-                .push(upstream.name.clone(), upstream.config.tpm_limit, upstream.config.enabled);
+            let index = state.pool.push(
+                upstream.name.clone(),
+                upstream.config.tpm_limit,
+                upstream.config.enabled,
+            );
             state.upstreams.push(upstream.clone());
             let status = state.pool.status(index, now);
             view(&upstream, status)
         };
-        self.publish_change(route.name.clone(), upstream.name.clone(), DeploymentChange::Added);
+        self.publish_change(
+            route.name.clone(),
+            upstream.name.clone(),
+            DeploymentChange::Added,
+        );
         tracing::info!(model, deployment = %upstream.name, "deployment added");
         Ok(added)
     }
 
     /// Tests a configured deployment by name.
-    pub async fn test_existing(&self, model: &str, deployment: &str) -> Result<TestReport, ApiError> {
+    pub async fn test_existing(
+        &self,
+        model: &str,
+        deployment: &str,
+    ) -> Result<TestReport, ApiError> {
         let route = self.route(model)?;
         let config = {
             let state = route.lock();
@@ -251,18 +277,27 @@ impl Gateway {
         let up = Upstream::new(config.clone());
         let embeddings = config.model_id.contains("embed");
         let (endpoint, body) = if embeddings {
-            (Endpoint::Embeddings, json!({"model": config.model_id, "input": "ping"}))
+            (
+                Endpoint::Embeddings,
+                json!({"model": config.model_id, "input": "ping"}),
+            )
         } else {
             (
                 Endpoint::ChatCompletions,
                 json!({"model": config.model_id, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}),
             )
         };
-        let timeout = self.settings().first_byte_timeout.min(Duration::from_secs(30));
+        let timeout = self
+            .settings()
+            .first_byte_timeout
+            .min(Duration::from_secs(30));
         let started = Instant::now();
         let body = bytes::Bytes::from(body.to_string());
         let sent = tokio::time::timeout(timeout, async {
-            let response = up.request(&self.shared.client, endpoint, body).send().await?;
+            let response = up
+                .request(&self.shared.client, endpoint, body)
+                .send()
+                .await?;
             let status = response.status();
             let text = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, text))
@@ -277,7 +312,10 @@ impl Gateway {
             message,
         };
         match sent {
-            Err(_) => fail(None, format!("no answer within {:.0}s", timeout.as_secs_f64())),
+            Err(_) => fail(
+                None,
+                format!("no answer within {:.0}s", timeout.as_secs_f64()),
+            ),
             Ok(Err(e)) => {
                 let mut cur: &dyn std::error::Error = &e;
                 while let Some(next) = cur.source() {
@@ -296,7 +334,10 @@ impl Gateway {
                             model: v.get("model").and_then(|m| m.as_str()).map(String::from),
                             message: "ok".into(),
                         },
-                        None => fail(Some(status.as_u16()), "answered with a body that is not JSON".into()),
+                        None => fail(
+                            Some(status.as_u16()),
+                            "answered with a body that is not JSON".into(),
+                        ),
                     }
                 } else {
                     let message = parsed
@@ -304,8 +345,13 @@ impl Gateway {
                         .and_then(|v| v.pointer("/error/message"))
                         .and_then(|m| m.as_str())
                         .map(String::from)
-                        .unwrap_or_else(|| String::from_utf8_lossy(&text[..text.len().min(300)]).into_owned());
-                    fail(Some(status.as_u16()), format!("HTTP {}: {message}", status.as_u16()))
+                        .unwrap_or_else(|| {
+                            String::from_utf8_lossy(&text[..text.len().min(300)]).into_owned()
+                        });
+                    fail(
+                        Some(status.as_u16()),
+                        format!("HTTP {}: {message}", status.as_u16()),
+                    )
                 }
             }
         }

@@ -25,7 +25,9 @@ pub enum ApiError {
     },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("Incorrect API key provided. Send 'Authorization: Bearer <key>' with a key configured in server.api_keys.")]
+    #[error(
+        "Incorrect API key provided. Send 'Authorization: Bearer <key>' with a key configured in server.api_keys."
+    )]
     Unauthorized,
     #[error("The admin API needs 'Authorization: Bearer <admin_key>'.")]
     AdminUnauthorized,
@@ -38,7 +40,10 @@ pub enum ApiError {
     #[error("{message}")]
     Unprocessable { message: String },
     #[error("{message}")]
-    RateLimited { message: String, retry_after: Duration },
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     #[error("{message}")]
     Unavailable {
         message: String,
@@ -95,16 +100,22 @@ impl ApiError {
     fn kind(&self) -> (&'static str, Option<&'static str>) {
         match self {
             ApiError::BadRequest { .. } => ("invalid_request_error", None),
-            ApiError::PayloadTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            ApiError::PayloadTooLarge { .. } => {
+                ("invalid_request_error", Some("request_too_large"))
+            }
             ApiError::Unauthorized | ApiError::AdminUnauthorized => {
                 ("invalid_request_error", Some("invalid_api_key"))
             }
             ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
             ApiError::Conflict { .. } => ("invalid_request_error", Some("conflict")),
-            ApiError::Unprocessable { .. } => ("invalid_request_error", Some("deployment_test_failed")),
+            ApiError::Unprocessable { .. } => {
+                ("invalid_request_error", Some("deployment_test_failed"))
+            }
             ApiError::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
-            ApiError::Unavailable { .. } => ("service_unavailable", Some("no_deployment_available")),
+            ApiError::Unavailable { .. } => {
+                ("service_unavailable", Some("no_deployment_available"))
+            }
             ApiError::BadGateway { .. } => ("upstream_error", Some("all_deployments_failed")),
             ApiError::GatewayTimeout { .. } => ("upstream_error", Some("upstream_timeout")),
             ApiError::Internal(_) => ("server_error", None),
@@ -166,6 +177,11 @@ mod tests {
         assert_eq!(b["error"]["type"], "invalid_request_error");
         assert!(b["error"]["message"].as_str().unwrap().contains("nope"));
         assert!(!e.retryable());
-        assert!(ApiError::BadGateway { message: "x".into() }.retryable());
+        assert!(
+            ApiError::BadGateway {
+                message: "x".into()
+            }
+            .retryable()
+        );
     }
 }

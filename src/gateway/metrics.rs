@@ -4,7 +4,9 @@
 //! several gateways (tests, the demo) can live in one process.
 
 use metrics::{Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 use crate::events::{AttemptOutcome, RequestEvent};
 use crate::router::{SlotStatus, State};
@@ -21,7 +23,10 @@ pub struct Metrics {
 }
 
 fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
-    pairs.iter().map(|(k, v)| Label::new(*k, v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| Label::new(*k, v.to_string()))
+        .collect()
 }
 
 impl Metrics {
@@ -54,9 +59,17 @@ impl Metrics {
     pub fn record(&self, e: &RequestEvent) {
         let status = e.status.to_string();
         let model = &*e.model;
-        self.counter("switchboard_requests_total", &[("model", model), ("status", &status)], 1);
+        self.counter(
+            "switchboard_requests_total",
+            &[("model", model), ("status", &status)],
+            1,
+        );
         if e.attempts.len() > 1 {
-            self.counter("switchboard_failovers_total", &[("model", model)], e.attempts.len() as u64 - 1);
+            self.counter(
+                "switchboard_failovers_total",
+                &[("model", model)],
+                e.attempts.len() as u64 - 1,
+            );
         }
         for a in &e.attempts {
             let outcome = match a.outcome {
@@ -83,7 +96,11 @@ impl Metrics {
             );
             self.counter(
                 "switchboard_tokens_total",
-                &[("model", model), ("deployment", dep), ("kind", "completion")],
+                &[
+                    ("model", model),
+                    ("deployment", dep),
+                    ("kind", "completion"),
+                ],
                 e.completion_tokens,
             );
             self.recorder
@@ -103,13 +120,29 @@ impl Metrics {
         for (model, slots) in states {
             for s in slots {
                 let labels = [("model", model.as_str()), ("deployment", &*s.name)];
-                self.gauge("switchboard_deployment_tpm_used", &labels, s.tpm_used as f64);
+                self.gauge(
+                    "switchboard_deployment_tpm_used",
+                    &labels,
+                    s.tpm_used as f64,
+                );
                 if let Some(limit) = s.tpm_limit {
                     self.gauge("switchboard_deployment_tpm_limit", &labels, limit as f64);
                 }
-                self.gauge("switchboard_deployment_healthy", &labels, f64::from(u8::from(s.state == State::Healthy)));
-                self.gauge("switchboard_deployment_enabled", &labels, f64::from(u8::from(s.enabled)));
-                self.gauge("switchboard_deployment_cooldown_seconds", &labels, s.cooldown_remaining_s);
+                self.gauge(
+                    "switchboard_deployment_healthy",
+                    &labels,
+                    f64::from(u8::from(s.state == State::Healthy)),
+                );
+                self.gauge(
+                    "switchboard_deployment_enabled",
+                    &labels,
+                    f64::from(u8::from(s.enabled)),
+                );
+                self.gauge(
+                    "switchboard_deployment_cooldown_seconds",
+                    &labels,
+                    s.cooldown_remaining_s,
+                );
             }
         }
         self.handle.render()

@@ -115,7 +115,12 @@ impl ModelRoute {
 impl Gateway {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
-            .connect_timeout(config.server.first_byte_timeout.min(Duration::from_secs(10)))
+            .connect_timeout(
+                config
+                    .server
+                    .first_byte_timeout
+                    .min(Duration::from_secs(10)),
+            )
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
@@ -187,13 +192,18 @@ impl Gateway {
                 "/admin/models/{model}/deployments/{deployment}/enabled",
                 put(admin::set_enabled),
             )
-            .route("/admin/models/{model}/deployments", post(admin::add_deployment))
+            .route(
+                "/admin/models/{model}/deployments",
+                post(admin::add_deployment),
+            )
             .route("/metrics", get(admin::metrics));
         Router::new()
             .merge(v1)
             .merge(admin)
             .route("/health", get(|| async { "ok" }))
-            .fallback(|| async { ApiError::NotFound("Unknown path; see /v1/models and /health.".into()) })
+            .fallback(|| async {
+                ApiError::NotFound("Unknown path; see /v1/models and /health.".into())
+            })
             // Bodies are read by the handlers themselves, against the configured limit.
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(self.clone())
@@ -222,7 +232,9 @@ pub async fn spawn(
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
-        let _ = gateway.serve(listener, async move { stop.cancelled().await }).await;
+        let _ = gateway
+            .serve(listener, async move { stop.cancelled().await })
+            .await;
     });
     Ok(bound)
 }

@@ -32,15 +32,27 @@ const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// How much of an upstream's error body is kept for messages.
 const MAX_ERROR_BYTES: usize = 64 << 10;
 
-pub(super) async fn chat_completions(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn chat_completions(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     handle(gw, Endpoint::ChatCompletions, headers, body).await
 }
 
-pub(super) async fn completions(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn completions(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     handle(gw, Endpoint::Completions, headers, body).await
 }
 
-pub(super) async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn embeddings(
+    State(gw): State<Gateway>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     handle(gw, Endpoint::Embeddings, headers, body).await
 }
 
@@ -52,7 +64,9 @@ pub(super) async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Res
     let data: Vec<_> = table
         .models
         .iter()
-        .map(|m| json!({"id": &*m.name, "object": "model", "created": 0, "owned_by": "switchboard"}))
+        .map(
+            |m| json!({"id": &*m.name, "object": "model", "created": 0, "owned_by": "switchboard"}),
+        )
         .collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
@@ -118,9 +132,13 @@ async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body)
             } => {
                 let client_error = !status.is_success();
                 let outcome = if client_error {
-                    AttemptOutcome::Status { status: status.as_u16() }
+                    AttemptOutcome::Status {
+                        status: status.as_u16(),
+                    }
                 } else {
-                    AttemptOutcome::Ok { status: status.as_u16() }
+                    AttemptOutcome::Ok {
+                        status: status.as_u16(),
+                    }
                 };
                 // An upstream that rejects the request (400, 422...) did not use tokens.
                 let tokens = match (client_error, usage) {
@@ -132,11 +150,20 @@ async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body)
                 let (prompt, completion, estimated) = match usage {
                     Some(u) => (u.prompt_tokens, u.completion_tokens, false),
                     None if client_error => (0, 0, false),
-                    None => (req.prompt_estimate, req.estimate - req.prompt_estimate, true),
+                    None => (
+                        req.prompt_estimate,
+                        req.estimate - req.prompt_estimate,
+                        true,
+                    ),
                 };
-                let kind = if client_error { RequestOutcome::ClientError } else { RequestOutcome::Ok };
+                let kind = if client_error {
+                    RequestOutcome::ClientError
+                } else {
+                    RequestOutcome::Ok
+                };
+                let attempts = flight.attempts.len();
                 flight.finish(status.as_u16(), kind, prompt, completion, estimated);
-                return respond(status, &headers, Body::from(body), &upstream, flight.attempts.len());
+                return respond(status, &headers, Body::from(body), &upstream, attempts);
             }
             Attempted::Streaming {
                 status,
@@ -145,10 +172,22 @@ async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body)
                 rest,
                 scanner,
             } => {
-                flight.conclude(AttemptOutcome::Ok { status: status.as_u16() }, Verdict::Answered, None);
+                flight.conclude(
+                    AttemptOutcome::Ok {
+                        status: status.as_u16(),
+                    },
+                    Verdict::Answered,
+                    None,
+                );
                 let attempts = flight.attempts.len();
                 let relay = Relay::new(flight, first, rest, scanner, deadline);
-                return respond(status, &headers, Body::from_stream(relay), &upstream, attempts);
+                return respond(
+                    status,
+                    &headers,
+                    Body::from_stream(relay),
+                    &upstream,
+                    attempts,
+                );
             }
             Attempted::Failed {
                 outcome,
@@ -166,7 +205,13 @@ async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body)
     }
 }
 
-fn respond(status: StatusCode, upstream_headers: &HeaderMap, body: Body, up: &Upstream, attempts: usize) -> Response {
+fn respond(
+    status: StatusCode,
+    upstream_headers: &HeaderMap,
+    body: Body,
+    up: &Upstream,
+    attempts: usize,
+) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
@@ -234,7 +279,11 @@ async fn attempt(
 ) -> Attempted {
     let payload = req.rewrite(body, &up.model_json);
     let first_deadline = (tokio::time::Instant::now() + first_byte).min(deadline);
-    let sent = tokio::time::timeout_at(first_deadline, up.request(&gw.shared.client, endpoint, payload).send()).await;
+    let sent = tokio::time::timeout_at(
+        first_deadline,
+        up.request(&gw.shared.client, endpoint, payload).send(),
+    )
+    .await;
     let response = match sent {
         Err(_) => {
             return failed(
@@ -244,10 +293,18 @@ async fn attempt(
             );
         }
         Ok(Err(e)) if e.is_connect() => {
-            return failed(AttemptOutcome::Connect, format!("could not connect: {}", root_cause(&e)), Tokens::Actual(0));
+            return failed(
+                AttemptOutcome::Connect,
+                format!("could not connect: {}", root_cause(&e)),
+                Tokens::Actual(0),
+            );
         }
         Ok(Err(e)) => {
-            return failed(AttemptOutcome::Connect, format!("request failed: {}", root_cause(&e)), Tokens::Estimate);
+            return failed(
+                AttemptOutcome::Connect,
+                format!("request failed: {}", root_cause(&e)),
+                Tokens::Estimate,
+            );
         }
         Ok(Ok(r)) => r,
     };
@@ -271,7 +328,11 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-async fn read_limited(response: reqwest::Response, limit: usize, deadline: tokio::time::Instant) -> Result<Bytes, String> {
+async fn read_limited(
+    response: reqwest::Response,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, String> {
     let mut stream = response.bytes_stream();
     let mut buf = BytesMut::new();
     loop {
@@ -317,7 +378,11 @@ async fn read_answer(response: reqwest::Response, deadline: tokio::time::Instant
     }
 }
 
-async fn start_stream(response: reqwest::Response, req: &Inspected, first_deadline: tokio::time::Instant) -> Attempted {
+async fn start_stream(
+    response: reqwest::Response,
+    req: &Inspected,
+    first_deadline: tokio::time::Instant,
+) -> Attempted {
     let status = response.status();
     let headers = response.headers().clone();
     let mut rest: ByteStream = Box::pin(response.bytes_stream());
@@ -326,13 +391,21 @@ async fn start_stream(response: reqwest::Response, req: &Inspected, first_deadli
     loop {
         match tokio::time::timeout_at(first_deadline, rest.next()).await {
             Err(_) => {
-                return failed(AttemptOutcome::Timeout, "sent headers but no data in time", Tokens::Estimate);
+                return failed(
+                    AttemptOutcome::Timeout,
+                    "sent headers but no data in time",
+                    Tokens::Estimate,
+                );
             }
             Ok(Some(Ok(chunk))) => {
                 if let Some(first) = scanner.feed(chunk) {
                     if scanner.saw_error {
                         let text = String::from_utf8_lossy(&first).trim().to_string();
-                        return failed(AttemptOutcome::InvalidResponse, format!("streamed an error: {text}"), Tokens::Actual(0));
+                        return failed(
+                            AttemptOutcome::InvalidResponse,
+                            format!("streamed an error: {text}"),
+                            Tokens::Actual(0),
+                        );
                     }
                     return Attempted::Streaming {
                         status,
@@ -359,7 +432,11 @@ async fn start_stream(response: reqwest::Response, req: &Inspected, first_deadli
                         rest,
                         scanner,
                     },
-                    None => failed(AttemptOutcome::InvalidResponse, "ended the stream before any data", Tokens::Estimate),
+                    None => failed(
+                        AttemptOutcome::InvalidResponse,
+                        "ended the stream before any data",
+                        Tokens::Estimate,
+                    ),
                 };
             }
         }
@@ -381,7 +458,9 @@ async fn upstream_error(response: reqwest::Response, deadline: tokio::time::Inst
     let status = response.status();
     let headers = response.headers().clone();
     let hint = rate_limit_hint(&headers);
-    let body = read_limited(response, MAX_ERROR_BYTES, deadline).await.unwrap_or_default();
+    let body = read_limited(response, MAX_ERROR_BYTES, deadline)
+        .await
+        .unwrap_or_default();
     let code = status.as_u16();
     let retry_elsewhere = matches!(code, 401 | 403 | 404 | 408 | 429) || status.is_server_error();
     if !retry_elsewhere && status.is_client_error() {
@@ -403,7 +482,11 @@ async fn upstream_error(response: reqwest::Response, deadline: tokio::time::Inst
     }
     Attempted::Failed {
         outcome: AttemptOutcome::Status { status: code },
-        verdict: if code == 429 { Verdict::RateLimited(hint) } else { Verdict::Failed },
+        verdict: if code == 429 {
+            Verdict::RateLimited(hint)
+        } else {
+            Verdict::Failed
+        },
         detail: format!("answered {code}: {message}"),
         tokens: Tokens::Actual(0),
     }
@@ -438,7 +521,13 @@ struct Current {
 }
 
 impl Flight {
-    fn new(gw: Gateway, route: Arc<ModelRoute>, endpoint: Endpoint, req: &Inspected, started: Instant) -> Self {
+    fn new(
+        gw: Gateway,
+        route: Arc<ModelRoute>,
+        endpoint: Endpoint,
+        req: &Inspected,
+        started: Instant,
+    ) -> Self {
         Self {
             id: gw.next_id(),
             gw,
@@ -476,8 +565,15 @@ impl Flight {
 
     /// Records the end of the current attempt. With `tokens`, the window is
     /// corrected now; without, later by [`Flight::settle`].
-    pub(super) fn conclude(&mut self, outcome: AttemptOutcome, verdict: Verdict, tokens: Option<Tokens>) {
-        let Some(cur) = self.current.take() else { return };
+    pub(super) fn conclude(
+        &mut self,
+        outcome: AttemptOutcome,
+        verdict: Verdict,
+        tokens: Option<Tokens>,
+    ) {
+        let Some(cur) = self.current.take() else {
+            return;
+        };
         let now = self.gw.now();
         let transition = {
             let mut state = self.route.lock();
@@ -503,7 +599,10 @@ impl Flight {
     pub(super) fn settle(&mut self, tokens: u64) {
         if let Some(cur) = self.answered.take() {
             let now = self.gw.now();
-            self.route.lock().pool.settle(cur.index, now, cur.reservation, tokens);
+            self.route
+                .lock()
+                .pool
+                .settle(cur.index, now, cur.reservation, tokens);
         }
     }
 
@@ -511,14 +610,25 @@ impl Flight {
     pub(super) fn fail_answering(&mut self) {
         if let Some(cur) = &self.answered {
             let now = self.gw.now();
-            let transition = self.route.lock().pool.record(cur.index, now, Verdict::Failed);
+            let transition = self
+                .route
+                .lock()
+                .pool
+                .record(cur.index, now, Verdict::Failed);
             if let Some(t) = transition {
                 self.gw.announce(&self.route.name, &cur.name, t);
             }
         }
     }
 
-    pub(super) fn finish(&mut self, status: u16, outcome: RequestOutcome, prompt: u64, completion: u64, estimated: bool) {
+    pub(super) fn finish(
+        &mut self,
+        status: u16,
+        outcome: RequestOutcome,
+        prompt: u64,
+        completion: u64,
+        estimated: bool,
+    ) {
         if self.finished {
             return;
         }
@@ -545,7 +655,9 @@ impl Flight {
     fn give_up(&mut self, why: Unavailable) -> Response {
         let model = self.route.name.clone();
         let tried = self.attempts.len();
-        let all = |f: fn(&AttemptOutcome) -> bool| tried > 0 && self.attempts.iter().all(|a| f(&a.outcome));
+        let all = |f: fn(&AttemptOutcome) -> bool| {
+            tried > 0 && self.attempts.iter().all(|a| f(&a.outcome))
+        };
         let all_rate_limited = all(|o| matches!(o, AttemptOutcome::Status { status: 429 }));
         let all_timed_out = all(|o| matches!(o, AttemptOutcome::Timeout));
         let error = if tried == 0 {
@@ -562,7 +674,9 @@ impl Flight {
                     retry_after,
                 },
                 Unavailable::Failing { retry_after } => ApiError::Unavailable {
-                    message: format!("Every enabled deployment of `{model}` is cooling down after failures."),
+                    message: format!(
+                        "Every enabled deployment of `{model}` is cooling down after failures."
+                    ),
                     retry_after: Some(retry_after),
                 },
                 Unavailable::Exhausted => ApiError::Unavailable {
@@ -570,10 +684,17 @@ impl Flight {
                     retry_after: None,
                 },
             }
-        } else if all_rate_limited && matches!(why, Unavailable::RateLimited { .. } | Unavailable::Exhausted) {
+        } else if all_rate_limited
+            && matches!(
+                why,
+                Unavailable::RateLimited { .. } | Unavailable::Exhausted
+            )
+        {
             let retry_after = self.soonest_free();
             ApiError::RateLimited {
-                message: format!("Every deployment of `{model}` tried ({tried}) answered 429 (rate limited)."),
+                message: format!(
+                    "Every deployment of `{model}` tried ({tried}) answered 429 (rate limited)."
+                ),
                 retry_after,
             }
         } else if all_timed_out {
@@ -593,9 +714,10 @@ impl Flight {
         let mut response = error.into_response();
         if let Some(last) = self.tried.last() {
             let state = self.route.lock();
-            response
-                .headers_mut()
-                .insert("x-switchboard-deployment", state.upstreams[*last].header_name.clone());
+            response.headers_mut().insert(
+                "x-switchboard-deployment",
+                state.upstreams[*last].header_name.clone(),
+            );
         }
         if tried > 0 {
             response
@@ -608,7 +730,9 @@ impl Flight {
     fn soonest_free(&self) -> Duration {
         let now = self.gw.now();
         match self.route.lock().pool.pick_hint(now, self.estimate) {
-            Unavailable::RateLimited { retry_after } | Unavailable::Failing { retry_after } => retry_after,
+            Unavailable::RateLimited { retry_after } | Unavailable::Failing { retry_after } => {
+                retry_after
+            }
             _ => Duration::from_secs(1),
         }
     }
@@ -618,9 +742,19 @@ impl Drop for Flight {
     fn drop(&mut self) {
         // The client left (the handler future or the response body was dropped).
         if self.current.is_some() {
-            self.conclude(AttemptOutcome::Cancelled, Verdict::Abandoned, Some(Tokens::Estimate));
+            self.conclude(
+                AttemptOutcome::Cancelled,
+                Verdict::Abandoned,
+                Some(Tokens::Estimate),
+            );
         }
         let (prompt, estimate) = (self.prompt_estimate, self.estimate);
-        self.finish(499, RequestOutcome::ClientClosed, prompt, estimate - prompt, true);
+        self.finish(
+            499,
+            RequestOutcome::ClientClosed,
+            prompt,
+            estimate - prompt,
+            true,
+        );
     }
 }

@@ -63,17 +63,29 @@ impl Relay {
     fn end(&mut self, outcome: RequestOutcome) {
         self.ended = true;
         let (prompt, completion, estimated) = self.tokens();
-        let total = self.scanner.usage.map_or(prompt + completion, |u| u.total());
+        let total = self
+            .scanner
+            .usage
+            .map_or(prompt + completion, |u| u.total());
         self.flight.settle(total);
         if outcome == RequestOutcome::StreamInterrupted {
             self.flight.fail_answering();
         }
-        self.flight.finish(200, outcome, prompt, completion, estimated);
+        self.flight
+            .finish(200, outcome, prompt, completion, estimated);
     }
 
     /// Ends the stream with an error event (and whatever was still buffered).
-    fn break_off(&mut self, message: &str, code: &str) -> Poll<Option<Result<Bytes, std::io::Error>>> {
-        let mut out = self.scanner.finish().map(|b| b.to_vec()).unwrap_or_default();
+    fn break_off(
+        &mut self,
+        message: &str,
+        code: &str,
+    ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        let mut out = self
+            .scanner
+            .finish()
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
         if !out.is_empty() && !out.ends_with(b"\n\n") {
             out.extend_from_slice(b"\n\n");
         }
@@ -95,7 +107,10 @@ impl Stream for Relay {
             return Poll::Ready(None);
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
-            return this.break_off("the request timeout ran out while streaming", "request_timeout");
+            return this.break_off(
+                "the request timeout ran out while streaming",
+                "request_timeout",
+            );
         }
         loop {
             match this.upstream.as_mut().poll_next(cx) {
@@ -124,7 +139,10 @@ impl Stream for Relay {
                         // Put the unterminated tail back so break_off sends it first.
                         this.scanner.feed(rest);
                     }
-                    return this.break_off("the upstream ended the stream without [DONE]", "stream_truncated");
+                    return this.break_off(
+                        "the upstream ended the stream without [DONE]",
+                        "stream_truncated",
+                    );
                 }
             }
         }

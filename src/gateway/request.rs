@@ -82,7 +82,9 @@ struct Fields<'a> {
     input: Option<&'a RawValue>,
 }
 
-fn raw_even_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+fn raw_even_if_null<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
 }
 
@@ -133,7 +135,12 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest>
     let stream = fields.stream.unwrap_or(false);
     let wants_usage = match fields.stream_options {
         Some(raw) => serde_json::from_str::<Option<StreamOptions>>(raw.get())
-            .map_err(|e| bad(format!("invalid 'stream_options': {e}"), Some("stream_options")))?
+            .map_err(|e| {
+                bad(
+                    format!("invalid 'stream_options': {e}"),
+                    Some("stream_options"),
+                )
+            })?
             .unwrap_or_default()
             .include_usage
             .unwrap_or(false),
@@ -252,7 +259,9 @@ mod tests {
         let v = rewrite(r#"{"model":"m","stream":true,"messages":[]}"#);
         assert_eq!(v["stream_options"], json!({"include_usage": true}));
         assert_eq!(v["model"], "upstream-id");
-        let v = rewrite(r#"{"stream_options":{"foo":1,"include_usage":false},"model":"m","stream":true}"#);
+        let v = rewrite(
+            r#"{"stream_options":{"foo":1,"include_usage":false},"model":"m","stream":true}"#,
+        );
         assert_eq!(v["stream_options"], json!({"foo":1,"include_usage": true}));
         assert_eq!(v["model"], "upstream-id");
         let v = rewrite(r#"{"model":"m","stream":true,"stream_options":null}"#);
@@ -270,7 +279,10 @@ mod tests {
 
     #[test]
     fn estimates_prompt_plus_max_tokens() {
-        let body = format!(r#"{{"model":"m","max_tokens":100,"n":2,"messages":"{}"}}"#, "x".repeat(398));
+        let body = format!(
+            r#"{{"model":"m","max_tokens":100,"n":2,"messages":"{}"}}"#,
+            "x".repeat(398)
+        );
         let i = inspect(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
         assert_eq!(i.prompt_estimate, 100);
         assert_eq!(i.estimate, 300);
@@ -287,8 +299,16 @@ mod tests {
         assert!(e(r#"{"model": "m""#).message.contains("not valid JSON"));
         assert_eq!(e(r#"{"messages":[]}"#).param, Some("model"));
         assert_eq!(e(r#"{"model":42}"#).param, Some("model"));
-        assert!(e(r#"{"model":"a","model":"b"}"#).message.contains("duplicate"));
-        assert!(e(r#"{"model":"a","stream":"yes"}"#).message.contains("boolean"));
+        assert!(
+            e(r#"{"model":"a","model":"b"}"#)
+                .message
+                .contains("duplicate")
+        );
+        assert!(
+            e(r#"{"model":"a","stream":"yes"}"#)
+                .message
+                .contains("boolean")
+        );
         assert!(e("[]").message.contains("JSON object"));
     }
 }

@@ -167,7 +167,11 @@ impl SseScanner {
             }
         }
         if self.strip_usage {
-            for pattern in [&b",\"usage\":null"[..], b"\"usage\":null,", b", \"usage\": null"] {
+            for pattern in [
+                &b",\"usage\":null"[..],
+                b"\"usage\":null,",
+                b", \"usage\": null",
+            ] {
                 if let Some(pos) = find(frame, pattern) {
                     let mut edited = Vec::with_capacity(frame.len());
                     edited.extend_from_slice(&frame[..pos]);
@@ -184,7 +188,8 @@ impl SseScanner {
 mod tests {
     use super::*;
 
-    const CHUNK: &str = "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
+    const CHUNK: &str =
+        "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n";
     const USAGE: &str = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
     const DONE: &str = "data: [DONE]\n\n";
 
@@ -246,7 +251,13 @@ mod tests {
     #[test]
     fn crlf_frames_and_error_frames_are_understood() {
         let mut s = SseScanner::new(false);
-        let out = feed_all(&mut s, &["data: {\"error\":{\"message\":\"x\"}}\r\n\r\n", "data: [DONE]\r\n\r\n"]);
+        let out = feed_all(
+            &mut s,
+            &[
+                "data: {\"error\":{\"message\":\"x\"}}\r\n\r\n",
+                "data: [DONE]\r\n\r\n",
+            ],
+        );
         assert!(s.saw_error && s.done);
         assert!(out.ends_with("[DONE]\r\n\r\n"));
     }

@@ -62,7 +62,12 @@ impl Upstream {
         }
     }
 
-    pub fn request(&self, client: &reqwest::Client, endpoint: Endpoint, body: Bytes) -> reqwest::RequestBuilder {
+    pub fn request(
+        &self,
+        client: &reqwest::Client,
+        endpoint: Endpoint,
+        body: Bytes,
+    ) -> reqwest::RequestBuilder {
         let mut rb = client
             .post(self.url(endpoint))
             .header(axum::http::header::CONTENT_TYPE, "application/json")
@@ -78,7 +83,12 @@ impl Upstream {
 /// OpenAI and Azure send: `retry-after-ms`, `retry-after` (seconds), then
 /// `x-ratelimit-reset-tokens` / `-requests` (durations like `6m0s`, `250ms`).
 pub fn rate_limit_hint(headers: &HeaderMap) -> Option<Duration> {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         return positive_secs(ms / 1000.0);
     }
@@ -147,7 +157,10 @@ mod tests {
         assert_eq!(parse_reset("6m0s"), Some(Duration::from_secs(360)));
         assert_eq!(parse_reset("1s"), Some(Duration::from_secs(1)));
         assert_eq!(parse_reset("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_reset("1h2m3.5s"), Some(Duration::from_secs_f64(3723.5)));
+        assert_eq!(
+            parse_reset("1h2m3.5s"),
+            Some(Duration::from_secs_f64(3723.5))
+        );
         assert_eq!(parse_reset("12"), Some(Duration::from_secs(12)));
         assert_eq!(parse_reset("soon"), None);
         assert_eq!(parse_reset("5x"), None);
@@ -156,10 +169,16 @@ mod tests {
     #[test]
     fn hints_prefer_the_most_precise_header() {
         assert_eq!(
-            rate_limit_hint(&headers(&[("retry-after-ms", "1500"), ("retry-after", "9")])),
+            rate_limit_hint(&headers(&[
+                ("retry-after-ms", "1500"),
+                ("retry-after", "9")
+            ])),
             Some(Duration::from_millis(1500))
         );
-        assert_eq!(rate_limit_hint(&headers(&[("retry-after", "9")])), Some(Duration::from_secs(9)));
+        assert_eq!(
+            rate_limit_hint(&headers(&[("retry-after", "9")])),
+            Some(Duration::from_secs(9))
+        );
         assert_eq!(
             rate_limit_hint(&headers(&[
                 ("x-ratelimit-reset-tokens", "20s"),

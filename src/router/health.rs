@@ -54,7 +54,10 @@ pub enum Transition {
 /// Why a deployment cannot take a request right now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Blocked {
-    Cooling { cause: Cause, remaining: Duration },
+    Cooling {
+        cause: Cause,
+        remaining: Duration,
+    },
     /// A probe is deciding whether it is back; no known end.
     Probing,
 }
@@ -187,7 +190,10 @@ mod tests {
         assert!(h.blocked(ms(0)).is_none());
         assert_eq!(
             h.record(ms(0), Verdict::Failed, &p),
-            Some(Transition::CoolingDown { cause: Cause::Failing, for_: ms(5000) })
+            Some(Transition::CoolingDown {
+                cause: Cause::Failing,
+                for_: ms(5000)
+            })
         );
         assert!(h.blocked(ms(4999)).is_some());
         assert!(h.blocked(ms(5000)).is_none());
@@ -197,7 +203,10 @@ mod tests {
         // The probe fails: twice as long.
         assert_eq!(
             h.record(ms(6000), Verdict::Failed, &p),
-            Some(Transition::CoolingDown { cause: Cause::Failing, for_: ms(10_000) })
+            Some(Transition::CoolingDown {
+                cause: Cause::Failing,
+                for_: ms(10_000)
+            })
         );
         let mut t = 16_000;
         for _ in 0..10 {
@@ -205,7 +214,10 @@ mod tests {
             h.record(ms(t), Verdict::Failed, &p);
             t += 400_000;
         }
-        assert_eq!(h.cooling(ms(t - 400_000)), Some((Cause::Failing, ms(300_000))));
+        assert_eq!(
+            h.cooling(ms(t - 400_000)),
+            Some((Cause::Failing, ms(300_000)))
+        );
     }
 
     #[test]
@@ -229,7 +241,10 @@ mod tests {
             h.record(ms(0), Verdict::Failed, &p);
         }
         assert!(h.on_pick());
-        assert_eq!(h.record(ms(5001), Verdict::Answered, &p), Some(Transition::Recovered));
+        assert_eq!(
+            h.record(ms(5001), Verdict::Answered, &p),
+            Some(Transition::Recovered)
+        );
         assert_eq!(h.consecutive_failures(), 0);
         assert!(!h.on_pick(), "no probe needed once recovered");
         assert!(h.blocked(ms(5001)).is_none());
@@ -253,7 +268,10 @@ mod tests {
         let p = policy();
         let mut h = Health::default();
         h.record(ms(0), Verdict::RateLimited(Some(ms(20_000))), &p);
-        assert_eq!(h.record(ms(1000), Verdict::RateLimited(Some(ms(2000))), &p), None);
+        assert_eq!(
+            h.record(ms(1000), Verdict::RateLimited(Some(ms(2000))), &p),
+            None
+        );
         assert_eq!(h.cooling(ms(1000)), Some((Cause::RateLimited, ms(19_000))));
         h.record(ms(1000), Verdict::RateLimited(Some(ms(30_000))), &p);
         assert_eq!(h.cooling(ms(1000)), Some((Cause::RateLimited, ms(30_000))));

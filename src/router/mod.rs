@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::RoutingConfig;
-pub use health::{Blocked, Cause, Transition, Verdict};
 use health::Health;
+pub use health::{Blocked, Cause, Transition, Verdict};
 use select::{Candidate, smooth_wrr};
 pub use window::{Reservation, TpmWindow};
 
@@ -162,20 +162,29 @@ impl Pool {
     /// Chooses the deployment for the next attempt of a request estimated at
     /// `estimate` tokens, skipping the ones in `tried`, and counts the estimate
     /// in its window.
-    pub fn pick(&mut self, now: Duration, estimate: u64, tried: &[usize]) -> Result<Pick, Unavailable> {
-        let candidates = self.slots.iter_mut().enumerate().filter_map(|(index, slot)| {
-            let open = slot.enabled
-                && !tried.contains(&index)
-                && slot.health.blocked(now).is_none()
-                && slot
-                    .tpm_limit
-                    .is_none_or(|limit| slot.window.fits(now, estimate, limit));
-            open.then_some(Candidate {
-                index,
-                weight: slot.weight,
-                credit: &mut slot.credit,
-            })
-        });
+    pub fn pick(
+        &mut self,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+    ) -> Result<Pick, Unavailable> {
+        let candidates = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, slot)| {
+                let open = slot.enabled
+                    && !tried.contains(&index)
+                    && slot.health.blocked(now).is_none()
+                    && slot
+                        .tpm_limit
+                        .is_none_or(|limit| slot.window.fits(now, estimate, limit));
+                open.then_some(Candidate {
+                    index,
+                    weight: slot.weight,
+                    credit: &mut slot.credit,
+                })
+            });
         match smooth_wrr(candidates) {
             Some(index) => {
                 let slot = &mut self.slots[index];
@@ -313,7 +322,9 @@ mod tests {
     #[test]
     fn no_limits_rotate_evenly() {
         let mut p = pool(&[None, None, None]);
-        let order: Vec<usize> = (0..6).map(|_| p.pick(s(0), 10, &[]).unwrap().index).collect();
+        let order: Vec<usize> = (0..6)
+            .map(|_| p.pick(s(0), 10, &[]).unwrap().index)
+            .collect();
         assert_eq!(order, vec![0, 1, 2, 0, 1, 2]);
     }
 
@@ -352,7 +363,9 @@ mod tests {
         assert_ne!(a.index, b.index);
         assert_eq!(
             p.pick(Duration::from_millis(30_500), 200, &[]),
-            Err(Unavailable::RateLimited { retry_after: Duration::from_millis(29_500) })
+            Err(Unavailable::RateLimited {
+                retry_after: Duration::from_millis(29_500)
+            })
         );
         // The real usage was lower: the window frees at once.
         p.settle(a.index, s(31), a.reservation, 100);
@@ -367,12 +380,18 @@ mod tests {
         for _ in 0..3 {
             p.record(1, s(0), Verdict::Failed);
         }
-        assert_eq!(p.pick(s(1), 1, &[]), Err(Unavailable::RateLimited { retry_after: s(4) }));
+        assert_eq!(
+            p.pick(s(1), 1, &[]),
+            Err(Unavailable::RateLimited { retry_after: s(4) })
+        );
         let mut q = pool(&[None]);
         for _ in 0..3 {
             q.record(0, s(0), Verdict::Failed);
         }
-        assert_eq!(q.pick(s(2), 1, &[]), Err(Unavailable::Failing { retry_after: s(3) }));
+        assert_eq!(
+            q.pick(s(2), 1, &[]),
+            Err(Unavailable::Failing { retry_after: s(3) })
+        );
         let st = q.status(0, s(2));
         assert_eq!(st.state, State::CoolingDown);
         assert_eq!(st.failures, 3);
@@ -393,7 +412,10 @@ mod tests {
             to_zero += (pick.index == 0) as usize;
         }
         assert_eq!((probes, to_zero), (1, 1));
-        assert_eq!(p.record(0, s(7), Verdict::Answered), Some(Transition::Recovered));
+        assert_eq!(
+            p.record(0, s(7), Verdict::Answered),
+            Some(Transition::Recovered)
+        );
         assert_eq!(p.status(0, s(7)).state, State::Healthy);
     }
 }

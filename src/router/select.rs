@@ -40,11 +40,13 @@ mod tests {
         let mut credits = vec![0i64; weights.len()];
         (0..picks)
             .map(|_| {
-                let cands = credits
-                    .iter_mut()
-                    .zip(weights)
-                    .enumerate()
-                    .map(|(index, (credit, &weight))| Candidate { index, weight, credit });
+                let cands = credits.iter_mut().zip(weights).enumerate().map(
+                    |(index, (credit, &weight))| Candidate {
+                        index,
+                        weight,
+                        credit,
+                    },
+                );
                 smooth_wrr(cands).unwrap()
             })
             .collect()

@@ -195,7 +195,10 @@ mod tests {
         w.add(s(10), 600);
         w.add(s(20), 300);
         // 900 used of 1000; 400 more needs the 600 from second 10 to leave (at 70).
-        assert_eq!(w.time_until_fits(Duration::from_millis(25_500), 400, 1000), Duration::from_millis(44_500));
+        assert_eq!(
+            w.time_until_fits(Duration::from_millis(25_500), 400, 1000),
+            Duration::from_millis(44_500)
+        );
         // 50 more fits now.
         assert_eq!(w.time_until_fits(s(25), 50, 1000), Duration::ZERO);
         // More than the limit: wait until the window is empty (second 20 leaves at 80).

@@ -31,7 +31,9 @@ pub async fn mock() -> MockHandle {
 pub async fn mock_with(f: impl FnOnce(&mut MockOptions)) -> MockHandle {
     let mut opts = MockOptions::new("127.0.0.1:0".parse().unwrap());
     f(&mut opts);
-    mock_upstream::spawn(opts).await.expect("mock upstream starts")
+    mock_upstream::spawn(opts)
+        .await
+        .expect("mock upstream starts")
 }
 
 /// A deployment table entry pointing at a mock.
@@ -64,7 +66,10 @@ pub async fn gateway(config_text: &str) -> TestGateway {
 
 /// A config with one model `m` and the given deployments.
 pub fn one_model(server: &str, deployments: &[String]) -> String {
-    format!("[server]\n{server}\n\n[[models]]\nname = \"m\"\n{}", deployments.concat())
+    format!(
+        "[server]\n{server}\n\n[[models]]\nname = \"m\"\n{}",
+        deployments.concat()
+    )
 }
 
 impl TestGateway {
@@ -91,7 +96,14 @@ impl TestGateway {
     }
 
     pub async fn state(&self) -> serde_json::Value {
-        json(self.client.get(self.url("/admin/state")).send().await.unwrap()).await
+        json(
+            self.client
+                .get(self.url("/admin/state"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     /// The state of deployment `name` of model `m`.

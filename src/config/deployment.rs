@@ -1,0 +1,296 @@
+//! One deployment: the fields a user writes (in the file, the admin API or
+//! the dashboard form) and their validated, resolved form.
+//!
+//! The config file's `[[models.deployments]]` tables are read straight into
+//! [`DeploymentSpec`], so a deployment added at run time is checked by
+//! exactly the same rules as one loaded from the file.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::ApiKey;
+
+/// How the gateway authenticates to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Any OpenAI-compatible API: `Authorization: Bearer <key>`.
+    #[default]
+    OpenAi,
+    /// Azure OpenAI: `api-key: <key>`.
+    Azure,
+}
+
+impl Provider {
+    /// The name used in the config file and the admin API.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Azure => "azure",
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated deployment with its key resolved.
+#[derive(Debug, Clone)]
+pub struct DeploymentConfig {
+    pub name: String,
+    pub provider: Provider,
+    /// An `http://` or `https://` URL with a host, without a trailing `/`.
+    pub api_base: String,
+    /// None for upstreams that need no key (local vLLM, Ollama).
+    pub api_key: Option<ApiKey>,
+    pub model_id: String,
+    /// Tokens per minute; greater than zero when present.
+    pub tpm_limit: Option<u64>,
+    pub enabled: bool,
+}
+
+/// What a user submits for a deployment: the raw fields, with `api_key`
+/// still as written (`env:VAR`, `file:PATH` or a literal key).
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, expecting = "a deployment table")]
+pub struct DeploymentSpec {
+    pub name: String,
+    #[serde(default)]
+    pub provider: Provider,
+    pub api_base: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    pub model_id: String,
+    /// Signed so that a negative value is reported as such, not as a type error.
+    #[serde(default)]
+    pub tpm_limit: Option<i64>,
+    /// Default: true.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+/// A field that failed validation, named as in the config (`api_base`,
+/// `tpm_limit`, ...). The message never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl DeploymentSpec {
+    /// Validates the fields and resolves the key (a relative `file:` path
+    /// against `base_dir`). The error names the field at fault.
+    pub fn resolve(&self, base_dir: &Path) -> Result<DeploymentConfig, FieldError> {
+        let checked = self.check()?;
+        let api_key = self
+            .api_key
+            .as_deref()
+            .map(|reference| ApiKey::parse(reference, base_dir))
+            .transpose()
+            .map_err(|message| FieldError::new("api_key", message))?;
+        Ok(DeploymentConfig {
+            name: self.name.clone(),
+            provider: self.provider,
+            api_base: checked.api_base,
+            api_key,
+            model_id: self.model_id.clone(),
+            tpm_limit: checked.tpm_limit,
+            enabled: self.enabled.unwrap_or(true),
+        })
+    }
+
+    /// Validates everything but the key's resolution: no I/O, no
+    /// environment. Used before a spec is written to the config file.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.check().map(|_| ())
+    }
+
+    fn check(&self) -> Result<Checked, FieldError> {
+        check_name(&self.name).map_err(|m| FieldError::new("name", m))?;
+        let api_base =
+            normalize_api_base(&self.api_base).map_err(|m| FieldError::new("api_base", m))?;
+        if let Some(reference) = &self.api_key
+            && reference.trim().is_empty()
+        {
+            // Omit the field for upstreams that need no key; an empty one is a mistake.
+            return Err(FieldError::new(
+                "api_key",
+                "is empty; omit api_key when the upstream needs none",
+            ));
+        }
+        if self.model_id.trim().is_empty() {
+            return Err(FieldError::new("model_id", "must not be empty"));
+        }
+        let tpm_limit =
+            check_tpm_limit(self.tpm_limit).map_err(|m| FieldError::new("tpm_limit", m))?;
+        Ok(Checked {
+            api_base,
+            tpm_limit,
+        })
+    }
+}
+
+/// The fields whose validated form differs from what was written.
+struct Checked {
+    api_base: String,
+    tpm_limit: Option<u64>,
+}
+
+/// Names appear in URLs, headers and the dashboard: a blank, padded or
+/// control-character name is always a typo.
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.trim() != name {
+        return Err("must not start or end with whitespace".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+fn check_tpm_limit(limit: Option<i64>) -> Result<Option<u64>, String> {
+    match limit {
+        None => Ok(None),
+        Some(n) if n > 0 => Ok(Some(n.unsigned_abs())),
+        Some(n) => Err(format!(
+            "must be greater than 0 (got {n}); omit it for no limit"
+        )),
+    }
+}
+
+/// Checks that `api_base` is an `http(s)://` URL with a host and trims its
+/// trailing `/`. Deliberately small: the HTTP client reports anything subtler
+/// on the first request. The messages do not repeat the URL, which may carry
+/// credentials.
+fn normalize_api_base(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain whitespace".into());
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host_and_port = authority.rsplit('@').next().unwrap_or_default();
+    if host_and_port.is_empty() || host_and_port.starts_with(':') {
+        return Err("has no host (expected e.g. https://api.openai.com/v1)".into());
+    }
+    if rest.contains(['?', '#']) {
+        return Err("must not contain a query or fragment: the gateway appends paths such as /chat/completions".into());
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> DeploymentSpec {
+        DeploymentSpec {
+            name: "east".into(),
+            api_base: "https://example.com/v1/".into(),
+            model_id: "gpt-4o".into(),
+            ..DeploymentSpec::default()
+        }
+    }
+
+    #[test]
+    fn resolves_with_defaults() {
+        let d = spec().resolve(Path::new(".")).unwrap();
+        assert_eq!(d.api_base, "https://example.com/v1");
+        assert_eq!(d.provider, Provider::OpenAi);
+        assert!(d.enabled && d.api_key.is_none() && d.tpm_limit.is_none());
+    }
+
+    #[test]
+    fn api_base_needs_scheme_and_host() {
+        for bad in [
+            "example.com",
+            "ftp://x",
+            "https://",
+            "http:///v1",
+            "https://:80/v1",
+            "https://a b",
+            "https://x/v1?a=1",
+        ] {
+            let s = DeploymentSpec {
+                api_base: bad.into(),
+                ..spec()
+            };
+            assert_eq!(s.validate().unwrap_err().field, "api_base", "{bad}");
+        }
+        for good in [
+            "http://127.0.0.1:9001/v1",
+            "https://[::1]:8080",
+            "https://x.openai.azure.com/openai/v1",
+        ] {
+            let s = DeploymentSpec {
+                api_base: good.into(),
+                ..spec()
+            };
+            assert!(s.validate().is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn tpm_limit_must_be_positive() {
+        for bad in [0, -5] {
+            let s = DeploymentSpec {
+                tpm_limit: Some(bad),
+                ..spec()
+            };
+            assert_eq!(s.validate().unwrap_err().field, "tpm_limit");
+        }
+        let s = DeploymentSpec {
+            tpm_limit: Some(7),
+            ..spec()
+        };
+        assert_eq!(s.resolve(Path::new(".")).unwrap().tpm_limit, Some(7));
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for bad in ["", "  ", " east", "ea\nst"] {
+            let s = DeploymentSpec {
+                name: bad.into(),
+                ..spec()
+            };
+            assert_eq!(s.validate().unwrap_err().field, "name", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn provider_names_round_trip() {
+        for p in [Provider::OpenAi, Provider::Azure] {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(json, format!("\"{}\"", p.as_str()));
+        }
+    }
+
+    #[test]
+    fn unknown_spec_fields_are_rejected() {
+        let err = serde_json::from_str::<DeploymentSpec>(
+            r#"{"name":"a","api_base":"http://x","model_id":"m","tpm_limt":5}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("tpm_limt"));
+    }
+}

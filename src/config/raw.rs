@@ -1,0 +1,280 @@
+//! The config as written, and its validation into the types the program uses.
+//!
+//! Serde checks the shape (unknown fields, types); the functions here check
+//! the rules serde cannot express. Every error names the field by its path;
+//! the caller turns the path into a line of the file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::deployment::{DeploymentSpec, check_name};
+use super::locate::FieldPath;
+use super::secret::ApiKey;
+use super::{ModelConfig, RoutingConfig, ServerConfig};
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+// `expecting` keeps the structs' Rust names out of type errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a switchboard config")]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    routing: RawRouting,
+    #[serde(default)]
+    models: Vec<RawModel>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [server] table")]
+struct RawServer {
+    listen: Option<String>,
+    #[serde(default)]
+    api_keys: Vec<String>,
+    admin_key: Option<String>,
+    /// Seconds as f64: serde accepts TOML integers and floats alike.
+    request_timeout_s: Option<f64>,
+    first_byte_timeout_s: Option<f64>,
+    max_body_mb: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [routing] table")]
+struct RawRouting {
+    /// Signed so that 0 and negatives get our message, not serde's.
+    failure_threshold: Option<i64>,
+    cooldown_s: Option<f64>,
+    max_cooldown_s: Option<f64>,
+    rate_limit_cooldown_s: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[models]] table")]
+struct RawModel {
+    name: String,
+    #[serde(default)]
+    deployments: Vec<DeploymentSpec>,
+}
+
+/// A rule the config breaks: which field, and why.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub path: FieldPath,
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(path: FieldPath, message: impl Into<String>) -> Invalid {
+        Invalid {
+            path,
+            message: message.into(),
+        }
+    }
+}
+
+/// The validated parts of a [`super::Config`].
+pub(super) struct Validated {
+    pub server: ServerConfig,
+    pub routing: RoutingConfig,
+    pub models: Vec<ModelConfig>,
+}
+
+impl RawConfig {
+    /// Checks every rule and resolves the secrets (relative `file:` paths
+    /// against `base_dir`). Stops at the first problem.
+    pub(super) fn validate(self, base_dir: &Path) -> Result<Validated, Invalid> {
+        let root = FieldPath::default();
+        Ok(Validated {
+            server: self.server.validate(&root.key("server"), base_dir)?,
+            routing: self.routing.validate(&root.key("routing"))?,
+            models: validate_models(self.models, &root.key("models"), base_dir)?,
+        })
+    }
+}
+
+impl RawServer {
+    fn validate(self, at: &FieldPath, base_dir: &Path) -> Result<ServerConfig, Invalid> {
+        let defaults = ServerConfig::default();
+        let listen = match &self.listen {
+            None => defaults.listen,
+            Some(text) => parse_listen(text).map_err(|m| Invalid::new(at.key("listen"), m))?,
+        };
+        let api_keys = self
+            .api_keys
+            .iter()
+            .enumerate()
+            .map(|(i, reference)| resolve_key(reference, &at.key("api_keys").index(i), base_dir))
+            .collect::<Result<Vec<_>, _>>()?;
+        let admin_key = self
+            .admin_key
+            .as_deref()
+            .map(|reference| resolve_key(reference, &at.key("admin_key"), base_dir))
+            .transpose()?;
+        Ok(ServerConfig {
+            listen,
+            api_keys,
+            admin_key,
+            request_timeout: seconds_or(
+                self.request_timeout_s,
+                defaults.request_timeout,
+                &at.key("request_timeout_s"),
+            )?,
+            first_byte_timeout: seconds_or(
+                self.first_byte_timeout_s,
+                defaults.first_byte_timeout,
+                &at.key("first_byte_timeout_s"),
+            )?,
+            max_body_bytes: match self.max_body_mb {
+                None => defaults.max_body_bytes,
+                Some(mb) => mebibytes(mb).map_err(|m| Invalid::new(at.key("max_body_mb"), m))?,
+            },
+        })
+    }
+}
+
+impl RawRouting {
+    fn validate(self, at: &FieldPath) -> Result<RoutingConfig, Invalid> {
+        let defaults = RoutingConfig::default();
+        let failure_threshold = match self.failure_threshold {
+            None => defaults.failure_threshold,
+            Some(n) => u32::try_from(n).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                Invalid::new(
+                    at.key("failure_threshold"),
+                    format!("must be a whole number from 1 to {} (got {n})", u32::MAX),
+                )
+            })?,
+        };
+        let cooldown = seconds_or(self.cooldown_s, defaults.cooldown, &at.key("cooldown_s"))?;
+        let max_cooldown = seconds_or(
+            self.max_cooldown_s,
+            defaults.max_cooldown,
+            &at.key("max_cooldown_s"),
+        )?;
+        if max_cooldown < cooldown {
+            // Point at whichever of the two the user wrote; the other is a default.
+            let field = if self.max_cooldown_s.is_some() {
+                "max_cooldown_s"
+            } else {
+                "cooldown_s"
+            };
+            return Err(Invalid::new(
+                at.key(field),
+                format!(
+                    "max_cooldown_s ({} s) must not be less than cooldown_s ({} s)",
+                    max_cooldown.as_secs_f64(),
+                    cooldown.as_secs_f64()
+                ),
+            ));
+        }
+        Ok(RoutingConfig {
+            failure_threshold,
+            cooldown,
+            max_cooldown,
+            rate_limit_cooldown: seconds_or(
+                self.rate_limit_cooldown_s,
+                defaults.rate_limit_cooldown,
+                &at.key("rate_limit_cooldown_s"),
+            )?,
+        })
+    }
+}
+
+fn validate_models(
+    raw: Vec<RawModel>,
+    at: &FieldPath,
+    base_dir: &Path,
+) -> Result<Vec<ModelConfig>, Invalid> {
+    let mut models: Vec<ModelConfig> = Vec::with_capacity(raw.len());
+    for (i, model) in raw.into_iter().enumerate() {
+        let at = at.index(i);
+        check_name(&model.name).map_err(|m| Invalid::new(at.key("name"), m))?;
+        if let Some(first) = models.iter().position(|m| m.name == model.name) {
+            return Err(Invalid::new(
+                at.key("name"),
+                format!(
+                    "model \"{}\" is already defined (models[{first}])",
+                    model.name
+                ),
+            ));
+        }
+        let deployments =
+            validate_deployments(&model.deployments, &at.key("deployments"), base_dir)?;
+        models.push(ModelConfig {
+            name: model.name,
+            deployments,
+        });
+    }
+    Ok(models)
+}
+
+fn validate_deployments(
+    specs: &[DeploymentSpec],
+    at: &FieldPath,
+    base_dir: &Path,
+) -> Result<Vec<super::DeploymentConfig>, Invalid> {
+    let mut deployments: Vec<super::DeploymentConfig> = Vec::with_capacity(specs.len());
+    for (j, spec) in specs.iter().enumerate() {
+        let at = at.index(j);
+        let deployment = spec
+            .resolve(base_dir)
+            .map_err(|e| Invalid::new(at.key(&e.field), e.message))?;
+        if let Some(first) = deployments.iter().position(|d| d.name == deployment.name) {
+            return Err(Invalid::new(
+                at.key("name"),
+                format!(
+                    "deployment \"{}\" is already defined in this model (deployments[{first}])",
+                    deployment.name
+                ),
+            ));
+        }
+        deployments.push(deployment);
+    }
+    Ok(deployments)
+}
+
+fn resolve_key(reference: &str, at: &FieldPath, base_dir: &Path) -> Result<ApiKey, Invalid> {
+    ApiKey::parse(reference, base_dir).map_err(|m| Invalid::new(at.clone(), m))
+}
+
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    text.parse().map_err(|_| {
+        format!(
+            "\"{text}\" is not a socket address; expected e.g. \"127.0.0.1:4000\" or \"[::1]:4000\""
+        )
+    })
+}
+
+fn seconds_or(value: Option<f64>, default: Duration, at: &FieldPath) -> Result<Duration, Invalid> {
+    match value {
+        None => Ok(default),
+        Some(s) => positive_seconds(s).map_err(|m| Invalid::new(at.clone(), m)),
+    }
+}
+
+fn positive_seconds(seconds: f64) -> Result<Duration, String> {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Err(format!(
+            "must be a positive number of seconds (got {seconds})"
+        ));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{seconds} seconds is too long"))
+}
+
+fn mebibytes(mb: f64) -> Result<usize, String> {
+    if mb.is_nan() || mb <= 0.0 {
+        return Err(format!("must be a positive number of MiB (got {mb})"));
+    }
+    let bytes = (mb * MIB).round();
+    if bytes < 1.0 {
+        return Err(format!("{mb} MiB is less than one byte"));
+    }
+    if bytes >= usize::MAX as f64 {
+        return Err(format!("{mb} MiB is too large"));
+    }
+    // In range and integral by the checks above.
+    Ok(bytes as usize)
+}

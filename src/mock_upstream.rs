@@ -1,0 +1,347 @@
+//! `switchboard mock-upstream`: a simulated OpenAI-compatible provider.
+//!
+//! Tests, the demo and the benchmarks point deployments at it to stand in for
+//! OpenAI or Azure OpenAI. It answers like they do (shapes, usage, SSE
+//! frames, error bodies, rate-limit headers) and can misbehave on demand
+//! through a [`Mode`]: fail with any status, hang, send garbage, reset the
+//! connection, cut a stream.
+//!
+//! It sits in load benchmarks, so the hot path takes no lock across an
+//! await, logs nothing per request and builds its JSON without a DOM.
+//!
+//! Besides the OpenAI routes, the same server answers a small control API:
+//! `PUT /mock/mode` (a [`Mode`] as JSON, 204), `GET /mock/mode` and
+//! `GET /mock/stats` (a [`MockStats`] as JSON). It needs no key, so that a
+//! test of the real binary can steer it.
+
+mod body;
+mod handler;
+mod openai;
+mod server;
+mod state;
+mod window;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+use state::Shared;
+
+/// The command line of `switchboard mock-upstream`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MockOptions {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Delay before the response headers of every API request, in milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub latency_ms: u64,
+    /// Completion tokens per reply (capped by the request's max_tokens).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub tokens: u32,
+    /// Delay between streamed chunks, in milliseconds.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub chunk_delay_ms: u64,
+    /// Fraction of requests answered 500, from 0 to 1.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION", value_parser = parse_fraction)]
+    pub fail_rate: f64,
+    /// Tokens per minute this upstream serves before it answers 429.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub tpm_limit: Option<u64>,
+    /// Require "Authorization: Bearer KEY" or "api-key: KEY" (else 401).
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Model name reported in answers (default: the request's model).
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// Seed for the fail-rate draws, for reproducible runs.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+impl MockOptions {
+    /// The command line's defaults, listening on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        MockOptions {
+            listen,
+            latency_ms: 0,
+            tokens: 16,
+            chunk_delay_ms: 0,
+            fail_rate: 0.0,
+            tpm_limit: None,
+            api_key: None,
+            model: None,
+            seed: None,
+        }
+    }
+
+    /// Rejects what clap would have rejected, for options built in code.
+    fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.fail_rate) {
+            return Err(format!(
+                "fail_rate must be between 0 and 1, not {}",
+                self.fail_rate
+            ));
+        }
+        if self.tpm_limit == Some(0) {
+            return Err("tpm_limit must be greater than 0".to_string());
+        }
+        Ok(())
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let value: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("`{s}` is not between 0 and 1"))
+    }
+}
+
+/// How the mock answers; switch it at run time with [`MockHandle::set_mode`]
+/// or `PUT /mock/mode`. JSON form: `{"mode":"fail","status":503}`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Mode {
+    /// Answer like the provider does.
+    #[default]
+    Normal,
+    /// Every API request gets `status` with an OpenAI error body, and
+    /// `Retry-After` / `retry-after-ms` when `retry_after_s` is given (for a
+    /// 429 also `x-ratelimit-reset-tokens`). Statuses outside 400..=599 are
+    /// answered as 500.
+    Fail {
+        status: u16,
+        #[serde(default)]
+        retry_after_s: Option<f64>,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// Read the request and never answer.
+    Hang,
+    /// Send a 200 and its headers, then no body bytes ever.
+    HangAfterHeaders,
+    /// A 200 whose body is not JSON (streams: SSE frames whose data is not
+    /// JSON, and no `[DONE]`).
+    Garbage,
+    /// Read the request, then close the connection without a response
+    /// (with an RST: SO_LINGER 0).
+    ResetBeforeHeaders,
+    /// Streams: send `after_chunks` chunks, then abort the connection so the
+    /// chunked body ends abnormally. Non-streams: half the body, then abort.
+    ResetMidStream { after_chunks: u32 },
+    /// Streams: send `after_chunks` chunks, then end the body cleanly without
+    /// a usage chunk or `[DONE]`. Non-streams: the first half of the JSON
+    /// body, framed as complete.
+    TruncatedStream { after_chunks: u32 },
+}
+
+/// Counters since the mock started.
+///
+/// `requests` counts API requests (`/v1/...`, not `/health` or `/mock/...`).
+/// Each answered one lands in exactly one of `ok` (2xx headers sent, even
+/// when a mode then spoils the body), `rate_limited` (429) or `errors` (any
+/// other status, or a reset before the headers); a hung request lands in
+/// none. Token counts are those of admitted requests, as the TPM window
+/// counts them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MockStats {
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub rate_limited: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// The `model` of the last POST request body (None when it had none).
+    pub last_model: Option<String>,
+    /// The last POST request body as received, for tests of the gateway's rewrite.
+    pub last_body: Option<String>,
+}
+
+/// A running mock; dropping it stops the server and its connections.
+pub struct MockHandle {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    _stop: DropGuard,
+}
+
+impl std::fmt::Debug for MockHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockHandle")
+            .field("addr", &self.addr)
+            .field("mode", &self.mode())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MockHandle {
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared.set_mode(mode);
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.shared.mode()
+    }
+
+    pub fn stats(&self) -> MockStats {
+        self.shared.stats()
+    }
+
+    /// `http://ADDR/v1`, what a deployment's `api_base` should be.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Stops accepting and closes every open connection.
+    pub fn shutdown(self) {
+        // Dropping the guard cancels the token every task watches.
+    }
+}
+
+/// Binds `opts.listen` and serves in background tasks; returns once bound.
+pub async fn spawn(opts: MockOptions) -> std::io::Result<MockHandle> {
+    opts.validate()
+        .map_err(|msg| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg))?;
+    let listener = TcpListener::bind(opts.listen).await?;
+    let addr = listener.local_addr()?;
+    let shared = Arc::new(Shared::new(opts));
+    let stop = CancellationToken::new();
+    tokio::spawn(server::accept_loop(listener, shared.clone(), stop.clone()));
+    Ok(MockHandle {
+        addr,
+        shared,
+        _stop: stop.drop_guard(),
+    })
+}
+
+/// The CLI entry point: serve until Ctrl-C or SIGTERM.
+pub async fn run(opts: MockOptions) -> anyhow::Result<()> {
+    let listen = opts.listen;
+    let handle = spawn(opts).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidInput => anyhow::anyhow!("mock-upstream: {e}"),
+        _ => anyhow::anyhow!("mock-upstream: cannot listen on {listen}: {e}"),
+    })?;
+    println!("mock-upstream listening on {}", handle.base_url());
+    shutdown_signal().await;
+    handle.shutdown();
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        // Without a signal handler there is nothing to wait for; serve on.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        opts: MockOptions,
+    }
+
+    fn parse(args: &[&str]) -> Result<MockOptions, clap::Error> {
+        Cli::try_parse_from(std::iter::once("mock-upstream").chain(args.iter().copied()))
+            .map(|c| c.opts)
+    }
+
+    #[test]
+    fn the_command_line_defaults_match_new() {
+        let parsed = parse(&["--listen", "127.0.0.1:0"]).unwrap();
+        let new = MockOptions::new("127.0.0.1:0".parse().unwrap());
+        assert_eq!(format!("{parsed:?}"), format!("{new:?}"));
+    }
+
+    #[test]
+    fn the_command_line_takes_every_option() {
+        let o = parse(&[
+            "--listen",
+            "127.0.0.1:9",
+            "--latency-ms",
+            "5",
+            "--tokens",
+            "3",
+            "--chunk-delay-ms",
+            "2",
+            "--fail-rate",
+            "0.25",
+            "--tpm-limit",
+            "1000",
+            "--api-key",
+            "k",
+            "--model",
+            "m",
+            "--seed",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.latency_ms, o.tokens, o.chunk_delay_ms, o.fail_rate),
+            (5, 3, 2, 0.25)
+        );
+        assert_eq!(
+            (
+                o.tpm_limit,
+                o.api_key.as_deref(),
+                o.model.as_deref(),
+                o.seed
+            ),
+            (Some(1000), Some("k"), Some("m"), Some(7))
+        );
+    }
+
+    #[test]
+    fn the_command_line_rejects_bad_values() {
+        assert!(parse(&[]).is_err(), "--listen is required");
+        assert!(parse(&["--listen", "127.0.0.1:0", "--fail-rate", "1.5"]).is_err());
+        assert!(parse(&["--listen", "127.0.0.1:0", "--fail-rate", "x"]).is_err());
+        assert!(parse(&["--listen", "127.0.0.1:0", "--tpm-limit", "0"]).is_err());
+    }
+
+    #[test]
+    fn modes_have_the_documented_json() {
+        let fail: Mode = serde_json::from_str(r#"{"mode":"fail","status":503}"#).unwrap();
+        assert_eq!(
+            fail,
+            Mode::Fail {
+                status: 503,
+                retry_after_s: None,
+                message: None
+            }
+        );
+        let cut: Mode =
+            serde_json::from_str(r#"{"mode":"reset_mid_stream","after_chunks":2}"#).unwrap();
+        assert_eq!(cut, Mode::ResetMidStream { after_chunks: 2 });
+        assert_eq!(
+            serde_json::to_string(&Mode::HangAfterHeaders).unwrap(),
+            r#"{"mode":"hang_after_headers"}"#
+        );
+    }
+}

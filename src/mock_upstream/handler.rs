@@ -1,0 +1,571 @@
+//! One request: route it, apply the mode, the key, the fail rate and the
+//! TPM limit, and answer.
+//!
+//! The order is that of a real provider seen through a faulty network:
+//! connection faults (hang, reset) hit before anything is checked, then the
+//! key, then a forced failure (`Mode::Fail`, an outage answers whatever the
+//! body), then the body, then the random failures and the rate limit. The
+//! body faults (garbage, cuts) spoil an answer that was otherwise due.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::Mode;
+use super::body::{End, MockBody};
+use super::openai::{self, ApiError, EmbeddingJob, Generation, Kind, Reply, Usage};
+use super::server::Conn;
+use super::state::Shared;
+use super::window::{self, Admission};
+
+/// Larger request bodies get a 413; no real prompt comes close.
+const MAX_BODY_BYTES: usize = 32 << 20;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const API_KEY: HeaderName = HeaderName::from_static("api-key");
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
+const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
+const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+
+/// The service's error: hyper answers it by dropping the connection.
+#[derive(Debug)]
+pub(super) struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("mock-upstream dropped the connection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+    Models,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Health,
+    Mode,
+    Stats,
+    Api(Endpoint),
+    NotFound,
+}
+
+/// The API routes match on their suffix, so that every base URL a client
+/// may be configured with works: `/v1/chat/completions`,
+/// `/openai/v1/chat/completions`, Azure's
+/// `/openai/deployments/NAME/chat/completions`.
+fn route(path: &str) -> Route {
+    match path {
+        "/health" => Route::Health,
+        "/mock/mode" => Route::Mode,
+        "/mock/stats" => Route::Stats,
+        p if p.ends_with("/chat/completions") => Route::Api(Endpoint::Chat),
+        p if p.ends_with("/completions") => Route::Api(Endpoint::Completions),
+        p if p.ends_with("/embeddings") => Route::Api(Endpoint::Embeddings),
+        p if p.ends_with("/models") => Route::Api(Endpoint::Models),
+        _ => Route::NotFound,
+    }
+}
+
+fn allowed(route: Route, method: &Method) -> bool {
+    match route {
+        Route::Health => method == Method::GET || method == Method::HEAD,
+        Route::Mode => method == Method::GET || method == Method::PUT,
+        Route::Stats | Route::Api(Endpoint::Models) => method == Method::GET,
+        Route::Api(_) => method == Method::POST,
+        Route::NotFound => true,
+    }
+}
+
+pub(super) async fn handle(
+    conn: &Conn,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Dropped> {
+    let shared = &*conn.shared;
+    let route = route(req.uri().path());
+    let mut response = if !allowed(route, req.method()) {
+        error_response(&ApiError::method_not_allowed(
+            req.method(),
+            req.uri().path(),
+        ))
+    } else {
+        match route {
+            Route::Health => json_response(StatusCode::OK, &br#"{"status":"ok"}"#[..]),
+            Route::Mode if req.method() == Method::PUT => put_mode(shared, req.into_body()).await,
+            Route::Mode => json_response(StatusCode::OK, to_json(&shared.mode())),
+            Route::Stats => json_response(StatusCode::OK, to_json(&shared.stats())),
+            Route::Api(endpoint) => counted(conn, endpoint, req).await?,
+            Route::NotFound => error_response(&ApiError::not_found(req.method(), req.uri().path())),
+        }
+    };
+    if let Ok(id) = HeaderValue::try_from(shared.request_id()) {
+        response.headers_mut().insert(X_REQUEST_ID, id);
+    }
+    Ok(response)
+}
+
+/// An API request, counted in the stats.
+async fn counted(
+    conn: &Conn,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Dropped> {
+    let shared = &*conn.shared;
+    shared.count_request();
+    let answer = api(conn, endpoint, req).await;
+    match &answer {
+        Ok(response) => shared.count_answer(response.status()),
+        Err(Dropped) => shared.count_reset(),
+    }
+    answer
+}
+
+async fn api(
+    conn: &Conn,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Dropped> {
+    let shared = &*conn.shared;
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge) => return Ok(error_response(&ApiError::too_large())),
+        // The client went away mid-request: nobody to answer.
+        Err(ReadError::Broken) => return Err(Dropped),
+    };
+    if endpoint != Endpoint::Models {
+        shared.record_body(&body);
+    }
+    if shared.opts.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(shared.opts.latency_ms)).await;
+    }
+    let mode = shared.current_mode();
+    match &*mode {
+        Mode::Hang => return std::future::pending().await,
+        Mode::ResetBeforeHeaders => {
+            conn.reset_on_close();
+            return Err(Dropped);
+        }
+        _ => {}
+    }
+    if !authorized(shared.opts.api_key.as_deref(), &parts.headers) {
+        return Ok(error_response(&ApiError::invalid_api_key()));
+    }
+    if let Mode::Fail {
+        status,
+        retry_after_s,
+        message,
+    } = &*mode
+    {
+        return Ok(fail_response(*status, *retry_after_s, message.as_deref()));
+    }
+    Ok(match endpoint {
+        Endpoint::Models => json_response(
+            StatusCode::OK,
+            openai::models_json(shared.opts.model.as_deref()),
+        ),
+        Endpoint::Chat => generate(shared, &mode, Kind::Chat, openai::parse_chat(&body)),
+        Endpoint::Completions => {
+            generate(shared, &mode, Kind::Text, openai::parse_completion(&body))
+        }
+        Endpoint::Embeddings => embed(shared, &mode, openai::parse_embeddings(&body)),
+    })
+}
+
+enum ReadError {
+    TooLarge,
+    Broken,
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, ReadError> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(ReadError::TooLarge),
+        Err(_) => Err(ReadError::Broken),
+    }
+}
+
+/// `Authorization: Bearer KEY` (OpenAI) or `api-key: KEY` (Azure). A plain
+/// comparison: this is a test double, not a vault.
+fn authorized(expected: Option<&str>, headers: &HeaderMap) -> bool {
+    let Some(expected) = expected else {
+        return true;
+    };
+    let header = |name: &HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let bearer = header(&header::AUTHORIZATION)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    bearer == Some(expected) || header(&API_KEY) == Some(expected)
+}
+
+/// A chat or text completion.
+fn generate(
+    shared: &Shared,
+    mode: &Mode,
+    kind: Kind,
+    parsed: Result<Generation, ApiError>,
+) -> Response<MockBody> {
+    let request = match parsed {
+        Ok(request) => request,
+        Err(e) => return error_response(&e),
+    };
+    if shared.draw_failure() {
+        return error_response(&ApiError::server_error());
+    }
+    let configured = u64::from(shared.opts.tokens);
+    let completion_tokens = request
+        .max_tokens
+        .map_or(configured, |max| max.min(configured));
+    let usage = Usage::new(request.prompt_tokens, completion_tokens);
+    let model = shared.opts.model.as_deref().unwrap_or(&request.model);
+    let limit = match admit(shared, usage.total_tokens) {
+        Ok(limit) => limit,
+        Err(refusal) => return rate_limited(model, refusal),
+    };
+    shared.count_tokens(usage.prompt_tokens, usage.completion_tokens);
+    let id = shared.completion_id(kind.id_prefix());
+    let reply = Reply {
+        kind,
+        id: &id,
+        created: openai::unix_now(),
+        model,
+        usage,
+        finish_reason: if completion_tokens < configured {
+            "length"
+        } else {
+            "stop"
+        },
+    };
+    let mut response = if request.stream {
+        let gap = Duration::from_millis(shared.opts.chunk_delay_ms);
+        respond(
+            StatusCode::OK,
+            EVENT_STREAM,
+            stream_body(mode, &reply, request.include_usage, gap),
+        )
+    } else {
+        respond(
+            StatusCode::OK,
+            JSON,
+            json_body(mode, openai::completion_json(&reply)),
+        )
+    };
+    if let Some(limit) = limit {
+        limit.apply(response.headers_mut());
+    }
+    response
+}
+
+fn embed(
+    shared: &Shared,
+    mode: &Mode,
+    parsed: Result<EmbeddingJob, ApiError>,
+) -> Response<MockBody> {
+    let job = match parsed {
+        Ok(job) => job,
+        Err(e) => return error_response(&e),
+    };
+    if shared.draw_failure() {
+        return error_response(&ApiError::server_error());
+    }
+    let model = shared.opts.model.as_deref().unwrap_or(&job.model);
+    let tokens = job.prompt_tokens();
+    let limit = match admit(shared, tokens) {
+        Ok(limit) => limit,
+        Err(refusal) => return rate_limited(model, refusal),
+    };
+    shared.count_tokens(tokens, 0);
+    let mut response = respond(
+        StatusCode::OK,
+        JSON,
+        json_body(mode, openai::embeddings_json(&job, model)),
+    );
+    if let Some(limit) = limit {
+        limit.apply(response.headers_mut());
+    }
+    response
+}
+
+/// A JSON answer, spoiled as the mode says.
+fn json_body(mode: &Mode, json: Vec<u8>) -> MockBody {
+    match mode {
+        Mode::Garbage => MockBody::full(Bytes::from_static(openai::GARBAGE_BODY)),
+        Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
+        Mode::ResetMidStream { .. } => MockBody::first_half(json, End::Abort),
+        Mode::TruncatedStream { .. } => MockBody::first_half(json, End::Clean),
+        _ => MockBody::full(json),
+    }
+}
+
+/// An SSE answer, spoiled as the mode says.
+fn stream_body(mode: &Mode, reply: &Reply<'_>, include_usage: bool, gap: Duration) -> MockBody {
+    match mode {
+        Mode::Garbage => MockBody::stream(
+            openai::garbage_frames(reply.usage.completion_tokens + 2),
+            gap,
+            End::Clean,
+        ),
+        Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
+        Mode::ResetMidStream { after_chunks } => MockBody::stream(
+            openai::stream_frames(reply, include_usage).cut_after(*after_chunks),
+            gap,
+            End::Abort,
+        ),
+        Mode::TruncatedStream { after_chunks } => MockBody::stream(
+            openai::stream_frames(reply, include_usage).cut_after(*after_chunks),
+            gap,
+            End::Clean,
+        ),
+        _ => MockBody::stream(
+            openai::stream_frames(reply, include_usage).frames,
+            gap,
+            End::Clean,
+        ),
+    }
+}
+
+/// The TPM headers of an admitted answer.
+#[derive(Debug, Clone, Copy)]
+struct LimitHeaders {
+    limit: u64,
+    remaining: u64,
+}
+
+impl LimitHeaders {
+    fn apply(self, headers: &mut HeaderMap) {
+        headers.insert(LIMIT_TOKENS, HeaderValue::from(self.limit));
+        headers.insert(REMAINING_TOKENS, HeaderValue::from(self.remaining));
+    }
+}
+
+/// A request the TPM window refused.
+#[derive(Debug, Clone, Copy)]
+struct Refusal {
+    limit: u64,
+    remaining: u64,
+    requested: u64,
+    retry_after: Duration,
+    too_large: bool,
+}
+
+/// Counts `tokens` in the TPM window, when the mock has a limit.
+fn admit(shared: &Shared, tokens: u64) -> Result<Option<LimitHeaders>, Refusal> {
+    let Some(mut window) = shared.window() else {
+        return Ok(None);
+    };
+    let limit = window.limit();
+    let admission = window.try_admit(tokens, Instant::now());
+    drop(window);
+    match admission {
+        Admission::Admitted { remaining } => Ok(Some(LimitHeaders { limit, remaining })),
+        Admission::Limited {
+            remaining,
+            retry_after,
+            too_large,
+        } => Err(Refusal {
+            limit,
+            remaining,
+            requested: tokens,
+            retry_after,
+            too_large,
+        }),
+    }
+}
+
+/// The 429 OpenAI answers when the tokens-per-minute limit is reached.
+fn rate_limited(model: &str, refusal: Refusal) -> Response<MockBody> {
+    let Refusal {
+        limit,
+        remaining,
+        requested,
+        retry_after,
+        too_large,
+    } = refusal;
+    // A zero wait (a request that never fits, on an empty window) would
+    // invite an immediate retry; Retry-After is at least 1 s anyway.
+    let wait = retry_after.max(Duration::from_millis(1));
+    let message = if too_large {
+        format!(
+            "Request too large for {model} in organization org-mock on tokens per min (TPM): Limit {limit}, \
+             Requested {requested}. The input or output tokens must be reduced in order to run successfully. \
+             Visit https://platform.openai.com/account/rate-limits to learn more."
+        )
+    } else {
+        format!(
+            "Rate limit reached for {model} in organization org-mock on tokens per min (TPM): Limit {limit}, \
+             Used {}, Requested {requested}. Please try again in {}. Visit \
+             https://platform.openai.com/account/rate-limits to learn more.",
+            limit - remaining,
+            window::openai_duration(wait),
+        )
+    };
+    let error = ApiError {
+        kind: "tokens",
+        ..ApiError::for_status(StatusCode::TOO_MANY_REQUESTS, Some(&message))
+    };
+    let mut response = error_response(&error);
+    let headers = response.headers_mut();
+    set_retry_headers(headers, window::retry_after_secs(wait), wait, true);
+    LimitHeaders { limit, remaining }.apply(headers);
+    response
+}
+
+/// `Retry-After` (whole seconds), `retry-after-ms`, and for a 429
+/// `x-ratelimit-reset-tokens`: the three signals clients look at.
+fn set_retry_headers(headers: &mut HeaderMap, secs: u64, wait: Duration, rate_limited: bool) {
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    headers.insert(RETRY_AFTER_MS, HeaderValue::from(window::ceil_millis(wait)));
+    if rate_limited && let Ok(reset) = HeaderValue::try_from(window::openai_duration(wait)) {
+        headers.insert(RESET_TOKENS, reset);
+    }
+}
+
+/// `Mode::Fail`'s answer. Statuses that are not errors become 500: a 1xx or
+/// a 204 with a body would break the framing, not test the gateway.
+fn fail_response(
+    status: u16,
+    retry_after_s: Option<f64>,
+    message: Option<&str>,
+) -> Response<MockBody> {
+    let status = StatusCode::from_u16(status)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = error_response(&ApiError::for_status(status, message));
+    let wait = retry_after_s.and_then(|s| Duration::try_from_secs_f64(s).ok());
+    if let Some(wait) = wait {
+        // Rounded up, but a deliberate 0 stays 0.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        set_retry_headers(
+            response.headers_mut(),
+            secs,
+            wait,
+            status == StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    response
+}
+
+/// `PUT /mock/mode`.
+async fn put_mode(shared: &Shared, body: Incoming) -> Response<MockBody> {
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge) => return error_response(&ApiError::too_large()),
+        Err(ReadError::Broken) => {
+            return error_response(&ApiError::invalid_request("The body could not be read."));
+        }
+    };
+    match serde_json::from_slice::<Mode>(&body) {
+        Ok(Mode::Fail { status, .. }) if !(400..=599).contains(&status) => error_response(
+            &ApiError::invalid_request(format!("fail status must be 400..=599, not {status}")),
+        ),
+        Ok(mode) => {
+            shared.set_mode(mode);
+            let mut response = Response::new(MockBody::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+        }
+        Err(e) => error_response(&ApiError::invalid_request(format!("Invalid mode: {e}"))),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn respond(status: StatusCode, content_type: HeaderValue, body: MockBody) -> Response<MockBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, content_type);
+    response
+}
+
+fn json_response(status: StatusCode, json: impl Into<Bytes>) -> Response<MockBody> {
+    respond(status, JSON, MockBody::full(json))
+}
+
+fn error_response(error: &ApiError) -> Response<MockBody> {
+    json_response(error.status, error.to_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_routes_match_every_base_url() {
+        assert_eq!(route("/v1/chat/completions"), Route::Api(Endpoint::Chat));
+        assert_eq!(
+            route("/openai/deployments/gpt4/chat/completions"),
+            Route::Api(Endpoint::Chat)
+        );
+        assert_eq!(
+            route("/openai/v1/completions"),
+            Route::Api(Endpoint::Completions)
+        );
+        assert_eq!(route("/v1/embeddings"), Route::Api(Endpoint::Embeddings));
+        assert_eq!(route("/v1/models"), Route::Api(Endpoint::Models));
+        assert_eq!(route("/v1/other"), Route::NotFound);
+        assert_eq!(route("/mock/mode"), Route::Mode);
+    }
+
+    #[test]
+    fn keys_are_accepted_in_both_headers() {
+        let mut headers = HeaderMap::new();
+        assert!(authorized(None, &headers));
+        assert!(!authorized(Some("k"), &headers));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        assert!(authorized(Some("k"), &headers));
+        assert!(!authorized(Some("other"), &headers));
+        let mut azure = HeaderMap::new();
+        azure.insert(API_KEY, HeaderValue::from_static("k"));
+        assert!(authorized(Some("k"), &azure));
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic k"));
+        assert!(!authorized(Some("k"), &basic));
+    }
+
+    #[test]
+    fn fail_statuses_outside_errors_become_500() {
+        assert_eq!(
+            fail_response(200, None, None).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            fail_response(1000, None, None).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        let r = fail_response(429, Some(2.5), None);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(r.headers()[RETRY_AFTER_MS], "2500");
+        assert_eq!(r.headers()[RESET_TOKENS], "2.5s");
+        let r = fail_response(503, Some(-1.0), None);
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+        let r = fail_response(503, Some(f64::NAN), Some("down"));
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+        assert!(r.headers().get(RESET_TOKENS).is_none());
+    }
+}

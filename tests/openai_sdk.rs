@@ -1,0 +1,70 @@
+//! The official OpenAI Python SDK against a real gateway: what users run.
+//! Needs `python3 -m pip install openai`; .ci/run installs it. Outside CI the
+//! test says so and passes when the SDK is missing; in CI (CI=true) it fails.
+
+mod common;
+
+use common::*;
+
+fn sdk_available() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import openai"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_python_sdk_works_through_the_gateway() {
+    if !sdk_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have the openai SDK installed"
+        );
+        eprintln!(
+            "SKIPPED: the openai Python SDK is not installed (python3 -m pip install openai)"
+        );
+        return;
+    }
+    let (a, b) = (
+        mock_with(|o| o.tokens = 5).await,
+        mock_with(|o| o.tokens = 5).await,
+    );
+    a.set_mode(switchboard::mock_upstream::Mode::Fail {
+        status: 503,
+        retry_after_s: None,
+        message: None,
+    });
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
+    let url = gw.url("/v1");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_client.py");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args([script, &url])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(seen["chat"]["deployment"], "b", "{seen}");
+    assert_eq!(
+        seen["chat"]["attempts"], "2",
+        "the failing deployment was tried first: {seen}"
+    );
+    assert!(!seen["chat"]["content"].as_str().unwrap().is_empty());
+    assert_eq!(seen["stream"]["usage_chunks"], 0, "{seen}");
+    assert!(!seen["stream"]["text"].as_str().unwrap().is_empty());
+    assert!(seen["stream_with_usage"].as_u64().unwrap() > 0);
+    assert_eq!(seen["embeddings"], 2);
+    assert_eq!(seen["models"], serde_json::json!(["m"]));
+    assert_eq!(seen["unknown_model"], "model_not_found");
+}

@@ -393,3 +393,18 @@ async fn a_connection_refused_fails_over() {
         assert_eq!(header(&r, "x-switchboard-deployment"), "b");
     }
 }
+
+#[tokio::test]
+async fn an_upstream_that_stalls_after_its_headers_is_a_timeout_and_fails_over() {
+    let (a, b) = (mock().await, mock().await);
+    a.set_mode(Mode::HangAfterHeaders);
+    let gw = gateway(&one_model(
+        "first_byte_timeout_s = 0.3",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
+    let r = gw.chat("m").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-deployment"), "b");
+    assert_eq!(header(&r, "x-switchboard-attempts"), "2");
+}

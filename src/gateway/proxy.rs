@@ -310,12 +310,12 @@ async fn attempt(
     };
     let status = response.status();
     if !status.is_success() {
-        return upstream_error(response, deadline).await;
+        return upstream_error(response, first_deadline, deadline).await;
     }
     if req.stream {
         start_stream(response, req, first_deadline).await
     } else {
-        read_answer(response, deadline).await
+        read_answer(response, first_deadline, deadline).await
     }
 }
 
@@ -328,21 +328,47 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// Reads a whole body of at most `limit` bytes. The first bytes must come by
+/// `first_deadline` (an upstream that sends headers and then stalls is as good
+/// as one that never answered), the rest by `deadline`.
 async fn read_limited(
     response: reqwest::Response,
     limit: usize,
+    first_deadline: tokio::time::Instant,
     deadline: tokio::time::Instant,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, (AttemptOutcome, String)> {
     let mut stream = response.bytes_stream();
     let mut buf = BytesMut::new();
+    let mut started = false;
     loop {
-        match tokio::time::timeout_at(deadline, stream.next()).await {
-            Err(_) => return Err("timed out while sending its answer".into()),
+        let until = if started {
+            deadline
+        } else {
+            first_deadline.min(deadline)
+        };
+        match tokio::time::timeout_at(until, stream.next()).await {
+            Err(_) => {
+                let detail = if started {
+                    "timed out while sending its answer"
+                } else {
+                    "sent headers but no body in time"
+                };
+                return Err((AttemptOutcome::Timeout, detail.into()));
+            }
             Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(e))) => return Err(format!("broke off its answer: {}", root_cause(&e))),
+            Ok(Some(Err(e))) => {
+                return Err((
+                    AttemptOutcome::InvalidResponse,
+                    format!("broke off its answer: {}", root_cause(&e)),
+                ));
+            }
             Ok(Some(Ok(chunk))) => {
+                started = true;
                 if buf.len() + chunk.len() > limit {
-                    return Err(format!("sent an answer larger than {limit} bytes"));
+                    return Err((
+                        AttemptOutcome::InvalidResponse,
+                        format!("sent an answer larger than {limit} bytes"),
+                    ));
                 }
                 buf.extend_from_slice(&chunk);
             }
@@ -356,11 +382,15 @@ struct AnswerProbe {
     usage: Option<Usage>,
 }
 
-async fn read_answer(response: reqwest::Response, deadline: tokio::time::Instant) -> Attempted {
+async fn read_answer(
+    response: reqwest::Response,
+    first_deadline: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+) -> Attempted {
     let status = response.status();
     let headers = response.headers().clone();
-    match read_limited(response, MAX_ANSWER_BYTES, deadline).await {
-        Err(detail) => failed(AttemptOutcome::InvalidResponse, detail, Tokens::Estimate),
+    match read_limited(response, MAX_ANSWER_BYTES, first_deadline, deadline).await {
+        Err((outcome, detail)) => failed(outcome, detail, Tokens::Estimate),
         Ok(body) => match serde_json::from_slice::<AnswerProbe>(&body) {
             Ok(probe) => Attempted::Answered {
                 status,
@@ -454,11 +484,15 @@ struct ErrorDetail {
     message: Option<String>,
 }
 
-async fn upstream_error(response: reqwest::Response, deadline: tokio::time::Instant) -> Attempted {
+async fn upstream_error(
+    response: reqwest::Response,
+    first_deadline: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+) -> Attempted {
     let status = response.status();
     let headers = response.headers().clone();
     let hint = rate_limit_hint(&headers);
-    let body = read_limited(response, MAX_ERROR_BYTES, deadline)
+    let body = read_limited(response, MAX_ERROR_BYTES, first_deadline, deadline)
         .await
         .unwrap_or_default();
     let code = status.as_u16();

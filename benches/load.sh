@@ -6,6 +6,7 @@
 #   benches/load.sh                       # direct, nginxproxy, switchboard
 #   TARGETS="direct nginxproxy litellm portkey" benches/load.sh
 #   STREAM=1 benches/load.sh              # the SSE upstream
+#   SWITCHBOARD_BIN=path benches/load.sh  # a prebuilt binary instead of building release
 #
 # Needs the harness's tools once: ../shared/bench/setup.sh (nginx, oha; LiteLLM/Portkey if listed).
 set -euo pipefail
@@ -13,8 +14,13 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BENCH="${BENCH_DIR:-$ROOT/../shared/bench}"
 [ -x "$BENCH/peers.sh" ] || { echo "no harness at $BENCH (set BENCH_DIR)" >&2; exit 1; }
 
-cargo build --release --manifest-path "$ROOT/Cargo.toml" >&2
-BIN="$ROOT/target/release/switchboard"
+if [ -z "${SWITCHBOARD_BIN:-}" ]; then
+  cargo build --release --manifest-path "$ROOT/Cargo.toml" >&2
+fi
+BIN="${SWITCHBOARD_BIN:-$ROOT/target/release/switchboard}"
+# Results and installs go outside the (read-only) shared folder.
+export BENCH_STATE="${BENCH_STATE:-$HOME/.cache/switchboard-bench}"
+mkdir -p "$BENCH_STATE"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 PORT="${SWITCHBOARD_PORT:-18400}"

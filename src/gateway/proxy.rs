@@ -205,9 +205,26 @@ async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body)
     }
 }
 
+/// The upstream headers passed on to the client; the rest are the upstream's business.
+pub(super) struct Passed {
+    content_type: Option<HeaderValue>,
+    cache_control: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+}
+
+impl Passed {
+    fn from(h: &HeaderMap) -> Self {
+        Self {
+            content_type: h.get(header::CONTENT_TYPE).cloned(),
+            cache_control: h.get(header::CACHE_CONTROL).cloned(),
+            request_id: h.get("x-request-id").cloned(),
+        }
+    }
+}
+
 fn respond(
     status: StatusCode,
-    upstream_headers: &HeaderMap,
+    passed: &Passed,
     body: Body,
     up: &Upstream,
     attempts: usize,
@@ -215,12 +232,13 @@ fn respond(
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let h = response.headers_mut();
-    for name in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
-        if let Some(v) = upstream_headers.get(&name) {
-            h.insert(name, v.clone());
-        }
+    if let Some(v) = &passed.content_type {
+        h.insert(header::CONTENT_TYPE, v.clone());
     }
-    if let Some(v) = upstream_headers.get("x-request-id") {
+    if let Some(v) = &passed.cache_control {
+        h.insert(header::CACHE_CONTROL, v.clone());
+    }
+    if let Some(v) = &passed.request_id {
         h.insert("x-request-id", v.clone());
     }
     h.insert("x-switchboard-deployment", up.header_name.clone());
@@ -240,13 +258,13 @@ pub(super) enum Tokens {
 pub(super) enum Attempted {
     Answered {
         status: StatusCode,
-        headers: HeaderMap,
+        headers: Passed,
         body: Bytes,
         usage: Option<Usage>,
     },
     Streaming {
         status: StatusCode,
-        headers: HeaderMap,
+        headers: Passed,
         first: Bytes,
         rest: ByteStream,
         scanner: SseScanner,
@@ -388,7 +406,7 @@ async fn read_answer(
     deadline: tokio::time::Instant,
 ) -> Attempted {
     let status = response.status();
-    let headers = response.headers().clone();
+    let headers = Passed::from(response.headers());
     match read_limited(response, MAX_ANSWER_BYTES, first_deadline, deadline).await {
         Err((outcome, detail)) => failed(outcome, detail, Tokens::Estimate),
         Ok(body) => match serde_json::from_slice::<AnswerProbe>(&body) {
@@ -414,7 +432,7 @@ async fn start_stream(
     first_deadline: tokio::time::Instant,
 ) -> Attempted {
     let status = response.status();
-    let headers = response.headers().clone();
+    let headers = Passed::from(response.headers());
     let mut rest: ByteStream = Box::pin(response.bytes_stream());
     let mut scanner = SseScanner::new(req.adds_usage());
     // Wait for the first bytes worth sending: until then, failing over is invisible to the client.
@@ -490,8 +508,8 @@ async fn upstream_error(
     deadline: tokio::time::Instant,
 ) -> Attempted {
     let status = response.status();
-    let headers = response.headers().clone();
-    let hint = rate_limit_hint(&headers);
+    let hint = rate_limit_hint(response.headers());
+    let headers = Passed::from(response.headers());
     let body = read_limited(response, MAX_ERROR_BYTES, first_deadline, deadline)
         .await
         .unwrap_or_default();

@@ -18,17 +18,25 @@ pub struct Upstream {
     pub header_name: HeaderValue,
     /// `model_id` as a JSON string literal, spliced into request bodies.
     pub model_json: Bytes,
-    urls: [String; 3],
+    /// Parsed once: parsing a URL per request showed up in profiles.
+    urls: [reqwest::Url; 3],
     auth: Option<(HeaderName, HeaderValue)>,
 }
 
 impl Upstream {
     pub fn new(config: DeploymentConfig) -> Self {
         let base = config.api_base.trim_end_matches('/');
+        // The config module validated api_base as an http(s) URL; a parse
+        // failure here would surface as a connection error on first use.
+        let url = |e: Endpoint| {
+            reqwest::Url::parse(&format!("{base}{}", e.path())).unwrap_or_else(|_| {
+                reqwest::Url::parse("http://invalid.invalid/").expect("static URL")
+            })
+        };
         let urls = [
-            format!("{base}{}", Endpoint::ChatCompletions.path()),
-            format!("{base}{}", Endpoint::Completions.path()),
-            format!("{base}{}", Endpoint::Embeddings.path()),
+            url(Endpoint::ChatCompletions),
+            url(Endpoint::Completions),
+            url(Endpoint::Embeddings),
         ];
         let auth = config.api_key.as_ref().and_then(|key| {
             let (name, value) = match config.provider {
@@ -54,7 +62,7 @@ impl Upstream {
         }
     }
 
-    pub fn url(&self, endpoint: Endpoint) -> &str {
+    pub fn url(&self, endpoint: Endpoint) -> &reqwest::Url {
         match endpoint {
             Endpoint::ChatCompletions => &self.urls[0],
             Endpoint::Completions => &self.urls[1],
@@ -69,7 +77,7 @@ impl Upstream {
         body: Bytes,
     ) -> reqwest::RequestBuilder {
         let mut rb = client
-            .post(self.url(endpoint))
+            .post(self.url(endpoint).clone())
             .header(axum::http::header::CONTENT_TYPE, "application/json")
             .body(body);
         if let Some((name, value)) = &self.auth {

@@ -45,6 +45,15 @@ async fn bad_requests_get_clear_openai_errors() {
     assert_eq!(r.status(), 413);
     assert_eq!(json(r).await["error"]["code"], "request_too_large");
 
+    let r = gw
+        .client
+        .get(gw.url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(json(r).await["error"]["code"], "method_not_allowed");
+
     let r = gw.client.get(gw.url("/v2/nothing")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     // Still serving after all that.

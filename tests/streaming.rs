@@ -88,6 +88,7 @@ async fn chunks_are_relayed_as_they_come_not_buffered() {
 #[tokio::test]
 async fn a_stream_fails_over_before_its_first_byte() {
     for broken in [
+        Mode::Garbage,
         Mode::ResetBeforeHeaders,
         Mode::HangAfterHeaders,
         Mode::Fail {
@@ -143,7 +144,12 @@ async fn a_stream_cut_after_its_first_byte_ends_with_an_error_event() {
         };
         assert_eq!(ev.outcome, RequestOutcome::StreamInterrupted);
         assert!(ev.completion_tokens >= 2, "{ev:?}");
-        assert!(gw.deployment("a").await["tpm_used"].as_u64().unwrap() > 0);
+        let d = gw.deployment("a").await;
+        assert!(d["tpm_used"].as_u64().unwrap() > 0);
+        assert_eq!(
+            d["failures"], 1,
+            "{broken:?}: a broken stream counts against its deployment"
+        );
     }
 }
 

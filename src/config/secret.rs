@@ -115,6 +115,19 @@ fn from_env(var: &str) -> Result<ApiKey, String> {
     if var.is_empty() {
         return Err("\"env:\" needs a variable name, e.g. \"env:OPENAI_API_KEY\"".into());
     }
+    let looks_like_a_name = var
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !looks_like_a_name {
+        // Likely a key pasted after "env:": never repeat it.
+        return Err(
+            "\"env:\" must be followed by an environment variable name (letters, digits, _); \
+             to give the key itself, write it without \"env:\""
+                .into(),
+        );
+    }
     let value = std::env::var(var).map_err(|e| match e {
         std::env::VarError::NotPresent => format!("environment variable {var} is not set"),
         std::env::VarError::NotUnicode(_) => {

@@ -35,6 +35,10 @@ pub enum ApiError {
     ModelNotFound(String),
     #[error("{0}")]
     NotFound(String),
+    #[error(
+        "This route does not accept that HTTP method (the API uses POST for completions and embeddings, GET for models)."
+    )]
+    MethodNotAllowed,
     #[error("{message}")]
     Conflict { message: String },
     #[error("{message}")]
@@ -64,6 +68,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -82,6 +87,7 @@ impl ApiError {
             | ApiError::AdminUnauthorized
             | ApiError::ModelNotFound(_)
             | ApiError::NotFound(_)
+            | ApiError::MethodNotAllowed
             | ApiError::Conflict { .. }
             | ApiError::Unprocessable { .. } => Fault::Client,
             ApiError::RateLimited { .. }
@@ -108,6 +114,7 @@ impl ApiError {
             }
             ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
             ApiError::Conflict { .. } => ("invalid_request_error", Some("conflict")),
             ApiError::Unprocessable { .. } => {
                 ("invalid_request_error", Some("deployment_test_failed"))

@@ -201,6 +201,7 @@ impl Gateway {
             .merge(v1)
             .merge(admin)
             .route("/health", get(|| async { "ok" }))
+            .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .fallback(|| async {
                 ApiError::NotFound("Unknown path; see /v1/models and /health.".into())
             })

@@ -71,6 +71,13 @@ pub(super) async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Res
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
+/// `at + d`, or a year from `at` when the sum would overflow (a timeout of
+/// 1e19 seconds passes validation and means "never").
+fn far(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d.min(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(at)
+}
+
 /// Reads the body up to `limit` bytes; over it is a 413.
 pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     match axum::body::to_bytes(body, limit).await {
@@ -114,7 +121,7 @@ async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body)
     let Some(route) = gw.shared.table.load().get(&req.model).cloned() else {
         return ApiError::ModelNotFound(req.model).into_response();
     };
-    let deadline = tokio::time::Instant::from_std(started + settings.request_timeout);
+    let deadline = tokio::time::Instant::from_std(far(started, settings.request_timeout));
     let first_byte = settings.first_byte_timeout;
     drop(settings);
     let mut flight = Flight::new(gw.clone(), route, endpoint, &req, started);
@@ -195,7 +202,9 @@ async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body)
                 detail,
                 tokens,
             } => {
-                flight.last_failure = Some(format!("{} {}", upstream.name, detail));
+                tracing::debug!(model = %flight.route.name, deployment = %upstream.name, %detail, "attempt failed");
+                flight.last_failure =
+                    Some(format!("{} {}", upstream.name, outcome_summary(&outcome)));
                 flight.conclude(outcome, verdict, Some(tokens));
                 if tokio::time::Instant::now() >= deadline {
                     return flight.give_up(Unavailable::Exhausted);
@@ -277,6 +286,17 @@ pub(super) enum Attempted {
     },
 }
 
+/// What a client may learn about a failed attempt: the kind, not the upstream's words.
+fn outcome_summary(outcome: &AttemptOutcome) -> String {
+    match outcome {
+        AttemptOutcome::Status { status } => format!("answered {status}"),
+        AttemptOutcome::Timeout => "timed out".into(),
+        AttemptOutcome::Connect => "could not be reached".into(),
+        AttemptOutcome::InvalidResponse => "sent an invalid answer".into(),
+        AttemptOutcome::Ok { .. } | AttemptOutcome::Cancelled => "did not answer".into(),
+    }
+}
+
 fn failed(outcome: AttemptOutcome, detail: impl Into<String>, tokens: Tokens) -> Attempted {
     Attempted::Failed {
         outcome,
@@ -296,7 +316,8 @@ async fn attempt(
     first_byte: Duration,
 ) -> Attempted {
     let payload = req.rewrite(body, &up.model_json);
-    let first_deadline = (tokio::time::Instant::now() + first_byte).min(deadline);
+    let first_deadline =
+        tokio::time::Instant::from_std(far(Instant::now(), first_byte)).min(deadline);
     let sent = tokio::time::timeout_at(
         first_deadline,
         up.request(&gw.shared.client, endpoint, payload).send(),
@@ -447,6 +468,13 @@ async fn start_stream(
             }
             Ok(Some(Ok(chunk))) => {
                 if let Some(first) = scanner.feed(chunk) {
+                    if scanner.saw_invalid {
+                        return failed(
+                            AttemptOutcome::InvalidResponse,
+                            "streamed an event that is not JSON",
+                            Tokens::Estimate,
+                        );
+                    }
                     if scanner.saw_error {
                         let text = String::from_utf8_lossy(&first).trim().to_string();
                         return failed(

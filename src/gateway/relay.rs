@@ -67,10 +67,11 @@ impl Relay {
             .scanner
             .usage
             .map_or(prompt + completion, |u| u.total());
-        self.flight.settle(total);
+        // Before settling: settling releases the record of who answered.
         if outcome == RequestOutcome::StreamInterrupted {
             self.flight.fail_answering();
         }
+        self.flight.settle(total);
         self.flight
             .finish(200, outcome, prompt, completion, estimated);
     }

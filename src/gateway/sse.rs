@@ -38,6 +38,8 @@ pub struct SseScanner {
     pub frames: u64,
     /// The upstream sent an error frame.
     pub saw_error: bool,
+    /// The first data frame is not JSON (nor `[DONE]`).
+    pub saw_invalid: bool,
 }
 
 enum Action {
@@ -152,6 +154,11 @@ impl SseScanner {
             return Action::Keep;
         }
         self.frames += 1;
+        // Only the first event is parsed in full: it decides whether the
+        // stream is committed or failed over, and costs one parse per stream.
+        if self.frames == 1 && serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
+            self.saw_invalid = true;
+        }
         if payload.starts_with(b"{\"error\"") || find(payload, b"\"error\":{").is_some() {
             self.saw_error = true;
         }

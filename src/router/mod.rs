@@ -142,6 +142,11 @@ impl Pool {
         let slot = &mut self.slots[index];
         let changed = slot.enabled != enabled;
         slot.enabled = enabled;
+        // An operator putting a deployment back means "try it afresh": old
+        // failures must not turn its first hiccup into a long cooldown.
+        if enabled && changed {
+            slot.health = Health::default();
+        }
         // Coming back in, it starts with a clean slate rather than a burst of
         // credit saved up while it was out.
         slot.credit = 0;
@@ -332,6 +337,18 @@ mod tests {
     fn mixed_unlimited_weighs_as_the_largest_limit() {
         let mut p = pool(&[Some(100), Some(300), None]);
         assert_eq!(counts(&mut p, 7), vec![1, 3, 3]);
+    }
+
+    #[test]
+    fn re_enabling_forgets_old_failures() {
+        let mut p = pool(&[None]);
+        for _ in 0..5 {
+            p.record(0, s(0), Verdict::Failed);
+        }
+        p.set_enabled(0, false);
+        p.set_enabled(0, true);
+        assert_eq!(p.status(0, s(0)).state, State::Healthy);
+        assert_eq!(p.status(0, s(0)).consecutive_failures, 0);
     }
 
     #[test]

@@ -155,10 +155,10 @@ pub fn retry_after_secs(d: Duration) -> u64 {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), axum::Json(self.body())).into_response();
-        if let Some(wait) = self.retry_after() {
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs(wait).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(wait) = self.retry_after()
+            && let Ok(v) = HeaderValue::from_str(&retry_after_secs(wait).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }

@@ -137,10 +137,10 @@ impl SseScanner {
             return None;
         }
         let rest = self.pending.split().freeze();
-        if let Some(payload) = data_of(&rest) {
-            if payload.trim_ascii() == b"[DONE]" {
-                self.done = true;
-            }
+        if let Some(payload) = data_of(&rest)
+            && payload.trim_ascii() == b"[DONE]"
+        {
+            self.done = true;
         }
         Some(rest)
     }
@@ -162,15 +162,14 @@ impl SseScanner {
         if payload.starts_with(b"{\"error\"") || find(payload, b"\"error\":{").is_some() {
             self.saw_error = true;
         }
-        if find(payload, b"\"usage\":{").is_some() || find(payload, b"\"usage\": {").is_some() {
-            if let Ok(probe) = serde_json::from_slice::<ChunkProbe>(payload) {
-                if let Some(usage) = probe.usage {
-                    self.usage = Some(usage);
-                    let usage_only = probe.choices.as_ref().is_none_or(|c| c.is_empty());
-                    if self.strip_usage && usage_only {
-                        return Action::Drop;
-                    }
-                }
+        if (find(payload, b"\"usage\":{").is_some() || find(payload, b"\"usage\": {").is_some())
+            && let Ok(probe) = serde_json::from_slice::<ChunkProbe>(payload)
+            && let Some(usage) = probe.usage
+        {
+            self.usage = Some(usage);
+            let usage_only = probe.choices.as_ref().is_none_or(|c| c.is_empty());
+            if self.strip_usage && usage_only {
+                return Action::Drop;
             }
         }
         if self.strip_usage {

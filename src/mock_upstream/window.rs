@@ -141,7 +141,7 @@ pub(super) fn retry_after_secs(wait: Duration) -> u64 {
 /// Milliseconds, rounded up so a client waiting that long is admitted.
 pub(super) fn ceil_millis(wait: Duration) -> u64 {
     let ms = wait.as_millis();
-    let ms = ms + u128::from(wait.as_nanos() % 1_000_000 > 0);
+    let ms = ms + u128::from(!wait.as_nanos().is_multiple_of(1_000_000));
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 

@@ -69,13 +69,13 @@ impl Health {
 
     /// Why it may not take traffic at `now`, or `None` when it may.
     pub fn blocked(&self, now: Duration) -> Option<Blocked> {
-        if let (Some(until), Some(cause)) = (self.cooldown_until, self.cause) {
-            if until > now {
-                return Some(Blocked::Cooling {
-                    cause,
-                    remaining: until - now,
-                });
-            }
+        if let (Some(until), Some(cause)) = (self.cooldown_until, self.cause)
+            && until > now
+        {
+            return Some(Blocked::Cooling {
+                cause,
+                remaining: until - now,
+            });
         }
         if self.needs_probe && self.probe_in_flight {
             return Some(Blocked::Probing);

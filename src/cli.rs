@@ -17,7 +17,7 @@ const DEFAULT_CONFIG: &str = "switchboard.toml";
     name = "switchboard",
     version,
     about = "An OpenAI-compatible gateway that routes each model over several deployments by their TPM limits, with failover.",
-    after_help = "Without a command: the gateway with its dashboard (for now headless, like `serve`)."
+    after_help = "Without a command: the gateway with its dashboard in this terminal."
 )]
 struct Cli {
     /// Config file.
@@ -39,13 +39,16 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
-    /// The gateway on built-in simulated upstreams with generated traffic; no keys, no network.
+    /// The dashboard and gateway on built-in simulated upstreams with generated traffic; no keys, no network.
     Demo {
         /// Where the demo's config lives (written when it does not exist yet).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// No dashboard: print one line per request.
+        #[arg(long)]
+        headless: bool,
     },
     /// Write a commented starter config (refuses to overwrite).
     Init {
@@ -64,16 +67,13 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => {
-            eprintln!(
-                "switchboard: the dashboard is not built yet; serving headless (same as `switchboard serve`)."
-            );
-            serve(&cli.config, cli.listen)
-        }
+        None => dashboard(&cli.config, cli.listen),
         Some(Command::Serve { config, listen }) => serve(&config, listen),
-        Some(Command::Demo { config, listen }) => {
-            runtime().and_then(|rt| rt.block_on(crate::demo::run(config, listen)))
-        }
+        Some(Command::Demo {
+            config,
+            listen,
+            headless,
+        }) => demo(config, listen, headless),
         Some(Command::Init { file }) => init(&file),
         Some(Command::Check { config }) => check(&config),
         Some(Command::MockUpstream(opts)) => {
@@ -130,6 +130,75 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         tracing::info!("switchboard stopped");
         Ok(())
     })
+}
+
+/// The dashboard draws on stdout and reads keys from stdin: both must be a terminal.
+fn require_terminal(instead: &str) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    if !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
+        anyhow::bail!("the dashboard needs a terminal, and this is not one; {instead}");
+    }
+    Ok(())
+}
+
+/// Without a command: the gateway in the background, the dashboard in front.
+fn dashboard(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let config = load(path)?;
+    require_terminal("`switchboard serve` runs the gateway without it")?;
+    let (log, log_path) = crate::logging::to_file()?;
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let gateway = Gateway::new(&config)?;
+        let addr = listen.unwrap_or(config.server.listen);
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {addr} (server.listen in {}): {e}",
+                path.display()
+            )
+        })?;
+        let bound = listener.local_addr()?;
+        tracing::info!(
+            "switchboard serving {} model(s) on http://{bound}/v1 (config {}), with the dashboard",
+            config.models.len(),
+            path.display()
+        );
+        let info = crate::dashboard::Info {
+            config_path: std::path::absolute(path)
+                .unwrap_or_else(|_| path.to_path_buf())
+                .display()
+                .to_string(),
+            address: format!("http://{bound}/v1"),
+            log_path: Some(log_path.display().to_string()),
+            demo: false,
+        };
+        crate::dashboard::serve_with_dashboard(gateway, listener, info).await
+    });
+    if result.is_ok() {
+        println!("switchboard stopped (log: {})", log_path.display());
+    }
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(log);
+    result
+}
+
+fn demo(config: Option<PathBuf>, listen: Option<SocketAddr>, headless: bool) -> anyhow::Result<()> {
+    let (log, view) = if headless {
+        (None, crate::demo::View::Lines)
+    } else {
+        require_terminal("`switchboard demo --headless` prints the traffic as lines instead")?;
+        let (log, log_path) = crate::logging::to_file()?;
+        (
+            log,
+            crate::demo::View::Dashboard {
+                log_path: Some(log_path),
+            },
+        )
+    };
+    let rt = runtime()?;
+    let result = rt.block_on(crate::demo::run(config, listen, view));
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(log);
+    result
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

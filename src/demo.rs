@@ -2,27 +2,34 @@
 //! traffic, so that a newcomer sees routing, rate limits and failover within
 //! seconds, with no keys and no network beyond loopback.
 //!
-//! Until the dashboard lands this prints the live traffic as lines.
+//! It runs the dashboard; `--headless` prints one line per request instead.
+//! The simulated upstreams listen on free loopback ports, written into a
+//! fresh demo config; a demo config that exists already is honoured, its
+//! upstreams started on the ports it names.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::dashboard;
 use crate::events::{Event, RequestEvent};
-use crate::gateway::{self, Gateway};
+use crate::gateway::Gateway;
 use crate::mock_upstream::{self, MockHandle, MockOptions};
 
 /// The demo stops generating traffic after this long or this many requests.
 const MAX_DEMO_TIME: Duration = Duration::from_secs(3600);
 const MAX_DEMO_REQUESTS: u64 = 200_000;
 
-/// The simulated upstreams: address, latency, and how they misbehave.
+/// A simulated upstream: which deployment it stands for, and how it misbehaves.
 struct SimUpstream {
-    port: u16,
+    model: &'static str,
+    deployment: &'static str,
     latency_ms: u64,
     fail_rate: f64,
     /// The upstream's own limit, lower than the config's: it answers 429 in bursts.
@@ -31,46 +38,55 @@ struct SimUpstream {
 
 const SIMS: &[SimUpstream] = &[
     SimUpstream {
-        port: 47101,
+        model: "gpt-4o",
+        deployment: "eastus",
         latency_ms: 250,
         fail_rate: 0.0,
         tpm_limit: None,
     },
     SimUpstream {
-        port: 47102,
+        model: "gpt-4o",
+        deployment: "westeurope",
         latency_ms: 400,
         fail_rate: 0.0,
-        tpm_limit: Some(9_000),
+        tpm_limit: Some(4_000),
     },
     SimUpstream {
-        port: 47103,
+        model: "gpt-4o",
+        deployment: "sweden",
         latency_ms: 700,
-        fail_rate: 0.25,
+        fail_rate: 0.35,
         tpm_limit: None,
     },
     SimUpstream {
-        port: 47201,
+        model: "text-embedding-3-small",
+        deployment: "emb-a",
         latency_ms: 20,
         fail_rate: 0.0,
         tpm_limit: None,
     },
     SimUpstream {
-        port: 47202,
+        model: "text-embedding-3-small",
+        deployment: "emb-b",
         latency_ms: 40,
         fail_rate: 0.0,
         tpm_limit: None,
     },
     SimUpstream {
-        port: 47203,
+        model: "text-embedding-3-small",
+        deployment: "emb-c",
         latency_ms: 30,
         fail_rate: 0.3,
         tpm_limit: None,
     },
 ];
 
-pub const DEMO_CONFIG: &str = r#"# switchboard demo config: every api_base is a simulated upstream that
-# `switchboard demo` starts on loopback. Toggle deployments and add
-# fallbacks; the changes are written here.
+/// The demo's config; `{eastus}` and the like stand for the ports of the
+/// simulated upstreams, chosen free when the demo starts.
+const DEMO_CONFIG: &str = r#"# switchboard demo config: every api_base is a simulated upstream that
+# `switchboard demo` starts on loopback (on these ports again when it is run
+# with --config on this file). Toggle deployments and add fallbacks; the
+# changes are written here.
 
 [server]
 listen = "127.0.0.1:4000"
@@ -82,21 +98,21 @@ name = "gpt-4o"
 
 [[models.deployments]]
 name = "eastus"
-api_base = "http://127.0.0.1:47101/v1"
+api_base = "http://127.0.0.1:{eastus}/v1"
 api_key = "sk-demo-eastus-0001"
 model_id = "gpt-4o-2024-08-06"
 tpm_limit = 30000
 
 [[models.deployments]]
 name = "westeurope"            # its upstream enforces a lower limit: 429s in bursts
-api_base = "http://127.0.0.1:47102/v1"
+api_base = "http://127.0.0.1:{westeurope}/v1"
 api_key = "sk-demo-westeu-0002"
 model_id = "gpt-4o-2024-08-06"
 tpm_limit = 20000
 
 [[models.deployments]]
-name = "sweden"                # flaky: a quarter of its answers are 500s
-api_base = "http://127.0.0.1:47103/v1"
+name = "sweden"                # flaky: a third of its answers are 500s
+api_base = "http://127.0.0.1:{sweden}/v1"
 api_key = "sk-demo-sweden-0003"
 model_id = "gpt-4o"
 tpm_limit = 10000
@@ -106,97 +122,218 @@ name = "text-embedding-3-small"
 
 [[models.deployments]]
 name = "emb-a"
-api_base = "http://127.0.0.1:47201/v1"
+api_base = "http://127.0.0.1:{emb-a}/v1"
 model_id = "text-embedding-3-small"
 
 [[models.deployments]]
 name = "emb-b"
-api_base = "http://127.0.0.1:47202/v1"
+api_base = "http://127.0.0.1:{emb-b}/v1"
 model_id = "text-embedding-3-small"
 
 [[models.deployments]]
 name = "emb-c"                 # flaky
-api_base = "http://127.0.0.1:47203/v1"
+api_base = "http://127.0.0.1:{emb-c}/v1"
 model_id = "text-embedding-3-small"
 "#;
 
-async fn start_upstreams() -> anyhow::Result<Vec<MockHandle>> {
-    let mut handles = Vec::new();
-    for (i, sim) in SIMS.iter().enumerate() {
-        let addr = SocketAddr::from(([127, 0, 0, 1], sim.port));
-        let mut opts = MockOptions::new(addr);
-        opts.latency_ms = sim.latency_ms;
-        opts.fail_rate = sim.fail_rate;
-        opts.tpm_limit = sim.tpm_limit;
-        opts.tokens = 60;
-        opts.chunk_delay_ms = 15;
-        opts.seed = Some(i as u64 + 1);
-        let handle = mock_upstream::spawn(opts).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot start the simulated upstream on {addr}: {e} (is another demo running?)"
-            )
-        })?;
-        handles.push(handle);
-    }
-    Ok(handles)
+/// The demo config with the simulated upstreams on `ports` (in `SIMS` order).
+pub fn demo_config(ports: &[u16]) -> String {
+    SIMS.iter()
+        .zip(ports)
+        .fold(DEMO_CONFIG.to_string(), |text, (sim, port)| {
+            text.replace(&format!("{{{}}}", sim.deployment), &port.to_string())
+        })
 }
 
-fn demo_config_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let path = match given {
-        Some(p) => p,
-        None => std::env::temp_dir().join(format!("switchboard-demo-{}.toml", std::process::id())),
-    };
-    if !path.exists() {
-        std::fs::write(&path, DEMO_CONFIG).map_err(|e| {
-            anyhow::anyhow!("cannot write the demo config to {}: {e}", path.display())
-        })?;
-    }
-    Ok(path)
-}
-
-pub async fn run(config: Option<PathBuf>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
-    let path = demo_config_path(config)?;
-    let config = Config::load(&path)?;
-    let _upstreams = start_upstreams().await?;
-    let gateway = Gateway::new(&config)?;
-    let stop = CancellationToken::new();
-    let addr = gateway::spawn(
-        gateway.clone(),
-        listen.unwrap_or(config.server.listen),
-        stop.clone(),
-    )
-    .await
-    .map_err(|e| {
+async fn start_upstream(i: usize, sim: &SimUpstream, port: u16) -> anyhow::Result<MockHandle> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut opts = MockOptions::new(addr);
+    opts.latency_ms = sim.latency_ms;
+    opts.fail_rate = sim.fail_rate;
+    opts.tpm_limit = sim.tpm_limit;
+    opts.tokens = 60;
+    opts.chunk_delay_ms = 15;
+    opts.seed = Some(i as u64 + 1);
+    mock_upstream::spawn(opts).await.map_err(|e| {
         anyhow::anyhow!(
-            "cannot listen on {}: {e}",
-            listen.unwrap_or(config.server.listen)
+            "cannot start the simulated upstream `{}` on {addr}: {e} (is another demo running on this config?)",
+            sim.deployment
         )
-    })?;
-    println!(
-        "switchboard demo: gateway on http://{addr}/v1, config {}",
-        path.display()
-    );
-    println!("simulated upstreams on 127.0.0.1:47101-47203; Ctrl-C stops.\n");
-    let mut events = gateway.events().subscribe();
-    tokio::spawn(traffic(addr, stop.clone()));
-    loop {
-        tokio::select! {
-            _ = crate::cli::shutdown_signal() => break,
-            ev = events.recv() => match ev {
-                Ok(ev) => print_event(&ev),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => println!("… {n} events skipped"),
-                Err(_) => break,
-            },
+    })
+}
+
+/// The port a demo config gives a simulated deployment, when it still
+/// points at loopback.
+fn sim_port(config: &Config, sim: &SimUpstream) -> Option<u16> {
+    let d = config
+        .models
+        .iter()
+        .find(|m| m.name == sim.model)?
+        .deployments
+        .iter()
+        .find(|d| d.name == sim.deployment)?;
+    let rest = d.api_base.strip_prefix("http://127.0.0.1:")?;
+    rest.split('/').next()?.parse().ok()
+}
+
+/// The demo's config and its simulated upstreams: a fresh config with
+/// upstreams on free ports, or an existing one with its upstreams on the
+/// ports it names.
+async fn prepare(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, Config, Vec<MockHandle>)> {
+    let path = given.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("switchboard-demo-{}.toml", std::process::id()))
+    });
+    let mut upstreams = Vec::new();
+    if path.exists() {
+        let config = Config::load(&path)?;
+        for (i, sim) in SIMS.iter().enumerate() {
+            if let Some(port) = sim_port(&config, sim) {
+                upstreams.push(start_upstream(i, sim, port).await?);
+            }
         }
+        if upstreams.is_empty() {
+            anyhow::bail!(
+                "{} is not a demo config: none of its deployments is one of the demo's simulated upstreams, and the demo does not send generated traffic elsewhere. Run the dashboard on it with `switchboard --config {}`, or give the demo a new file.",
+                path.display(),
+                path.display()
+            );
+        }
+        return Ok((path, config, upstreams));
     }
-    stop.cancel();
+    let mut ports = Vec::new();
+    for (i, sim) in SIMS.iter().enumerate() {
+        let handle = start_upstream(i, sim, 0).await?;
+        ports.push(handle.addr.port());
+        upstreams.push(handle);
+    }
+    write_new(&path, &demo_config(&ports))?;
+    let config = Config::load(&path)?;
+    Ok((path, config, upstreams))
+}
+
+fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write the demo config to {}: {e}", path.display()))?;
+    f.write_all(text.as_bytes())?;
     Ok(())
 }
 
-fn print_event(ev: &Event) {
+/// How the demo shows itself.
+pub enum View {
+    /// The dashboard in this terminal; the log goes to this file.
+    Dashboard { log_path: Option<PathBuf> },
+    /// One printed line per request.
+    Lines,
+}
+
+pub async fn run(
+    config: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    view: View,
+) -> anyhow::Result<()> {
+    let (path, config, _upstreams) = prepare(config).await?;
+    let gateway = Gateway::new(&config)?;
+    let listener = match listen {
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?,
+        // The demo should start whatever else uses the usual port.
+        None => match TcpListener::bind(config.server.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(
+                    "{} is taken ({e}); listening on a free port",
+                    config.server.listen
+                );
+                TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?
+            }
+        },
+    };
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    tokio::spawn(traffic(addr, stop.clone()));
+    let shown_path = std::path::absolute(&path).unwrap_or(path);
+    let result = match view {
+        View::Dashboard { log_path } => {
+            let info = dashboard::Info {
+                config_path: shown_path.display().to_string(),
+                address: format!("http://{addr}/v1"),
+                log_path: log_path.map(|p| p.display().to_string()),
+                demo: true,
+            };
+            let r = dashboard::serve_with_dashboard(gateway, listener, info).await;
+            if r.is_ok() {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "switchboard demo stopped; its config stays at {}",
+                    shown_path.display()
+                );
+            }
+            r
+        }
+        View::Lines => print_lines(gateway, listener, &shown_path, stop.clone()).await,
+    };
+    stop.cancel();
+    result
+}
+
+async fn print_lines(
+    gateway: Gateway,
+    listener: TcpListener,
+    path: &Path,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    let mut events = gateway.events().subscribe();
+    {
+        let (gateway, stop) = (gateway.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _ = gateway
+                .serve(listener, async move { stop.cancelled().await })
+                .await;
+        });
+    }
+    let _ = writeln!(
+        std::io::stdout(),
+        "switchboard demo: gateway on http://{addr}/v1, config {}\nsimulated upstreams on loopback; Ctrl-C stops.\n",
+        path.display()
+    );
+    loop {
+        tokio::select! {
+            _ = crate::cli::shutdown_signal() => break,
+            ev = events.recv() => {
+                let printed = match ev {
+                    Ok(ev) => print_event(&ev),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        writeln!(std::io::stdout(), "… {n} events skipped")
+                    }
+                    Err(_) => break,
+                };
+                // A closed pipe (`| head`) ends the demo quietly.
+                if printed.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_event(ev: &Event) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
     match ev {
-        Event::Request(r) => println!("{}", traffic_line(r)),
-        Event::Deployment(d) => println!("   ⚑ {} / {}: {:?}", d.model, d.deployment, d.change),
+        Event::Request(r) => writeln!(out, "{}", traffic_line(r)),
+        Event::Deployment(d) => writeln!(
+            out,
+            "   ⚑ {} / {}: {}",
+            d.model,
+            d.deployment,
+            crate::dashboard::app::change_word(&d.change)
+        ),
     }
 }
 
@@ -219,7 +356,9 @@ pub fn traffic_line(r: &RequestEvent) -> String {
     )
 }
 
-/// Bursty traffic: a steady trickle with a burst every 20 seconds.
+/// Bursty traffic: a steady trickle (about 60 % of the chat model's TPM)
+/// with a burst every 20 seconds, and a longer one at the start, so that
+/// within seconds westeurope's upstream answers 429 and traffic fails over.
 async fn traffic(addr: SocketAddr, stop: CancellationToken) {
     let client = reqwest::Client::new();
     let base = format!("http://{addr}/v1");
@@ -229,9 +368,10 @@ async fn traffic(addr: SocketAddr, stop: CancellationToken) {
         if stop.is_cancelled() || started.elapsed() > MAX_DEMO_TIME {
             break;
         }
-        let in_burst = started.elapsed().as_secs() % 20 < 4;
+        let elapsed = started.elapsed().as_secs();
+        let in_burst = elapsed < 5 || elapsed % 20 < 3;
         let pause = if in_burst {
-            40
+            45
         } else {
             rng.random_range(120..400)
         };
@@ -248,8 +388,8 @@ async fn traffic(addr: SocketAddr, stop: CancellationToken) {
                 serde_json::json!({
                     "model": "gpt-4o",
                     "stream": stream,
-                    "max_tokens": 200,
-                    "messages": [{"role": "user", "content": "Tell me about routing. ".repeat(rng.random_range(5..60))}],
+                    "max_tokens": 100,
+                    "messages": [{"role": "user", "content": "Tell me about routing. ".repeat(rng.random_range(5..30))}],
                 }),
             )
         };

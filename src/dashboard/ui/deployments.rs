@@ -1,0 +1,206 @@
+//! The Deployments pane: the selected model's deployments, each with its
+//! toggle, state, TPM gauge and the last minute's traffic.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, HighlightSpacing, Row, Table, TableState};
+
+use super::{Theme, count, fit, millis, percent, tokens};
+use crate::dashboard::action::Pane;
+use crate::dashboard::app::{App, Level};
+use crate::gateway::DeploymentView;
+use crate::router::{Cause, State};
+
+/// Columns that give way, least useful first, when the pane is narrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Col {
+    PerMin,
+    P50,
+    P95,
+    Errors,
+    Share,
+}
+
+impl Col {
+    fn width(self) -> u16 {
+        match self {
+            Col::PerMin => 5,
+            Col::P50 | Col::P95 => 6,
+            Col::Errors => 4,
+            Col::Share => 5,
+        }
+    }
+
+    fn heading(self) -> &'static str {
+        match self {
+            Col::PerMin => "req/m",
+            Col::P50 => "p50",
+            Col::P95 => "p95",
+            Col::Errors => "err",
+            Col::Share => "share",
+        }
+    }
+}
+
+const ON_WIDTH: u16 = 3;
+const STATE_WIDTH: u16 = 11;
+const GAUGE_MIN: u16 = 16;
+/// Dropped in this order when the gauge would get narrower than GAUGE_MIN.
+const DROP_ORDER: [Col; 5] = [Col::P50, Col::Share, Col::Errors, Col::P95, Col::PerMin];
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let focused = app.focus == Pane::Deployments && app.overlay.is_none();
+    let model = app.selected_model();
+    let title = match model {
+        Some(m) => format!(" Deployments · {} ", m.name),
+        None => " Deployments ".to_string(),
+    };
+    let mut block = Block::bordered()
+        .border_style(theme.border(focused))
+        .title(Line::styled(title, theme.title(focused)));
+    if let Some(n) = app.notice() {
+        let style = match n.level {
+            Level::Info => theme.bold(),
+            Level::Ok => theme.ok(),
+            Level::Error => theme.bad().patch(theme.bold()),
+        };
+        let room = area.width.saturating_sub(4) as usize;
+        block = block.title_bottom(Line::styled(
+            format!(" {} ", fit(&n.text, room.saturating_sub(2))),
+            style,
+        ));
+    }
+    let Some(model) = model else {
+        frame.render_widget(block, area);
+        return;
+    };
+
+    let name_width = model
+        .deployments
+        .iter()
+        .map(|d| d.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 24) as u16;
+    // The inner width, less the selection mark.
+    let inner = area.width.saturating_sub(4);
+    let mut cols = vec![Col::PerMin, Col::P50, Col::P95, Col::Errors, Col::Share];
+    let fixed = |cols: &[Col]| -> u16 {
+        ON_WIDTH
+            + name_width
+            + STATE_WIDTH
+            + cols.iter().map(|c| c.width()).sum::<u16>()
+            + (cols.len() as u16 + 3)
+    };
+    for drop in DROP_ORDER {
+        if inner.saturating_sub(fixed(&cols)) >= GAUGE_MIN {
+            break;
+        }
+        cols.retain(|c| *c != drop);
+    }
+    let gauge_width = inner.saturating_sub(fixed(&cols)).max(8);
+
+    let right = |s: String| Cell::from(Line::from(s).right_aligned());
+    let mut heading = vec![
+        Cell::from("on"),
+        Cell::from("name"),
+        Cell::from("state"),
+        Cell::from("TPM used / limit"),
+    ];
+    heading.extend(cols.iter().map(|c| right(c.heading().into())));
+
+    let rows = model.deployments.iter().enumerate().map(|(i, d)| {
+        let r = app.stats.deployment(&model.name, &d.name, app.now_ms);
+        let enabled = app.enabled(&model.name, d);
+        let mut cells = vec![
+            Cell::from(if enabled { "[x]" } else { "[ ]" }),
+            super::name_cell(&d.name, name_width, i == app.deployment, focused, theme),
+            Cell::from(state(d, enabled, theme)),
+            Cell::from(gauge(d.tpm_used, d.tpm_limit, gauge_width as usize, theme)),
+        ];
+        for c in &cols {
+            cells.push(match c {
+                Col::PerMin => right(count(r.attempts, Col::PerMin.width() as usize)),
+                Col::P50 => right(r.p50_ms.map_or("–".into(), millis)),
+                Col::P95 => right(r.p95_ms.map_or("–".into(), millis)),
+                Col::Errors => Cell::from(
+                    Line::styled(
+                        count(r.failures, Col::Errors.width() as usize),
+                        if r.failures > 0 {
+                            theme.bad()
+                        } else {
+                            theme.dim()
+                        },
+                    )
+                    .right_aligned(),
+                ),
+                Col::Share => right(r.share.map_or("–".into(), percent)),
+            });
+        }
+        Row::new(cells)
+    });
+
+    let mut widths = vec![
+        Constraint::Length(ON_WIDTH),
+        Constraint::Length(name_width),
+        Constraint::Length(STATE_WIDTH),
+        Constraint::Length(gauge_width),
+    ];
+    widths.extend(cols.iter().map(|c| Constraint::Length(c.width())));
+    let table = Table::new(rows, widths)
+        .header(Row::new(heading).style(theme.dim()))
+        .block(block)
+        .column_spacing(1)
+        .highlight_symbol("▸ ")
+        .highlight_spacing(HighlightSpacing::Always)
+        .row_highlight_style(theme.selected_unfocused());
+    let mut state = TableState::default().with_selected(Some(app.deployment));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn state(d: &DeploymentView, enabled: bool, theme: &Theme) -> Line<'static> {
+    if enabled != d.enabled {
+        return Line::styled("saving…", theme.dim());
+    }
+    match d.state {
+        State::Healthy => Line::styled("healthy", theme.ok()),
+        State::Disabled => Line::styled("disabled", theme.dim()),
+        State::CoolingDown => {
+            let style = match d.cooldown_cause {
+                Some(Cause::Failing) => theme.bad(),
+                _ => theme.warn(),
+            };
+            Line::styled(
+                format!("cooling {}s", d.cooldown_remaining_s.ceil().max(1.0) as u64),
+                style,
+            )
+        }
+    }
+}
+
+/// `██████▍░░░ 12k/30k`: the tokens of the last minute against the limit,
+/// green, then yellow from 70 %, red from 90 %.
+pub fn gauge(used: u64, limit: Option<u64>, width: usize, theme: &Theme) -> Line<'static> {
+    let Some(limit) = limit else {
+        return Line::from(vec![
+            Span::raw(tokens(used)),
+            Span::styled(" · no limit", theme.dim()),
+        ]);
+    };
+    // Fixed width, so that the bars of all rows end in the same column.
+    let text = format!(" {:>9}", format!("{}/{}", tokens(used), tokens(limit)));
+    let bar = width.saturating_sub(text.chars().count()).max(3);
+    let fraction = used as f64 / limit.max(1) as f64;
+    let eighths = (fraction.min(1.0) * bar as f64 * 8.0).round() as usize;
+    let mut filled = "█".repeat(eighths / 8);
+    if !eighths.is_multiple_of(8) {
+        filled.push(['▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8 - 1]);
+    }
+    let empty = bar - filled.chars().count();
+    Line::from(vec![
+        Span::styled(filled, theme.level(fraction)),
+        Span::styled("░".repeat(empty), theme.dim()),
+        Span::styled(text, theme.level(fraction)),
+    ])
+}

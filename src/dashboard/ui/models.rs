@@ -1,0 +1,102 @@
+//! The Models pane: each model's traffic and how many of its deployments are healthy.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, HighlightSpacing, Row, Table, TableState};
+
+use super::{Theme, name_cell, percent, rate, tokens};
+use crate::dashboard::action::Pane;
+use crate::dashboard::app::App;
+use crate::router::State;
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let focused = app.focus == Pane::Models && app.overlay.is_none();
+    let block = Block::bordered()
+        .border_style(theme.border(focused))
+        .title(Line::styled(" Models ", theme.title(focused)));
+
+    let name_width = app
+        .state
+        .models
+        .iter()
+        .map(|m| m.name.chars().count())
+        .max()
+        .unwrap_or(5)
+        .clamp(5, 32) as u16;
+    let right = |s: String| Cell::from(Line::from(s).right_aligned());
+    let heading = Row::new(vec![
+        Cell::from("model"),
+        right("req/s".into()),
+        right("tok/min".into()),
+        right("errors".into()),
+        Cell::from("deployments"),
+    ])
+    .style(theme.dim());
+
+    let rows = app.state.models.iter().enumerate().map(|(i, m)| {
+        let r = app.stats.model(&m.name, app.now_ms);
+        let errors = match r.error_rate() {
+            None => Cell::from(Line::styled("–", theme.dim()).right_aligned()),
+            Some(e) => {
+                let style = if e == 0.0 {
+                    theme.dim()
+                } else if e < 0.05 {
+                    theme.warn()
+                } else {
+                    theme.bad()
+                };
+                Cell::from(Line::styled(percent(e), style).right_aligned())
+            }
+        };
+        let healthy = m
+            .deployments
+            .iter()
+            .filter(|d| d.state == State::Healthy)
+            .count();
+        let total = m.deployments.len();
+        let mut health: Vec<Span> = Vec::new();
+        if total <= 8 {
+            for d in &m.deployments {
+                health.push(match d.state {
+                    State::Healthy => Span::styled("●", theme.ok()),
+                    State::CoolingDown => Span::styled("◐", theme.warn()),
+                    State::Disabled => Span::styled("○", theme.dim()),
+                });
+            }
+            health.push(Span::raw(" "));
+        }
+        let style = if healthy == total && total > 0 {
+            theme.ok()
+        } else if healthy == 0 {
+            theme.bad()
+        } else {
+            theme.warn()
+        };
+        health.push(Span::styled(format!("{healthy}/{total} healthy"), style));
+        Row::new(vec![
+            name_cell(&m.name, name_width, i == app.model, focused, theme),
+            right(rate(r.per_second)),
+            right(tokens(r.tokens_per_minute)),
+            errors,
+            Cell::from(Line::from(health)),
+        ])
+    });
+
+    let widths = [
+        Constraint::Length(name_width),
+        Constraint::Length(6),
+        Constraint::Length(8),
+        Constraint::Length(7),
+        Constraint::Fill(1),
+    ];
+    let table = Table::new(rows, widths)
+        .header(heading)
+        .block(block)
+        .column_spacing(2)
+        .highlight_symbol("▸ ")
+        .highlight_spacing(HighlightSpacing::Always)
+        .row_highlight_style(theme.selected_unfocused());
+    let mut state = TableState::default().with_selected(Some(app.model));
+    frame.render_stateful_widget(table, area, &mut state);
+}

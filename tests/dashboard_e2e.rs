@@ -1,0 +1,360 @@
+//! The real binary in a real terminal: tmux runs `switchboard demo`, keys go
+//! in with `send-keys`, the screen comes back with `capture-pane`. Each test
+//! has its own tmux server, config file and ports, so they run in parallel.
+//!
+//! Needs tmux (CI installs it).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use switchboard::mock_upstream::{self, MockOptions};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A tmux server of our own (its socket in the test's folder) with one
+/// session running a command.
+struct Tmux {
+    socket: PathBuf,
+}
+
+impl Tmux {
+    fn start(dir: &Path, command: &str, width: u16, height: u16) -> Tmux {
+        let tmux = Tmux {
+            socket: dir.join("tmux.sock"),
+        };
+        // The shell keeps the pane open after the program exits, with its status.
+        let script = format!("{command}; echo \"[exited $?]\"; sleep 600");
+        let ok = tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", "t", "-x"])
+            .arg(width.to_string())
+            .arg("-y")
+            .arg(height.to_string())
+            .arg(script)
+            .status()
+            .expect("tmux is needed for this test (apt-get install tmux)")
+            .success();
+        assert!(ok, "tmux new-session failed");
+        tmux
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        // Our own server, no user config, UTF-8 whatever the CI's locale.
+        c.arg("-S")
+            .arg(&self.socket)
+            .args(["-f", "/dev/null", "-u"]);
+        c.env("LC_ALL", "C.UTF-8");
+        c
+    }
+
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-p", "-t", "t"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Named keys: `Tab`, `Space`, `Enter`, `BTab`, `C-u`, or single characters.
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let ok = self
+                .cmd()
+                .args(["send-keys", "-t", "t", k])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            // Keys apart, as a person types: an Esc followed at once by a
+            // letter would read as Alt+letter.
+            std::thread::sleep(Duration::from_millis(60));
+        }
+    }
+
+    fn type_text(&self, text: &str) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", "t", "-l", text])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        std::thread::sleep(Duration::from_millis(60));
+    }
+
+    /// Polls the screen until `pred` holds; panics with the screen at the deadline.
+    fn wait(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.screen();
+            if pred(&screen) {
+                return screen;
+            }
+            if start.elapsed() > DEADLINE {
+                panic!("timed out waiting for {what}; the screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for(&self, text: &str) -> String {
+        self.wait(text, |s| s.contains(text))
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+/// `switchboard demo` on a fresh config in `dir`, the gateway on a free port.
+fn demo(dir: &Path, width: u16, height: u16) -> (Tmux, PathBuf) {
+    let config = dir.join("demo.toml");
+    let command = format!(
+        "SWITCHBOARD_LOG_DIR='{}' '{}' demo --config '{}' --listen 127.0.0.1:0",
+        dir.join("logs").display(),
+        env!("CARGO_BIN_EXE_switchboard"),
+        config.display()
+    );
+    (Tmux::start(dir, &command, width, height), config)
+}
+
+/// The gateway's address, as the header shows it.
+fn address(screen: &str) -> String {
+    let start = screen
+        .find("http://127.0.0.1:")
+        .expect("the address in the header")
+        + 7;
+    let end = start + screen[start..].find("/v1").unwrap();
+    screen[start..end].to_string()
+}
+
+/// GET a JSON path from the gateway, with nothing but std.
+fn get_json(addr: &str, path: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Requests routed to each deployment of gpt-4o so far.
+fn requests(addr: &str) -> Vec<(String, u64)> {
+    let state = get_json(addr, "/admin/state");
+    state["models"][0]["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                d["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Whether the `[[models.deployments]]` table named `name` says `line`.
+fn table_has(config: &str, name: &str, line: &str) -> bool {
+    config
+        .split("[[models")
+        .find(|t| t.contains(&format!("name = \"{name}\"")))
+        .is_some_and(|t| t.lines().any(|l| l.trim() == line))
+}
+
+#[test]
+fn the_demo_shows_every_pane_and_space_moves_traffic_off_a_deployment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, config) = demo(dir.path(), 120, 35);
+    let screen = tmux.wait("the panes with traffic", |s| {
+        s.contains("Models")
+            && s.contains("Deployments · gpt-4o")
+            && s.contains("Live traffic")
+            && s.contains("text-embedding-3-small")
+            && s.contains("✓")
+    });
+    // The header, the config's path, the gauges, the footer.
+    assert!(
+        screen.contains("demo") && screen.contains("req/s"),
+        "{screen}"
+    );
+    assert!(screen.contains("demo.toml"), "{screen}");
+    assert!(
+        screen.contains("/30k") && screen.contains("/20k"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("? help") && screen.contains("q quit"),
+        "{screen}"
+    );
+    let addr = address(&screen);
+    let before = std::fs::read_to_string(&config).unwrap();
+    assert!(!table_has(&before, "eastus", "enabled = false"));
+
+    // Tab to the deployments, Space on the first (eastus).
+    tmux.keys(&["Tab", "Space"]);
+    tmux.wait_for("eastus disabled · saved to demo.toml");
+    tmux.wait_for("[ ] eastus");
+    let after = std::fs::read_to_string(&config).unwrap();
+    assert!(table_has(&after, "eastus", "enabled = false"), "{after}");
+    assert!(after.contains("# switchboard demo config"), "comments kept");
+
+    // No new requests for eastus while the others keep taking traffic.
+    let start = requests(&addr);
+    let deadline = Instant::now() + DEADLINE;
+    let now = loop {
+        let now = requests(&addr);
+        let others = |r: &[(String, u64)]| {
+            r.iter()
+                .filter(|(n, _)| n != "eastus")
+                .map(|(_, c)| c)
+                .sum::<u64>()
+        };
+        if others(&now) >= others(&start) + 5 {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no traffic: {now:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(now[0], start[0], "eastus got traffic while disabled");
+
+    // Space again puts it back.
+    tmux.keys(&["Space"]);
+    tmux.wait_for("eastus enabled · saved to demo.toml");
+    let back = std::fs::read_to_string(&config).unwrap();
+    assert!(table_has(&back, "eastus", "enabled = true"), "{back}");
+
+    // Too small a window says so; larger again, the panes come back.
+    tmux.cmd()
+        .args(["resize-window", "-t", "t", "-x", "50", "-y", "12"])
+        .status()
+        .unwrap();
+    tmux.wait_for("needs a terminal of at least");
+    tmux.cmd()
+        .args(["resize-window", "-t", "t", "-x", "80", "-y", "24"])
+        .status()
+        .unwrap();
+    tmux.wait("everything at 80×24", |s| {
+        s.contains("[x] westeurope")
+            && s.contains("[x] sweden")
+            && s.contains("Live traffic")
+            && s.contains("q quit")
+    });
+
+    tmux.keys(&["q"]);
+    tmux.wait_for("[exited 0]");
+}
+
+#[test]
+fn the_form_adds_a_fallback_that_then_takes_traffic() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream = rt.block_on(async {
+        let mut opts = MockOptions::new("127.0.0.1:0".parse().unwrap());
+        opts.model = Some("fallback-model".into());
+        opts.api_key = Some("sk-fallback-123456".into());
+        mock_upstream::spawn(opts).await.unwrap()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, config) = demo(dir.path(), 120, 35);
+    tmux.wait("the panes", |s| {
+        s.contains("Deployments · gpt-4o") && s.contains("✓")
+    });
+
+    tmux.keys(&["a"]);
+    tmux.wait_for("Add a fallback to gpt-4o");
+    tmux.type_text("fallback");
+    tmux.keys(&["Tab", "Tab"]); // the provider keeps its default
+    tmux.type_text(&upstream.base_url());
+    tmux.keys(&["Tab"]);
+    tmux.type_text("sk-wrong-key");
+    tmux.keys(&["Tab", "Tab", "Tab", "Tab", "Enter"]);
+    // A wrong key: the upstream's own error, and no Save.
+    let screen = tmux.wait_for("HTTP 401");
+    assert!(screen.contains("[ Test & continue ]"), "{screen}");
+    assert!(
+        !screen.contains("sk-wrong-key"),
+        "the key is masked:\n{screen}"
+    );
+
+    // Back to the key, the right one; the TPM limit; test again.
+    tmux.keys(&["BTab", "BTab", "BTab", "BTab", "C-u"]);
+    tmux.type_text("sk-fallback-123456");
+    tmux.keys(&["Tab", "Tab"]);
+    tmux.type_text("40000");
+    tmux.keys(&["Tab", "Tab", "Enter"]);
+    let screen = tmux.wait_for("[ Save ]");
+    assert!(screen.contains("model fallback-model"), "{screen}");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("added fallback to gpt-4o");
+
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(table_has(&text, "fallback", "tpm_limit = 40000"), "{text}");
+    assert!(
+        table_has(
+            &text,
+            "fallback",
+            &format!("api_base = \"{}\"", upstream.base_url())
+        ),
+        "{text}"
+    );
+
+    // It takes traffic: the upstream sees requests beyond the tests, the screen shows it answer.
+    let deadline = Instant::now() + DEADLINE;
+    while upstream.stats().ok < 6 {
+        assert!(Instant::now() < deadline, "{:?}", upstream.stats());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    tmux.wait_for("fallback ✓");
+    tmux.keys(&["q"]);
+    tmux.wait_for("[exited 0]");
+    drop(rt);
+}
+
+#[test]
+fn without_a_terminal_or_a_config_it_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&[]);
+    assert!(!ok);
+    assert!(
+        err.contains("switchboard.toml")
+            && err.contains("switchboard demo")
+            && err.contains("switchboard init"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("switchboard.toml"),
+        "[[models]]\nname = \"m\"\n[[models.deployments]]\nname = \"a\"\napi_base = \"http://127.0.0.1:1/v1\"\nmodel_id = \"x\"\n",
+    )
+    .unwrap();
+    let (ok, err) = run(&[]);
+    assert!(!ok);
+    assert!(
+        err.contains("needs a terminal") && err.contains("switchboard serve"),
+        "{err}"
+    );
+    let (ok, err) = run(&["demo"]);
+    assert!(!ok);
+    assert!(err.contains("--headless"), "{err}");
+}

@@ -126,7 +126,7 @@ fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
             listener.local_addr()?,
             path.display()
         );
-        gateway.serve(listener, shutdown_signal()).await?;
+        serve_until_signalled(&gateway, listener).await?;
         tracing::info!("switchboard stopped");
         Ok(())
     })
@@ -199,6 +199,41 @@ fn demo(config: Option<PathBuf>, listen: Option<SocketAddr>, headless: bool) -> 
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(log);
     result
+}
+
+/// How long in-flight requests and streams may run on after a stop signal.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves until SIGTERM / Ctrl-C, then stops accepting and lets requests in
+/// flight finish for up to [`DRAIN`]; a second signal stops at once. Without
+/// the bound, one stalled stream would hold a shutdown for request_timeout_s.
+async fn serve_until_signalled(
+    gateway: &Gateway,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
+    let signalled = std::sync::Arc::new(tokio::sync::Notify::new());
+    let server = gateway.serve(listener, {
+        let signalled = signalled.clone();
+        async move {
+            shutdown_signal().await;
+            signalled.notify_one();
+        }
+    });
+    tokio::pin!(server);
+    tokio::select! {
+        done = &mut server => return Ok(done?),
+        _ = signalled.notified() => {}
+    }
+    tracing::info!(
+        "stopping: no new connections; in-flight requests get up to {}s (a second signal stops at once)",
+        DRAIN.as_secs()
+    );
+    tokio::select! {
+        done = &mut server => done?,
+        _ = tokio::time::sleep(DRAIN) => tracing::warn!("drain time is over; cutting the requests still in flight"),
+        _ = shutdown_signal() => tracing::warn!("second signal; cutting the requests still in flight"),
+    }
+    Ok(())
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -81,3 +81,94 @@ fn bad_configs_fail_with_file_line_and_field_and_never_the_secret() {
         "{err}"
     );
 }
+
+/// SIGTERM drains in-flight streams, and a second signal stops at once.
+#[test]
+fn a_second_signal_stops_a_draining_server_at_once() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    // An upstream that streams one chunk a minute keeps a request in flight.
+    let mut mock = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "mock-upstream",
+            "--listen",
+            "127.0.0.1:0",
+            "--chunk-delay-ms",
+            "60000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(mock.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let upstream = line.trim().rsplit(' ').next().unwrap().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join("sb.toml"),
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nname = \"a\"\napi_base = \"{upstream}\"\nmodel_id = \"x\"\n"),
+    )
+    .unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config", "sb.toml"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut conn = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("gateway did not start: {e}"),
+        }
+    };
+    let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    write!(conn, "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();
+    // Wait until the stream has started (headers and the first event are in).
+    let mut buf = [0u8; 512];
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let n = conn.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let kill = |pid: u32| {
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    kill(server.id());
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("stopping") {
+        let mut l = String::new();
+        assert!(
+            stderr.read_line(&mut l).unwrap() > 0,
+            "no drain message: {log}"
+        );
+        log.push_str(&l);
+    }
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "still draining the open stream"
+    );
+    kill(server.id());
+    let stopped = Instant::now() + Duration::from_secs(5);
+    while server.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < stopped,
+            "a second signal must stop the server at once"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    mock.kill().unwrap();
+    mock.wait().unwrap();
+}

@@ -104,6 +104,22 @@ async fn client_and_admin_keys_are_enforced() {
         .await
         .unwrap();
     assert_eq!(json(models).await["data"][0]["id"], "m");
+    let one = gw
+        .client
+        .get(gw.url("/v1/models/m"))
+        .bearer_auth("sk-client-secret-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(one).await["id"], "m");
+    let none = gw
+        .client
+        .get(gw.url("/v1/models/zz"))
+        .bearer_auth("sk-client-secret-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 404);
 
     assert_eq!(
         gw.client

@@ -184,7 +184,8 @@ impl Gateway {
             .route("/v1/chat/completions", post(proxy::chat_completions))
             .route("/v1/completions", post(proxy::completions))
             .route("/v1/embeddings", post(proxy::embeddings))
-            .route("/v1/models", get(proxy::models));
+            .route("/v1/models", get(proxy::models))
+            .route("/v1/models/{*model}", get(proxy::model));
         let admin = Router::new()
             .route("/admin/state", get(admin::state))
             .route("/admin/events", get(admin::events))

@@ -61,14 +61,27 @@ pub(super) async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Res
         return ApiError::Unauthorized.into_response();
     }
     let table = gw.shared.table.load();
-    let data: Vec<_> = table
-        .models
-        .iter()
-        .map(
-            |m| json!({"id": &*m.name, "object": "model", "created": 0, "owned_by": "switchboard"}),
-        )
-        .collect();
+    let data: Vec<_> = table.models.iter().map(|m| model_object(&m.name)).collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+fn model_object(name: &str) -> serde_json::Value {
+    json!({"id": name, "object": "model", "created": 0, "owned_by": "switchboard"})
+}
+
+/// `GET /v1/models/{model}`, for SDKs' `models.retrieve` (names may hold `/`).
+pub(super) async fn model(
+    State(gw): State<Gateway>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !auth::client_allowed(&headers, &gw.settings().api_keys) {
+        return ApiError::Unauthorized.into_response();
+    }
+    match gw.shared.table.load().get(&name) {
+        Some(m) => axum::Json(model_object(&m.name)).into_response(),
+        None => ApiError::ModelNotFound(name).into_response(),
+    }
 }
 
 /// `at + d`, or a year from `at` when the sum would overflow (a timeout of

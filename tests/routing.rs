@@ -186,21 +186,11 @@ async fn a_429_cools_down_for_as_long_as_retry_after_says() {
 
 #[tokio::test]
 async fn client_errors_are_passed_back_and_not_retried() {
-    let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Fail {
-        status: 400,
-        retry_after_s: None,
-        message: Some("bad temperature".into()),
-    });
-    b.set_mode(Mode::Fail {
-        status: 400,
-        retry_after_s: None,
-        message: Some("bad temperature".into()),
-    });
-    let gw = gateway(&one_model(
+    let (a, b, gw) = pair(
         "",
-        &[deployment("a", &a, ""), deployment("b", &b, "")],
-    ))
+        fail(400, None, Some("bad temperature")),
+        fail(400, None, Some("bad temperature")),
+    )
     .await;
     let r = gw.chat("m").await;
     assert_eq!(r.status(), 400);
@@ -214,21 +204,11 @@ async fn client_errors_are_passed_back_and_not_retried() {
 #[tokio::test]
 async fn when_everything_fails_the_status_says_why() {
     // 502: the deployments tried failed.
-    let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Fail {
-        status: 500,
-        retry_after_s: None,
-        message: Some("boom-a".into()),
-    });
-    b.set_mode(Mode::Fail {
-        status: 502,
-        retry_after_s: None,
-        message: Some("boom-b".into()),
-    });
-    let gw = gateway(&one_model(
+    let (_a, _b, gw) = pair(
         "",
-        &[deployment("a", &a, ""), deployment("b", &b, "")],
-    ))
+        fail(500, None, Some("boom-a")),
+        fail(502, None, Some("boom-b")),
+    )
     .await;
     let r = gw.chat("m").await;
     assert_eq!(r.status(), 502);
@@ -243,14 +223,7 @@ async fn when_everything_fails_the_status_says_why() {
     );
 
     // 504: every attempt timed out.
-    let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Hang);
-    b.set_mode(Mode::Hang);
-    let gw = gateway(&one_model(
-        "first_byte_timeout_s = 0.3",
-        &[deployment("a", &a, ""), deployment("b", &b, "")],
-    ))
-    .await;
+    let (_a, _b, gw) = pair("first_byte_timeout_s = 0.3", Mode::Hang, Mode::Hang).await;
     let r = gw.chat("m").await;
     assert_eq!(r.status(), 504);
 
@@ -261,22 +234,7 @@ async fn when_everything_fails_the_status_says_why() {
     assert_eq!(r.status(), 503);
 
     // 429 with Retry-After: every deployment rate limited.
-    let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Fail {
-        status: 429,
-        retry_after_s: Some(20.0),
-        message: None,
-    });
-    b.set_mode(Mode::Fail {
-        status: 429,
-        retry_after_s: Some(9.0),
-        message: None,
-    });
-    let gw = gateway(&one_model(
-        "",
-        &[deployment("a", &a, ""), deployment("b", &b, "")],
-    ))
-    .await;
+    let (a, b, gw) = pair("", fail(429, Some(20.0), None), fail(429, Some(9.0), None)).await;
     let r = gw.chat("m").await;
     assert_eq!(r.status(), 429);
     assert_eq!(header(&r, "retry-after"), "9");
@@ -360,14 +318,7 @@ async fn tokens_are_counted_from_the_upstreams_usage() {
 
 #[tokio::test]
 async fn a_body_that_is_not_json_from_upstream_fails_over() {
-    let (a, b) = (mock().await, mock().await);
-    a.set_mode(Mode::Garbage);
-    b.set_mode(Mode::Garbage);
-    let gw = gateway(&one_model(
-        "",
-        &[deployment("a", &a, ""), deployment("b", &b, "")],
-    ))
-    .await;
+    let (_a, b, gw) = pair("", Mode::Garbage, Mode::Garbage).await;
     let r = gw.chat("m").await;
     assert_eq!(r.status(), 502);
     b.set_mode(Mode::Normal);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use switchboard::config::Config;
 use switchboard::gateway::{self, Gateway};
-use switchboard::mock_upstream::{self, MockHandle, MockOptions};
+use switchboard::mock_upstream::{self, MockHandle, MockOptions, Mode};
 use tokio_util::sync::CancellationToken;
 
 pub struct TestGateway {
@@ -138,4 +138,30 @@ pub async fn sse_data(r: reqwest::Response) -> Vec<String> {
     text.split("\n\n")
         .filter_map(|frame| frame.trim().strip_prefix("data: ").map(str::to_string))
         .collect()
+}
+
+/// An upstream error answer of `status`, with an optional Retry-After and message.
+pub fn fail(status: u16, retry_after_s: Option<f64>, message: Option<&str>) -> Mode {
+    Mode::Fail {
+        status,
+        retry_after_s,
+        message: message.map(str::to_string),
+    }
+}
+
+/// Deployments `a` and `b` of model `m`, on mocks in the given modes, behind a gateway.
+pub async fn pair(
+    server: &str,
+    a_mode: Mode,
+    b_mode: Mode,
+) -> (MockHandle, MockHandle, TestGateway) {
+    let (a, b) = (mock().await, mock().await);
+    a.set_mode(a_mode);
+    b.set_mode(b_mode);
+    let gw = gateway(&one_model(
+        server,
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
+    (a, b, gw)
 }

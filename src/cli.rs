@@ -26,6 +26,10 @@ struct Cli {
     /// Overrides server.listen.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Allow a non-loopback listen address without client keys, and the admin
+    /// API for remote clients without an admin key.
+    #[arg(long)]
+    allow_unauthenticated: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -38,6 +42,10 @@ enum Command {
         config: PathBuf,
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Allow a non-loopback listen address without client keys, and the admin
+        /// API for remote clients without an admin key.
+        #[arg(long)]
+        allow_unauthenticated: bool,
     },
     /// The dashboard and gateway on built-in simulated upstreams with generated traffic; no keys, no network.
     Demo {
@@ -67,8 +75,12 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        None => dashboard(&cli.config, cli.listen),
-        Some(Command::Serve { config, listen }) => serve(&config, listen),
+        None => dashboard(&cli.config, cli.listen, cli.allow_unauthenticated),
+        Some(Command::Serve {
+            config,
+            listen,
+            allow_unauthenticated,
+        }) => serve(&config, listen, allow_unauthenticated),
         Some(Command::Demo {
             config,
             listen,
@@ -107,13 +119,21 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
-fn serve(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+/// Refuses an address other machines can reach without client keys.
+fn exposure(path: &Path, config: &Config, addr: SocketAddr, allow: bool) -> anyhow::Result<()> {
+    crate::gateway::check_exposure(addr, &config.server, allow)
+        .map_err(|m| anyhow::anyhow!("{}: server.listen: {m}", path.display()))
+}
+
+fn serve(path: &Path, listen: Option<SocketAddr>, allow: bool) -> anyhow::Result<()> {
     let _log = crate::logging::to_stderr();
     let config = load(path)?;
+    let addr = listen.unwrap_or(config.server.listen);
+    exposure(path, &config, addr, allow)?;
     let rt = runtime()?;
     rt.block_on(async {
         let gateway = Gateway::new(&config)?;
-        let addr = listen.unwrap_or(config.server.listen);
+        gateway.allow_unauthenticated(allow);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {addr} (server.listen in {}): {e}",
@@ -142,14 +162,16 @@ fn require_terminal(instead: &str) -> anyhow::Result<()> {
 }
 
 /// Without a command: the gateway in the background, the dashboard in front.
-fn dashboard(path: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+fn dashboard(path: &Path, listen: Option<SocketAddr>, allow: bool) -> anyhow::Result<()> {
     let config = load(path)?;
+    let addr = listen.unwrap_or(config.server.listen);
+    exposure(path, &config, addr, allow)?;
     require_terminal("`switchboard serve` runs the gateway without it")?;
     let (log, log_path) = crate::logging::to_file()?;
     let rt = runtime()?;
     let result = rt.block_on(async {
         let gateway = Gateway::new(&config)?;
-        let addr = listen.unwrap_or(config.server.listen);
+        gateway.allow_unauthenticated(allow);
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on {addr} (server.listen in {}): {e}",
@@ -201,12 +223,10 @@ fn demo(config: Option<PathBuf>, listen: Option<SocketAddr>, headless: bool) -> 
     result
 }
 
-/// How long in-flight requests and streams may run on after a stop signal.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Serves until SIGTERM / Ctrl-C, then stops accepting and lets requests in
-/// flight finish for up to [`DRAIN`]; a second signal stops at once. Without
-/// the bound, one stalled stream would hold a shutdown for request_timeout_s.
+/// flight finish for up to `server.shutdown_timeout_s`; a second signal stops
+/// at once. Without the bound, one stalled stream would hold a shutdown for
+/// request_timeout_s.
 async fn serve_until_signalled(
     gateway: &Gateway,
     listener: tokio::net::TcpListener,
@@ -224,13 +244,14 @@ async fn serve_until_signalled(
         done = &mut server => return Ok(done?),
         _ = signalled.notified() => {}
     }
+    let drain = gateway.settings().shutdown_timeout;
     tracing::info!(
-        "stopping: no new connections; in-flight requests get up to {}s (a second signal stops at once)",
-        DRAIN.as_secs()
+        "stopping: no new connections; in-flight requests get up to {:.1}s (a second signal stops at once)",
+        drain.as_secs_f64()
     );
     tokio::select! {
         done = &mut server => done?,
-        _ = tokio::time::sleep(DRAIN) => tracing::warn!("drain time is over; cutting the requests still in flight"),
+        _ = tokio::time::sleep(drain) => tracing::warn!("drain time is over; cutting the requests still in flight"),
         _ = shutdown_signal() => tracing::warn!("second signal; cutting the requests still in flight"),
     }
     Ok(())

@@ -334,6 +334,8 @@ fn print_event(ev: &Event) -> std::io::Result<()> {
             d.deployment,
             crate::dashboard::app::change_word(&d.change)
         ),
+        Event::Config(c) if c.applied => writeln!(out, "   ⚙ config reloaded: {}", c.message),
+        Event::Config(c) => writeln!(out, "   ⚙ config not reloaded: {}", c.message),
     }
 }
 

@@ -19,6 +19,17 @@ const CAPACITY: usize = 8192;
 pub enum Event {
     Request(RequestEvent),
     Deployment(DeploymentEvent),
+    Config(ConfigEvent),
+}
+
+/// The config file changed on disk and was reloaded, or could not be.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigEvent {
+    pub at_ms: u64,
+    /// False: the edit was invalid and the running config stays.
+    pub applied: bool,
+    /// What changed, or what is wrong (file, line, field).
+    pub message: String,
 }
 
 /// One client request, from arrival to its last byte.
@@ -111,10 +122,19 @@ pub struct DeploymentEvent {
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeploymentChange {
-    CoolingDown { cause: Cause, seconds: f64 },
+    CoolingDown {
+        cause: Cause,
+        seconds: f64,
+    },
     Recovered,
-    Enabled { enabled: bool },
+    Enabled {
+        enabled: bool,
+    },
     Added,
+    /// Taken out of the config file.
+    Removed,
+    /// Its endpoint, key, model ID or TPM limit changed in the config file.
+    Updated,
 }
 
 /// The publishing side; cheap to clone.

@@ -56,6 +56,13 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// `first_byte_timeout_s`, default 60 s.
     pub first_byte_timeout: Duration,
+    /// `header_read_timeout_s`, default 30 s: a client must send a request's
+    /// headers within this (slow-header clients are cut off); an idle
+    /// keep-alive connection is closed after it too.
+    pub header_read_timeout: Duration,
+    /// `shutdown_timeout_s`, default 10 s: how long requests in flight may
+    /// run on after SIGTERM / Ctrl-C.
+    pub shutdown_timeout: Duration,
     /// `max_body_mb`, default 32 MiB.
     pub max_body_bytes: usize,
 }
@@ -68,6 +75,8 @@ impl Default for ServerConfig {
             admin_key: None,
             request_timeout: Duration::from_secs(600),
             first_byte_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
             max_body_bytes: 32 * 1024 * 1024,
         }
     }

@@ -39,6 +39,8 @@ struct RawServer {
     /// Seconds as f64: serde accepts TOML integers and floats alike.
     request_timeout_s: Option<f64>,
     first_byte_timeout_s: Option<f64>,
+    header_read_timeout_s: Option<f64>,
+    shutdown_timeout_s: Option<f64>,
     max_body_mb: Option<f64>,
 }
 
@@ -127,6 +129,16 @@ impl RawServer {
                 self.first_byte_timeout_s,
                 defaults.first_byte_timeout,
                 &at.key("first_byte_timeout_s"),
+            )?,
+            header_read_timeout: seconds_or(
+                self.header_read_timeout_s,
+                defaults.header_read_timeout,
+                &at.key("header_read_timeout_s"),
+            )?,
+            shutdown_timeout: seconds_or(
+                self.shutdown_timeout_s,
+                defaults.shutdown_timeout,
+                &at.key("shutdown_timeout_s"),
             )?,
             max_body_bytes: match self.max_body_mb {
                 None => defaults.max_body_bytes,

@@ -138,6 +138,7 @@ fn matches(ev: &Event, term: &str) -> bool {
                 })
         }
         Event::Deployment(d) => has(&d.model) || has(&d.deployment) || has(change_word(&d.change)),
+        Event::Config(c) => has("config") || has(&c.message),
     }
 }
 
@@ -148,6 +149,8 @@ pub fn change_word(c: &DeploymentChange) -> &'static str {
         DeploymentChange::Enabled { enabled: true } => "enabled",
         DeploymentChange::Enabled { enabled: false } => "disabled",
         DeploymentChange::Added => "added",
+        DeploymentChange::Removed => "removed",
+        DeploymentChange::Updated => "updated",
     }
 }
 
@@ -277,8 +280,22 @@ impl App {
     ) {
         self.lagged += lagged;
         for ev in events {
-            if let Event::Request(r) = &**ev {
-                self.stats.record(r);
+            match &**ev {
+                Event::Request(r) => self.stats.record(r),
+                // A rejected edit stays on screen until a good one replaces
+                // it: the file on disk and what runs differ until then.
+                Event::Config(c) if !c.applied => self.say(
+                    Level::Error,
+                    true,
+                    format!(
+                        "config not reloaded, previous one still runs: {}",
+                        c.message
+                    ),
+                ),
+                Event::Config(c) => {
+                    self.say(Level::Ok, false, format!("config reloaded: {}", c.message))
+                }
+                Event::Deployment(_) => {}
             }
             self.traffic.push(ev.clone());
         }

@@ -100,12 +100,13 @@ impl Gateway {
             .iter()
             .map(|route| {
                 let mut state = route.lock();
-                let statuses = state.pool.statuses(now);
-                let deployments = state
-                    .upstreams
-                    .iter()
-                    .zip(statuses)
-                    .map(|(up, s)| view(up, s))
+                let live: Vec<usize> = state.pool.live().collect();
+                let deployments = live
+                    .into_iter()
+                    .map(|i| {
+                        let status = state.pool.status(i, now);
+                        view(&state.upstreams[i], status)
+                    })
                     .collect();
                 ModelView {
                     name: route.name.to_string(),
@@ -144,7 +145,12 @@ impl Gateway {
         self.publish_change(model.clone(), deployment.clone(), change);
     }
 
-    fn publish_change(&self, model: Arc<str>, deployment: Arc<str>, change: DeploymentChange) {
+    pub(super) fn publish_change(
+        &self,
+        model: Arc<str>,
+        deployment: Arc<str>,
+        change: DeploymentChange,
+    ) {
         self.events().publish(Event::Deployment(DeploymentEvent {
             at_ms: unix_ms(),
             model,

@@ -31,6 +31,10 @@ pub enum ApiError {
     Unauthorized,
     #[error("The admin API needs 'Authorization: Bearer <admin_key>'.")]
     AdminUnauthorized,
+    #[error(
+        "The admin API answers only loopback clients while no admin_key is set; set server.admin_key (or start with --allow-unauthenticated)."
+    )]
+    AdminForbidden,
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     ModelNotFound(String),
     #[error("{0}")]
@@ -67,6 +71,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::AdminForbidden => StatusCode::FORBIDDEN,
             ApiError::ModelNotFound(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -85,6 +90,7 @@ impl ApiError {
             | ApiError::PayloadTooLarge { .. }
             | ApiError::Unauthorized
             | ApiError::AdminUnauthorized
+            | ApiError::AdminForbidden
             | ApiError::ModelNotFound(_)
             | ApiError::NotFound(_)
             | ApiError::MethodNotAllowed
@@ -112,6 +118,7 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::AdminUnauthorized => {
                 ("invalid_request_error", Some("invalid_api_key"))
             }
+            ApiError::AdminForbidden => ("permission_error", Some("admin_needs_key")),
             ApiError::ModelNotFound(_) => ("invalid_request_error", Some("model_not_found")),
             ApiError::NotFound(_) => ("invalid_request_error", Some("not_found")),
             ApiError::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),

@@ -14,6 +14,7 @@ pub mod error;
 mod metrics;
 mod proxy;
 mod relay;
+mod reload;
 pub mod request;
 pub mod sse;
 pub mod upstream;
@@ -21,7 +22,7 @@ pub mod upstream;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ use tokio::net::TcpListener;
 use crate::config::{ApiKey, Config, ServerConfig};
 use crate::events::EventBus;
 use crate::router::Pool;
+pub use auth::check_exposure;
 pub use control::{DeploymentView, ModelView, StateView, TestReport};
 pub use error::ApiError;
 use upstream::Upstream;
@@ -54,6 +56,12 @@ struct Shared {
     /// Serialises edits of the config file.
     edits: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
+    /// `--allow-unauthenticated`: the operator vouches for whatever is in front.
+    open: AtomicBool,
+    /// Serving on an address other machines can reach.
+    exposed: AtomicBool,
+    /// The config file's version the gateway was built from.
+    loaded_stamp: Option<reload::Stamp>,
 }
 
 /// The server part of the config, as requests need it.
@@ -64,6 +72,8 @@ pub struct Settings {
     pub admin_key: Option<ApiKey>,
     pub request_timeout: Duration,
     pub first_byte_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub shutdown_timeout: Duration,
     pub max_body_bytes: usize,
 }
 
@@ -75,6 +85,8 @@ impl From<&ServerConfig> for Settings {
             admin_key: s.admin_key.clone(),
             request_timeout: s.request_timeout,
             first_byte_timeout: s.first_byte_timeout,
+            header_read_timeout: s.header_read_timeout,
+            shutdown_timeout: s.shutdown_timeout,
             max_body_bytes: s.max_body_bytes,
         }
     }
@@ -90,6 +102,11 @@ impl RouteTable {
     fn get(&self, name: &str) -> Option<&Arc<ModelRoute>> {
         self.by_name.get(name).map(|&i| &self.models[i])
     }
+
+    fn insert(&mut self, route: Arc<ModelRoute>) {
+        self.by_name.insert(route.name.clone(), self.models.len());
+        self.models.push(route);
+    }
 }
 
 /// One model: its name and its routing state.
@@ -104,6 +121,23 @@ struct ModelState {
 }
 
 impl ModelRoute {
+    fn new(
+        model: &crate::config::ModelConfig,
+        routing: &crate::config::RoutingConfig,
+    ) -> Arc<Self> {
+        let mut pool = Pool::new(routing.clone());
+        let mut upstreams = Vec::new();
+        for d in &model.deployments {
+            let up = Upstream::new(d.clone());
+            pool.push(up.name.clone(), d.tpm_limit, d.enabled);
+            upstreams.push(Arc::new(up));
+        }
+        Arc::new(ModelRoute {
+            name: model.name.as_str().into(),
+            state: Mutex::new(ModelState { pool, upstreams }),
+        })
+    }
+
     /// The lock is only ever held for a few field updates; a panic while
     /// holding it cannot leave the pool half-changed in a way that matters
     /// more than refusing all traffic would, so a poisoned lock is used as is.
@@ -125,22 +159,11 @@ impl Gateway {
             .pool_max_idle_per_host(1024)
             .tcp_nodelay(true)
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(upstream::Resolver))
             .build()?;
         let mut table = RouteTable::default();
         for model in &config.models {
-            let mut pool = Pool::new(config.routing.clone());
-            let mut upstreams = Vec::new();
-            for d in &model.deployments {
-                let up = Upstream::new(d.clone());
-                pool.push(up.name.clone(), d.tpm_limit, d.enabled);
-                upstreams.push(Arc::new(up));
-            }
-            let name: Arc<str> = model.name.as_str().into();
-            table.by_name.insert(name.clone(), table.models.len());
-            table.models.push(Arc::new(ModelRoute {
-                name,
-                state: Mutex::new(ModelState { pool, upstreams }),
-            }));
+            table.insert(ModelRoute::new(model, &config.routing));
         }
         Ok(Self {
             shared: Arc::new(Shared {
@@ -153,6 +176,9 @@ impl Gateway {
                 config_path: config.path.clone(),
                 edits: tokio::sync::Mutex::new(()),
                 next_id: AtomicU64::new(1),
+                open: AtomicBool::new(false),
+                exposed: AtomicBool::new(false),
+                loaded_stamp: reload::stamp(&config.path).ok(),
             }),
         })
     }
@@ -164,6 +190,20 @@ impl Gateway {
 
     fn next_id(&self) -> u64 {
         self.shared.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Lets the admin API answer remote clients without an admin key (the
+    /// `--allow-unauthenticated` flag).
+    pub fn allow_unauthenticated(&self, allow: bool) {
+        self.shared.open.store(allow, Ordering::Relaxed);
+    }
+
+    pub fn unauthenticated_allowed(&self) -> bool {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
+    fn exposed(&self) -> bool {
+        self.shared.exposed.load(Ordering::Relaxed)
     }
 
     pub fn events(&self) -> &EventBus {
@@ -211,18 +251,70 @@ impl Gateway {
             .with_state(self.clone())
     }
 
-    /// Serves until `shutdown` resolves; in-flight requests are then given
-    /// their chance to finish.
+    /// Serves until `shutdown` resolves, then stops accepting and waits for
+    /// the connections still open to finish their requests (idle keep-alive
+    /// connections are closed at once). The caller bounds that wait.
+    ///
+    /// Our own accept loop rather than `axum::serve`: it sets a header read
+    /// timeout (a client that trickles its headers is cut off), TCP_NODELAY,
+    /// and hands each request its peer address for the admin guard.
     pub async fn serve(
         &self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
-            .await
+        if let Ok(addr) = listener.local_addr() {
+            let exposed = !addr.ip().to_canonical().is_loopback();
+            self.shared.exposed.store(exposed, Ordering::Relaxed);
+        }
+        let watching = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(self.clone().watch_config(watching.clone()));
+        let _watching = watching.drop_guard();
+        let router = self.router();
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors or a connection reset before
+                        // accept: keep serving the connections we have.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(self.settings().header_read_timeout);
+            let router = router.clone();
+            let service = hyper::service::service_fn(move |mut req| {
+                req.extensions_mut().insert(Peer(peer));
+                tower_service::Service::call(&mut router.clone(), req)
+            });
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                // Errors here are the client's (a reset, a header timeout, a
+                // malformed request that hyper already answered).
+                if let Err(e) = conn.await {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
     }
 }
+
+/// The address a request came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
 
 /// Binds `addr` and serves in a background task; returns the bound address.
 /// For tests and the demo: the gateway stops when the token is cancelled.

@@ -23,6 +23,49 @@ pub struct Upstream {
     auth: Option<(HeaderName, HeaderValue)>,
 }
 
+/// A deployment name as a header value: printable ASCII as is, every other
+/// byte of its UTF-8 percent-encoded (`eu-süd` → `eu-s%C3%BCd`), so clients
+/// that read headers as Latin-1 see no mojibake and can decode it.
+fn header_safe(name: &str) -> HeaderValue {
+    let mut out = String::with_capacity(name.len());
+    for &b in name.as_bytes() {
+        if (b' '..=b'~').contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("unprintable-name"))
+}
+
+/// Name resolution for upstream hosts: the system resolver, except that names
+/// under `.invalid` fail at once without a query, as RFC 6761 asks (they can
+/// never resolve, and an operator testing failover with one should not wait
+/// on or leak to a DNS server).
+#[derive(Debug, Default)]
+pub struct Resolver;
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let bare = host.trim_end_matches('.');
+            if bare.eq_ignore_ascii_case("invalid")
+                || bare.to_ascii_lowercase().ends_with(".invalid")
+            {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("`{host}` does not resolve (a reserved .invalid name)"),
+                );
+                return Err(e.into());
+            }
+            let addrs = tokio::net::lookup_host((bare, 0)).await?;
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.collect::<Vec<_>>().into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
 impl Upstream {
     pub fn new(config: DeploymentConfig) -> Self {
         let base = config.api_base.trim_end_matches('/');
@@ -53,8 +96,7 @@ impl Upstream {
         });
         Self {
             name: config.name.as_str().into(),
-            header_name: HeaderValue::from_str(&config.name)
-                .unwrap_or_else(|_| HeaderValue::from_static("unprintable-name")),
+            header_name: header_safe(&config.name),
             model_json: json_string(&config.model_id),
             urls,
             auth,
@@ -91,6 +133,12 @@ impl Upstream {
 /// OpenAI and Azure send: `retry-after-ms`, `retry-after` (seconds), then
 /// `x-ratelimit-reset-tokens` / `-requests` (durations like `6m0s`, `250ms`).
 pub fn rate_limit_hint(headers: &HeaderMap) -> Option<Duration> {
+    rate_limit_hint_at(headers, std::time::SystemTime::now())
+}
+
+/// [`rate_limit_hint`] with the wall clock given: `retry-after` may be an
+/// HTTP date (RFC 9110), which only means something relative to now.
+pub fn rate_limit_hint_at(headers: &HeaderMap, now: std::time::SystemTime) -> Option<Duration> {
     let text = |name: &str| {
         headers
             .get(name)
@@ -100,8 +148,15 @@ pub fn rate_limit_hint(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         return positive_secs(ms / 1000.0);
     }
-    if let Some(s) = text("retry-after").and_then(|v| v.parse::<f64>().ok()) {
-        return positive_secs(s);
+    if let Some(v) = text("retry-after") {
+        if let Ok(s) = v.parse::<f64>() {
+            return positive_secs(s);
+        }
+        if let Ok(at) = httpdate::parse_http_date(v) {
+            // A date already past means "now": no wait, but still a hint.
+            let wait = at.duration_since(now).unwrap_or_default();
+            return positive_secs(wait.as_secs_f64());
+        }
     }
     ["x-ratelimit-reset-tokens", "x-ratelimit-reset-requests"]
         .iter()
@@ -158,6 +213,28 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn retry_after_may_be_an_http_date() {
+        let now = httpdate::parse_http_date("Sat, 28 Nov 2026 12:00:00 GMT").unwrap();
+        let h = headers(&[("retry-after", "Sat, 28 Nov 2026 12:00:42 GMT")]);
+        assert_eq!(rate_limit_hint_at(&h, now), Some(Duration::from_secs(42)));
+        let past = headers(&[("retry-after", "Sat, 28 Nov 2026 11:59:00 GMT")]);
+        assert_eq!(rate_limit_hint_at(&past, now), Some(Duration::ZERO));
+        let junk = headers(&[("retry-after", "soon")]);
+        assert_eq!(rate_limit_hint_at(&junk, now), None);
+    }
+
+    #[test]
+    fn deployment_names_become_readable_header_values() {
+        assert_eq!(
+            header_safe("azure-eastus").to_str().unwrap(),
+            "azure-eastus"
+        );
+        assert_eq!(header_safe("eu süd").to_str().unwrap(), "eu s%C3%BCd");
+        assert_eq!(header_safe("100%").to_str().unwrap(), "100%25");
+        assert_eq!(header_safe("a\tb").to_str().unwrap(), "a%09b");
     }
 
     #[test]

@@ -39,6 +39,9 @@ struct Slot {
     health: Health,
     requests: u64,
     failures: u64,
+    /// Removed from the config: takes no traffic and is not shown, but keeps
+    /// its index so that requests still in flight settle where they started.
+    retired: bool,
 }
 
 /// The deployments of one model.
@@ -124,13 +127,48 @@ impl Pool {
             health: Health::default(),
             requests: 0,
             failures: 0,
+            retired: false,
         });
         self.reweigh();
         self.slots.len() - 1
     }
 
+    /// The live (not retired) deployment of that name.
     pub fn index_of(&self, name: &str) -> Option<usize> {
-        self.slots.iter().position(|s| &*s.name == name)
+        self.slots
+            .iter()
+            .position(|s| !s.retired && &*s.name == name)
+    }
+
+    /// Indices of the deployments in the config, in order.
+    pub fn live(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.slots.len()).filter(|&i| !self.slots[i].retired)
+    }
+
+    /// Takes a deployment out for good (it left the config). Its index stays
+    /// valid for the requests still using it; its name may be added again as
+    /// a new deployment.
+    pub fn retire(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.retired = true;
+        slot.enabled = false;
+        self.reweigh();
+    }
+
+    /// Changes a TPM limit (a config reload); weights follow at once. The
+    /// window keeps its tokens: they were spent whatever the new limit.
+    pub fn set_limit(&mut self, index: usize, tpm_limit: Option<u64>) -> bool {
+        let changed = self.slots[index].tpm_limit != tpm_limit;
+        if changed {
+            self.slots[index].tpm_limit = tpm_limit;
+            self.reweigh();
+        }
+        changed
+    }
+
+    /// New cooldown rules (a config reload), for failures from now on.
+    pub fn set_policy(&mut self, policy: RoutingConfig) {
+        self.policy = policy;
     }
 
     pub fn name(&self, index: usize) -> &Arc<str> {
@@ -154,7 +192,12 @@ impl Pool {
     }
 
     fn reweigh(&mut self) {
-        let largest = self.slots.iter().filter_map(|s| s.tpm_limit).max();
+        let largest = self
+            .slots
+            .iter()
+            .filter(|s| !s.retired)
+            .filter_map(|s| s.tpm_limit)
+            .max();
         for slot in &mut self.slots {
             slot.weight = match (slot.tpm_limit, largest) {
                 (Some(limit), _) => limit.min(i64::MAX as u64 / 1024) as i64,
@@ -288,8 +331,10 @@ impl Pool {
         }
     }
 
+    /// The statuses of the live deployments, in order.
     pub fn statuses(&mut self, now: Duration) -> Vec<SlotStatus> {
-        (0..self.slots.len()).map(|i| self.status(i, now)).collect()
+        let live: Vec<usize> = self.live().collect();
+        live.into_iter().map(|i| self.status(i, now)).collect()
     }
 }
 

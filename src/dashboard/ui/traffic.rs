@@ -168,6 +168,18 @@ fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Row<'sta
                 Cell::from(Line::styled(text, style)),
             ])
         }
+        Event::Config(c) => {
+            let (text, style) = if c.applied {
+                (format!("⚙ config reloaded: {}", c.message), theme.accent())
+            } else {
+                (format!("⚙ config not reloaded: {}", c.message), theme.bad())
+            };
+            Row::new(vec![
+                Cell::from(Span::styled(clock(c.at_ms, offset_s), theme.dim())),
+                Cell::from(""),
+                Cell::from(Line::styled(text, style)),
+            ])
+        }
     }
 }
 
@@ -250,5 +262,6 @@ fn details(ev: &Event) -> String {
             d.deployment,
             change_word(&d.change)
         ),
+        Event::Config(c) => format!(" config: {} ", c.message),
     }
 }

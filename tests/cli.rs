@@ -172,3 +172,32 @@ fn a_second_signal_stops_a_draining_server_at_once() {
     mock.kill().unwrap();
     mock.wait().unwrap();
 }
+
+#[test]
+fn a_reachable_address_without_client_keys_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("open.toml"),
+        "[server]\nlisten = \"0.0.0.0:4000\"\n[[models]]\nname = \"m\"\n",
+    )
+    .unwrap();
+    // From the config, for serve and for the dashboard, before binding anything.
+    for args in [
+        &["serve", "--config", "open.toml"][..],
+        &["--config", "open.toml"][..],
+    ] {
+        let (ok, _, err) = switchboard(args, dir.path());
+        assert!(!ok, "{args:?}");
+        assert!(err.contains("open.toml: server.listen"), "{err}");
+        assert!(err.contains("refusing to listen on 0.0.0.0:4000"), "{err}");
+        assert!(err.contains("--allow-unauthenticated"), "{err}");
+    }
+    // And from --listen.
+    std::fs::write(dir.path().join("local.toml"), "[[models]]\nname = \"m\"\n").unwrap();
+    let (ok, _, err) = switchboard(
+        &["serve", "--config", "local.toml", "--listen", "[::]:4000"],
+        dir.path(),
+    );
+    assert!(!ok);
+    assert!(err.contains("refusing to listen on [::]:4000"), "{err}");
+}

@@ -83,21 +83,12 @@ fn bad_configs_fail_with_file_line_and_field_and_never_the_secret() {
 }
 
 /// SIGTERM drains in-flight streams, and a second signal stops at once.
-#[test]
-fn a_second_signal_stops_a_draining_server_at_once() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::time::{Duration, Instant};
-
-    let dir = tempfile::tempdir().unwrap();
-    // An upstream that streams one chunk a minute keeps a request in flight.
+/// A `mock-upstream` process with `args`; returns it and its api_base.
+fn mock_process(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
     let mut mock = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args([
-            "mock-upstream",
-            "--listen",
-            "127.0.0.1:0",
-            "--chunk-delay-ms",
-            "60000",
-        ])
+        .args(["mock-upstream", "--listen", "127.0.0.1:0"])
+        .args(args)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -106,19 +97,32 @@ fn a_second_signal_stops_a_draining_server_at_once() {
         .read_line(&mut line)
         .unwrap();
     let upstream = line.trim().rsplit(' ').next().unwrap().to_string();
+    (mock, upstream)
+}
+
+/// `switchboard serve` on a free port with one deployment `a` at `upstream`
+/// and `server` lines; returns the process (stderr piped) and a connection
+/// on which a stream has started.
+fn serve_with_a_stream(
+    dir: &std::path::Path,
+    upstream: &str,
+    server: &str,
+) -> (std::process::Child, u16, std::net::TcpStream) {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     std::fs::write(
-        dir.path().join("sb.toml"),
-        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n[[models]]\nname = \"m\"\n[[models.deployments]]\nname = \"a\"\napi_base = \"{upstream}\"\nmodel_id = \"x\"\n"),
+        dir.join("sb.toml"),
+        format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{server}\n[[models]]\nname = \"m\"\n[[models.deployments]]\nname = \"a\"\napi_base = \"{upstream}\"\nmodel_id = \"x\"\n"),
     )
     .unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["serve", "--config", "sb.toml"])
-        .current_dir(dir.path())
+        .current_dir(dir)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -131,43 +135,103 @@ fn a_second_signal_stops_a_draining_server_at_once() {
         }
     };
     let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    write!(conn, "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();
+    write!(conn, "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len()).unwrap();
     // Wait until the stream has started (headers and the first event are in).
     let mut buf = [0u8; 512];
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let n = conn.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    (server, port, conn)
+}
 
-    let kill = |pid: u32| {
-        Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap()
-    };
-    kill(server.id());
-    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+fn signal(pid: u32) {
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+}
+
+/// Reads stderr until a line contains `what`; returns what was read.
+fn wait_for_log(stderr: &mut impl std::io::BufRead, what: &str) -> String {
     let mut log = String::new();
-    while !log.contains("stopping") {
+    while !log.contains(what) {
         let mut l = String::new();
         assert!(
             stderr.read_line(&mut l).unwrap() > 0,
-            "no drain message: {log}"
+            "no `{what}` in: {log}"
         );
         log.push_str(&l);
     }
+    log
+}
+
+#[test]
+fn a_stop_signal_lets_a_stream_in_flight_finish_and_refuses_new_connections() {
+    use std::io::{BufReader, Read};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    // Five chunks 300 ms apart: the stream is still running when the signal comes.
+    let (mut mock, upstream) = mock_process(&["--tokens", "5", "--chunk-delay-ms", "300"]);
+    let (mut server, port, mut conn) = serve_with_a_stream(dir.path(), &upstream, "");
+    signal(server.id());
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    wait_for_log(&mut stderr, "stopping");
     assert!(
-        server.try_wait().unwrap().is_none(),
-        "still draining the open stream"
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no new connections once stopping"
     );
-    kill(server.id());
-    let stopped = Instant::now() + Duration::from_secs(5);
-    while server.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < stopped,
-            "a second signal must stop the server at once"
-        );
+    let mut rest = String::new();
+    conn.read_to_string(&mut rest).unwrap();
+    assert!(
+        rest.contains("data: [DONE]"),
+        "the stream ran to its end: {rest}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "exits once the stream is done");
         std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    mock.kill().unwrap();
+    mock.wait().unwrap();
+}
+
+#[test]
+fn the_drain_ends_at_shutdown_timeout_and_a_second_signal_ends_it_at_once() {
+    use std::io::BufReader;
+    use std::time::{Duration, Instant};
+    // An upstream that streams one chunk a minute keeps a request in flight.
+    let (mut mock, upstream) = mock_process(&["--chunk-delay-ms", "60000"]);
+    for second_signal in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let timeout = if second_signal { 60 } else { 1 };
+        let (mut server, _, _conn) = serve_with_a_stream(
+            dir.path(),
+            &upstream,
+            &format!("shutdown_timeout_s = {timeout}"),
+        );
+        signal(server.id());
+        let mut stderr = BufReader::new(server.stderr.take().unwrap());
+        wait_for_log(&mut stderr, "stopping");
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "still draining the open stream"
+        );
+        if second_signal {
+            signal(server.id());
+        }
+        let stopped = Instant::now() + Duration::from_secs(5);
+        while server.try_wait().unwrap().is_none() {
+            assert!(
+                Instant::now() < stopped,
+                "stops at the drain deadline, or at once on a second signal"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     mock.kill().unwrap();
     mock.wait().unwrap();

@@ -147,9 +147,12 @@ impl ConfigError {
         ConfigError {
             file: file.to_path_buf(),
             line,
-            field: field.filter(|f| !f.is_root()).map(FieldPath::to_string),
+            // A quoted key or a value may hold control characters.
+            field: field
+                .filter(|f| !f.is_root())
+                .map(|f| escape_controls(&f.to_string())),
             // One paragraph, whatever the underlying error looks like.
-            message: one_paragraph(message),
+            message: escape_controls(&one_paragraph(message)),
         }
     }
 
@@ -182,6 +185,20 @@ impl ConfigError {
         let line = doc.line_of_path(&invalid.path);
         ConfigError::new(file, line, Some(&invalid.path), &invalid.message)
     }
+}
+
+/// `\n`, `\u{1b}`, ... for control characters: an error stays one line and
+/// cannot drive the terminal.
+fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn one_paragraph(message: &str) -> String {
@@ -324,6 +341,16 @@ mod tests {
         let e = err("[[models]]\nname = \"a\"\ndeployments = [5]\n");
         assert_eq!(e.field.as_deref(), Some("models[0].deployments[0]"));
         assert!(e.message.contains("expected a deployment table"), "{e}");
+    }
+
+    #[test]
+    fn control_characters_in_keys_and_values_are_escaped() {
+        // Found by fuzz/config_parse: a quoted key put a newline in the field.
+        let e = err("\"a\\nb\" = 1\n");
+        assert_eq!(e.field.as_deref(), Some("a\\nb"));
+        let e = err("[server]\nlisten = \"\\u001b[2J\"\n");
+        assert!(e.message.starts_with("\"\\u{1b}[2J\" is not"), "{e}");
+        assert!(!e.to_string().chars().any(char::is_control), "{e}");
     }
 
     #[test]

@@ -87,6 +87,34 @@ impl ApiKey {
         mask(self.expose())
     }
 
+    /// `text` with every occurrence of this key replaced by its mask: for
+    /// what an upstream says, which may echo the key it was sent.
+    pub fn scrub<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let key = self.expose();
+        if key.is_empty() || !text.contains(key) {
+            return std::borrow::Cow::Borrowed(text);
+        }
+        std::borrow::Cow::Owned(text.replace(key, &self.masked()))
+    }
+
+    /// [`ApiKey::scrub`] for a body of bytes (an error body passed back).
+    pub fn scrub_bytes(&self, body: bytes::Bytes) -> bytes::Bytes {
+        let key = self.expose().as_bytes();
+        if key.is_empty() || !body.windows(key.len()).any(|w| w == key) {
+            return body;
+        }
+        let mask = self.masked();
+        let mut out = Vec::with_capacity(body.len());
+        let mut rest = &body[..];
+        while let Some(i) = rest.windows(key.len()).position(|w| w == key) {
+            out.extend_from_slice(&rest[..i]);
+            out.extend_from_slice(mask.as_bytes());
+            rest = &rest[i + key.len()..];
+        }
+        out.extend_from_slice(rest);
+        bytes::Bytes::from(out)
+    }
+
     pub fn source(&self) -> &KeySource {
         &self.source
     }

@@ -354,6 +354,7 @@ impl Gateway {
                         .unwrap_or_else(|| {
                             String::from_utf8_lossy(&text[..text.len().min(300)]).into_owned()
                         });
+                    let message = up.scrub(message);
                     fail(
                         Some(status.as_u16()),
                         format!("HTTP {}: {message}", status.as_u16()),

@@ -143,7 +143,8 @@ async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body)
             Ok(up) => up,
             Err(why) => return flight.give_up(why),
         };
-        match attempt(&gw, &upstream, endpoint, &req, &body, deadline, first_byte).await {
+        let attempted = attempt(&gw, &upstream, endpoint, &req, &body, deadline, first_byte).await;
+        match scrubbed(attempted, &upstream) {
             Attempted::Answered {
                 status,
                 headers,
@@ -307,6 +308,37 @@ fn outcome_summary(outcome: &AttemptOutcome) -> String {
         AttemptOutcome::Connect => "could not be reached".into(),
         AttemptOutcome::InvalidResponse => "sent an invalid answer".into(),
         AttemptOutcome::Ok { .. } | AttemptOutcome::Cancelled => "did not answer".into(),
+    }
+}
+
+/// Keeps the deployment's key out of what an upstream said about a failure
+/// (it goes to the log and the events) and out of error bodies passed back
+/// to the client, who must never see the provider's key.
+fn scrubbed(attempted: Attempted, up: &Upstream) -> Attempted {
+    match attempted {
+        Attempted::Failed {
+            outcome,
+            verdict,
+            detail,
+            tokens,
+        } => Attempted::Failed {
+            outcome,
+            verdict,
+            detail: up.scrub(detail),
+            tokens,
+        },
+        Attempted::Answered {
+            status,
+            headers,
+            body,
+            usage,
+        } if !status.is_success() => Attempted::Answered {
+            status,
+            headers,
+            body: up.scrub_bytes(body),
+            usage,
+        },
+        other => other,
     }
 }
 

@@ -8,6 +8,7 @@
 //! so the rest of the body is never re-serialised.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
@@ -219,11 +220,15 @@ impl Inspected {
 }
 
 fn merged_stream_options(raw: &[u8]) -> Vec<u8> {
-    let mut map = serde_json::from_slice::<Option<serde_json::Map<String, serde_json::Value>>>(raw)
+    // Raw values are written back as the client wrote them: through `Value`,
+    // a number beyond u64 (or with more digits than f64 holds) would change.
+    let mut map = serde_json::from_slice::<Option<BTreeMap<String, Box<RawValue>>>>(raw)
         .ok()
         .flatten()
         .unwrap_or_default();
-    map.insert("include_usage".into(), serde_json::Value::Bool(true));
+    if let Ok(yes) = RawValue::from_string("true".to_string()) {
+        map.insert("include_usage".into(), yes);
+    }
     serde_json::to_vec(&map).unwrap_or_else(|_| br#"{"include_usage":true}"#.to_vec())
 }
 
@@ -266,6 +271,18 @@ mod tests {
         assert_eq!(v["model"], "upstream-id");
         let v = rewrite(r#"{"model":"m","stream":true,"stream_options":null}"#);
         assert_eq!(v["stream_options"], json!({"include_usage": true}));
+    }
+
+    #[test]
+    fn the_clients_stream_options_are_kept_as_written() {
+        // Found by fuzz/request_rewrite: through `Value` the number became 1.8674403709861615e19.
+        let body = r#"{"stream_options":{"":18674403709861615351,"x":[1.0, 2]},"model":"m","stream":true}"#;
+        let i = inspect(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
+        let out = i.rewrite(body.as_bytes(), &json_string("upstream-id"));
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#"{"stream_options":{"":18674403709861615351,"include_usage":true,"x":[1.0, 2]},"model":"upstream-id","stream":true}"#
+        );
     }
 
     #[test]

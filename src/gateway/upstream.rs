@@ -67,6 +67,25 @@ impl reqwest::dns::Resolve for Resolver {
 }
 
 impl Upstream {
+    /// What the upstream said, with this deployment's key masked if it
+    /// echoed it (some servers quote the key they rejected).
+    pub fn scrub(&self, text: String) -> String {
+        match &self.config.api_key {
+            Some(key) => match key.scrub(&text) {
+                std::borrow::Cow::Borrowed(_) => text,
+                std::borrow::Cow::Owned(clean) => clean,
+            },
+            None => text,
+        }
+    }
+
+    pub fn scrub_bytes(&self, body: Bytes) -> Bytes {
+        match &self.config.api_key {
+            Some(key) => key.scrub_bytes(body),
+            None => body,
+        }
+    }
+
     pub fn new(config: DeploymentConfig) -> Self {
         let base = config.api_base.trim_end_matches('/');
         // The config module validated api_base as an http(s) URL; a parse

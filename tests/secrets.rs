@@ -1,0 +1,189 @@
+//! Provider keys never leave the gateway: not in its log (at debug level),
+//! the routing events, /admin/state, /metrics, the errors clients get, nor
+//! what an upstream echoes back. The real binary, real upstreams.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+
+const KEY_A: &str = "sk-LEAKCHECK-aaaa-0123456789abcdef";
+const KEY_B: &str = "sk-LEAKCHECK-bbbb-0123456789abcdef";
+const KEY_C: &str = "sk-LEAKCHECK-cccc-0123456789abcdef";
+const KEY_D: &str = "sk-LEAKCHECK-dddd-0123456789abcdef";
+const ADMIN: &str = "admin-LEAKCHECK-0123456789";
+
+fn entry(name: &str, base: &str, key: &str) -> String {
+    format!(
+        "\n[[models.deployments]]\nname = \"{name}\"\napi_base = \"{base}\"\napi_key = \"{key}\"\nmodel_id = \"x\"\n"
+    )
+}
+
+/// Stops the gateway process even when an assertion fails first.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn assert_clean(what: &str, text: &str) {
+    for key in [KEY_A, KEY_B, KEY_C, KEY_D, ADMIN] {
+        assert!(!text.contains(key), "{what} leaks {key}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn keys_stay_out_of_logs_events_state_metrics_and_errors() {
+    let a = mock_with(|o| o.api_key = Some(KEY_A.into())).await;
+    // b and d reject their keys and quote them in full, as some servers do;
+    // c answers a client error that quotes its key.
+    let (b, c, d) = (mock().await, mock().await, mock().await);
+    b.set_mode(fail(
+        401,
+        None,
+        Some(&format!("Incorrect API key: {KEY_B}")),
+    ));
+    c.set_mode(fail(
+        400,
+        None,
+        Some(&format!("bad request for key {KEY_C}")),
+    ));
+    d.set_mode(fail(
+        401,
+        None,
+        Some(&format!("Incorrect API key: {KEY_D}")),
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("sb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_key = \"{ADMIN}\"\n\n[[models]]\nname = \"m\"\n{}{}\n[[models]]\nname = \"m2\"\n{}",
+            entry("b", &b.base_url(), KEY_B),
+            entry("a", &a.base_url(), KEY_A),
+            entry("c", &c.base_url(), KEY_C),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut server = Reap(server);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Watch the events while the traffic runs.
+    let events = client
+        .get(format!("{base}/admin/events"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let watcher = tokio::spawn(async move {
+        let mut text = String::new();
+        let mut body = events.bytes_stream();
+        let stop = tokio::time::sleep(Duration::from_secs(3));
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                chunk = body.next() => match chunk {
+                    Some(Ok(c)) => text.push_str(&String::from_utf8_lossy(&c)),
+                    _ => break,
+                },
+            }
+        }
+        text
+    });
+
+    let mut seen = String::new();
+    let chat = |model: &'static str| {
+        client
+            .post(format!("{base}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+            .send()
+    };
+    for _ in 0..4 {
+        let r = chat("m").await.unwrap();
+        assert_eq!(r.status(), 200, "b's 401 fails over to a");
+        seen.push_str(&format!("{:?}", r.headers()));
+        seen.push_str(&r.text().await.unwrap());
+    }
+    let r = chat("m2").await.unwrap();
+    assert_eq!(r.status(), 400, "c's client error is passed back");
+    let text = r.text().await.unwrap();
+    assert!(text.contains("sk-…"), "the echoed key is masked: {text}");
+    seen.push_str(&text);
+    // A deployment whose test fails: 422 with the upstream's error, scrubbed.
+    let r = client
+        .post(format!("{base}/admin/models/m/deployments"))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"name": "d", "api_base": d.base_url(), "api_key": KEY_D, "model_id": "x"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    seen.push_str(&r.text().await.unwrap());
+    for path in ["/admin/state", "/metrics"] {
+        let r = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        if path == "/admin/state" {
+            assert!(
+                text.contains("\"api_key\":\"sk-…"),
+                "masked keys are shown: {text}"
+            );
+        }
+        assert_clean(path, &text);
+    }
+    assert_clean("client responses", &seen);
+    let events = watcher.await.unwrap();
+    assert!(
+        events.contains("\"deployment\":\"b\""),
+        "events were seen: {events}"
+    );
+    assert_clean("/admin/events", &events);
+
+    Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    let stop = Instant::now() + Duration::from_secs(15);
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < stop, "the gateway stops");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("attempt failed"), "debug log was on: {log}");
+    assert_clean("the log", &log);
+}

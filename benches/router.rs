@@ -19,7 +19,7 @@ fn pool(n: usize, limits: bool) -> Pool {
 
 fn selection(c: &mut Criterion) {
     let mut group = c.benchmark_group("select");
-    for n in [2usize, 16, 128] {
+    for n in [2usize, 16, 128, 1000] {
         group.bench_with_input(BenchmarkId::new("tpm_weighted", n), &n, |b, &n| {
             let mut p = pool(n, true);
             let mut t = 0u64;

@@ -18,7 +18,8 @@ use switchboard::dashboard::keys::{self, Context};
 use switchboard::dashboard::ui::{self, Mouse, Theme};
 use switchboard::dashboard::{Action, App, Command, Info, Pane};
 use switchboard::events::{
-    Attempt, AttemptOutcome, DeploymentChange, DeploymentEvent, Event, RequestEvent, RequestOutcome,
+    Attempt, AttemptOutcome, ConfigEvent, DeploymentChange, DeploymentEvent, Event, RequestEvent,
+    RequestOutcome,
 };
 use switchboard::gateway::{DeploymentView, ModelView, StateView};
 use switchboard::router::{Cause, State};
@@ -1008,4 +1009,33 @@ fn snapshot_too_small() {
 #[test]
 fn snapshot_minimum_size() {
     insta::assert_snapshot!(render(&app(), ui::MIN_WIDTH, ui::MIN_HEIGHT));
+}
+
+#[test]
+fn a_rejected_config_edit_stays_on_screen_until_a_good_one_replaces_it() {
+    let mut app = app();
+    let rows = app.traffic.len();
+    let config = |applied: bool, message: &str| {
+        Arc::new(Event::Config(ConfigEvent {
+            at_ms: T0,
+            applied,
+            message: message.into(),
+        }))
+    };
+    let bad = "sb.toml:19: models[0].deployments[0].tpm_limit: must be greater than 0";
+    app.ingest_events([&config(false, bad)], 0);
+    let notice = app.notice().unwrap().text.clone();
+    assert!(
+        notice.starts_with("config not reloaded, previous one still runs: sb.toml:19:"),
+        "{notice}"
+    );
+    // Long after a toggle's notice would have gone, the error is still shown.
+    app.tick(T0 + 120_000);
+    assert_eq!(app.notice().unwrap().text, notice);
+    app.ingest_events([&config(true, "gpt-4o/eastus updated")], 0);
+    assert_eq!(
+        app.notice().unwrap().text,
+        "config reloaded: gpt-4o/eastus updated"
+    );
+    assert_eq!(app.traffic.len(), rows + 2, "both are in the traffic view");
 }

@@ -290,7 +290,9 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(self.settings().header_read_timeout);
+                .header_read_timeout(self.settings().header_read_timeout)
+                // Headers and a small body in one write(2) rather than a writev.
+                .writev(false);
             let router = router.clone();
             let service = hyper::service::service_fn(move |mut req| {
                 req.extensions_mut().insert(Peer(peer));

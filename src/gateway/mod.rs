@@ -1,4 +1,4 @@
-//! The gateway: OpenAI-compatible HTTP in (axum), upstream calls out (reqwest).
+//! The gateway: OpenAI-compatible HTTP in (axum), upstream calls out (hyper-util's pooled client).
 //!
 //! State shared by all requests:
 //! - `settings` and the model `table` sit behind `ArcSwap`, so a request reads
@@ -48,7 +48,7 @@ pub struct Gateway {
 struct Shared {
     settings: ArcSwap<Settings>,
     table: ArcSwap<RouteTable>,
-    client: reqwest::Client,
+    client: upstream::Client,
     events: EventBus,
     metrics: metrics::Metrics,
     epoch: Instant,
@@ -148,19 +148,12 @@ impl ModelRoute {
 
 impl Gateway {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(
-                config
-                    .server
-                    .first_byte_timeout
-                    .min(Duration::from_secs(10)),
-            )
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(upstream::Resolver))
-            .build()?;
+        let client = upstream::client(
+            config
+                .server
+                .first_byte_timeout
+                .min(Duration::from_secs(10)),
+        )?;
         let mut table = RouteTable::default();
         for model in &config.models {
             table.insert(ModelRoute::new(model, &config.routing));

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::relay::{ByteStream, Relay};
 use super::request::{self, Endpoint, Inspected};
 use super::sse::{SseScanner, Usage};
-use super::upstream::{Upstream, rate_limit_hint};
+use super::upstream::{Response as UpResponse, Upstream, rate_limit_hint};
 use super::{Gateway, ModelRoute, auth};
 use crate::events::{self, AttemptOutcome, Event, RequestEvent, RequestOutcome};
 use crate::router::{Reservation, Unavailable, Verdict};
@@ -365,7 +365,7 @@ async fn attempt(
         tokio::time::Instant::from_std(far(Instant::now(), first_byte)).min(deadline);
     let sent = tokio::time::timeout_at(
         first_deadline,
-        up.request(&gw.shared.client, endpoint, payload).send(),
+        up.request(&gw.shared.client, endpoint, payload),
     )
     .await;
     let response = match sent {
@@ -403,7 +403,7 @@ async fn attempt(
     }
 }
 
-/// The innermost error message: reqwest's outer ones only repeat the URL.
+/// The innermost error message: the outer ones only say "client error".
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
@@ -416,12 +416,12 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// `first_deadline` (an upstream that sends headers and then stalls is as good
 /// as one that never answered), the rest by `deadline`.
 async fn read_limited(
-    response: reqwest::Response,
+    response: UpResponse,
     limit: usize,
     first_deadline: tokio::time::Instant,
     deadline: tokio::time::Instant,
 ) -> Result<Bytes, (AttemptOutcome, String)> {
-    let mut stream = response.bytes_stream();
+    let mut stream = http_body_util::BodyDataStream::new(response.into_body());
     let mut buf = BytesMut::new();
     let mut started = false;
     loop {
@@ -467,7 +467,7 @@ struct AnswerProbe {
 }
 
 async fn read_answer(
-    response: reqwest::Response,
+    response: UpResponse,
     first_deadline: tokio::time::Instant,
     deadline: tokio::time::Instant,
 ) -> Attempted {
@@ -493,13 +493,13 @@ async fn read_answer(
 }
 
 async fn start_stream(
-    response: reqwest::Response,
+    response: UpResponse,
     req: &Inspected,
     first_deadline: tokio::time::Instant,
 ) -> Attempted {
     let status = response.status();
     let headers = Passed::from(response.headers());
-    let mut rest: ByteStream = Box::pin(response.bytes_stream());
+    let mut rest: ByteStream = Box::pin(http_body_util::BodyDataStream::new(response.into_body()));
     let mut scanner = SseScanner::new(req.adds_usage());
     // Wait for the first bytes worth sending: until then, failing over is invisible to the client.
     loop {
@@ -576,7 +576,7 @@ struct ErrorDetail {
 }
 
 async fn upstream_error(
-    response: reqwest::Response,
+    response: UpResponse,
     first_deadline: tokio::time::Instant,
     deadline: tokio::time::Instant,
 ) -> Attempted {

@@ -17,7 +17,7 @@ use super::proxy::Flight;
 use super::sse::SseScanner;
 use crate::events::RequestOutcome;
 
-pub(super) type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+pub(super) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
 
 pub(super) struct Relay {
     flight: Flight,

@@ -125,6 +125,24 @@ fn exposure(path: &Path, config: &Config, addr: SocketAddr, allow: bool) -> anyh
         .map_err(|m| anyhow::anyhow!("{}: server.listen: {m}", path.display()))
 }
 
+/// The gateway for `config`, and its listener bound to `addr`.
+async fn start(
+    path: &Path,
+    config: &Config,
+    addr: SocketAddr,
+    allow: bool,
+) -> anyhow::Result<(Gateway, tokio::net::TcpListener)> {
+    let gateway = Gateway::new(config)?;
+    gateway.allow_unauthenticated(allow);
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr} (server.listen in {}): {e}",
+            path.display()
+        )
+    })?;
+    Ok((gateway, listener))
+}
+
 fn serve(path: &Path, listen: Option<SocketAddr>, allow: bool) -> anyhow::Result<()> {
     let _log = crate::logging::to_stderr();
     let config = load(path)?;
@@ -132,14 +150,7 @@ fn serve(path: &Path, listen: Option<SocketAddr>, allow: bool) -> anyhow::Result
     exposure(path, &config, addr, allow)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let gateway = Gateway::new(&config)?;
-        gateway.allow_unauthenticated(allow);
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {addr} (server.listen in {}): {e}",
-                path.display()
-            )
-        })?;
+        let (gateway, listener) = start(path, &config, addr, allow).await?;
         tracing::info!(
             "switchboard serving {} model(s) on http://{}/v1 (config {})",
             config.models.len(),
@@ -170,14 +181,7 @@ fn dashboard(path: &Path, listen: Option<SocketAddr>, allow: bool) -> anyhow::Re
     let (log, log_path) = crate::logging::to_file()?;
     let rt = runtime()?;
     let result = rt.block_on(async {
-        let gateway = Gateway::new(&config)?;
-        gateway.allow_unauthenticated(allow);
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {addr} (server.listen in {}): {e}",
-                path.display()
-            )
-        })?;
+        let (gateway, listener) = start(path, &config, addr, allow).await?;
         let bound = listener.local_addr()?;
         tracing::info!(
             "switchboard serving {} model(s) on http://{bound}/v1 (config {}), with the dashboard",

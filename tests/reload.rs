@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use switchboard::events::{ConfigEvent, Event};
+use switchboard::mock_upstream::Mode;
 use tokio::sync::broadcast;
 
 /// The next config event, or a failure after 10 s (the watcher polls every 0.5 s).
@@ -155,12 +156,7 @@ async fn a_half_written_file_is_not_applied_until_it_is_whole() {
 
 #[tokio::test]
 async fn a_toggle_through_the_admin_api_keeps_a_hand_edit_made_meanwhile() {
-    let (a, b) = (mock().await, mock().await);
-    let gw = gateway(&one_model(
-        "",
-        &[deployment("a", &a, ""), deployment("b", &b, "")],
-    ))
-    .await;
+    let (_a, _b, gw) = pair("", Mode::Normal, Mode::Normal).await;
     let mut rx = gw.gateway.events().subscribe();
     // A hand edit lands, and before the watcher has even seen it, an
     // operator toggles b: the write starts from the file as it is now.
@@ -191,12 +187,7 @@ async fn a_toggle_through_the_admin_api_keeps_a_hand_edit_made_meanwhile() {
 
 #[tokio::test]
 async fn our_own_writes_do_not_announce_a_reload() {
-    let (a, b) = (mock().await, mock().await);
-    let gw = gateway(&one_model(
-        "",
-        &[deployment("a", &a, ""), deployment("b", &b, "")],
-    ))
-    .await;
+    let (_a, _b, gw) = pair("", Mode::Normal, Mode::Normal).await;
     let mut rx = gw.gateway.events().subscribe();
     gw.gateway.set_enabled("m", "b", false).await.unwrap();
     // Reading our own write back finds nothing to change, and says nothing.

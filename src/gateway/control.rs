@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::proxy::root_cause;
 use super::request::Endpoint;
 use super::upstream::Upstream;
 use super::{Gateway, ModelRoute};
@@ -325,13 +326,10 @@ impl Gateway {
                 None,
                 format!("no answer within {:.0}s", timeout.as_secs_f64()),
             ),
-            Ok(Err(e)) => {
-                let mut cur: &dyn std::error::Error = &*e;
-                while let Some(next) = cur.source() {
-                    cur = next;
-                }
-                fail(None, format!("could not reach {}: {cur}", config.api_base))
-            }
+            Ok(Err(e)) => fail(
+                None,
+                format!("could not reach {}: {}", config.api_base, root_cause(&*e)),
+            ),
             Ok(Ok((status, text))) => {
                 let parsed: Option<serde_json::Value> = serde_json::from_slice(&text).ok();
                 if status.is_success() {

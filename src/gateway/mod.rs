@@ -58,8 +58,8 @@ struct Shared {
     next_id: AtomicU64,
     /// `--allow-unauthenticated`: the operator vouches for whatever is in front.
     open: AtomicBool,
-    /// Serving on an address other machines can reach.
-    exposed: AtomicBool,
+    /// The address `serve` listens on, once it does.
+    bound: std::sync::OnceLock<SocketAddr>,
     /// The config file's version the gateway was built from.
     loaded_stamp: Option<reload::Stamp>,
 }
@@ -170,7 +170,7 @@ impl Gateway {
                 edits: tokio::sync::Mutex::new(()),
                 next_id: AtomicU64::new(1),
                 open: AtomicBool::new(false),
-                exposed: AtomicBool::new(false),
+                bound: std::sync::OnceLock::new(),
                 loaded_stamp: reload::stamp(&config.path).ok(),
             }),
         })
@@ -193,10 +193,6 @@ impl Gateway {
 
     pub fn unauthenticated_allowed(&self) -> bool {
         self.shared.open.load(Ordering::Relaxed)
-    }
-
-    fn exposed(&self) -> bool {
-        self.shared.exposed.load(Ordering::Relaxed)
     }
 
     pub fn events(&self) -> &EventBus {
@@ -257,8 +253,7 @@ impl Gateway {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         if let Ok(addr) = listener.local_addr() {
-            let exposed = !addr.ip().to_canonical().is_loopback();
-            self.shared.exposed.store(exposed, Ordering::Relaxed);
+            let _ = self.shared.bound.set(addr);
         }
         let watching = tokio_util::sync::CancellationToken::new();
         tokio::spawn(self.clone().watch_config(watching.clone()));

@@ -404,7 +404,7 @@ async fn attempt(
 }
 
 /// The innermost error message: the outer ones only say "client error".
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;

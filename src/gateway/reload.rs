@@ -136,11 +136,10 @@ impl Gateway {
     /// Refused (and nothing changed) when it would leave a reachable address
     /// without client keys.
     pub fn apply_config(&self, config: &Config) -> Result<String, String> {
-        if self.exposed() && !self.unauthenticated_allowed() && config.server.api_keys.is_empty() {
-            return Err(format!(
-                "{}: server.api_keys: the gateway listens on a non-loopback address, so it must keep client keys (or run with --allow-unauthenticated)",
-                config.path.display()
-            ));
+        // The rule that refused to start unguarded also refuses to become so.
+        if let Some(&bound) = self.shared.bound.get() {
+            super::check_exposure(bound, &config.server, self.unauthenticated_allowed())
+                .map_err(|m| format!("{}: server.api_keys: {m}", config.path.display()))?;
         }
         let mut changes: Vec<String> = Vec::new();
         let old = self.settings();

@@ -15,6 +15,9 @@ use std::sync::{Arc, Mutex};
 use crate::events::{AttemptOutcome, RequestEvent};
 use crate::router::{SlotStatus, State};
 
+/// A deployment gauge's value, when it has one.
+type Gauge = fn(&SlotStatus) -> Option<f64>;
+
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -236,7 +239,7 @@ impl Metrics {
             }
         }
 
-        let gauges: [(&str, &str, fn(&SlotStatus) -> Option<f64>); 5] = [
+        let gauges: [(&str, &str, Gauge); 5] = [
             (
                 "deployment_tpm_used",
                 "Tokens counted in the current one-minute window.",

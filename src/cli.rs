@@ -101,8 +101,12 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The main runtime: signals, config watching, the dashboard, the demo's
+/// simulated upstreams and handing connections to the serving threads
+/// (`gateway::server`), which have runtimes of their own.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()?)
 }

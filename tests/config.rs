@@ -88,6 +88,7 @@ admin_key = "admin-key-0000"
 request_timeout_s = 2.5
 first_byte_timeout_s = 7
 max_body_mb = 0.5
+workers = 3
 
 [routing]
 failure_threshold = 2
@@ -125,6 +126,7 @@ model_id = "qwen"
     assert_eq!(server.request_timeout, Duration::from_millis(2500));
     assert_eq!(server.first_byte_timeout, Duration::from_secs(7));
     assert_eq!(server.max_body_bytes, 512 * 1024);
+    assert_eq!(server.workers, 3);
     assert_eq!(config.routing.failure_threshold, 2);
     assert_eq!(config.routing.cooldown, Duration::from_millis(250));
     assert_eq!(config.routing.max_cooldown, Duration::from_secs(60));
@@ -324,6 +326,9 @@ fn timeouts_and_sizes_must_be_positive_numbers() {
         ("first_byte_timeout_s", "\"30\"", "invalid type"),
         ("max_body_mb", "0", "positive"),
         ("max_body_mb", "inf", "too large"),
+        ("workers", "0", "from 1 to 256"),
+        ("workers", "1000", "from 1 to 256"),
+        ("workers", "1.5", "invalid type"),
     ] {
         let text = format!("[server]\nlisten = \"127.0.0.1:4000\"\n{key} = {value}\n");
         expect_error(&text, 3, &format!("server.{key}"), says);

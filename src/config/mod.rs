@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// `max_body_mb`, default 32 MiB.
     pub max_body_bytes: usize,
+    /// `workers`: threads serving connections, each with its own event loop
+    /// and upstream connection pool; default one per CPU.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -78,6 +81,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             max_body_bytes: 32 * 1024 * 1024,
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }

@@ -42,6 +42,8 @@ struct RawServer {
     header_read_timeout_s: Option<f64>,
     shutdown_timeout_s: Option<f64>,
     max_body_mb: Option<f64>,
+    /// Signed so that 0 and negatives get our message, not serde's.
+    workers: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -98,6 +100,10 @@ impl RawConfig {
     }
 }
 
+/// More serving threads than this only adds memory: each holds a runtime
+/// and a connection pool.
+const MAX_WORKERS: usize = 256;
+
 impl RawServer {
     fn validate(self, at: &FieldPath, base_dir: &Path) -> Result<ServerConfig, Invalid> {
         let defaults = ServerConfig::default();
@@ -143,6 +149,18 @@ impl RawServer {
             max_body_bytes: match self.max_body_mb {
                 None => defaults.max_body_bytes,
                 Some(mb) => mebibytes(mb).map_err(|m| Invalid::new(at.key("max_body_mb"), m))?,
+            },
+            workers: match self.workers {
+                None => defaults.workers,
+                Some(n) => usize::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=MAX_WORKERS).contains(n))
+                    .ok_or_else(|| {
+                        Invalid::new(
+                            at.key("workers"),
+                            format!("must be a whole number from 1 to {MAX_WORKERS} (got {n})"),
+                        )
+                    })?,
             },
         })
     }

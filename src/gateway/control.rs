@@ -303,7 +303,7 @@ impl Gateway {
         let sent = tokio::time::timeout(timeout, async {
             use http_body_util::BodyExt;
             let response = up
-                .request(&self.shared.client, endpoint, body)
+                .request(self.client(), endpoint, body)
                 .await
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
             let status = response.status();

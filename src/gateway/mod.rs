@@ -16,6 +16,7 @@ mod proxy;
 mod relay;
 mod reload;
 pub mod request;
+mod server;
 pub mod sse;
 pub mod upstream;
 
@@ -48,7 +49,9 @@ pub struct Gateway {
 struct Shared {
     settings: ArcSwap<Settings>,
     table: ArcSwap<RouteTable>,
-    client: upstream::Client,
+    /// One upstream client per serving thread, plus one (index 0) for
+    /// everything else; see `server`.
+    clients: Vec<upstream::Client>,
     events: EventBus,
     metrics: metrics::Metrics,
     epoch: Instant,
@@ -75,6 +78,7 @@ pub struct Settings {
     pub header_read_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub max_body_bytes: usize,
+    pub workers: usize,
 }
 
 impl From<&ServerConfig> for Settings {
@@ -88,6 +92,7 @@ impl From<&ServerConfig> for Settings {
             header_read_timeout: s.header_read_timeout,
             shutdown_timeout: s.shutdown_timeout,
             max_body_bytes: s.max_body_bytes,
+            workers: s.workers,
         }
     }
 }
@@ -148,11 +153,12 @@ impl ModelRoute {
 
 impl Gateway {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let client = upstream::client(
+        let clients = upstream::clients(
             config
                 .server
                 .first_byte_timeout
                 .min(Duration::from_secs(10)),
+            config.server.workers + 1,
         )?;
         let mut table = RouteTable::default();
         for model in &config.models {
@@ -162,7 +168,7 @@ impl Gateway {
             shared: Arc::new(Shared {
                 settings: ArcSwap::from_pointee(Settings::from(&config.server)),
                 table: ArcSwap::from_pointee(table),
-                client,
+                clients,
                 events: EventBus::new(),
                 metrics: metrics::Metrics::new(),
                 epoch: Instant::now(),
@@ -179,6 +185,12 @@ impl Gateway {
     /// Time since the gateway started: the router core's clock.
     fn now(&self) -> Duration {
         self.shared.epoch.elapsed()
+    }
+
+    /// This thread's upstream client.
+    fn client(&self) -> &upstream::Client {
+        let clients = &self.shared.clients;
+        clients.get(server::shard_index()).unwrap_or(&clients[0])
     }
 
     fn next_id(&self) -> u64 {
@@ -238,67 +250,6 @@ impl Gateway {
             // Bodies are read by the handlers themselves, against the configured limit.
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(self.clone())
-    }
-
-    /// Serves until `shutdown` resolves, then stops accepting and waits for
-    /// the connections still open to finish their requests (idle keep-alive
-    /// connections are closed at once). The caller bounds that wait.
-    ///
-    /// Our own accept loop rather than `axum::serve`: it sets a header read
-    /// timeout (a client that trickles its headers is cut off), TCP_NODELAY,
-    /// and hands each request its peer address for the admin guard.
-    pub async fn serve(
-        &self,
-        listener: TcpListener,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        if let Ok(addr) = listener.local_addr() {
-            let _ = self.shared.bound.set(addr);
-        }
-        let watching = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(self.clone().watch_config(watching.clone()));
-        let _watching = watching.drop_guard();
-        let router = self.router();
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors or a connection reset before
-                        // accept: keep serving the connections we have.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-                _ = &mut shutdown => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(self.settings().header_read_timeout)
-                // Headers and a small body in one write(2) rather than a writev.
-                .writev(false);
-            let router = router.clone();
-            let service = hyper::service::service_fn(move |mut req| {
-                req.extensions_mut().insert(Peer(peer));
-                tower_service::Service::call(&mut router.clone(), req)
-            });
-            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                // Errors here are the client's (a reset, a header timeout, a
-                // malformed request that hyper already answered).
-                if let Err(e) = conn.await {
-                    tracing::debug!(%peer, "connection ended: {e}");
-                }
-            });
-        }
-        drop(listener);
-        graceful.shutdown().await;
-        Ok(())
     }
 }
 

@@ -92,23 +92,58 @@ fn far(at: Instant, d: Duration) -> Instant {
 }
 
 /// Reads the body up to `limit` bytes; over it is a 413.
-pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(err) = source {
-                if err.is::<http_body_util::LengthLimitError>() {
-                    return Err(ApiError::PayloadTooLarge { limit });
-                }
-                source = err.source();
+///
+/// The rest of an oversized body is read and thrown away (within bounds)
+/// before answering: closing a socket with unread data resets the
+/// connection, and the client would see a broken pipe instead of the 413
+/// (and an SDK would retry the same oversized request).
+pub(super) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let unreadable = |e: axum::Error| ApiError::BadRequest {
+        message: format!("could not read the request body: {e}"),
+        param: None,
+    };
+    let mut whole = BytesMut::new();
+    let mut first: Option<Bytes> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(unreadable)?.into_data() else {
+            continue;
+        };
+        if whole.len() + first.as_ref().map_or(0, Bytes::len) + data.len() > limit {
+            drain(body, limit).await;
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        // Most bodies arrive in one frame: keep it as is, copy only when a
+        // second one comes.
+        match first.take() {
+            None if whole.is_empty() => first = Some(data),
+            Some(f) => {
+                whole.extend_from_slice(&f);
+                whole.extend_from_slice(&data);
             }
-            Err(ApiError::BadRequest {
-                message: format!("could not read the request body: {e}"),
-                param: None,
-            })
+            None => whole.extend_from_slice(&data),
         }
     }
+    Ok(first.unwrap_or_else(|| whole.freeze()))
+}
+
+/// Discards what is left of an oversized body: at most a few times the
+/// limit and for at most two seconds, so a client cannot hold us here.
+async fn drain(mut body: Body, limit: usize) {
+    use http_body_util::BodyExt;
+    let budget = limit.saturating_mul(4).clamp(1 << 20, 256 << 20);
+    let mut seen = 0usize;
+    let discard = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen += data.len();
+                if seen > budget {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), discard).await;
 }
 
 async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
@@ -363,11 +398,8 @@ async fn attempt(
     let payload = req.rewrite(body, &up.model_json);
     let first_deadline =
         tokio::time::Instant::from_std(far(Instant::now(), first_byte)).min(deadline);
-    let sent = tokio::time::timeout_at(
-        first_deadline,
-        up.request(&gw.shared.client, endpoint, payload),
-    )
-    .await;
+    let sent =
+        tokio::time::timeout_at(first_deadline, up.request(gw.client(), endpoint, payload)).await;
     let response = match sent {
         Err(_) => {
             return failed(

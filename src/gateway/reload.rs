@@ -149,6 +149,12 @@ impl Gateway {
                 config.server.listen
             ));
         }
+        if config.server.workers != old.workers {
+            changes.push(format!(
+                "server.workers {} takes effect at the next start",
+                config.server.workers
+            ));
+        }
         if config.server.header_read_timeout != old.header_read_timeout {
             changes.push("header_read_timeout_s applies to new connections".into());
         }

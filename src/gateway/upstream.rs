@@ -96,25 +96,37 @@ pub type Client = hyper_util::client::legacy::Client<
 /// What an upstream answered: status, headers, and the body still to read.
 pub type Response = axum::http::Response<hyper::body::Incoming>;
 
-pub fn client(connect_timeout: Duration) -> Result<Client, rustls::Error> {
-    let mut http = HttpConnector::new_with_resolver(Resolver);
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())?
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Ok(
+/// `n` independent clients, each with its own connection pool: one per
+/// serving thread, so a pooled connection is only ever driven by the thread
+/// whose requests use it. The TLS settings (and the parsed root store) are
+/// built once and shared.
+pub fn clients(connect_timeout: Duration, n: usize) -> Result<Vec<Client>, rustls::Error> {
+    use hyper_rustls::ConfigBuilderExt;
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_webpki_roots()
+    .with_no_client_auth();
+    let client = |tls: rustls::ClientConfig| {
+        let mut http = HttpConnector::new_with_resolver(Resolver);
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .timer(hyper_util::rt::TokioTimer::new())
-            .build(https),
-    )
+            .build(https)
+    };
+    Ok((0..n.max(1)).map(|_| client(tls.clone())).collect())
 }
 
 impl Upstream {

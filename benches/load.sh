@@ -7,6 +7,8 @@
 #   TARGETS="direct nginxproxy litellm portkey" benches/load.sh
 #   STREAM=1 benches/load.sh              # the SSE upstream
 #   SWITCHBOARD_BIN=path benches/load.sh  # a prebuilt binary instead of building release
+#   WORKERS=2 benches/load.sh             # serving threads (default 1, as the harness's nginx
+#                                         # proxy runs one worker process; unset = one per CPU)
 #
 # Needs the harness's tools once: ../shared/bench/setup.sh (nginx, oha; LiteLLM/Portkey if listed).
 set -euo pipefail
@@ -24,6 +26,9 @@ mkdir -p "$BENCH_STATE"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 PORT="${SWITCHBOARD_PORT:-18400}"
+WORKERS="${WORKERS-1}"
+WORKERS_LINE=""
+[ -n "$WORKERS" ] && WORKERS_LINE="workers = $WORKERS"
 
 # The config is written when the harness starts switchboard, because only then
 # is the upstream port (plain or SSE) known: BENCH_UPSTREAM_V1 is in its env.
@@ -32,6 +37,7 @@ cat > "$WORK/start.sh" <<SH
 cat > "$WORK/switchboard.toml" <<TOML
 [server]
 listen = "127.0.0.1:$PORT"
+$WORKERS_LINE
 
 [[models]]
 name = "bench-model"

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -32,28 +32,16 @@ const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// How much of an upstream's error body is kept for messages.
 const MAX_ERROR_BYTES: usize = 64 << 10;
 
-pub(super) async fn chat_completions(
-    State(gw): State<Gateway>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(gw, Endpoint::ChatCompletions, headers, body).await
+pub(super) async fn chat_completions(State(gw): State<Gateway>, request: Request) -> Response {
+    handle(gw, Endpoint::ChatCompletions, request).await
 }
 
-pub(super) async fn completions(
-    State(gw): State<Gateway>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(gw, Endpoint::Completions, headers, body).await
+pub(super) async fn completions(State(gw): State<Gateway>, request: Request) -> Response {
+    handle(gw, Endpoint::Completions, request).await
 }
 
-pub(super) async fn embeddings(
-    State(gw): State<Gateway>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    handle(gw, Endpoint::Embeddings, headers, body).await
+pub(super) async fn embeddings(State(gw): State<Gateway>, request: Request) -> Response {
+    handle(gw, Endpoint::Embeddings, request).await
 }
 
 pub(super) async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
@@ -146,7 +134,11 @@ async fn drain(mut body: Body, limit: usize) {
     let _ = tokio::time::timeout(Duration::from_secs(2), discard).await;
 }
 
-async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+/// Takes the whole request rather than axum's `HeaderMap` extractor, which
+/// clones every header.
+async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
     let started = Instant::now();
     let settings = gw.settings();
     if !auth::client_allowed(&headers, &settings.api_keys) {

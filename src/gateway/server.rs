@@ -5,7 +5,8 @@
 //! connection pool. A request then runs start to finish on one thread — no
 //! work-stealing hops, no cross-thread wakeups between the client side and
 //! the upstream side — which on a small box shared with other processes is
-//! a quarter less CPU per request than one multi-threaded runtime. A
+//! ~30% less CPU per request than one multi-threaded runtime (README,
+//! Benchmarks). A
 //! connection goes to the shard with the fewest open connections, so
 //! long-lived streams spread evenly.
 

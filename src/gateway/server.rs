@@ -6,9 +6,8 @@
 //! work-stealing hops, no cross-thread wakeups between the client side and
 //! the upstream side — which on a small box shared with other processes is
 //! ~30% less CPU per request than one multi-threaded runtime (README,
-//! Benchmarks). A
-//! connection goes to the shard with the fewest open connections, so
-//! long-lived streams spread evenly.
+//! Benchmarks). A connection goes to the shard with the fewest open
+//! connections, so long-lived streams spread evenly.
 
 use std::cell::Cell;
 use std::net::SocketAddr;

@@ -1,23 +1,23 @@
 //! Accepting and serving client connections.
 //!
-//! `server.workers` shards each accept from the one listening socket and
-//! serve what they accept on their own thread, with a single-threaded tokio
-//! runtime and an upstream connection pool of their own. A request then runs
-//! start to finish on one thread — no work-stealing hops, no cross-thread
-//! wakeups between the client side and the upstream side, not even to hand a
-//! new connection over — which on a small box shared with other processes is
+//! One acceptor hands each new connection to one of `server.workers` shards:
+//! a thread with its own single-threaded tokio runtime and its own upstream
+//! connection pool. A request then runs start to finish on one thread — no
+//! work-stealing hops, no cross-thread wakeups between the client side and
+//! the upstream side — which on a small box shared with other processes is
 //! ~30% less CPU per request than one multi-threaded runtime (README,
-//! Benchmarks). The kernel wakes every shard waiting on the socket and the
-//! first to call accept gets the connection; a busy shard is slower to
-//! call it, which spreads connections by load.
+//! Benchmarks). A connection goes to the shard with the fewest open
+//! connections, so long-lived streams spread evenly.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Gateway, Peer};
@@ -32,6 +32,23 @@ thread_local! {
 /// The index of this thread's upstream client.
 pub(super) fn shard_index() -> usize {
     SHARD.get()
+}
+
+type Handoff = (std::net::TcpStream, SocketAddr);
+
+struct Shard {
+    conns: mpsc::UnboundedSender<Handoff>,
+    open: Arc<AtomicUsize>,
+    done: oneshot::Receiver<()>,
+}
+
+/// Counts a connection as open on its shard while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Gateway {
@@ -55,40 +72,62 @@ impl Gateway {
         tokio::spawn(self.clone().watch_config(watching.clone()));
         let _watching = watching.drop_guard();
 
-        // Each shard registers its own handle on the socket with its own
-        // runtime; the socket closes when the last shard stops accepting.
-        let listener = listener.into_std()?;
-        let stop = CancellationToken::new();
         let cut = CancellationToken::new();
         let _cut = cut.clone().drop_guard();
-        let mut finished = Vec::new();
-        for i in 1..self.shared.clients.len() {
-            let listener = listener.try_clone()?;
-            finished.push(self.start_shard(i, listener, stop.clone(), cut.clone())?);
+        let shards = (1..self.shared.clients.len())
+            .map(|i| self.start_shard(i, cut.clone()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Out of file descriptors or a connection reset before
+                        // accept: keep serving the connections we have.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(stream) = stream.into_std() else {
+                continue;
+            };
+            let Some(shard) = shards.iter().min_by_key(|s| s.open.load(Ordering::Relaxed)) else {
+                break;
+            };
+            shard.open.fetch_add(1, Ordering::Relaxed);
+            if shard.conns.send((stream, peer)).is_err() {
+                // Only a shard whose runtime died stops receiving; the
+                // client sees its connection closed and retries.
+                shard.open.fetch_sub(1, Ordering::Relaxed);
+                tracing::error!("a serving thread has stopped; connection from {peer} dropped");
+            }
         }
         drop(listener);
-        shutdown.await;
-        stop.cancel();
+        // Closing the hand-off channels tells each shard to stop once it has
+        // taken the connections already handed to it.
+        let finished: Vec<_> = shards.into_iter().map(|s| s.done).collect();
         for done in finished {
             let _ = done.await;
         }
         Ok(())
     }
 
-    /// Starts shard `index` on its own thread; the receiver resolves when
-    /// the shard has stopped.
-    fn start_shard(
-        &self,
-        index: usize,
-        listener: std::net::TcpListener,
-        stop: CancellationToken,
-        cut: CancellationToken,
-    ) -> std::io::Result<oneshot::Receiver<()>> {
+    /// Starts shard `index` on its own thread.
+    fn start_shard(&self, index: usize, cut: CancellationToken) -> std::io::Result<Shard> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
+        let (conns, mut incoming) = mpsc::unbounded_channel::<Handoff>();
+        let open = Arc::new(AtomicUsize::new(0));
         let (finished, done) = oneshot::channel();
         let gateway = self.clone();
+        let counted = open.clone();
         std::thread::Builder::new()
             .name(format!("switchboard-{index}"))
             .spawn(move || {
@@ -96,32 +135,18 @@ impl Gateway {
                 let router = gateway.router();
                 let graceful = GracefulShutdown::new();
                 runtime.block_on(async {
-                    let listener = match TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(e) => {
-                            tracing::error!("serving thread {index} cannot listen: {e}");
-                            return;
-                        }
-                    };
                     loop {
-                        let (stream, peer) = tokio::select! {
-                            accepted = listener.accept() => match accepted {
-                                Ok(conn) => conn,
-                                Err(e) => {
-                                    // Out of file descriptors or a connection
-                                    // reset before accept: keep serving the
-                                    // connections we have.
-                                    tracing::warn!("accept failed: {e}");
-                                    tokio::time::sleep(Duration::from_millis(20)).await;
-                                    continue;
+                        tokio::select! {
+                            conn = incoming.recv() => match conn {
+                                Some((stream, peer)) => {
+                                    let open = Open(counted.clone());
+                                    gateway.serve_connection(&router, &graceful, stream, peer, open);
                                 }
+                                None => break,
                             },
-                            _ = stop.cancelled() => break,
                             _ = cut.cancelled() => return,
-                        };
-                        gateway.serve_connection(&router, &graceful, stream, peer);
+                        }
                     }
-                    drop(listener);
                     tokio::select! {
                         _ = graceful.shutdown() => {}
                         _ = cut.cancelled() => {}
@@ -131,17 +156,24 @@ impl Gateway {
                 drop(runtime);
                 let _ = finished.send(());
             })?;
-        Ok(done)
+        Ok(Shard { conns, open, done })
     }
 
     fn serve_connection(
         &self,
         router: &axum::Router,
         graceful: &GracefulShutdown,
-        stream: tokio::net::TcpStream,
+        stream: std::net::TcpStream,
         peer: SocketAddr,
+        open: Open,
     ) {
-        let _ = stream.set_nodelay(true);
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(%peer, "cannot serve connection: {e}");
+                return;
+            }
+        };
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(self.settings().header_read_timeout)
@@ -155,6 +187,7 @@ impl Gateway {
         let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
+            let _open = open;
             // Errors here are the client's (a reset, a header timeout, a
             // malformed request that hyper already answered).
             if let Err(e) = conn.await {

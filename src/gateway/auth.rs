@@ -30,7 +30,8 @@ fn matches_any(presented: &[u8], keys: &[ApiKey]) -> bool {
 
 /// The token of an `api-key: <token>` header, which Azure OpenAI clients send.
 fn api_key_header(headers: &HeaderMap) -> Option<&[u8]> {
-    Some(headers.get("api-key")?.as_bytes().trim_ascii())
+    const API_KEY: axum::http::HeaderName = axum::http::HeaderName::from_static("api-key");
+    Some(headers.get(API_KEY)?.as_bytes().trim_ascii())
 }
 
 /// Client routes: open when no keys are configured; otherwise a configured key

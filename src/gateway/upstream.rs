@@ -25,6 +25,8 @@ pub struct Upstream {
     pub model_json: Bytes,
     /// Built once: cloning a `Uri` shares its bytes.
     urls: [Uri; 3],
+    /// The Host header, which the client would otherwise format per request.
+    host: Option<HeaderValue>,
     auth: Option<(HeaderName, HeaderValue)>,
 }
 
@@ -41,6 +43,21 @@ fn header_safe(name: &str) -> HeaderValue {
         }
     }
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("unprintable-name"))
+}
+
+/// `host[:port]` as HTTP/1.1's Host header wants it: the port only when it
+/// is not the scheme's default.
+fn host_header(url: &Uri) -> Option<HeaderValue> {
+    let host = url.host()?;
+    let default = match url.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let value = match url.port_u16() {
+        Some(port) if port != default => format!("{host}:{port}"),
+        _ => host.to_string(),
+    };
+    HeaderValue::from_str(&value).ok()
 }
 
 /// Name resolution for upstream hosts: the system resolver, except that names
@@ -162,6 +179,7 @@ impl Upstream {
             url(Endpoint::Completions),
             url(Endpoint::Embeddings),
         ];
+        let host = host_header(&urls[0]);
         let auth = config.api_key.as_ref().and_then(|key| {
             let (name, value) = match config.provider {
                 Provider::OpenAi => (
@@ -180,6 +198,7 @@ impl Upstream {
             header_name: header_safe(&config.name),
             model_json: json_string(&config.model_id),
             urls,
+            host,
             auth,
             config,
         }
@@ -208,6 +227,9 @@ impl Upstream {
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(host) = &self.host {
+            headers.insert(axum::http::header::HOST, host.clone());
+        }
         if let Some((name, value)) = &self.auth {
             headers.insert(name.clone(), value.clone());
         }
@@ -299,6 +321,17 @@ mod tests {
             h.insert(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn the_host_header_carries_the_port_only_when_it_is_not_the_default() {
+        let host = |url: &'static str| host_header(&Uri::from_static(url)).unwrap();
+        assert_eq!(host("http://up.example:80/v1"), "up.example");
+        assert_eq!(host("http://127.0.0.1:18080/v1"), "127.0.0.1:18080");
+        assert_eq!(host("https://api.openai.com/v1"), "api.openai.com");
+        assert_eq!(host("https://api.openai.com:443/v1"), "api.openai.com");
+        assert_eq!(host("https://eu.example:8443/v1"), "eu.example:8443");
+        assert_eq!(host("http://[::1]:9000/v1"), "[::1]:9000");
     }
 
     #[test]

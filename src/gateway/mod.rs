@@ -9,6 +9,7 @@
 
 mod admin;
 mod auth;
+mod client;
 pub mod control;
 pub mod error;
 mod metrics;

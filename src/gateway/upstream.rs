@@ -25,6 +25,10 @@ pub struct Upstream {
     pub model_json: Bytes,
     /// Built once: cloning a `Uri` shares its bytes.
     urls: [Uri; 3],
+    /// The same in origin form (path and query), for HTTP/1.1 request lines.
+    paths: [Uri; 3],
+    /// `scheme://authority`: which pooled connections can carry its requests.
+    origin: Arc<str>,
     /// The Host header, which the client would otherwise format per request.
     host: Option<HeaderValue>,
     auth: Option<(HeaderName, HeaderValue)>,
@@ -43,6 +47,14 @@ fn header_safe(name: &str) -> HeaderValue {
         }
     }
     HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("unprintable-name"))
+}
+
+fn slot(endpoint: Endpoint) -> usize {
+    match endpoint {
+        Endpoint::ChatCompletions => 0,
+        Endpoint::Completions => 1,
+        Endpoint::Embeddings => 2,
+    }
 }
 
 /// `host[:port]` as HTTP/1.1's Host header wants it: the port only when it
@@ -101,17 +113,7 @@ impl tower_service::Service<Name> for Resolver {
     }
 }
 
-/// The pooled upstream client: hyper-util's, without the redirect, retry and
-/// URL layers a general HTTP client adds (in reqwest 0.12 those parsed two
-/// URLs per request, 11.6% of the gateway's instructions). Keep-alive pools
-/// per host; HTTPS negotiates HTTP/2 or HTTP/1.1 by ALPN.
-pub type Client = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<HttpConnector<Resolver>>,
-    Full<Bytes>,
->;
-
-/// What an upstream answered: status, headers, and the body still to read.
-pub type Response = axum::http::Response<hyper::body::Incoming>;
+pub use super::client::{Client, Response};
 
 /// `n` independent clients, each with its own connection pool: one per
 /// serving thread, so a pooled connection is only ever driven by the thread
@@ -136,12 +138,7 @@ pub fn clients(connect_timeout: Duration, n: usize) -> Result<Vec<Client>, rustl
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .build(https)
+        Client::new(https)
     };
     Ok((0..n.max(1)).map(|_| client(tls.clone())).collect())
 }
@@ -180,6 +177,16 @@ impl Upstream {
             url(Endpoint::Embeddings),
         ];
         let host = host_header(&urls[0]);
+        let paths = urls.clone().map(|u| {
+            u.path_and_query()
+                .and_then(|p| Uri::try_from(p.as_str()).ok())
+                .unwrap_or_else(|| Uri::from_static("/"))
+        });
+        let origin = match (urls[0].scheme_str(), urls[0].authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => String::new(),
+        }
+        .into();
         let auth = config.api_key.as_ref().and_then(|key| {
             let (name, value) = match config.provider {
                 Provider::OpenAi => (
@@ -198,6 +205,8 @@ impl Upstream {
             header_name: header_safe(&config.name),
             model_json: json_string(&config.model_id),
             urls,
+            paths,
+            origin,
             host,
             auth,
             config,
@@ -205,35 +214,35 @@ impl Upstream {
     }
 
     pub fn url(&self, endpoint: Endpoint) -> &Uri {
-        match endpoint {
-            Endpoint::ChatCompletions => &self.urls[0],
-            Endpoint::Completions => &self.urls[1],
-            Endpoint::Embeddings => &self.urls[2],
-        }
+        &self.urls[slot(endpoint)]
     }
 
     /// Sends `body` to the endpoint; resolves when the response headers are in.
-    pub fn request(
+    pub async fn request(
         &self,
         client: &Client,
         endpoint: Endpoint,
         body: Bytes,
-    ) -> hyper_util::client::legacy::ResponseFuture {
+    ) -> Result<Response, super::client::Error> {
         let mut req = axum::http::Request::new(Full::new(body));
         *req.method_mut() = axum::http::Method::POST;
-        *req.uri_mut() = self.url(endpoint).clone();
         let headers = req.headers_mut();
         headers.insert(
             axum::http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(host) = &self.host {
-            headers.insert(axum::http::header::HOST, host.clone());
-        }
         if let Some((name, value)) = &self.auth {
             headers.insert(name.clone(), value.clone());
         }
-        client.request(req)
+        let target = super::client::Target {
+            origin: &self.origin,
+            url: &self.urls[slot(endpoint)],
+            path: &self.paths[slot(endpoint)],
+            host: self.host.as_ref(),
+        };
+        // Boxed so the futures of the proxy that await this stay small:
+        // they are moved as a whole, and inline this one is ~1.2 KB.
+        Box::pin(client.send(target, req)).await
     }
 }
 

@@ -103,7 +103,18 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    pub fn new(connector: Connector) -> Self {
+    /// A client with an empty pool. HTTPS offers HTTP/2 and HTTP/1.1 by ALPN.
+    pub fn new(tls: rustls::ClientConfig, connect_timeout: Duration) -> Self {
+        let mut http = HttpConnector::new_with_resolver(Resolver);
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
         Self {
             connector,
             pool: Mutex::new(Pool {
@@ -494,5 +505,88 @@ mod tests {
         };
         let err = call(&client(), &up).await.unwrap_err();
         assert!(err.is_connect(), "{err:?}");
+    }
+
+    /// An HTTPS upstream that offers HTTP/2 by ALPN: requests go over one
+    /// shared connection, with `:authority` rather than a Host header.
+    #[tokio::test]
+    async fn https_upstreams_that_offer_http2_share_one_connection() {
+        use tokio_rustls::rustls as tls;
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let key = tls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let provider = || Arc::new(tls::crypto::ring::default_provider());
+        let mut server = tls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.cert.der().clone()], key)
+            .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let seen_tx = seen_tx.clone();
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let _ = seen_tx.send((
+                            req.version(),
+                            req.uri().to_string(),
+                            req.headers().contains_key(header::HOST),
+                        ));
+                        async {
+                            Ok::<_, std::convert::Infallible>(axum::http::Response::new(Full::new(
+                                Bytes::from_static(b"ok"),
+                            )))
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+
+        let mut roots = tls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        let client_tls = tls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let client = Client::new(client_tls, Duration::from_secs(2));
+        let url: Uri = format!("https://localhost:{port}/v1/chat/completions")
+            .parse()
+            .unwrap();
+        let origin: Arc<str> = format!("https://localhost:{port}").into();
+        let host = HeaderValue::from_str(&format!("localhost:{port}")).unwrap();
+        for _ in 0..3 {
+            let target = Target {
+                origin: &origin,
+                url: &url,
+                path: &Uri::from_static("/v1/chat/completions"),
+                host: Some(&host),
+            };
+            let response = client.send(target, request()).await.unwrap();
+            assert_eq!(response.version(), axum::http::Version::HTTP_2);
+            assert_eq!(
+                response.into_body().collect().await.unwrap().to_bytes(),
+                "ok"
+            );
+            let (version, uri, has_host) = seen.recv().await.unwrap();
+            assert_eq!(version, axum::http::Version::HTTP_2);
+            assert_eq!(uri, url.to_string());
+            assert!(!has_host, "HTTP/2 carries the authority, not a Host header");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(client.pooled(&origin), 1);
     }
 }

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 
 use super::request::{Endpoint, json_string};
@@ -127,20 +126,9 @@ pub fn clients(connect_timeout: Duration, n: usize) -> Result<Vec<Client>, rustl
     .with_safe_default_protocol_versions()?
     .with_webpki_roots()
     .with_no_client_auth();
-    let client = |tls: rustls::ClientConfig| {
-        let mut http = HttpConnector::new_with_resolver(Resolver);
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        Client::new(https)
-    };
-    Ok((0..n.max(1)).map(|_| client(tls.clone())).collect())
+    Ok((0..n.max(1))
+        .map(|_| Client::new(tls.clone(), connect_timeout))
+        .collect())
 }
 
 impl Upstream {

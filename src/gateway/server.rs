@@ -20,7 +20,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Gateway, Peer};
+use futures_util::FutureExt;
+use futures_util::future::Either;
+use hyper::body::Incoming;
+
+use super::{Gateway, Peer, proxy};
 
 thread_local! {
     /// Which of the gateway's upstream clients this thread uses: 0 outside
@@ -243,9 +247,25 @@ impl Gateway {
             // Headers and a small body in one write(2) rather than a writev.
             .writev(false);
         let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req| {
-            req.extensions_mut().insert(Peer(peer));
-            tower_service::Service::call(&mut router.clone(), req)
+        let gateway = self.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            // The proxied endpoints skip the router (see `proxy::endpoint_for`);
+            // everything else, including other methods on those paths, goes
+            // through it.
+            let proxied = match *req.method() {
+                hyper::Method::POST => proxy::endpoint_for(req.uri().path()),
+                _ => None,
+            };
+            match proxied {
+                Some(endpoint) => {
+                    let request = req.map(axum::body::Body::new);
+                    Either::Left(proxy::handle(gateway.clone(), endpoint, request).map(Ok))
+                }
+                None => {
+                    req.extensions_mut().insert(Peer(peer));
+                    Either::Right(tower_service::Service::call(&mut router.clone(), req))
+                }
+            }
         });
         let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let conn = graceful.watch(conn);

@@ -1,10 +1,12 @@
-//! Per-request work in the gateway: reading and rewriting the body, scanning SSE.
+//! Per-request work in the gateway: reading and rewriting the body, checking
+//! an answer, scanning SSE.
 //! `cargo bench --bench request`
 
 use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
+use switchboard::gateway::json;
 use switchboard::gateway::request::{Endpoint, inspect, json_string};
 use switchboard::gateway::sse::SseScanner;
 
@@ -52,5 +54,30 @@ fn sse_scan(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, body_rewrite, sse_scan);
+/// Checking a non-streaming answer before passing it on: our scanner, and
+/// serde_json skipping everything but `usage` (what it replaced) alongside.
+fn answer_check(c: &mut Criterion) {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(default)]
+        #[allow(dead_code)]
+        usage: Option<serde::de::IgnoredAny>,
+    }
+    let short = r#"{"id":"chatcmpl-bench0001","object":"chat.completion","created":1700000000,"model":"bench-model","system_fingerprint":"fp_bench","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! This is a fixed benchmark reply.","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}"#;
+    let long = short.replace(
+        "Hello! This is a fixed benchmark reply.",
+        &"A longer answer, as a model writes them, with \\\"quotes\\\" and\\nnew lines. "
+            .repeat(50),
+    );
+    for (name, doc) in [("short", short.to_string()), ("4k", long)] {
+        c.bench_function(&format!("answer/{name}/scanner"), |b| {
+            b.iter(|| json::object_members(black_box(doc.as_bytes()), |_, _| Ok(())).unwrap())
+        });
+        c.bench_function(&format!("answer/{name}/serde_json"), |b| {
+            b.iter(|| serde_json::from_slice::<Probe>(black_box(doc.as_bytes())).unwrap())
+        });
+    }
+}
+
+criterion_group!(benches, body_rewrite, sse_scan, answer_check);
 criterion_main!(benches);

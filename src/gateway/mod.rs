@@ -12,6 +12,7 @@ mod auth;
 mod client;
 pub mod control;
 pub mod error;
+pub mod json;
 mod metrics;
 mod proxy;
 mod relay;

@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::json;
 use super::relay::{ByteStream, Relay};
 use super::request::{self, Endpoint, Inspected};
 use super::sse::{SseScanner, Usage};
@@ -502,10 +503,21 @@ async fn read_limited(
     }
 }
 
-#[derive(Deserialize)]
-struct AnswerProbe {
-    #[serde(default)]
-    usage: Option<Usage>,
+/// Checks that an answer is one JSON object and reads its `usage`.
+fn answer_usage(body: &[u8]) -> Result<Option<Usage>, json::Invalid> {
+    let mut usage = None;
+    let mut seen = false;
+    json::object_members(body, |key, value| {
+        if key == b"usage" {
+            if std::mem::replace(&mut seen, true) {
+                return Err("a second `usage`");
+            }
+            usage = serde_json::from_slice::<Option<Usage>>(value)
+                .map_err(|_| "a `usage` that is not token counts")?;
+        }
+        Ok(())
+    })?;
+    Ok(usage)
 }
 
 async fn read_answer(
@@ -517,12 +529,12 @@ async fn read_answer(
     let headers = Passed::from(response.headers());
     match read_limited(response, MAX_ANSWER_BYTES, first_deadline, deadline).await {
         Err((outcome, detail)) => failed(outcome, detail, Tokens::Estimate),
-        Ok(body) => match serde_json::from_slice::<AnswerProbe>(&body) {
-            Ok(probe) => Attempted::Answered {
+        Ok(body) => match answer_usage(&body) {
+            Ok(usage) => Attempted::Answered {
                 status,
                 headers,
                 body,
-                usage: probe.usage,
+                usage,
             },
             // Nothing has reached the client yet, so a broken answer can be retried elsewhere.
             Err(e) => failed(
@@ -922,5 +934,42 @@ impl Drop for Flight {
             estimate - prompt,
             true,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_one_json_object_whose_usage_is_read() {
+        let usage = |doc: &str| answer_usage(doc.as_bytes());
+        assert_eq!(
+            usage(
+                r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#
+            ),
+            Ok(Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4,
+                total_tokens: 7
+            }))
+        );
+        assert_eq!(usage(r#"{"id":"x"}"#), Ok(None));
+        assert_eq!(usage(r#"{"usage":null}"#), Ok(None));
+        // A `usage` key inside the content is not the answer's usage.
+        assert_eq!(
+            usage(r#"{"choices":[{"usage":{"total_tokens":99}}],"note":"\"usage\":{}"}"#),
+            Ok(None)
+        );
+        for broken in [
+            r#"[{"usage":{"total_tokens":1}}]"#,
+            r#"{"usage":{"total_tokens":1}"#,
+            r#"{"usage":"many"}"#,
+            r#"{"usage":{"total_tokens":-1}}"#,
+            r#"{"usage":null,"usage":{"total_tokens":1}}"#,
+            "<html>502 Bad Gateway</html>",
+        ] {
+            assert!(usage(broken).is_err(), "{broken}");
+        }
     }
 }

@@ -1,0 +1,456 @@
+//! A validating JSON scanner for the hot path: it checks that a document is
+//! one well-formed JSON object and hands back the raw bytes of each top-level
+//! member, without building anything.
+//!
+//! Every non-streaming answer is checked before it is passed on (a 200 with a
+//! broken body is failed over, not forwarded) and its `usage` read. Through
+//! serde that cost ~11 instructions a byte, most of it in the visitor machinery
+//! that skipping values it does not want still goes through; this is a plain
+//! loop over the bytes. It accepts what `serde_json` accepts when it skips a
+//! value, with two differences: it insists on UTF-8 throughout (serde does not
+//! check strings it skips; JSON text must be UTF-8, and clients would fail to
+//! decode it), and it refuses nesting deeper than 128 (serde's limit for what
+//! it parses; it skips without one). `tests::agrees_with_serde_json` holds it
+//! to that.
+
+use std::fmt;
+
+/// serde_json's default recursion limit; it also bounds our recursion.
+const MAX_DEPTH: usize = 128;
+
+/// Why a document is not JSON, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalid {
+    pub what: &'static str,
+    pub at: usize,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte {}", self.what, self.at)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Validates `doc` as one JSON object and calls `member(key, value)` for each
+/// top-level member: `key` as written between its quotes (escapes not
+/// decoded), `value` the exact bytes of the value. `member` may reject the
+/// document with a reason of its own.
+pub fn object_members<'a>(
+    doc: &'a [u8],
+    mut member: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), &'static str>,
+) -> Result<(), Invalid> {
+    if let Err(e) = std::str::from_utf8(doc) {
+        return Err(Invalid {
+            what: "invalid UTF-8",
+            at: e.valid_up_to(),
+        });
+    }
+    let mut s = Scanner { doc, at: 0 };
+    s.skip_ws();
+    if s.peek() != Some(b'{') {
+        return Err(s.invalid("expected a JSON object"));
+    }
+    s.at += 1;
+    s.skip_ws();
+    if s.peek() == Some(b'}') {
+        s.at += 1;
+    } else {
+        loop {
+            s.skip_ws();
+            if s.peek() != Some(b'"') {
+                return Err(s.invalid("expected a key"));
+            }
+            let key_start = s.at + 1;
+            s.string()?;
+            let key = &doc[key_start..s.at - 1];
+            s.colon()?;
+            s.skip_ws();
+            let value_start = s.at;
+            s.value(1)?;
+            if let Err(what) = member(key, &doc[value_start..s.at]) {
+                return Err(Invalid {
+                    what,
+                    at: value_start,
+                });
+            }
+            if s.end_of_member(b'}')? {
+                break;
+            }
+        }
+    }
+    s.skip_ws();
+    if s.at != doc.len() {
+        return Err(s.invalid("trailing characters"));
+    }
+    Ok(())
+}
+
+struct Scanner<'a> {
+    doc: &'a [u8],
+    at: usize,
+}
+
+impl Scanner<'_> {
+    fn invalid(&self, what: &'static str) -> Invalid {
+        Invalid { what, at: self.at }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.doc.get(self.at).copied()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    fn colon(&mut self) -> Result<(), Invalid> {
+        self.skip_ws();
+        if self.peek() != Some(b':') {
+            return Err(self.invalid("expected `:`"));
+        }
+        self.at += 1;
+        Ok(())
+    }
+
+    /// After a member or element: `,` (more follow) or `close` (done).
+    fn end_of_member(&mut self, close: u8) -> Result<bool, Invalid> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b',') => {
+                self.at += 1;
+                Ok(false)
+            }
+            Some(c) if c == close => {
+                self.at += 1;
+                Ok(true)
+            }
+            _ => Err(self.invalid("expected `,` or a closing bracket")),
+        }
+    }
+
+    fn value(&mut self, depth: usize) -> Result<(), Invalid> {
+        match self.peek() {
+            Some(b'"') => self.string(),
+            Some(b'{') => self.object(depth + 1),
+            Some(b'[') => self.array(depth + 1),
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.number(),
+            _ => Err(self.invalid("expected a value")),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<(), Invalid> {
+        if depth > MAX_DEPTH {
+            return Err(self.invalid("nested too deeply"));
+        }
+        self.at += 1;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.invalid("expected a key"));
+            }
+            self.string()?;
+            self.colon()?;
+            self.skip_ws();
+            self.value(depth)?;
+            if self.end_of_member(b'}')? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<(), Invalid> {
+        if depth > MAX_DEPTH {
+            return Err(self.invalid("nested too deeply"));
+        }
+        self.at += 1;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            self.value(depth)?;
+            if self.end_of_member(b']')? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), Invalid> {
+        if self.doc[self.at..].starts_with(word) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            Err(self.invalid("expected a value"))
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.at += 1;
+        }
+        self.at - start
+    }
+
+    fn number(&mut self) -> Result<(), Invalid> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.at += 1,
+            Some(b'1'..=b'9') => {
+                self.digits();
+            }
+            _ => return Err(self.invalid("invalid number")),
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            if self.digits() == 0 {
+                return Err(self.invalid("invalid number"));
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            if self.digits() == 0 {
+                return Err(self.invalid("invalid number"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips the run of string characters that need no attention, eight
+    /// bytes at a time: stops at the first quote, backslash or control
+    /// character.
+    fn skip_plain(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        // The high bit of each byte of `x` that is zero. A borrow can mark
+        // bytes above a zero byte too, never below: the lowest mark is exact.
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+        while let Some(chunk) = self.doc.get(self.at..self.at + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+            let special = zero(w ^ (ONES * u64::from(b'"')))
+                | zero(w ^ (ONES * u64::from(b'\\')))
+                | below_space;
+            if special != 0 {
+                self.at += (special.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.at += 8;
+        }
+        while let Some(&c) = self.doc.get(self.at) {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                return;
+            }
+            self.at += 1;
+        }
+    }
+
+    /// At an opening quote; ends past the closing one.
+    fn string(&mut self) -> Result<(), Invalid> {
+        self.at += 1;
+        loop {
+            self.skip_plain();
+            match self.peek() {
+                Some(b'"') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    self.at += 1;
+                    match self.peek() {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {
+                            self.at += 1
+                        }
+                        Some(b'u') => {
+                            let hex = self.doc.get(self.at + 1..self.at + 5);
+                            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                                return Err(self.invalid("invalid \\u escape"));
+                            }
+                            self.at += 5;
+                        }
+                        _ => return Err(self.invalid("invalid escape")),
+                    }
+                }
+                Some(_) => return Err(self.invalid("control character in a string")),
+                None => return Err(self.invalid("unterminated string")),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn accepts(doc: &[u8]) -> bool {
+        object_members(doc, |_, _| Ok(())).is_ok()
+    }
+
+    /// What serde_json says when it skips a value, with our conditions: an
+    /// object at the top, and UTF-8 throughout.
+    fn serde_accepts(doc: &[u8]) -> bool {
+        std::str::from_utf8(doc).is_ok()
+            && doc.trim_ascii_start().first() == Some(&b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(doc).is_ok()
+    }
+
+    #[test]
+    fn reports_each_top_level_member_with_its_raw_value() {
+        let doc =
+            br#" { "id" : "x\"y", "usage": {"total_tokens": 3}, "n": [1, {"a": null}] , "e":{} } "#;
+        let mut seen = Vec::new();
+        object_members(doc, |k, v| {
+            seen.push((
+                String::from_utf8(k.to_vec()).unwrap(),
+                String::from_utf8(v.to_vec()).unwrap(),
+            ));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                ("id".into(), r#""x\"y""#.into()),
+                ("usage".into(), r#"{"total_tokens": 3}"#.into()),
+                ("n".into(), r#"[1, {"a": null}]"#.into()),
+                ("e".into(), "{}".into()),
+            ] as [(String, String); 4]
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_one_json_object_and_says_where() {
+        for (doc, at) in [
+            (&b""[..], 0),
+            (b"[1]", 0),
+            (b"<html>", 0),
+            (b"{\"a\":1", 6),
+            (b"{\"a\":1}}", 7),
+            (b"{\"a\":01}", 6),
+            (b"{\"a\":1.}", 7),
+            (b"{\"a\":tru}", 5),
+            (b"{\"a\":\"\x01\"}", 6),
+            (b"{\"a\":\"\\x\"}", 7),
+            (b"{\"a\":\"\\u12g4\"}", 7),
+            (b"{\"a\":[1,]}", 8),
+            (b"{\"a\":\"\xff\"}", 6),
+            (b"{\"a\" 1}", 5),
+            (b"{a:1}", 1),
+        ] {
+            let err = object_members(doc, |_, _| Ok(())).unwrap_err();
+            assert_eq!(err.at, at, "{:?}: {err}", String::from_utf8_lossy(doc));
+            assert!(!serde_accepts(doc));
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = |n: usize| format!("{{\"a\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        assert!(accepts(deep(127).as_bytes()));
+        let err = object_members(deep(100_000).as_bytes(), |_, _| Ok(())).unwrap_err();
+        assert_eq!(
+            err,
+            Invalid {
+                what: "nested too deeply",
+                at: 5 + 127
+            }
+        );
+    }
+
+    #[test]
+    fn a_member_can_reject_the_document() {
+        let err = object_members(br#"{"a": 1, "usage": "x"}"#, |k, _| {
+            if k == b"usage" {
+                Err("bad usage")
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap_err();
+        assert_eq!(
+            err,
+            Invalid {
+                what: "bad usage",
+                at: 18
+            }
+        );
+    }
+
+    /// JSON-ish text: valid documents from serde_json, then cut, spliced or
+    /// with a byte changed, so most cases are near misses.
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|n| n.into()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| f.into()),
+            "[ -~\u{80}-\u{10ffff}\\\\\"\n\t\u{1}]{0,40}".prop_map(serde_json::Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+                prop::collection::btree_map("[a-z\"\\\\]{0,6}", inner, 0..5)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn mutated() -> impl Strategy<Value = Vec<u8>> {
+        (
+            json_value(),
+            any::<bool>(),
+            any::<prop::sample::Index>(),
+            any::<u8>(),
+            0..4u8,
+        )
+            .prop_map(|(value, pretty, at, byte, how)| {
+                let mut doc = if pretty {
+                    serde_json::to_vec_pretty(&value).unwrap()
+                } else {
+                    serde_json::to_vec(&value).unwrap()
+                };
+                if doc.is_empty() {
+                    return doc;
+                }
+                let i = at.index(doc.len());
+                match how {
+                    0 => {}
+                    1 => doc[i] = byte,
+                    2 => doc.truncate(i),
+                    _ => doc.insert(i, b"{}[]\",:\\0e.-tn \x7f\x1f"[byte as usize % 17]),
+                }
+                doc
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #[test]
+        fn agrees_with_serde_json(doc in mutated()) {
+            prop_assert_eq!(accepts(&doc), serde_accepts(&doc), "{:?}", String::from_utf8_lossy(&doc));
+        }
+    }
+}

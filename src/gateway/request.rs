@@ -14,6 +14,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::json;
+
 /// Completion tokens assumed when a request sets no `max_tokens`: enough to
 /// keep a burst of such requests from overshooting a limit before the real
 /// usage comes back, small enough not to block a deployment needlessly.
@@ -60,33 +62,58 @@ pub struct Inspected {
     stream_options_span: Option<(usize, usize)>,
 }
 
-#[derive(Deserialize)]
+/// The members of a request body the gateway reads, as raw JSON.
+#[derive(Default)]
 struct Fields<'a> {
-    #[serde(borrow, default)]
-    model: Option<&'a RawValue>,
-    #[serde(default)]
-    stream: Option<bool>,
-    // `null` must keep its span too: it is replaced, not duplicated.
-    #[serde(borrow, default, deserialize_with = "raw_even_if_null")]
-    stream_options: Option<&'a RawValue>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    max_completion_tokens: Option<u64>,
-    #[serde(default)]
-    n: Option<u64>,
-    #[serde(borrow, default)]
-    messages: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    prompt: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    input: Option<&'a RawValue>,
+    model: Option<&'a [u8]>,
+    stream: Option<&'a [u8]>,
+    stream_options: Option<&'a [u8]>,
+    max_tokens: Option<&'a [u8]>,
+    max_completion_tokens: Option<&'a [u8]>,
+    n: Option<&'a [u8]>,
+    messages: Option<&'a [u8]>,
+    prompt: Option<&'a [u8]>,
+    input: Option<&'a [u8]>,
 }
 
-fn raw_even_if_null<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+impl<'a> Fields<'a> {
+    /// Reads the top-level members of `body`, checking it is JSON as it goes.
+    fn of(body: &'a [u8]) -> Result<Self, json::Invalid> {
+        let mut f = Fields::default();
+        json::object_members(body, |key, value| {
+            let slot = match key {
+                b"model" => &mut f.model,
+                b"stream" => &mut f.stream,
+                b"stream_options" => &mut f.stream_options,
+                b"max_tokens" => &mut f.max_tokens,
+                b"max_completion_tokens" => &mut f.max_completion_tokens,
+                b"n" => &mut f.n,
+                b"messages" => &mut f.messages,
+                b"prompt" => &mut f.prompt,
+                b"input" => &mut f.input,
+                _ => return Ok(()),
+            };
+            // Which one would the upstream use? Refuse rather than guess.
+            match slot.replace(value) {
+                Some(_) => Err("a duplicate key"),
+                None => Ok(()),
+            }
+        })?;
+        Ok(f)
+    }
+}
+
+/// A member that must be `T` or null (absent).
+fn typed<T: serde::de::DeserializeOwned>(
+    raw: Option<&[u8]>,
+    param: &'static str,
+    what: &str,
+) -> Result<Option<T>, BadRequest> {
+    match raw {
+        None => Ok(None),
+        Some(raw) => serde_json::from_slice::<Option<T>>(raw)
+            .map_err(|_| bad(format!("'{param}' must be {what}"), Some(param))),
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -110,9 +137,10 @@ fn bad(message: impl Into<String>, param: Option<&'static str>) -> BadRequest {
     }
 }
 
-fn span_of(body: &[u8], raw: &RawValue) -> (usize, usize) {
-    let start = raw.get().as_ptr() as usize - body.as_ptr() as usize;
-    (start, start + raw.get().len())
+/// Where `raw`, a slice of `body`, lies in it.
+fn span_of(body: &[u8], raw: &[u8]) -> (usize, usize) {
+    let start = raw.as_ptr() as usize - body.as_ptr() as usize;
+    (start, start + raw.len())
 }
 
 pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest> {
@@ -123,43 +151,42 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest>
             None,
         ));
     }
-    let fields: Fields = serde_json::from_slice(body)
+    let fields = Fields::of(body)
         .map_err(|e| bad(format!("The request body is not valid JSON: {e}"), None))?;
     let raw_model = fields
         .model
+        .filter(|raw| *raw != b"null")
         .ok_or_else(|| bad("you must provide a model parameter", Some("model")))?;
-    let model: Cow<str> = serde_json::from_str(raw_model.get())
+    let model: Cow<str> = serde_json::from_slice(raw_model)
         .map_err(|_| bad("'model' must be a string", Some("model")))?;
     if model.is_empty() {
         return Err(bad("you must provide a model parameter", Some("model")));
     }
-    let stream = fields.stream.unwrap_or(false);
-    let wants_usage = match fields.stream_options {
-        Some(raw) => serde_json::from_str::<Option<StreamOptions>>(raw.get())
-            .map_err(|e| {
-                bad(
-                    format!("invalid 'stream_options': {e}"),
-                    Some("stream_options"),
-                )
-            })?
-            .unwrap_or_default()
-            .include_usage
-            .unwrap_or(false),
-        None => false,
-    };
+    let stream = typed::<bool>(fields.stream, "stream", "a boolean")?.unwrap_or(false);
+    let wants_usage = typed::<StreamOptions>(
+        fields.stream_options,
+        "stream_options",
+        "an object like {\"include_usage\": true}",
+    )?
+    .unwrap_or_default()
+    .include_usage
+    .unwrap_or(false);
     let prompt_bytes = [fields.messages, fields.prompt, fields.input]
         .iter()
         .flatten()
-        .map(|r| r.get().len() as u64)
+        .map(|r| r.len() as u64)
         .sum::<u64>();
     let prompt_estimate = prompt_bytes.div_ceil(4);
+    let count = |raw, param| typed::<u64>(raw, param, "a non-negative integer");
+    let max_completion_tokens = count(fields.max_completion_tokens, "max_completion_tokens")?;
+    let max_tokens = count(fields.max_tokens, "max_tokens")?;
+    let n = count(fields.n, "n")?;
     let completion = match endpoint {
         Endpoint::Embeddings => 0,
-        _ => fields
-            .max_completion_tokens
-            .or(fields.max_tokens)
+        _ => max_completion_tokens
+            .or(max_tokens)
             .unwrap_or(DEFAULT_COMPLETION_ESTIMATE)
-            .saturating_mul(fields.n.unwrap_or(1).max(1)),
+            .saturating_mul(n.unwrap_or(1).max(1)),
     };
     Ok(Inspected {
         model: model.into_owned(),
@@ -327,5 +354,25 @@ mod tests {
                 .contains("boolean")
         );
         assert!(e("[]").message.contains("JSON object"));
+        assert_eq!(
+            e(r#"{"model":"a","max_tokens":-1}"#).param,
+            Some("max_tokens")
+        );
+        assert_eq!(e(r#"{"model":"a","n":1.5}"#).param, Some("n"));
+        assert_eq!(
+            e(r#"{"model":"a","stream_options":"yes"}"#).param,
+            Some("stream_options")
+        );
+        assert!(
+            e(r#"{"model":"a","x":[1,}"#)
+                .message
+                .contains("expected a value at byte 20")
+        );
+        // Null is as good as absent.
+        let i = inspect(
+            br#"{"model":"a","stream":null,"max_tokens":null}"#,
+            Endpoint::ChatCompletions,
+        );
+        assert_eq!(i.unwrap().estimate, DEFAULT_COMPLETION_ESTIMATE);
     }
 }

@@ -259,22 +259,14 @@ impl Client {
                 .handshake(io)
                 .await
                 .map_err(|e| Error::Connect(e.into()))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("upstream connection ended: {e}");
-                }
-            });
+            drive(conn);
             Ok(Sender::H2(sender))
         } else {
             let (sender, conn) = http1::Builder::new()
                 .handshake(io)
                 .await
                 .map_err(|e| Error::Connect(e.into()))?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!("upstream connection ended: {e}");
-                }
-            });
+            drive(conn);
             Ok(Sender::H1(sender))
         }
     }
@@ -284,6 +276,15 @@ impl Client {
     fn pooled(&self, origin: &str) -> usize {
         self.pool().origins.get(origin).map_or(0, Vec::len)
     }
+}
+
+/// Runs a connection's I/O on this thread's runtime until it closes.
+fn drive(conn: impl std::future::Future<Output = hyper::Result<()>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
 }
 
 enum Unsent {

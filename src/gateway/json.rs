@@ -145,14 +145,23 @@ impl Scanner<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<(), Invalid> {
+    /// Steps into an object or array at `depth`: whether it is empty (and
+    /// then already closed).
+    fn open(&mut self, depth: usize, close: u8) -> Result<bool, Invalid> {
         if depth > MAX_DEPTH {
             return Err(self.invalid("nested too deeply"));
         }
         self.at += 1;
         self.skip_ws();
-        if self.peek() == Some(b'}') {
+        let empty = self.peek() == Some(close);
+        if empty {
             self.at += 1;
+        }
+        Ok(empty)
+    }
+
+    fn object(&mut self, depth: usize) -> Result<(), Invalid> {
+        if self.open(depth, b'}')? {
             return Ok(());
         }
         loop {
@@ -171,13 +180,7 @@ impl Scanner<'_> {
     }
 
     fn array(&mut self, depth: usize) -> Result<(), Invalid> {
-        if depth > MAX_DEPTH {
-            return Err(self.invalid("nested too deeply"));
-        }
-        self.at += 1;
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.at += 1;
+        if self.open(depth, b']')? {
             return Ok(());
         }
         loop {

@@ -334,14 +334,20 @@ mod tests {
                 tokio::spawn(answer(stream, close_after_answer, hold.clone()));
             }
         });
-        Upstream {
-            origin: format!("http://{addr}").into(),
-            url: format!("http://{addr}/v1/chat/completions")
-                .parse()
-                .unwrap(),
-            path: Uri::from_static("/v1/chat/completions"),
-            host: HeaderValue::from_str(&addr.to_string()).unwrap(),
-            accepted,
+        Upstream::at(addr, accepted)
+    }
+
+    impl Upstream {
+        fn at(addr: std::net::SocketAddr, accepted: Arc<AtomicUsize>) -> Self {
+            Upstream {
+                origin: format!("http://{addr}").into(),
+                url: format!("http://{addr}/v1/chat/completions")
+                    .parse()
+                    .unwrap(),
+                path: Uri::from_static("/v1/chat/completions"),
+                host: HeaderValue::from_str(&addr.to_string()).unwrap(),
+                accepted,
+            }
         }
     }
 
@@ -495,15 +501,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let up = Upstream {
-            origin: format!("http://{addr}").into(),
-            url: format!("http://{addr}/v1/chat/completions")
-                .parse()
-                .unwrap(),
-            path: Uri::from_static("/v1/chat/completions"),
-            host: HeaderValue::from_str(&addr.to_string()).unwrap(),
-            accepted: Arc::default(),
-        };
+        let up = Upstream::at(addr, Arc::default());
         let err = call(&client(), &up).await.unwrap_err();
         assert!(err.is_connect(), "{err:?}");
     }

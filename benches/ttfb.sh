@@ -4,6 +4,7 @@
 #
 #   benches/ttfb.sh                       # streaming (the SSE upstream), 300 requests each
 #   JSON=1 N=500 benches/ttfb.sh          # non-streaming
+#   BLOCKS=1 benches/ttfb.sh              # each target's requests in one block, not alternating
 #   SWITCHBOARD_BIN=path benches/ttfb.sh  # a prebuilt binary instead of building release
 #
 # TTFB here is curl's time_starttransfer - time_pretransfer: from the request
@@ -45,13 +46,18 @@ for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18400/health && bre
 
 names=(direct nginxproxy switchboard)
 urls=("http://127.0.0.1:$UP" "http://127.0.0.1:$PX" "http://127.0.0.1:18400")
-for i in $(seq "$N"); do
-  for k in 0 1 2; do
-    curl -s -o /dev/null --max-time 5 -w '%{time_pretransfer} %{time_starttransfer}\n' \
-      -H 'content-type: application/json' -H 'Authorization: Bearer dummy' \
-      --data "@$BODY" "${urls[$k]}/v1/chat/completions" >> "$W/${names[$k]}.txt"
-  done
-done
+one() { # target index
+  curl -s -o /dev/null --max-time 5 -w '%{time_pretransfer} %{time_starttransfer}\n' \
+    -H 'content-type: application/json' -H 'Authorization: Bearer dummy' \
+    --data "@$BODY" "${urls[$1]}/v1/chat/completions" >> "$W/${names[$1]}.txt"
+}
+if [ -n "${BLOCKS:-}" ]; then
+  # All of one target's requests, then the next's: each proxy stays warm.
+  for k in 0 1 2; do for _ in $(seq "$N"); do one "$k"; done; done
+else
+  # Alternating: each proxy has sat idle while the others were asked.
+  for _ in $(seq "$N"); do for k in 0 1 2; do one "$k"; done; done
+fi
 python3 - "$W" <<'PY'
 import sys
 w = sys.argv[1]

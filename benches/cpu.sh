@@ -11,20 +11,9 @@
 #
 # Needs nginx and oha (../shared/bench/setup.sh). Loopback ports 18080, 18090, 18400.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BENCH="${BENCH_DIR:-$ROOT/../shared/bench}"
+. "$(dirname "$0")/common.sh"
 N="${N:-150000}"; C="${C:-32}"; WORKERS="${WORKERS:-1 2}"
-if [ -z "${SWITCHBOARD_BIN:-}" ]; then
-  cargo build --release --manifest-path "$ROOT/Cargo.toml" >&2
-fi
-BIN="${SWITCHBOARD_BIN:-$ROOT/target/release/switchboard}"
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-OHA="$(command -v oha || echo "${CARGO_HOME:-$HOME/.cargo}/bin/oha")"
 HZ="$(getconf CLK_TCK)"
-W="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
 mkdir -p "$W/up" "$W/px"
 "$NGINX" -p "$W/up/" -c "$BENCH/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 & PIDS+=($!)
 "$NGINX" -p "$W/px/" -c "$BENCH/nginx-proxy.conf" -g 'daemon off;' >/dev/null 2>&1 & PX=$!; PIDS+=($PX)
@@ -53,20 +42,7 @@ print(f'{\"$1\":24} {$rps:>7} req/s  user {u:5.1f} µs  sys {s:5.1f} µs  total 
 }
 measure nginxproxy http://127.0.0.1:18090/v1/chat/completions "$PX"
 for w in $WORKERS; do
-  cat > "$W/sb.toml" <<TOML
-[server]
-listen = "127.0.0.1:18400"
-workers = $w
-
-[[models]]
-name = "bench-model"
-
-[[models.deployments]]
-name = "nginx"
-api_base = "http://127.0.0.1:18080/v1"
-api_key = "dummy"
-model_id = "bench-model"
-TOML
+  gateway_config "$W/sb.toml" 127.0.0.1:18400 http://127.0.0.1:18080/v1 bench-model "$w"
   RUST_LOG=warn "$BIN" serve --config "$W/sb.toml" >"$W/sb.log" 2>&1 & SB=$!
   for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18400/health && break; sleep 0.1; done
   measure "switchboard workers=$w" http://127.0.0.1:18400/v1/chat/completions "$SB"

@@ -8,33 +8,15 @@
 #   benches/idle_streams.sh                 # N=10000
 #   N=2000 SWITCHBOARD_BIN=target/release/switchboard benches/idle_streams.sh
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+. "$(dirname "$0")/common.sh"
 N="${N:-10000}"
 HOLD="${HOLD:-20}"
-if [ -z "${SWITCHBOARD_BIN:-}" ]; then
-  cargo build --release --manifest-path "$ROOT/Cargo.toml" >&2
-fi
-BIN="${SWITCHBOARD_BIN:-$ROOT/target/release/switchboard}"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port); GW=$(free_port)
 "$BIN" mock-upstream --listen "127.0.0.1:$UP" --chunk-delay-ms 60000 --tokens 4 >/dev/null 2>&1 & PIDS+=($!)
-cat > "$WORK/sb.toml" <<TOML
-[server]
-listen = "127.0.0.1:$GW"
-[[models]]
-name = "m"
-[[models.deployments]]
-name = "a"
-api_base = "http://127.0.0.1:$UP/v1"
-api_key = "dummy"
-model_id = "m"
-TOML
-RUST_LOG=warn "$BIN" serve --config "$WORK/sb.toml" 2>"$WORK/gw.log" & GWPID=$!; PIDS+=($GWPID)
+gateway_config "$W/sb.toml" "127.0.0.1:$GW" "http://127.0.0.1:$UP/v1" m
+RUST_LOG=warn "$BIN" serve --config "$W/sb.toml" 2>"$W/gw.log" & GWPID=$!; PIDS+=($GWPID)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$GW/health" >/dev/null && break; sleep 0.05; done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$GWPID/status"; }
 # Warm: one stream through, so pools and buffers exist before the baseline.

@@ -11,36 +11,13 @@
 # being sent to the first byte of the answer. Needs nginx (../shared/bench/setup.sh).
 # Every loop is bounded by N; only loopback ports 18080/18081, 18090/18091, 18400.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BENCH="${BENCH_DIR:-$ROOT/../shared/bench}"
+. "$(dirname "$0")/common.sh"
 N="${N:-300}"
-if [ -z "${SWITCHBOARD_BIN:-}" ]; then
-  cargo build --release --manifest-path "$ROOT/Cargo.toml" >&2
-fi
-BIN="${SWITCHBOARD_BIN:-$ROOT/target/release/switchboard}"
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-W="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
 if [ -n "${JSON:-}" ]; then UP=18080; PX=18090; BODY="$BENCH/request.json"; else UP=18081; PX=18091; BODY="$BENCH/request-stream.json"; fi
 mkdir -p "$W/up" "$W/px"
 "$NGINX" -p "$W/up/" -c "$BENCH/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 & PIDS+=($!)
 "$NGINX" -p "$W/px/" -c "$BENCH/nginx-proxy.conf" -g 'daemon off;' >/dev/null 2>&1 & PIDS+=($!)
-cat > "$W/sb.toml" <<TOML
-[server]
-listen = "127.0.0.1:18400"
-workers = ${WORKERS:-1}
-
-[[models]]
-name = "bench-model"
-
-[[models.deployments]]
-name = "nginx"
-api_base = "http://127.0.0.1:$UP/v1"
-api_key = "dummy"
-model_id = "bench-model"
-TOML
+gateway_config "$W/sb.toml" 127.0.0.1:18400 "http://127.0.0.1:$UP/v1" bench-model "${WORKERS:-1}"
 RUST_LOG=warn "$BIN" serve --config "$W/sb.toml" >"$W/sb.log" 2>&1 & PIDS+=($!)
 for _ in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18400/health && break; sleep 0.1; done
 

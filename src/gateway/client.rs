@@ -83,7 +83,38 @@ impl Sender {
 
 struct Pooled {
     sender: Sender,
+    /// When it last carried a request, or was last seen still carrying one.
     used: Instant,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Can take a request now.
+    Ready,
+    /// An HTTP/1.1 connection whose answer is still being read.
+    Busy,
+    /// Closed, or idle for longer than [`IDLE_TIMEOUT`]: to be dropped.
+    Gone,
+}
+
+impl Pooled {
+    fn state(&mut self, now: Instant) -> State {
+        if self.sender.is_closed() {
+            return State::Gone;
+        }
+        if let Sender::H1(s) = &self.sender
+            && !s.is_ready()
+        {
+            // A stream can outlast the idle timeout; it is not idle.
+            self.used = now;
+            return State::Busy;
+        }
+        if now.duration_since(self.used) >= IDLE_TIMEOUT {
+            State::Gone
+        } else {
+            State::Ready
+        }
+    }
 }
 
 pub struct Client {
@@ -201,8 +232,7 @@ impl Client {
         if now.duration_since(pool.swept) > IDLE_TIMEOUT {
             pool.swept = now;
             pool.origins.retain(|_, conns| {
-                conns
-                    .retain(|c| !c.sender.is_closed() && now.duration_since(c.used) < IDLE_TIMEOUT);
+                conns.retain_mut(|c| c.state(now) != State::Gone);
                 !conns.is_empty()
             });
         }
@@ -211,18 +241,10 @@ impl Client {
         let mut i = conns.len();
         while i > 0 {
             i -= 1;
-            let usable = match &conns[i].sender {
-                _ if now.duration_since(conns[i].used) >= IDLE_TIMEOUT => None,
-                Sender::H1(s) if s.is_ready() => Some(true),
-                Sender::H1(s) if s.is_closed() => None,
-                Sender::H1(_) => Some(false),
-                Sender::H2(s) if s.is_closed() => None,
-                Sender::H2(_) => Some(true),
-            };
-            match usable {
-                Some(true) => return Some(conns.swap_remove(i).sender),
-                Some(false) => {}
-                None => {
+            match conns[i].state(now) {
+                State::Ready => return Some(conns.swap_remove(i).sender),
+                State::Busy => {}
+                State::Gone => {
                     conns.swap_remove(i);
                 }
             }
@@ -451,6 +473,14 @@ mod tests {
         let first = client.send(target(), request()).await.unwrap();
         let second = client.send(target(), request()).await.unwrap();
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        // Still answering long past the idle timeout is not idle.
+        let later = Instant::now() + 2 * IDLE_TIMEOUT;
+        let states = |at| {
+            let mut pool = client.pool();
+            let conns = pool.origins.get_mut(&up.origin).unwrap();
+            conns.iter_mut().map(|c| c.state(at)).collect::<Vec<_>>()
+        };
+        assert_eq!(states(later), [State::Busy, State::Busy]);
         hold.notify_waiters();
         for response in [first, second] {
             assert_eq!(
@@ -471,6 +501,12 @@ mod tests {
             assert_eq!(body, "ok");
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+        // Done answering, then idle for longer than the timeout: dropped.
+        assert!(
+            states(later + 2 * IDLE_TIMEOUT)
+                .iter()
+                .all(|s| *s == State::Gone)
+        );
     }
 
     #[tokio::test]

@@ -9,13 +9,14 @@
 //! loop over the bytes. It accepts what `serde_json` accepts when it skips a
 //! value, with two differences: it insists on UTF-8 throughout (serde does not
 //! check strings it skips; JSON text must be UTF-8, and clients would fail to
-//! decode it), and it refuses nesting deeper than 128 (serde's limit for what
-//! it parses; it skips without one). `tests::agrees_with_serde_json` holds it
-//! to that.
+//! decode it), it refuses more than 128 levels of nesting (serde_json's own
+//! parse stops at 127; it skips without a limit), and a top-level key whose
+//! escapes name no character (a lone surrogate) is refused, as serde refuses
+//! it when it reads keys. `tests::agrees_with_serde_json` holds it to that.
 
 use std::fmt;
 
-/// serde_json's default recursion limit; it also bounds our recursion.
+/// Levels of nesting accepted; also what bounds our recursion.
 const MAX_DEPTH: usize = 128;
 
 /// Why a document is not JSON, and where.
@@ -34,12 +35,12 @@ impl fmt::Display for Invalid {
 impl std::error::Error for Invalid {}
 
 /// Validates `doc` as one JSON object and calls `member(key, value)` for each
-/// top-level member: `key` as written between its quotes (escapes not
-/// decoded), `value` the exact bytes of the value. `member` may reject the
-/// document with a reason of its own.
+/// top-level member: `key` decoded (`"mod\u0065l"` is `model`, as it is to
+/// every JSON parser an upstream might use), `value` the exact bytes of the
+/// value. `member` may reject the document with a reason of its own.
 pub fn object_members<'a>(
     doc: &'a [u8],
-    mut member: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), &'static str>,
+    mut member: impl FnMut(&[u8], &'a [u8]) -> Result<(), &'static str>,
 ) -> Result<(), Invalid> {
     if let Err(e) = std::str::from_utf8(doc) {
         return Err(Invalid {
@@ -62,9 +63,22 @@ pub fn object_members<'a>(
             if s.peek() != Some(b'"') {
                 return Err(s.invalid("expected a key"));
             }
-            let key_start = s.at + 1;
+            let key_start = s.at;
             s.string()?;
-            let key = &doc[key_start..s.at - 1];
+            let quoted = &doc[key_start..s.at];
+            let raw = &quoted[1..quoted.len() - 1];
+            // Rare: only keys with escapes are decoded (and a key whose
+            // escapes name no character, a lone surrogate, is refused).
+            let decoded;
+            let key = if raw.contains(&b'\\') {
+                decoded = serde_json::from_slice::<String>(quoted).map_err(|_| Invalid {
+                    what: "a key with an invalid escape",
+                    at: key_start,
+                })?;
+                decoded.as_bytes()
+            } else {
+                raw
+            };
             s.colon()?;
             s.skip_ws();
             let value_start = s.at;
@@ -365,6 +379,19 @@ mod tests {
             assert_eq!(err.at, at, "{:?}: {err}", String::from_utf8_lossy(doc));
             assert!(!serde_accepts(doc));
         }
+    }
+
+    #[test]
+    fn keys_are_decoded() {
+        let mut keys = Vec::new();
+        object_members(br#"{"mod\u0065l": 1, "a\"b": 2, "plain": 3}"#, |k, _| {
+            keys.push(String::from_utf8(k.to_vec()).unwrap());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(keys, ["model", "a\"b", "plain"]);
+        let err = object_members(br#"{"x\ud800": 1}"#, |_, _| Ok(())).unwrap_err();
+        assert_eq!(err.what, "a key with an invalid escape");
     }
 
     #[test]

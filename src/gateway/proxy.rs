@@ -955,6 +955,10 @@ mod tests {
             }))
         );
         assert_eq!(usage(r#"{"id":"x"}"#), Ok(None));
+        assert_eq!(
+            usage(r#"{"us\u0061ge":{"total_tokens":3}}"#).map(|u| u.map(|u| u.total())),
+            Ok(Some(3))
+        );
         assert_eq!(usage(r#"{"usage":null}"#), Ok(None));
         // A `usage` key inside the content is not the answer's usage.
         assert_eq!(

@@ -368,6 +368,15 @@ mod tests {
                 .message
                 .contains("expected a value at byte 20")
         );
+        // A key spelled with escapes is the same key: no second `model`
+        // for the upstream to pick over the one the gateway routed on.
+        assert!(
+            e(r#"{"model":"cheap","mod\u0065l":"dear"}"#)
+                .message
+                .contains("duplicate")
+        );
+        let i = inspect(br#"{"mod\u0065l":"m"}"#, Endpoint::ChatCompletions).unwrap();
+        assert_eq!(i.model, "m");
         // Null is as good as absent.
         let i = inspect(
             br#"{"model":"a","stream":null,"max_tokens":null}"#,

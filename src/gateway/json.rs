@@ -53,47 +53,26 @@ pub fn object_members<'a>(
     if s.peek() != Some(b'{') {
         return Err(s.invalid("expected a JSON object"));
     }
-    s.at += 1;
-    s.skip_ws();
-    if s.peek() == Some(b'}') {
-        s.at += 1;
-    } else {
-        loop {
-            s.skip_ws();
-            if s.peek() != Some(b'"') {
-                return Err(s.invalid("expected a key"));
-            }
-            let key_start = s.at;
-            s.string()?;
-            let quoted = &doc[key_start..s.at];
-            let raw = &quoted[1..quoted.len() - 1];
-            // Rare: only keys with escapes are decoded (and a key whose
-            // escapes name no character, a lone surrogate, is refused).
-            let decoded;
-            let key = if raw.contains(&b'\\') {
-                decoded = serde_json::from_slice::<String>(quoted).map_err(|_| Invalid {
-                    what: "a key with an invalid escape",
-                    at: key_start,
-                })?;
-                decoded.as_bytes()
-            } else {
-                raw
-            };
-            s.colon()?;
-            s.skip_ws();
-            let value_start = s.at;
-            s.value(1)?;
-            if let Err(what) = member(key, &doc[value_start..s.at]) {
-                return Err(Invalid {
-                    what,
-                    at: value_start,
-                });
-            }
-            if s.end_of_member(b'}')? {
-                break;
-            }
-        }
-    }
+    let offset = |part: &[u8]| part.as_ptr() as usize - doc.as_ptr() as usize;
+    s.object(1, |quoted, value| {
+        let raw = &quoted[1..quoted.len() - 1];
+        // Rare: only keys with escapes are decoded (and a key whose escapes
+        // name no character, a lone surrogate, is refused).
+        let decoded;
+        let key = if raw.contains(&b'\\') {
+            decoded = serde_json::from_slice::<String>(quoted).map_err(|_| Invalid {
+                what: "a key with an invalid escape",
+                at: offset(quoted),
+            })?;
+            decoded.as_bytes()
+        } else {
+            raw
+        };
+        member(key, value).map_err(|what| Invalid {
+            what,
+            at: offset(value),
+        })
+    })?;
     s.skip_ws();
     if s.at != doc.len() {
         return Err(s.invalid("trailing characters"));
@@ -106,7 +85,7 @@ struct Scanner<'a> {
     at: usize,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
     fn invalid(&self, what: &'static str) -> Invalid {
         Invalid { what, at: self.at }
     }
@@ -149,7 +128,7 @@ impl Scanner<'_> {
     fn value(&mut self, depth: usize) -> Result<(), Invalid> {
         match self.peek() {
             Some(b'"') => self.string(),
-            Some(b'{') => self.object(depth + 1),
+            Some(b'{') => self.object(depth + 1, |_, _| Ok(())),
             Some(b'[') => self.array(depth + 1),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
@@ -174,7 +153,13 @@ impl Scanner<'_> {
         Ok(empty)
     }
 
-    fn object(&mut self, depth: usize) -> Result<(), Invalid> {
+    /// At an opening brace; calls `member(key, value)` with the key as
+    /// written, quotes included, and the exact bytes of the value.
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(&'a [u8], &'a [u8]) -> Result<(), Invalid>,
+    ) -> Result<(), Invalid> {
         if self.open(depth, b'}')? {
             return Ok(());
         }
@@ -183,10 +168,14 @@ impl Scanner<'_> {
             if self.peek() != Some(b'"') {
                 return Err(self.invalid("expected a key"));
             }
+            let key_start = self.at;
             self.string()?;
+            let key = &self.doc[key_start..self.at];
             self.colon()?;
             self.skip_ws();
+            let value_start = self.at;
             self.value(depth)?;
+            member(key, &self.doc[value_start..self.at])?;
             if self.end_of_member(b'}')? {
                 return Ok(());
             }

@@ -174,6 +174,7 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest>
     let prompt_bytes = [fields.messages, fields.prompt, fields.input]
         .iter()
         .flatten()
+        .filter(|raw| **raw != b"null")
         .map(|r| r.len() as u64)
         .sum::<u64>();
     let prompt_estimate = prompt_bytes.div_ceil(4);
@@ -332,6 +333,8 @@ mod tests {
         assert_eq!(i.estimate, 300);
         let i = inspect(br#"{"model":"m","input":"abcd"}"#, Endpoint::Embeddings).unwrap();
         assert_eq!(i.estimate, 2);
+        let i = inspect(br#"{"model":"m","input":null}"#, Endpoint::Embeddings).unwrap();
+        assert_eq!(i.estimate, 0);
         let i = inspect(br#"{"model":"m"}"#, Endpoint::ChatCompletions).unwrap();
         assert_eq!(i.estimate, DEFAULT_COMPLETION_ESTIMATE);
     }

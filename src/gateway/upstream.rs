@@ -201,10 +201,6 @@ impl Upstream {
         }
     }
 
-    pub fn url(&self, endpoint: Endpoint) -> &Uri {
-        &self.urls[slot(endpoint)]
-    }
-
     /// Sends `body` to the endpoint; resolves when the response headers are in.
     pub async fn request(
         &self,

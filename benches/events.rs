@@ -13,7 +13,7 @@ fn request_event(id: u64) -> Event {
         id,
         at_ms: 1,
         model: Arc::from("gpt-4o"),
-        endpoint: "chat/completions",
+        endpoint: "chat/completions".into(),
         stream: false,
         attempts: vec![Attempt {
             deployment: Arc::from("azure-eastus"),

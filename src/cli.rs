@@ -1,4 +1,4 @@
-//! The command line of the contract: `switchboard [serve|demo|init|check|mock-upstream]`.
+//! The command line of the contract: `switchboard [serve|demo|init|check|mock-upstream|attach]`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -70,6 +70,16 @@ enum Command {
     },
     /// A simulated OpenAI-compatible upstream for demos, tests and benchmarks.
     MockUpstream(MockOptions),
+    /// The dashboard on a gateway that runs elsewhere, through its admin API.
+    Attach {
+        /// The gateway: `http://HOST:PORT` or `https://…` (a `/v1` or `/admin` path is taken off).
+        #[arg(value_name = "URL")]
+        url: String,
+        /// The gateway's admin key: literal, `env:VAR` or `file:PATH`
+        /// (default `env:SWITCHBOARD_ADMIN_KEY` when that is set).
+        #[arg(long, value_name = "KEY")]
+        admin_key: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -91,6 +101,7 @@ pub fn main() -> ExitCode {
         Some(Command::MockUpstream(opts)) => {
             runtime().and_then(|rt| rt.block_on(mock_upstream::run(opts)))
         }
+        Some(Command::Attach { url, admin_key }) => attach(&url, admin_key.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -200,12 +211,70 @@ fn dashboard(path: &Path, listen: Option<SocketAddr>, allow: bool) -> anyhow::Re
             address: format!("http://{bound}/v1"),
             log_path: Some(log_path.display().to_string()),
             demo: false,
+            attached: None,
+            warning: None,
         };
         crate::dashboard::serve_with_dashboard(gateway, listener, info).await
     });
     if result.is_ok() {
         println!("switchboard stopped (log: {})", log_path.display());
     }
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(log);
+    result
+}
+
+/// The admin key `attach` sends: `--admin-key`, else `$SWITCHBOARD_ADMIN_KEY`
+/// when it is set, else none. The error names the variable or the file,
+/// never the key.
+fn admin_key(given: Option<&str>) -> anyhow::Result<Option<config::ApiKey>> {
+    const DEFAULT: &str = "SWITCHBOARD_ADMIN_KEY";
+    let reference = match given {
+        Some(r) => r.to_string(),
+        None if std::env::var_os(DEFAULT).is_some_and(|v| !v.is_empty()) => {
+            format!("env:{DEFAULT}")
+        }
+        None => return Ok(None),
+    };
+    let cwd = std::env::current_dir().unwrap_or_default();
+    config::ApiKey::parse(&reference, &cwd)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--admin-key: {e}"))
+}
+
+/// `attach URL`: the dashboard on a gateway elsewhere. The URL and the key
+/// are checked before the terminal is taken, so a mistake is one line on
+/// stderr and a non-zero exit.
+fn attach(url: &str, key: Option<&str>) -> anyhow::Result<()> {
+    let key = admin_key(key)?;
+    let rt = runtime()?;
+    let connected = rt.block_on(crate::dashboard::Remote::connect(url, key));
+    let (remote, state) = connected?;
+    require_terminal("attach shows the dashboard, and needs one")?;
+    let warning = remote.key_in_clear().then(|| {
+        format!(
+            "the admin key travels in clear over http:// to {}; use https:// or an SSH tunnel",
+            remote.url()
+        )
+    });
+    if let Some(w) = &warning {
+        eprintln!("switchboard: warning: {w}");
+    }
+    let (log, log_path) = crate::logging::to_file()?;
+    if let Some(w) = &warning {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(url = %remote.url(), "attaching the dashboard");
+    let info = crate::dashboard::Info {
+        config_path: state.gateway.config_path.clone(),
+        address: state.gateway.address.clone(),
+        log_path: Some(log_path.display().to_string()),
+        demo: false,
+        attached: Some(remote.url().to_string()),
+        warning,
+    };
+    let first = crate::dashboard::tui::state_msg(state);
+    let result = rt.block_on(crate::dashboard::run(remote, first, info));
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(log);
     result
@@ -243,7 +312,7 @@ async fn serve_until_signalled(
     let server = gateway.serve(listener, {
         let signalled = signalled.clone();
         async move {
-            shutdown_signal().await;
+            crate::shutdown::signal().await;
             signalled.notify_one();
         }
     });
@@ -260,31 +329,9 @@ async fn serve_until_signalled(
     tokio::select! {
         done = &mut server => done?,
         _ = tokio::time::sleep(drain) => tracing::warn!("drain time is over; cutting the requests still in flight"),
-        _ = shutdown_signal() => tracing::warn!("second signal; cutting the requests still in flight"),
+        _ = crate::shutdown::signal() => tracing::warn!("second signal; cutting the requests still in flight"),
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }
 
 fn init(file: &Path) -> anyhow::Result<()> {

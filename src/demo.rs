@@ -264,6 +264,8 @@ pub async fn run(
                 address: format!("http://{addr}/v1"),
                 log_path: log_path.map(|p| p.display().to_string()),
                 demo: true,
+                attached: None,
+                warning: None,
             };
             let r = dashboard::serve_with_dashboard(gateway, listener, info).await;
             if r.is_ok() {
@@ -304,7 +306,7 @@ async fn print_lines(
     );
     loop {
         tokio::select! {
-            _ = crate::cli::shutdown_signal() => break,
+            _ = crate::shutdown::signal() => break,
             ev = events.recv() => {
                 let printed = match ev {
                     Ok(ev) => print_event(&ev),
@@ -336,6 +338,7 @@ fn print_event(ev: &Event) -> std::io::Result<()> {
         ),
         Event::Config(c) if c.applied => writeln!(out, "   ⚙ config reloaded: {}", c.message),
         Event::Config(c) => writeln!(out, "   ⚙ config not reloaded: {}", c.message),
+        Event::Lagged(l) => writeln!(out, "   … {}", l.describe()),
     }
 }
 

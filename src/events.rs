@@ -4,9 +4,11 @@
 //! stream, the dashboard). Publishing never waits: a watcher that falls behind
 //! loses the oldest events and is told how many, the router never slows down.
 
+use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::router::Cause;
@@ -14,16 +16,58 @@ use crate::router::Cause;
 /// How many events a slow watcher may lag behind before it loses some.
 const CAPACITY: usize = 8192;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Request(RequestEvent),
     Deployment(DeploymentEvent),
     Config(ConfigEvent),
+    /// Events this watcher did not get.
+    Lagged(LaggedEvent),
+}
+
+impl Event {
+    /// When it happened (for a request: when it arrived).
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            Event::Request(r) => r.at_ms,
+            Event::Deployment(d) => d.at_ms,
+            Event::Config(c) => c.at_ms,
+            Event::Lagged(l) => l.at_ms,
+        }
+    }
+}
+
+/// Events a watcher did not get: it fell behind the gateway, or it was
+/// disconnected for a while.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaggedEvent {
+    #[serde(default)]
+    pub at_ms: u64,
+    /// How many; None when it cannot be known (the gateway restarted).
+    pub missed: Option<u64>,
+    /// Why, when it was not falling behind: `connection lost for 12s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl LaggedEvent {
+    /// `153 events missed (connection lost for 12s)`.
+    pub fn describe(&self) -> String {
+        let count = match self.missed {
+            Some(1) => "1 event missed".to_string(),
+            Some(n) => format!("{n} events missed"),
+            None => "events missed".to_string(),
+        };
+        match &self.note {
+            Some(note) => format!("{count} ({note})"),
+            None => count,
+        }
+    }
 }
 
 /// The config file changed on disk and was reloaded, or could not be.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigEvent {
     pub at_ms: u64,
     /// False: the edit was invalid and the running config stays.
@@ -33,13 +77,14 @@ pub struct ConfigEvent {
 }
 
 /// One client request, from arrival to its last byte.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestEvent {
     pub id: u64,
     /// Unix time in milliseconds when the request arrived.
     pub at_ms: u64,
     pub model: Arc<str>,
-    pub endpoint: &'static str,
+    /// `chat.completions`, `completions` or `embeddings`.
+    pub endpoint: Cow<'static, str>,
     pub stream: bool,
     /// Deployments tried, in order, each with its outcome.
     pub attempts: Vec<Attempt>,
@@ -54,7 +99,7 @@ pub struct RequestEvent {
     pub tokens_estimated: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestOutcome {
     /// Answered by an upstream (2xx).
@@ -71,14 +116,14 @@ pub enum RequestOutcome {
     ClientClosed,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub deployment: Arc<str>,
     pub outcome: AttemptOutcome,
     pub latency_ms: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AttemptOutcome {
     Ok {
@@ -111,7 +156,7 @@ impl AttemptOutcome {
 }
 
 /// A change in a deployment's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeploymentEvent {
     pub at_ms: u64,
     pub model: Arc<str>,
@@ -119,7 +164,7 @@ pub struct DeploymentEvent {
     pub change: DeploymentChange,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DeploymentChange {
     CoolingDown {
@@ -137,10 +182,28 @@ pub enum DeploymentChange {
     Updated,
 }
 
+/// An event as the bus hands it out, with its place in the gateway's
+/// sequence: a watcher that reconnects knows from the numbers how many it
+/// missed.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// 1, 2, 3, … over the gateway's life, counting the events nobody watched.
+    pub seq: u64,
+    pub event: Arc<Event>,
+}
+
+impl std::ops::Deref for Published {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
 /// The publishing side; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventBus {
-    tx: broadcast::Sender<Arc<Event>>,
+    tx: broadcast::Sender<Published>,
+    seq: Arc<AtomicU64>,
 }
 
 impl Default for EventBus {
@@ -152,18 +215,30 @@ impl Default for EventBus {
 impl EventBus {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(CAPACITY);
-        Self { tx }
-    }
-
-    /// Never blocks; with nobody watching it costs next to nothing.
-    pub fn publish(&self, event: Event) {
-        if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(Arc::new(event));
+        Self {
+            tx,
+            seq: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    /// Never blocks; with nobody watching it costs one atomic add.
+    pub fn publish(&self, event: Event) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Published {
+                seq,
+                event: Arc::new(event),
+            });
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.tx.subscribe()
+    }
+
+    /// The number of the last event published.
+    pub fn last_seq(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
     }
 }
 
@@ -209,7 +284,9 @@ mod tests {
             rx.recv().await,
             Err(broadcast::error::RecvError::Lagged(10))
         ));
-        match &*rx.recv().await.unwrap() {
+        let next = rx.recv().await.unwrap();
+        assert_eq!(next.seq, 11);
+        match &*next {
             Event::Deployment(d) => assert_eq!(d.at_ms, 10),
             other => panic!("unexpected {other:?}"),
         }

@@ -13,3 +13,4 @@ pub mod gateway;
 mod logging;
 pub mod mock_upstream;
 pub mod router;
+pub mod shutdown;

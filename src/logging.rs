@@ -46,13 +46,17 @@ pub fn log_dir() -> std::path::PathBuf {
 pub fn to_file() -> anyhow::Result<(Option<WorkerGuard>, std::path::PathBuf)> {
     use tracing_appender::rolling::{RollingFileAppender, Rotation};
     let mut dir = log_dir();
+    // The appender lists the folder to prune old files and, when the folder
+    // is missing, prints that to stderr, which is the dashboard's screen.
     let build = |dir: &std::path::Path| {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         RollingFileAppender::builder()
             .rotation(Rotation::DAILY)
             .filename_prefix("switchboard")
             .filename_suffix("log")
             .max_log_files(7)
             .build(dir)
+            .map_err(|e| e.to_string())
     };
     let appender = match build(&dir) {
         Ok(a) => a,

@@ -225,35 +225,9 @@ pub async fn run(opts: MockOptions) -> anyhow::Result<()> {
         _ => anyhow::anyhow!("mock-upstream: cannot listen on {listen}: {e}"),
     })?;
     println!("mock-upstream listening on {}", handle.base_url());
-    shutdown_signal().await;
+    crate::shutdown::signal().await;
     handle.shutdown();
     Ok(())
-}
-
-/// Resolves on Ctrl-C or, on Unix, SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        // Without a signal handler there is nothing to wait for; serve on.
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
 }
 
 #[cfg(test)]

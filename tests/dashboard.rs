@@ -21,6 +21,7 @@ use switchboard::events::{
     Attempt, AttemptOutcome, ConfigEvent, DeploymentChange, DeploymentEvent, Event, RequestEvent,
     RequestOutcome,
 };
+use switchboard::gateway::stats::Stats;
 use switchboard::gateway::{DeploymentView, ModelView, StateView};
 use switchboard::router::{Cause, State};
 
@@ -48,14 +49,34 @@ fn deployment(name: &str, tpm: (u64, Option<u64>), state: State) -> DeploymentVi
         requests: 0,
         failures: 0,
         weight: 1,
+        last_minute: Default::default(),
     }
 }
 
+/// The synthetic state with the last minute's figures of `extra` and the
+/// synthetic traffic, as the gateway computes them, at `now`.
+fn gateway_state_with(extra: &[Arc<Event>], now: u64) -> StateView {
+    let mut state = bare_state();
+    let mut stats = Stats::new(T0);
+    for e in events().iter().chain(extra) {
+        if let Event::Request(r) = &**e {
+            stats.record(r);
+        }
+    }
+    state.fill_last_minute(&stats, now);
+    state
+}
+
 fn gateway_state() -> StateView {
+    gateway_state_with(&[], T0 + 10_000)
+}
+
+fn bare_state() -> StateView {
     StateView {
         models: vec![
             ModelView {
                 name: "gpt-4o".into(),
+                last_minute: Default::default(),
                 deployments: vec![
                     deployment("eastus", (12_400, Some(30_000)), State::Healthy),
                     deployment("westeurope", (18_900, Some(20_000)), State::CoolingDown),
@@ -64,12 +85,14 @@ fn gateway_state() -> StateView {
             },
             ModelView {
                 name: "text-embedding-3-small".into(),
+                last_minute: Default::default(),
                 deployments: vec![
                     deployment("emb-a", (300, None), State::Healthy),
                     deployment("emb-b", (150, None), State::Healthy),
                 ],
             },
         ],
+        ..StateView::default()
     }
 }
 
@@ -79,6 +102,8 @@ fn info() -> Info {
         address: "http://127.0.0.1:4000/v1".into(),
         log_path: Some("/var/log/switchboard/switchboard.2025-11-28.log".into()),
         demo: false,
+        attached: None,
+        warning: None,
     }
 }
 
@@ -92,7 +117,7 @@ fn request(id: u64, at: u64, model: &str, attempts: &[(&str, AttemptOutcome, f64
         id,
         at_ms: T0 + at,
         model: model.into(),
-        endpoint: "chat.completions",
+        endpoint: "chat.completions".into(),
         stream: id.is_multiple_of(2),
         attempts: attempts
             .iter()
@@ -149,6 +174,7 @@ fn events() -> Vec<Arc<Event>> {
         Event::Request(r) => r.at_ms + r.latency_ms as u64,
         Event::Deployment(d) => d.at_ms,
         Event::Config(c) => c.at_ms,
+        Event::Lagged(l) => l.at_ms,
     });
     evs.push(Arc::new(Event::Deployment(DeploymentEvent {
         at_ms: T0 + 9_500,
@@ -696,16 +722,14 @@ fn p_pauses_the_traffic_view_and_counts_what_arrives_meanwhile() {
     let before = app.traffic.visible().len();
     press(&mut app, &[KeyCode::Char('p')]);
     assert!(app.traffic.paused());
-    app.ingest_events(
-        &[request(99, 10_000, "gpt-4o", &[("eastus", OK, 300.0)])],
-        0,
-    );
+    let late = request(99, 10_000, "gpt-4o", &[("eastus", OK, 300.0)]);
+    app.ingest_events(std::slice::from_ref(&late), 0);
+    app.ingest_state(gateway_state_with(&[late], T0 + 10_500), T0 + 10_500);
     assert_eq!(app.traffic.visible().len(), before, "frozen");
     assert_eq!(app.traffic.missed, 1);
     assert_eq!(
-        app.stats.model("gpt-4o", T0 + 10_500).requests,
-        26,
-        "stats keep counting"
+        app.state.models[0].last_minute.requests, 26,
+        "the figures keep counting"
     );
     assert!(render(&app, 80, 24).contains("paused · 1 new · p resumes"));
     press(&mut app, &[KeyCode::Char('p')]);
@@ -926,10 +950,9 @@ fn snapshot_embeddings_without_limits() {
 fn snapshot_traffic_paused_with_details() {
     let mut app = app();
     press(&mut app, &[KeyCode::BackTab, KeyCode::Down, KeyCode::Down]);
-    app.ingest_events(
-        &[request(99, 10_000, "gpt-4o", &[("eastus", OK, 300.0)])],
-        0,
-    );
+    let late = request(99, 10_000, "gpt-4o", &[("eastus", OK, 300.0)]);
+    app.ingest_events(std::slice::from_ref(&late), 0);
+    app.ingest_state(gateway_state_with(&[late], T0 + 10_000), T0 + 10_000);
     insta::assert_snapshot!(render(&app, 100, 30));
 }
 

@@ -3,16 +3,15 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use switchboard::events::{ConfigEvent, Event};
+use switchboard::events::{ConfigEvent, Event, Published};
 use switchboard::mock_upstream::Mode;
 use tokio::sync::broadcast;
 
 /// The next config event, or a failure after 10 s (the watcher polls every 0.5 s).
-async fn next_config_event(rx: &mut broadcast::Receiver<Arc<Event>>) -> ConfigEvent {
+async fn next_config_event(rx: &mut broadcast::Receiver<Published>) -> ConfigEvent {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match rx.recv().await {

@@ -138,6 +138,17 @@ impl From<TestReport> for TestResult {
 }
 
 impl TestResult {
+    /// A test that could not be made or did not pass.
+    pub fn failed(status: Option<u16>, message: String) -> TestResult {
+        TestResult {
+            ok: false,
+            status,
+            latency_ms: 0.0,
+            model: None,
+            message,
+        }
+    }
+
     /// `✓ 253 ms · gpt-4o-2024-08-06` or `✗ HTTP 401: Incorrect API key`.
     pub fn summary(&self) -> String {
         if self.ok {

@@ -14,7 +14,6 @@ use tui_input::Input;
 use super::action::{Action, Command, FieldMessage, Pane};
 use super::form::{Form, Submit};
 use super::keys::Context;
-use super::stats::Stats;
 use crate::events::{DeploymentChange, Event};
 use crate::gateway::{DeploymentView, ModelView, StateView};
 
@@ -34,6 +33,22 @@ pub struct Info {
     /// Where the log goes.
     pub log_path: Option<String>,
     pub demo: bool,
+    /// The admin URL of the gateway this dashboard is attached to, when it
+    /// runs elsewhere; where clients go and the config file then come from
+    /// the gateway's own state.
+    pub attached: Option<String>,
+    /// Said once, when the dashboard opens (the admin key going in clear).
+    pub warning: Option<String>,
+}
+
+/// The connection to a gateway that runs elsewhere.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub live: bool,
+    /// Unix time in milliseconds since when it has been live, or down.
+    pub since_ms: u64,
+    /// Why it is down (never with the admin key in it).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +154,7 @@ fn matches(ev: &Event, term: &str) -> bool {
         }
         Event::Deployment(d) => has(&d.model) || has(&d.deployment) || has(change_word(&d.change)),
         Event::Config(c) => has("config") || has(&c.message),
+        Event::Lagged(l) => has("missed") || has(&l.describe()),
     }
 }
 
@@ -157,8 +173,10 @@ pub fn change_word(c: &DeploymentChange) -> &'static str {
 #[derive(Debug, Clone)]
 pub struct App {
     pub info: Info,
+    /// The gateway as of the last snapshot, with the last minute's figures.
     pub state: StateView,
-    pub stats: Stats,
+    /// The connection, for a gateway that runs elsewhere (None in process).
+    pub link: Option<Link>,
     /// Unix time in milliseconds, as of the last snapshot or tick.
     pub now_ms: u64,
     /// Seconds east of UTC, for the times shown.
@@ -183,10 +201,11 @@ pub struct App {
 
 impl App {
     pub fn new(info: Info, state: StateView, now_ms: u64) -> Self {
-        App {
+        let warning = info.warning.clone();
+        let mut app = App {
             info,
             state,
-            stats: Stats::new(now_ms),
+            link: None,
             now_ms,
             utc_offset_s: 0,
             focus: Pane::Models,
@@ -200,7 +219,11 @@ impl App {
             viewport: ratatui::layout::Rect::new(0, 0, 80, 24),
             quit: false,
             commands: Vec::new(),
+        };
+        if let Some(w) = warning {
+            app.say(Level::Error, false, format!("⚠ {w}"));
         }
+        app
     }
 
     pub fn should_quit(&self) -> bool {
@@ -259,9 +282,23 @@ impl App {
         });
     }
 
+    /// The connection to a remote gateway went up or down.
+    pub fn ingest_link(&mut self, link: Link) {
+        self.link = Some(link);
+    }
+
     /// A fresh snapshot of the gateway.
     pub fn ingest_state(&mut self, state: StateView, now_ms: u64) {
         self.state = state;
+        if self.info.attached.is_some() {
+            let gw = &self.state.gateway;
+            if !gw.address.is_empty() {
+                self.info.address.clone_from(&gw.address);
+            }
+            if !gw.config_path.is_empty() {
+                self.info.config_path.clone_from(&gw.config_path);
+            }
+        }
         self.tick(now_ms);
         self.model = self.model.min(self.state.models.len().saturating_sub(1));
         let n = self.selected_model().map_or(0, |m| m.deployments.len());
@@ -281,7 +318,8 @@ impl App {
         self.lagged += lagged;
         for ev in events {
             match &**ev {
-                Event::Request(r) => self.stats.record(r),
+                Event::Request(_) => {}
+                Event::Lagged(l) => self.lagged += l.missed.unwrap_or(0),
                 // A rejected edit stays on screen until a good one replaces
                 // it: the file on disk and what runs differ until then.
                 Event::Config(c) if !c.applied => self.say(

@@ -118,6 +118,10 @@ pub struct Form {
     pub api_key: Input,
     pub model_id: Input,
     pub tpm_limit: Input,
+    /// The model ID is still the suggestion from the model's other
+    /// deployments: typing replaces it, an editing key (→, End, Backspace)
+    /// accepts it for editing, moving on keeps it.
+    pub model_id_suggested: bool,
     pub enabled: bool,
     /// Bumped on every change, so a test of older values is ignored.
     pub generation: u64,
@@ -147,6 +151,7 @@ impl Form {
             api_key: Input::default(),
             model_id: Input::new(model_id.unwrap_or_default().to_string()),
             tpm_limit: Input::default(),
+            model_id_suggested: model_id.is_some_and(|m| !m.is_empty()),
             enabled: true,
             generation: 0,
             status: Status::Untested {
@@ -210,6 +215,11 @@ impl Form {
     /// Edits the focused text field.
     pub fn edit(&mut self, req: InputRequest) {
         let focus = self.focus;
+        if matches!(req, InputRequest::InsertChar(_)) {
+            self.drop_suggestion();
+        } else if focus == Field::ModelId {
+            self.model_id_suggested = false;
+        }
         let Some(input) = self.input_mut(focus) else {
             return;
         };
@@ -218,9 +228,20 @@ impl Form {
         }
     }
 
+    /// Typing into a suggested model ID starts it afresh.
+    fn drop_suggestion(&mut self) {
+        if self.focus == Field::ModelId && self.model_id_suggested {
+            self.model_id_suggested = false;
+            self.model_id = Input::default();
+        }
+    }
+
     /// Pasted text goes into the focused text field (newlines dropped).
     pub fn paste(&mut self, text: &str) {
         let focus = self.focus;
+        if text.chars().any(|c| !c.is_control()) {
+            self.drop_suggestion();
+        }
         let Some(input) = self.input_mut(focus) else {
             return;
         };

@@ -12,7 +12,7 @@ pub mod action;
 pub mod app;
 pub mod form;
 pub mod keys;
-pub mod stats;
+pub mod source;
 pub mod tui;
 pub mod ui;
 
@@ -26,12 +26,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use action::{Action, Command, Pane};
-use action::{FieldMessage, TestResult};
 pub use app::{App, Info};
+pub use source::{Local, Remote, Source};
 use tui::{DATA_FRAME, FRAME, Msg, Tui};
 use ui::{Mouse, Theme};
 
-use crate::gateway::{ApiError, Gateway};
+use crate::gateway::Gateway;
 
 /// Serves `gateway` on `listener` in the background while the dashboard
 /// runs in this terminal; quitting the dashboard stops the gateway (in-flight
@@ -50,7 +50,9 @@ pub async fn serve_with_dashboard(
                 .await
         })
     };
-    let result = run(gateway, info).await;
+    let source = Local::new(gateway);
+    let first = source.snapshot();
+    let result = run(source, first, info).await;
     stop.cancel();
     match tokio::time::timeout(Duration::from_secs(3), server).await {
         Ok(Ok(Err(e))) => tracing::error!("the gateway stopped with an error: {e}"),
@@ -60,28 +62,22 @@ pub async fn serve_with_dashboard(
     result
 }
 
-/// Runs the dashboard until the operator quits.
-pub async fn run(gateway: Gateway, info: Info) -> anyhow::Result<()> {
+/// Runs the dashboard on `source` until the operator quits, starting from
+/// the state in `first`.
+pub async fn run<S: Source>(source: S, first: Msg, info: Info) -> anyhow::Result<()> {
     let theme = Theme::from_env();
     let stop = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(1024);
     let mut app = App::new(
         info,
-        crate::gateway::StateView { models: Vec::new() },
+        crate::gateway::StateView::default(),
         crate::events::unix_ms(),
     );
-    if let Msg::State {
-        state,
-        now_ms,
-        utc_offset_s,
-    } = tui::snapshot(&gateway)
-    {
-        app.utc_offset_s = utc_offset_s;
-        app.ingest_state(state, now_ms);
-    }
+    handle(&mut app, first, Rect::default());
     let mut tui = Tui::enter()?;
-    let input = tui::spawn_sources(&gateway, &tx, &stop);
-    let worker = Worker::start(gateway.clone(), tx.clone());
+    let input = tui::spawn_terminal(&tx, &stop);
+    source.spawn_feeds(tx.clone(), stop.clone());
+    let worker = Worker::start(source, tx.clone());
     tracing::info!("dashboard started");
 
     // What changed since the last frame decides how soon the next one comes:
@@ -163,7 +159,11 @@ fn handle(app: &mut App, msg: Msg, area: Rect) -> Option<Change> {
             utc_offset_s,
         } => {
             app.utc_offset_s = utc_offset_s;
-            app.ingest_state(state, now_ms);
+            app.ingest_state(*state, now_ms);
+            Some(Change::Data)
+        }
+        Msg::Link(link) => {
+            app.ingest_link(link);
             Some(Change::Data)
         }
         Msg::Events { events, lagged } => {
@@ -209,26 +209,26 @@ fn handle(app: &mut App, msg: Msg, area: Rect) -> Option<Change> {
 /// Does the dashboard's work on the gateway. Toggles and saves go through
 /// one queue, in order (the config file sees them in the order pressed);
 /// tests run side by side, as they may take a while.
-struct Worker {
-    gateway: Gateway,
+struct Worker<S> {
+    source: S,
     tx: mpsc::Sender<Msg>,
     queue: mpsc::UnboundedSender<Command>,
     done: tokio::task::JoinHandle<()>,
 }
 
-impl Worker {
-    fn start(gateway: Gateway, tx: mpsc::Sender<Msg>) -> Worker {
+impl<S: Source> Worker<S> {
+    fn start(source: S, tx: mpsc::Sender<Msg>) -> Worker<S> {
         let (queue, mut jobs) = mpsc::unbounded_channel::<Command>();
         let done = {
-            let (gateway, tx) = (gateway.clone(), tx.clone());
+            let (source, tx) = (source.clone(), tx.clone());
             tokio::spawn(async move {
                 while let Some(command) = jobs.recv().await {
-                    execute(&gateway, &tx, command).await;
+                    execute(&source, &tx, command).await;
                 }
             })
         };
         Worker {
-            gateway,
+            source,
             tx,
             queue,
             done,
@@ -241,8 +241,8 @@ impl Worker {
                 let _ = self.queue.send(command);
             }
             Command::TestExisting { .. } | Command::TestNew { .. } => {
-                let (gateway, tx) = (self.gateway.clone(), self.tx.clone());
-                tokio::spawn(async move { execute(&gateway, &tx, command).await });
+                let (source, tx) = (self.source.clone(), self.tx.clone());
+                tokio::spawn(async move { execute(&source, &tx, command).await });
             }
         }
     }
@@ -253,36 +253,33 @@ impl Worker {
     }
 }
 
-async fn execute(gateway: &Gateway, tx: &mpsc::Sender<Msg>, command: Command) {
+async fn execute<S: Source>(source: &S, tx: &mpsc::Sender<Msg>, command: Command) {
     let action = match command {
         Command::SetEnabled {
             model,
             deployment,
             enabled,
         } => {
-            let result = gateway.set_enabled(&model, &deployment, enabled).await;
+            let result = source
+                .set_enabled(model.clone(), deployment.clone(), enabled)
+                .await;
             if let Err(e) = &result {
                 tracing::warn!(%model, %deployment, enabled, "toggle failed: {e}");
             }
-            let _ = tx.send(tui::snapshot(gateway)).await;
+            if let Some(state) = source.state_now().await {
+                let _ = tx.send(state).await;
+            }
             Action::Toggled {
                 model,
                 deployment,
                 enabled,
-                error: result.err().map(|e| e.to_string()),
+                error: result.err(),
             }
         }
         Command::TestExisting { model, deployment } => {
-            let result = match gateway.test_existing(&model, &deployment).await {
-                Ok(report) => report.into(),
-                Err(e) => TestResult {
-                    ok: false,
-                    status: None,
-                    latency_ms: 0.0,
-                    model: None,
-                    message: e.to_string(),
-                },
-            };
+            let result = source
+                .test_existing(model.clone(), deployment.clone())
+                .await;
             tracing::info!(%model, %deployment, ok = result.ok, "tested: {}", result.summary());
             Action::Tested {
                 model,
@@ -291,15 +288,11 @@ async fn execute(gateway: &Gateway, tx: &mpsc::Sender<Msg>, command: Command) {
             }
         }
         Command::TestNew {
-            model: _,
+            model,
             spec,
             generation,
         } => {
-            let base_dir = crate::config::base_dir_of(gateway.config_path());
-            let result = match spec.resolve(&base_dir) {
-                Ok(config) => Ok(gateway.test_deployment(&config).await.into()),
-                Err(e) => Err(FieldMessage::from(e)),
-            };
+            let result = source.test_new(model, spec).await;
             Action::FormTested { generation, result }
         }
         Command::AddDeployment {
@@ -307,42 +300,12 @@ async fn execute(gateway: &Gateway, tx: &mpsc::Sender<Msg>, command: Command) {
             spec,
             generation,
         } => {
-            let result = gateway
-                .add_deployment(&model, spec, false)
-                .await
-                .map(|view| view.name)
-                .map_err(|e| field_message(&e));
-            let _ = tx.send(tui::snapshot(gateway)).await;
+            let result = source.add(model, spec).await;
+            if let Some(state) = source.state_now().await {
+                let _ = tx.send(state).await;
+            }
             Action::Saved { generation, result }
         }
     };
     let _ = tx.send(Msg::Action(action)).await;
-}
-
-/// Places a refused save: a duplicate name at the name, a field error
-/// (`api_base: ...`) at its field, anything else under the button.
-fn field_message(e: &ApiError) -> FieldMessage {
-    let text = e.to_string();
-    match e {
-        ApiError::Conflict { .. } => FieldMessage {
-            field: Some("name".into()),
-            message: text,
-        },
-        ApiError::BadRequest { .. } => match text.split_once(": ") {
-            Some((field, message)) if form::Field::from_config_name(field).is_some() => {
-                FieldMessage {
-                    field: Some(field.into()),
-                    message: message.into(),
-                }
-            }
-            _ => FieldMessage {
-                field: None,
-                message: text,
-            },
-        },
-        _ => FieldMessage {
-            field: None,
-            message: text,
-        },
-    }
 }

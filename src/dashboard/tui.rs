@@ -2,9 +2,10 @@
 //!
 //! [`Tui`] puts the terminal in raw mode on the alternate screen and puts it
 //! back when dropped, and a chained panic hook puts it back before a panic
-//! message prints. [`spawn_sources`] starts one task per source of events
-//! (keys and mouse, gateway snapshots, routing events, signals), all sending
-//! into one channel and all stopped by one `CancellationToken`.
+//! message prints. [`spawn_terminal`] starts one task per source of events
+//! of the terminal (keys and mouse, signals); the gateway's source starts
+//! its own (snapshots, routing events, the connection). All send into one
+//! channel and all are stopped by one `CancellationToken`.
 
 use std::io::{self, Stdout, stdout};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,13 +24,13 @@ use crossterm::{cursor, execute};
 use futures_util::StreamExt;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::action::Action;
+use super::app::Link;
 use crate::events::{Event, unix_ms};
-use crate::gateway::{Gateway, StateView};
+use crate::gateway::StateView;
 
 /// How often the gateway's state is sampled.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_millis(250);
@@ -39,13 +40,13 @@ pub const FRAME: Duration = Duration::from_millis(50);
 /// the eye does not follow traffic faster, and the gateway keeps the CPU.
 pub const DATA_FRAME: Duration = Duration::from_millis(100);
 /// The most routing events handed over in one message.
-const BATCH: usize = 4096;
+pub const BATCH: usize = 4096;
 
 /// What the run loop receives.
 pub enum Msg {
     Term(crossterm::event::Event),
     State {
-        state: StateView,
+        state: Box<StateView>,
         now_ms: u64,
         utc_offset_s: i32,
     },
@@ -53,6 +54,8 @@ pub enum Msg {
         events: Vec<Arc<Event>>,
         lagged: u64,
     },
+    /// The connection to a remote gateway went up or down.
+    Link(Link),
     Action(Action),
     /// SIGTERM or SIGINT from outside.
     Quit,
@@ -144,23 +147,21 @@ pub fn take_background_panic() -> Option<String> {
         .take()
 }
 
-/// Starts the event sources; they stop when `stop` is cancelled or the
-/// receiver is gone.
+/// Starts the terminal's sources of events (keys, mouse, signals); they
+/// stop when `stop` is cancelled or the receiver is gone. (The gateway's
+/// come from its [`Source`](super::source::Source).)
 /// Returns the terminal reader's task, to wait for before the terminal is
 /// given back.
-pub fn spawn_sources(
-    gateway: &Gateway,
+pub fn spawn_terminal(
     tx: &mpsc::Sender<Msg>,
     stop: &CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let input = tokio::spawn(terminal_input(tx.clone(), stop.clone()));
-    tokio::spawn(snapshots(gateway.clone(), tx.clone(), stop.clone()));
-    tokio::spawn(routing_events(gateway.clone(), tx.clone(), stop.clone()));
     let (tx, stop) = (tx.clone(), stop.clone());
     tokio::spawn(async move {
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = crate::cli::shutdown_signal() => { let _ = tx.send(Msg::Quit).await; }
+            _ = crate::shutdown::signal() => { let _ = tx.send(Msg::Quit).await; }
         }
     });
     input
@@ -190,66 +191,13 @@ async fn terminal_input(tx: mpsc::Sender<Msg>, stop: CancellationToken) {
     }
 }
 
-/// The gateway's state every [`SNAPSHOT_EVERY`], owned. A snapshot that
-/// finds the channel full is dropped: the next one supersedes it.
-async fn snapshots(gateway: Gateway, tx: mpsc::Sender<Msg>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(SNAPSHOT_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        if tx.is_closed() {
-            break;
-        }
-        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(snapshot(&gateway)) {
-            break;
-        }
-    }
-}
-
-pub fn snapshot(gateway: &Gateway) -> Msg {
+/// A state snapshot as the run loop takes it, stamped with this machine's clock.
+pub fn state_msg(state: StateView) -> Msg {
     let now_ms = unix_ms();
     Msg::State {
-        state: gateway.state(),
+        state: Box::new(state),
         now_ms,
         utc_offset_s: utc_offset_s(now_ms),
-    }
-}
-
-/// Routing events in batches of what arrived meanwhile, at most one batch a
-/// data frame. The gateway never waits for this: when the dashboard falls behind,
-/// the broadcast channel drops the oldest events and says how many.
-async fn routing_events(gateway: Gateway, tx: mpsc::Sender<Msg>, stop: CancellationToken) {
-    let mut rx = gateway.events().subscribe();
-    drop(gateway);
-    loop {
-        let first = tokio::select! {
-            _ = stop.cancelled() => break,
-            r = rx.recv() => r,
-        };
-        let mut events = Vec::new();
-        let mut lagged = 0;
-        match first {
-            Ok(e) => events.push(e),
-            Err(RecvError::Lagged(n)) => lagged += n,
-            Err(RecvError::Closed) => break,
-        }
-        while events.len() < BATCH {
-            match rx.try_recv() {
-                Ok(e) => events.push(e),
-                Err(TryRecvError::Lagged(n)) => lagged += n,
-                Err(_) => break,
-            }
-        }
-        if tx.send(Msg::Events { events, lagged }).await.is_err() {
-            break;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(DATA_FRAME) => {}
-        }
     }
 }
 

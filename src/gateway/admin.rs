@@ -5,17 +5,17 @@ use std::convert::Infallible;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use futures_util::Stream;
+use bytes::Bytes;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::error::ApiError;
 use super::proxy::read_body;
 use super::{Gateway, Peer, auth};
 use crate::config::DeploymentSpec;
+use crate::events::{Event, LaggedEvent, Published, unix_ms};
 
 fn guard(gw: &Gateway, headers: &HeaderMap, peer: Option<Extension<Peer>>) -> Result<(), ApiError> {
     auth::admin_access(
@@ -45,23 +45,142 @@ pub(super) async fn metrics(
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
+/// `/admin/events`: one `data:` line of JSON per routing event, each with
+/// `id: <gateway start>.<event number>`. A watcher that reconnects with
+/// `Last-Event-ID` first gets a `lagged` event saying how many it missed
+/// (or that the gateway restarted). Events that are waiting go out in one
+/// write, and a comment every few seconds keeps the connection (and any
+/// proxy in between) from going idle.
 pub(super) async fn events(
     State(gw): State<Gateway>,
     headers: HeaderMap,
     peer: Option<Extension<Peer>>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     guard(&gw, &headers, peer)?;
     let rx = gw.events().subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let data = match rx.recv().await {
-            Ok(event) => serde_json::to_string(&*event).unwrap_or_default(),
-            // A slow watcher is told how much it missed, then goes on.
-            Err(RecvError::Lagged(n)) => format!(r#"{{"type":"lagged","missed":{n}}}"#),
-            Err(RecvError::Closed) => return None,
+    let boot = gw.shared.started_ms;
+    let now = gw.events().last_seq();
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|id| id.trim().split_once('.'))
+        .and_then(|(b, s)| Some((b.parse::<u64>().ok()?, s.parse::<u64>().ok()?)));
+    let mut stream = EventStream {
+        rx,
+        stopping: gw.shared.stopping.clone(),
+        boot,
+        // Events up to `now` are the ones reported missed, even if the
+        // subscription caught a few of them: the count stays exact.
+        skip_to: 0,
+        first: None,
+    };
+    if let Some((their_boot, seen)) = resumed {
+        stream.skip_to = now;
+        stream.first = if their_boot != boot {
+            Some(LaggedEvent {
+                at_ms: unix_ms(),
+                missed: None,
+                note: Some("the gateway restarted".into()),
+            })
+        } else if now > seen {
+            Some(LaggedEvent {
+                at_ms: unix_ms(),
+                missed: Some(now - seen),
+                note: None,
+            })
+        } else {
+            None
         };
-        Some((Ok(SseEvent::default().data(data)), rx))
+    }
+    let body = futures_util::stream::unfold(stream, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), s))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+            // nginx in front: pass each event on at once.
+            (header::HeaderName::from_static("x-accel-buffering"), "no"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// How often a quiet event stream says it is still there.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+/// The most events in one write.
+const EVENTS_PER_WRITE: usize = 256;
+
+struct EventStream {
+    rx: tokio::sync::broadcast::Receiver<Published>,
+    stopping: tokio_util::sync::CancellationToken,
+    boot: u64,
+    skip_to: u64,
+    first: Option<LaggedEvent>,
+}
+
+impl EventStream {
+    /// The next bytes to send: the events waiting, or a keep-alive.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        let mut out = Vec::new();
+        if let Some(lagged) = self.first.take() {
+            frame(&mut out, None, &Event::Lagged(lagged));
+        }
+        let mut count = 0;
+        if out.is_empty() {
+            let first = tokio::select! {
+                _ = self.stopping.cancelled() => return None,
+                r = self.rx.recv() => r,
+                _ = tokio::time::sleep(KEEP_ALIVE) => return Some(Bytes::from_static(b": keep-alive\n\n")),
+            };
+            count += self.add(&mut out, first)?;
+        }
+        while count < EVENTS_PER_WRITE {
+            match self.rx.try_recv() {
+                Ok(p) => count += self.add(&mut out, Ok(p))?,
+                Err(TryRecvError::Lagged(n)) => {
+                    count += self.add(&mut out, Err(RecvError::Lagged(n)))?
+                }
+                Err(_) => break,
+            }
+        }
+        Some(Bytes::from(out))
+    }
+
+    /// Writes one received event; None when the bus is gone.
+    fn add(&self, out: &mut Vec<u8>, r: Result<Published, RecvError>) -> Option<usize> {
+        match r {
+            Ok(p) if p.seq <= self.skip_to => Some(0),
+            Ok(p) => {
+                frame(out, Some((self.boot, p.seq)), &p.event);
+                Some(1)
+            }
+            // A slow watcher is told how much it missed, then goes on.
+            Err(RecvError::Lagged(n)) => {
+                let lagged = LaggedEvent {
+                    at_ms: unix_ms(),
+                    missed: Some(n),
+                    note: Some("the watcher fell behind".into()),
+                };
+                frame(out, None, &Event::Lagged(lagged));
+                Some(1)
+            }
+            Err(RecvError::Closed) => None,
+        }
+    }
+}
+
+fn frame(out: &mut Vec<u8>, id: Option<(u64, u64)>, event: &Event) {
+    use std::io::Write;
+    if let Some((boot, seq)) = id {
+        let _ = writeln!(out, "id: {boot}.{seq}");
+    }
+    out.extend_from_slice(b"data: ");
+    // Serialising our own event types cannot fail.
+    let _ = serde_json::to_writer(&mut *out, event);
+    out.extend_from_slice(b"\n\n");
 }
 
 pub(super) async fn set_enabled(
@@ -86,6 +205,9 @@ pub(super) async fn set_enabled(
 pub(super) struct AddQuery {
     #[serde(default)]
     test: Option<bool>,
+    /// Only the test the add would make; nothing is saved.
+    #[serde(default)]
+    dry_run: Option<bool>,
 }
 
 pub(super) async fn add_deployment(
@@ -103,8 +225,25 @@ pub(super) async fn add_deployment(
         message: format!("invalid deployment: {e}"),
         param: None,
     })?;
+    if query.dry_run.unwrap_or(false) {
+        let report = gw.try_deployment(&model, &spec).await?;
+        return Ok(Json(report.answer()).into_response());
+    }
     let added = gw
         .add_deployment(&model, spec, query.test.unwrap_or(true))
         .await?;
     Ok((StatusCode::CREATED, Json(added)).into_response())
+}
+
+/// `POST /admin/models/{model}/deployments/{deployment}/test`: one minimal
+/// request through it; 200 with the outcome either way.
+pub(super) async fn test(
+    State(gw): State<Gateway>,
+    Path((model, deployment)): Path<(String, String)>,
+    headers: HeaderMap,
+    peer: Option<Extension<Peer>>,
+) -> Result<Response, ApiError> {
+    guard(&gw, &headers, peer)?;
+    let report = gw.test_existing(&model, &deployment).await?;
+    Ok(Json(report.answer()).into_response())
 }

@@ -6,30 +6,65 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::error::ApiError;
 use super::proxy::root_cause;
 use super::request::Endpoint;
+use super::stats::{DeploymentRates, Rates, Stats};
 use super::upstream::Upstream;
 use super::{Gateway, ModelRoute};
 use crate::config::{DeploymentConfig, DeploymentSpec, Provider, persist};
 use crate::events::{DeploymentChange, DeploymentEvent, Event, unix_ms};
 use crate::router::{Cause, SlotStatus, State, Transition};
 
-#[derive(Debug, Clone, Serialize)]
+/// How many seconds of requests-per-second history `/admin/state` carries:
+/// a sparkline as wide as a wide terminal.
+pub const HISTORY_SHOWN_S: usize = 300;
+
+/// `/admin/state`: what the contract fixes (`models`, each deployment's
+/// router state) and, beyond it, the last minute's figures and where the
+/// gateway runs, so a dashboard attached from elsewhere shows the same as
+/// one in the gateway's own process from its first frame.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StateView {
     pub models: Vec<ModelView>,
+    /// Every model together.
+    #[serde(default)]
+    pub last_minute: Rates,
+    /// Requests completed in each of the last whole seconds, oldest first.
+    #[serde(default)]
+    pub requests_per_s_history: Vec<u64>,
+    #[serde(default)]
+    pub gateway: GatewayView,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Where the gateway runs and what it runs from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GatewayView {
+    pub version: String,
+    /// Where clients send requests: `http://127.0.0.1:4000/v1`.
+    pub address: String,
+    /// The config file toggles and added deployments are written to.
+    pub config_path: String,
+    /// Unix time in milliseconds when this state was taken, by the gateway's clock.
+    pub now_ms: u64,
+    /// Unix time in milliseconds when the gateway started.
+    pub started_ms: u64,
+    /// The number of the last routing event (the `id` of `/admin/events`).
+    pub last_event: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModelView {
     pub name: String,
+    #[serde(default)]
+    pub last_minute: Rates,
     pub deployments: Vec<DeploymentView>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeploymentView {
     pub name: String,
     pub provider: Provider,
@@ -48,6 +83,9 @@ pub struct DeploymentView {
     pub failures: u64,
     /// The share of traffic the deployment gets while all are open.
     pub weight: i64,
+    /// Attempts, failures, latency and share of the last 60 s.
+    #[serde(default)]
+    pub last_minute: DeploymentRates,
 }
 
 fn view(up: &Upstream, s: SlotStatus) -> DeploymentView {
@@ -67,6 +105,21 @@ fn view(up: &Upstream, s: SlotStatus) -> DeploymentView {
         requests: s.requests,
         failures: s.failures,
         weight: s.weight,
+        last_minute: DeploymentRates::default(),
+    }
+}
+
+impl StateView {
+    /// Fills in the last minute's figures of every model and deployment.
+    pub fn fill_last_minute(&mut self, stats: &Stats, now_ms: u64) {
+        self.last_minute = stats.totals(now_ms);
+        self.requests_per_s_history = stats.history(now_ms, HISTORY_SHOWN_S);
+        for m in &mut self.models {
+            m.last_minute = stats.model(&m.name, now_ms);
+            for d in &mut m.deployments {
+                d.last_minute = stats.deployment(&m.name, &d.name, now_ms);
+            }
+        }
     }
 }
 
@@ -82,6 +135,19 @@ pub struct TestReport {
     pub message: String,
 }
 
+impl TestReport {
+    /// The test routes' JSON: `{"ok": true, "latency_ms", "model"}` or
+    /// `{"ok": false, "status", "error"}` (the upstream's error, keys masked).
+    pub fn answer(&self) -> serde_json::Value {
+        let latency_ms = (self.latency_ms * 10.0).round() / 10.0;
+        if self.ok {
+            json!({"ok": true, "latency_ms": latency_ms, "model": self.model, "status": self.status})
+        } else {
+            json!({"ok": false, "status": self.status, "error": self.message, "latency_ms": latency_ms})
+        }
+    }
+}
+
 impl Gateway {
     pub(super) fn route(&self, model: &str) -> Result<Arc<ModelRoute>, ApiError> {
         self.shared
@@ -92,8 +158,34 @@ impl Gateway {
             .ok_or_else(|| ApiError::NotFound(format!("model `{model}` is not configured")))
     }
 
-    /// Every model and deployment as it is now.
+    /// Every model and deployment as it is now, with the last minute's figures.
     pub fn state(&self) -> StateView {
+        let now_ms = unix_ms();
+        let mut state = self.router_state();
+        self.shared
+            .metrics
+            .with_minute(|stats| state.fill_last_minute(stats, now_ms));
+        state.gateway = GatewayView {
+            version: env!("CARGO_PKG_VERSION").into(),
+            address: self
+                .shared
+                .bound
+                .get()
+                .map(|a| format!("http://{a}/v1"))
+                .unwrap_or_default(),
+            config_path: std::path::absolute(self.config_path())
+                .unwrap_or_else(|_| self.config_path().to_path_buf())
+                .display()
+                .to_string(),
+            now_ms,
+            started_ms: self.shared.started_ms,
+            last_event: self.events().last_seq(),
+        };
+        state
+    }
+
+    /// The router's view of every model and deployment.
+    fn router_state(&self) -> StateView {
         let now = self.now();
         let table = self.shared.table.load();
         let models = table
@@ -111,11 +203,15 @@ impl Gateway {
                     .collect();
                 ModelView {
                     name: route.name.to_string(),
+                    last_minute: Rates::default(),
                     deployments,
                 }
             })
             .collect();
-        StateView { models }
+        StateView {
+            models,
+            ..StateView::default()
+        }
     }
 
     /// Raw router statuses for the metrics gauges.
@@ -193,6 +289,31 @@ impl Gateway {
         }
         tracing::info!(model, deployment, enabled, "deployment toggled");
         Ok(changed)
+    }
+
+    /// The test `add_deployment` would make, and nothing else: for a form
+    /// that tests before it saves. A duplicate name or a field at fault is
+    /// refused as the add would refuse it.
+    pub async fn try_deployment(
+        &self,
+        model: &str,
+        spec: &DeploymentSpec,
+    ) -> Result<TestReport, ApiError> {
+        let route = self.route(model)?;
+        if route.lock().pool.index_of(&spec.name).is_some() {
+            return Err(ApiError::Conflict {
+                message: format!(
+                    "model `{model}` already has a deployment named `{}`",
+                    spec.name
+                ),
+            });
+        }
+        let base_dir = crate::config::base_dir_of(self.config_path());
+        let config = spec.resolve(&base_dir).map_err(|e| ApiError::BadRequest {
+            message: e.to_string(),
+            param: None,
+        })?;
+        Ok(self.test_deployment(&config).await)
     }
 
     /// Adds a deployment to a model: validated, tested (unless `test` is

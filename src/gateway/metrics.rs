@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use super::stats::Stats;
 use crate::events::{AttemptOutcome, RequestEvent};
 use crate::router::{SlotStatus, State};
 
@@ -24,9 +25,15 @@ const LATENCY_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
-#[derive(Default)]
 pub struct Metrics {
-    models: Mutex<Map<Arc<str>, ModelCounts>>,
+    inner: Mutex<Inner>,
+}
+
+/// The counters since start and the last minute's statistics, behind one
+/// lock so a request takes it once.
+struct Inner {
+    models: Map<Arc<str>, ModelCounts>,
+    minute: Stats,
 }
 
 #[derive(Default)]
@@ -93,13 +100,28 @@ fn entry<'m, V: Default>(map: &'m mut Map<Arc<str>, V>, name: &Arc<str>) -> &'m 
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(now_ms: u64) -> Self {
+        Metrics {
+            inner: Mutex::new(Inner {
+                models: Map::default(),
+                minute: Stats::new(now_ms),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the last minute's statistics under the lock.
+    pub fn with_minute<T>(&self, f: impl FnOnce(&Stats) -> T) -> T {
+        f(&self.lock().minute)
     }
 
     pub fn record(&self, e: &RequestEvent) {
-        let mut models = self.models.lock().unwrap_or_else(|p| p.into_inner());
-        let model = entry(&mut models, &e.model);
+        let mut inner = self.lock();
+        inner.minute.record(e);
+        let model = entry(&mut inner.models, &e.model);
         *model.requests.entry(e.status).or_default() += 1;
         model.failovers += e.attempts.len().saturating_sub(1) as u64;
         for a in &e.attempts {
@@ -124,7 +146,8 @@ impl Metrics {
     pub fn render(&self, states: &[(String, Vec<SlotStatus>)]) -> String {
         let mut out = String::with_capacity(4096);
         {
-            let models = self.models.lock().unwrap_or_else(|p| p.into_inner());
+            let inner = self.lock();
+            let models = &inner.models;
             let mut names: Vec<&Arc<str>> = models.keys().collect();
             names.sort();
 
@@ -326,7 +349,7 @@ mod tests {
             id: 1,
             at_ms: 0,
             model: "m".into(),
-            endpoint: "chat.completions",
+            endpoint: "chat.completions".into(),
             stream: false,
             attempts: attempts
                 .iter()
@@ -347,7 +370,7 @@ mod tests {
 
     #[test]
     fn counts_requests_attempts_tokens_and_latency_buckets() {
-        let m = Metrics::new();
+        let m = Metrics::new(0);
         let ok = AttemptOutcome::Ok { status: 200 };
         m.record(&event(
             &[("a", AttemptOutcome::Status { status: 429 }), ("b", ok)],
@@ -381,7 +404,7 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        let m = Metrics::new();
+        let m = Metrics::new(0);
         let mut e = event(&[("eu \"west\"\\1", AttemptOutcome::Connect)], 502, 1.0);
         e.model = "a\nb".into();
         m.record(&e);

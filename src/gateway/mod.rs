@@ -20,6 +20,7 @@ mod reload;
 pub mod request;
 mod server;
 pub mod sse;
+pub mod stats;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -38,7 +39,7 @@ use crate::config::{ApiKey, Config, ServerConfig};
 use crate::events::EventBus;
 use crate::router::Pool;
 pub use auth::check_exposure;
-pub use control::{DeploymentView, ModelView, StateView, TestReport};
+pub use control::{DeploymentView, GatewayView, ModelView, StateView, TestReport};
 pub use error::ApiError;
 use upstream::Upstream;
 
@@ -57,12 +58,17 @@ struct Shared {
     events: EventBus,
     metrics: metrics::Metrics,
     epoch: Instant,
+    /// Unix time in milliseconds at start.
+    started_ms: u64,
     config_path: PathBuf,
     /// Serialises edits of the config file.
     edits: tokio::sync::Mutex<()>,
     next_id: AtomicU64,
     /// `--allow-unauthenticated`: the operator vouches for whatever is in front.
     open: AtomicBool,
+    /// Cancelled when `serve` starts to stop: streams that never end by
+    /// themselves (`/admin/events`) end then, rather than hold the drain.
+    stopping: tokio_util::sync::CancellationToken,
     /// The address `serve` listens on, once it does.
     bound: std::sync::OnceLock<SocketAddr>,
     /// The config file's version the gateway was built from.
@@ -174,12 +180,14 @@ impl Gateway {
                 table: ArcSwap::from_pointee(table),
                 clients,
                 events: EventBus::new(),
-                metrics: metrics::Metrics::new(),
+                metrics: metrics::Metrics::new(crate::events::unix_ms()),
                 epoch: Instant::now(),
+                started_ms: crate::events::unix_ms(),
                 config_path: config.path.clone(),
                 edits: tokio::sync::Mutex::new(()),
                 next_id: AtomicU64::new(1),
                 open: AtomicBool::new(false),
+                stopping: tokio_util::sync::CancellationToken::new(),
                 bound: std::sync::OnceLock::new(),
                 loaded_stamp: reload::stamp(&config.path).ok(),
             }),
@@ -241,6 +249,10 @@ impl Gateway {
             .route(
                 "/admin/models/{model}/deployments",
                 post(admin::add_deployment),
+            )
+            .route(
+                "/admin/models/{model}/deployments/{deployment}/test",
+                post(admin::test),
             )
             .route("/metrics", get(admin::metrics));
         Router::new()

@@ -816,7 +816,7 @@ impl Flight {
             id: self.id,
             at_ms: self.at_ms,
             model: self.route.name.clone(),
-            endpoint: self.endpoint.name(),
+            endpoint: self.endpoint.name().into(),
             stream: self.stream,
             attempts: std::mem::take(&mut self.attempts),
             status,

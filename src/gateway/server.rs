@@ -86,6 +86,7 @@ impl Gateway {
             finished.push(self.start_shard(i, handle, stop.clone(), cut.clone())?);
         }
         shutdown.await;
+        self.shared.stopping.cancel();
         // The shards first (so none logs the failed accepts that follow as
         // errors), then the socket: anything that connects from here on, or
         // had connected but was not yet accepted, is refused.

@@ -111,7 +111,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     heading.extend(cols.iter().map(|c| right(c.heading().into())));
 
     let rows = model.deployments.iter().enumerate().map(|(i, d)| {
-        let r = app.stats.deployment(&model.name, &d.name, app.now_ms);
+        let r = d.last_minute;
         let enabled = app.enabled(&model.name, d);
         let mut cells = vec![
             Cell::from(if enabled { "[x]" } else { "[ ]" }),

@@ -75,7 +75,18 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
                         input.value().to_string()
                     };
                     let shown: String = value.chars().skip(scroll).take(value_width).collect();
-                    spans.push(Span::raw(shown));
+                    if field == Field::ModelId && form.model_id_suggested {
+                        // A suggestion, not yet the operator's: typing replaces it.
+                        spans.push(Span::styled(shown, theme.dim()));
+                        if focused {
+                            spans.push(Span::styled(
+                                "  suggested: type to replace, → to edit",
+                                theme.dim(),
+                            ));
+                        }
+                    } else {
+                        spans.push(Span::raw(shown));
+                    }
                     if focused {
                         let x = LABEL_WIDTH + 1 + (input.visual_cursor() - scroll) as u16;
                         cursor = Some((x, lines.len() as u16));

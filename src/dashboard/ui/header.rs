@@ -6,8 +6,8 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use super::{Theme, fit_left, percent, rate, tokens};
-use crate::dashboard::app::App;
+use super::{Theme, clock, fit_left, percent, rate, tokens};
+use crate::dashboard::app::{App, Link};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let [top, bottom] =
@@ -21,7 +21,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         spans.push(Span::styled("demo", theme.warn().patch(theme.bold())));
         spans.push(Span::raw(" "));
     }
-    spans.push(Span::styled(app.info.address.clone(), theme.accent()));
+    match &app.info.attached {
+        // Attached: the gateway's URL and whether the connection is live.
+        Some(url) => {
+            spans.push(Span::styled(url.clone(), theme.accent()));
+            if let Some(link) = &app.link {
+                spans.push(Span::raw(" "));
+                spans.extend(link_spans(link, app, theme));
+            }
+        }
+        None => spans.push(Span::styled(app.info.address.clone(), theme.accent())),
+    }
     let used: usize = spans.iter().map(|s| s.width()).sum();
     let label = "  config ";
     let room = (top.width as usize).saturating_sub(used + label.len());
@@ -29,7 +39,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     spans.push(Span::raw(fit_left(&app.info.config_path, room)));
     frame.render_widget(Paragraph::new(Line::from(spans)), top);
 
-    let t = app.stats.totals(app.now_ms);
+    let t = app.state.last_minute;
     let mut spans = vec![
         Span::styled(format!(" {:>5}", rate(t.per_second)), theme.bold()),
         Span::styled(" req/s  ", theme.dim()),
@@ -63,9 +73,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         let bars = spark.width - 5;
         let [bars_area, label_area] =
             Layout::horizontal([Constraint::Length(bars), Constraint::Length(5)]).areas(spark);
-        let data = app.stats.history(app.now_ms, bars as usize);
+        let history = &app.state.requests_per_s_history;
+        let data = &history[history.len().saturating_sub(bars as usize)..];
         frame.render_widget(
-            Paragraph::new(Line::styled(sparkline(&data), theme.accent())),
+            Paragraph::new(Line::styled(sparkline(data), theme.accent())),
             bars_area,
         );
         frame.render_widget(
@@ -75,6 +86,26 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             )),
             label_area,
         );
+    }
+}
+
+/// `● live since 12:03:04` or `○ reconnecting since 12:03:40 (connection refused)`.
+fn link_spans(link: &Link, app: &App, theme: &Theme) -> Vec<Span<'static>> {
+    let since = clock(link.since_ms, app.utc_offset_s);
+    if link.live {
+        vec![
+            Span::styled("● live", theme.ok().patch(theme.bold())),
+            Span::styled(format!(" since {since}"), theme.dim()),
+        ]
+    } else {
+        let mut spans = vec![
+            Span::styled("○ reconnecting", theme.bad().patch(theme.bold())),
+            Span::styled(format!(" since {since}"), theme.dim()),
+        ];
+        if let Some(e) = &link.error {
+            spans.push(Span::styled(format!(" ({e})"), theme.bad()));
+        }
+        spans
     }
 }
 

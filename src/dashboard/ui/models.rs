@@ -35,7 +35,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     .style(theme.dim());
 
     let rows = app.state.models.iter().enumerate().map(|(i, m)| {
-        let r = app.stats.model(&m.name, app.now_ms);
+        let r = m.last_minute;
         let errors = match r.error_rate() {
             None => Cell::from(Line::styled("–", theme.dim()).right_aligned()),
             Some(e) => {

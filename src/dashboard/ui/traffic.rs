@@ -180,6 +180,11 @@ fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Row<'sta
                 Cell::from(Line::styled(text, style)),
             ])
         }
+        Event::Lagged(l) => Row::new(vec![
+            Cell::from(Span::styled(clock(l.at_ms, offset_s), theme.dim())),
+            Cell::from(""),
+            Cell::from(Line::styled(format!("⚠ {}", l.describe()), theme.warn())),
+        ]),
     }
 }
 
@@ -263,5 +268,6 @@ fn details(ev: &Event) -> String {
             change_word(&d.change)
         ),
         Event::Config(c) => format!(" config: {} ", c.message),
+        Event::Lagged(l) => format!(" {} ", l.describe()),
     }
 }

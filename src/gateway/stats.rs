@@ -1,5 +1,8 @@
-//! Rolling statistics from the routing events: what the panes show beyond
-//! the router's own state (which gives the TPM used, health and cooldowns).
+//! Rolling statistics of the last minute from the routing events: what
+//! `/admin/state` (and so every dashboard, in-process or attached) shows
+//! beyond the router's own state (which gives the TPM used, health and
+//! cooldowns). The gateway keeps them whether anyone watches or not, so a
+//! dashboard that attaches sees the last minute from its first frame.
 //!
 //! Counts sit in one-second buckets over the last minute, keyed by each
 //! request's completion time; every query takes `now_ms` (Unix time in
@@ -9,6 +12,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::events::{AttemptOutcome, RequestEvent, RequestOutcome};
 
@@ -91,18 +96,23 @@ struct AttemptCounts {
     latency: Vec<u32>,
 }
 
+/// foldhash: looked up on every request, keyed by names from the config.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Debug, Clone)]
 struct ModelStats {
     ring: Ring<Counts>,
-    deployments: HashMap<Arc<str>, Ring<AttemptCounts>>,
+    deployments: Map<Arc<str>, Ring<AttemptCounts>>,
 }
 
 /// Requests, tokens and errors of a model (or of everything).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rates {
     /// Requests per second over the last 10 s.
+    #[serde(rename = "requests_per_s")]
     pub per_second: f64,
     /// Tokens (prompt + completion) in the last 60 s.
+    #[serde(rename = "tokens")]
     pub tokens_per_minute: u64,
     /// Requests in the last 60 s.
     pub requests: u64,
@@ -117,7 +127,7 @@ impl Rates {
 }
 
 /// One deployment over the last 60 s.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRates {
     /// Attempts sent to it.
     pub attempts: u64,
@@ -134,7 +144,7 @@ pub struct DeploymentRates {
 pub struct Stats {
     started_ms: u64,
     total: Ring<Counts>,
-    models: HashMap<Arc<str>, ModelStats>,
+    models: Map<Arc<str>, ModelStats>,
     /// Requests completed per second, for the sparkline.
     history: Vec<(u64, u64)>,
 }
@@ -144,7 +154,7 @@ impl Stats {
         Stats {
             started_ms: now_ms,
             total: Ring::new(),
-            models: HashMap::new(),
+            models: Map::default(),
             history: vec![(u64::MAX, 0); HISTORY_S],
         }
     }
@@ -173,21 +183,15 @@ impl Stats {
         if self.history[h].0 == sec {
             self.history[h].1 += 1;
         }
-        let model = self
-            .models
-            .entry(r.model.clone())
-            .or_insert_with(|| ModelStats {
-                ring: Ring::new(),
-                deployments: HashMap::new(),
-            });
+        let model = entry(&mut self.models, &r.model, || ModelStats {
+            ring: Ring::new(),
+            deployments: Map::default(),
+        });
         if let Some(c) = model.ring.slot(sec) {
             add(c);
         }
         for a in &r.attempts {
-            let ring = model
-                .deployments
-                .entry(a.deployment.clone())
-                .or_insert_with(Ring::new);
+            let ring = entry(&mut model.deployments, &a.deployment, Ring::new);
             let Some(c) = ring.slot(sec) else { continue };
             c.attempts += 1;
             match a.outcome {
@@ -290,6 +294,18 @@ impl Stats {
     }
 }
 
+/// Looks `name` up without allocating; clones the `Arc` only to insert.
+fn entry<'m, V>(
+    map: &'m mut Map<Arc<str>, V>,
+    name: &Arc<str>,
+    new: impl FnOnce() -> V,
+) -> &'m mut V {
+    if !map.contains_key(&**name) {
+        map.insert(name.clone(), new());
+    }
+    map.get_mut(&**name).expect("inserted above")
+}
+
 /// Statuses that fail a request over (and so count against the deployment);
 /// other 4xx are the client's and are passed back.
 fn failover_status(status: u16) -> bool {
@@ -322,7 +338,7 @@ mod tests {
             id: at_ms,
             at_ms,
             model: model.into(),
-            endpoint: "chat.completions",
+            endpoint: "chat.completions".into(),
             stream: false,
             attempts: attempts
                 .iter()

@@ -397,8 +397,9 @@ async fn admin_events_stream_routing_events() {
     let mut body = r.bytes_stream();
     gw.chat("m").await;
     let mut text = String::new();
+    // The stream starts with its position (an `id:` alone, no event).
     tokio::time::timeout(Duration::from_secs(5), async {
-        while !text.contains("\n\n") {
+        while !text.contains("data: ") || !text.ends_with("\n\n") {
             text.push_str(&String::from_utf8_lossy(
                 &body.next().await.unwrap().unwrap(),
             ));
@@ -406,7 +407,8 @@ async fn admin_events_stream_routing_events() {
     })
     .await
     .expect("an event arrives");
-    let data = text.trim().strip_prefix("data: ").unwrap();
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    assert!(text.contains("\nid: "), "each event has an id: {text}");
     let ev: serde_json::Value = serde_json::from_str(data).unwrap();
     assert_eq!(ev["type"], "request");
     assert_eq!(ev["model"], "m");

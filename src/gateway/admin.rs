@@ -69,13 +69,14 @@ pub(super) async fn events(
         rx,
         stopping: gw.shared.stopping.clone(),
         boot,
-        // Events up to `now` are the ones reported missed, even if the
-        // subscription caught a few of them: the count stays exact.
-        skip_to: 0,
+        // Where the stream starts: the events up to here are not sent (those
+        // of a resumed stream are counted as missed instead, even the few
+        // the subscription caught, so the count is exact).
+        skip_to: now,
         first: None,
+        started: false,
     };
     if let Some((their_boot, seen)) = resumed {
-        stream.skip_to = now;
         stream.first = if their_boot != boot {
             Some(LaggedEvent {
                 at_ms: unix_ms(),
@@ -119,14 +120,24 @@ struct EventStream {
     boot: u64,
     skip_to: u64,
     first: Option<LaggedEvent>,
+    /// The position has been sent.
+    started: bool,
 }
 
 impl EventStream {
     /// The next bytes to send: the events waiting, or a keep-alive.
     async fn next_chunk(&mut self) -> Option<Bytes> {
+        use std::io::Write;
         let mut out = Vec::new();
-        if let Some(lagged) = self.first.take() {
-            frame(&mut out, None, &Event::Lagged(lagged));
+        if !self.started {
+            self.started = true;
+            // The position first, as an id alone: a watcher that reconnects
+            // before any event came can still say where it was.
+            let _ = writeln!(out, "id: {}.{}\n", self.boot, self.skip_to);
+            if let Some(lagged) = self.first.take() {
+                frame(&mut out, None, &Event::Lagged(lagged));
+            }
+            return Some(Bytes::from(out));
         }
         let mut count = 0;
         if out.is_empty() {

@@ -616,10 +616,10 @@ async fn stream_once(
         let events = reader
             .feed(&chunk)
             .map_err(|_| Failure::Invalid("an event stream line without end".into()))?;
+        if let Some(id) = reader.last_id() {
+            *last_id = Some(id.to_string());
+        }
         for ev in events {
-            if ev.id.is_some() {
-                last_id.clone_from(&ev.id);
-            }
             let Ok(mut event) = serde_json::from_str::<Event>(&ev.data) else {
                 tracing::debug!("skipped an event this dashboard does not know");
                 continue;

@@ -29,6 +29,12 @@ pub struct SseReader {
 pub struct TooLong;
 
 impl SseReader {
+    /// The last `id` the stream set, with or without an event: a stream may
+    /// send its position as an `id` alone.
+    pub fn last_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
     /// Feeds one chunk; returns the events it completed.
     pub fn feed(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, TooLong> {
         let mut out = Vec::new();
@@ -134,6 +140,13 @@ mod tests {
         }
         let bytes: Vec<&[u8]> = text.chunks(1).collect();
         assert_eq!(all(&bytes), want);
+    }
+
+    #[test]
+    fn an_id_alone_moves_the_position_without_an_event() {
+        let mut r = SseReader::default();
+        assert_eq!(r.feed(b"id: 9.4\n\n").unwrap(), vec![]);
+        assert_eq!(r.last_id(), Some("9.4"));
     }
 
     #[test]

@@ -6,12 +6,13 @@
 //! what was missed.
 
 mod common;
+mod serve;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
+use serve::{Serve, free_port};
 use switchboard::config::{ApiKey, DeploymentSpec, Provider};
 use switchboard::dashboard::source::AttachError;
 use switchboard::dashboard::tui::Msg;
@@ -20,67 +21,8 @@ use switchboard::events::Event;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-const ADMIN_KEY: &str = "adm-test-0123456789";
-
-/// `switchboard serve` as a child process on a fixed port.
-struct Serve {
-    child: Child,
-    port: u16,
-    config: PathBuf,
-}
-
-impl Serve {
-    fn start(config: &Path, port: u16) -> Serve {
-        let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("SB_ADMIN", ADMIN_KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let serve = Serve {
-            child,
-            port,
-            config: config.to_path_buf(),
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "serve did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        serve
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        *self = Serve::start(&self.config.clone(), self.port);
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The admin key `serve` gets in `SB_ADMIN`.
+pub const ADMIN_KEY: &str = "adm-test-0123456789";
 
 fn key() -> Option<ApiKey> {
     Some(ApiKey::literal(ADMIN_KEY))
@@ -153,6 +95,7 @@ async fn attach_checks_the_url_and_the_key_before_anything_else() {
     let serve = Serve::start(
         &config(dir.path(), &a.base_url(), &b.base_url()),
         free_port(),
+        ADMIN_KEY,
     );
 
     let err = Remote::connect(&serve.url(), None).await.err().unwrap();
@@ -200,7 +143,7 @@ async fn the_remote_source_shows_state_and_events_and_acts_on_the_gateway() {
     let fallback = mock_with(|o| o.model = Some("fallback-model".into())).await;
     let dir = tempfile::tempdir().unwrap();
     let path = config(dir.path(), &a.base_url(), &b.base_url());
-    let serve = Serve::start(&path, free_port());
+    let serve = Serve::start(&path, free_port(), ADMIN_KEY);
     // Traffic before the dashboard attaches: its figures show from the first state.
     for _ in 0..6 {
         assert_eq!(chat(&serve.url()).await, 200);
@@ -330,6 +273,7 @@ async fn a_gateway_that_goes_away_is_shown_down_and_resumed_when_it_is_back() {
     let mut serve = Serve::start(
         &config(dir.path(), &a.base_url(), &b.base_url()),
         free_port(),
+        ADMIN_KEY,
     );
     let (remote, _) = Remote::connect(&serve.url(), key()).await.unwrap();
     let (tx, mut rx) = mpsc::channel(1024);

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Instructions per proxied request (callgrind counts instructions, not time:
+# the same binary and inputs give the same figure whatever else the machine
+# does). The gateway runs under callgrind with `workers = 1` in front of a
+# mock-upstream; N requests at 8 connections, minus a run with none (startup
+# and shutdown), divided by N.
+# Usage: benches/callgrind.sh [BIN]   (N=3000; needs valgrind and oha)
+set -u
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+SB=$(realpath "${1:-$ROOT/target/release/switchboard}"); N=${N:-3000}
+WORK="$(mktemp -d)"; cd "$WORK" || exit 1
+trap 'kill ${MOCK:-} 2>/dev/null; rm -rf "$WORK"' EXIT
+$SB mock-upstream --listen 127.0.0.1:18620 > mock.log 2>&1 & MOCK=$!
+printf '[server]\nlisten = "127.0.0.1:18621"\nworkers = 1\n[[models]]\nname = "bench-model"\n[[models.deployments]]\nname = "mock"\napi_base = "http://127.0.0.1:18620/v1"\nmodel_id = "bench-model"\ntpm_limit = 100000000\n' > cfg.toml
+echo '{"model":"bench-model","max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}' > body.json
+total() { # requests -> instructions of the whole run
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file=cg.out "$SB" serve --config cfg.toml > /dev/null 2>&1 & local vg=$!
+  for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/18621) 2>/dev/null && break; sleep 0.1; done
+  if [ "$1" -gt 0 ]; then oha -n "$1" -c 8 --no-tui -m POST -T application/json -D body.json http://127.0.0.1:18621/v1/chat/completions > /dev/null 2>&1; fi
+  kill -TERM $vg; wait $vg 2>/dev/null
+  awk '/^summary:/ {print $2}' cg.out
+}
+idle=$(total 0); busy=$(total "$N")
+echo "instructions: idle run $idle, $N requests $busy"
+echo "per request: $(( (busy - idle) / N ))"

@@ -52,6 +52,14 @@ fn sse_scan(c: &mut Criterion) {
         let mut s = SseScanner::new(true);
         b.iter(|| s.feed(black_box(with_null.clone())))
     });
+    // Once per stream: an upstream that puts the usage in its finish chunk.
+    let finish_with_usage = Bytes::from_static(
+        b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":9,\"total_tokens\":21}}\n\n",
+    );
+    c.bench_function("sse/strip_usage_from_finish_chunk", |b| {
+        let mut s = SseScanner::new(true);
+        b.iter(|| s.feed(black_box(finish_with_usage.clone())))
+    });
 }
 
 /// Checking a non-streaming answer before passing it on: our scanner, and

@@ -139,6 +139,11 @@ pub enum AttemptOutcome {
     InvalidResponse,
     /// The client left while this attempt was running.
     Cancelled,
+    /// The deployment does not offer the endpoint (a 404 or 405 for
+    /// completions or embeddings): skipped, nobody's failure.
+    NotOffered {
+        status: u16,
+    },
 }
 
 impl AttemptOutcome {
@@ -151,6 +156,7 @@ impl AttemptOutcome {
             AttemptOutcome::Connect => "✗connect".to_string(),
             AttemptOutcome::InvalidResponse => "✗invalid".to_string(),
             AttemptOutcome::Cancelled => "✗cancelled".to_string(),
+            AttemptOutcome::NotOffered { status } => format!("⊘{status}"),
         }
     }
 }

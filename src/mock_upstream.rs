@@ -59,6 +59,22 @@ pub struct MockOptions {
     /// Seed for the fail-rate draws, for reproducible runs.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Streams that ask for usage get it in their finish chunk, as some
+    /// OpenAI-compatible servers send it, not in a chunk of its own.
+    #[arg(long)]
+    pub usage_in_finish_chunk: bool,
+    /// Endpoints this upstream does not serve, comma-separated: they are
+    /// answered 404 like an unknown URL (a chat-only server's embeddings).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "ENDPOINTS")]
+    pub without: Vec<MockEndpoint>,
+}
+
+/// An API endpoint the mock may be told not to serve (`--without`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MockEndpoint {
+    Chat,
+    Completions,
+    Embeddings,
 }
 
 impl MockOptions {
@@ -74,6 +90,8 @@ impl MockOptions {
             api_key: None,
             model: None,
             seed: None,
+            usage_in_finish_chunk: false,
+            without: Vec::new(),
         }
     }
 
@@ -274,8 +292,16 @@ mod tests {
             "m",
             "--seed",
             "7",
+            "--usage-in-finish-chunk",
+            "--without",
+            "embeddings,completions",
         ])
         .unwrap();
+        assert!(o.usage_in_finish_chunk);
+        assert_eq!(
+            o.without,
+            [MockEndpoint::Embeddings, MockEndpoint::Completions]
+        );
         assert_eq!(
             (o.latency_ms, o.tokens, o.chunk_delay_ms, o.fail_rate),
             (5, 3, 2, 0.25)

@@ -415,3 +415,145 @@ async fn admin_events_stream_routing_events() {
     assert_eq!(ev["attempts"][0]["deployment"], "a");
     assert_eq!(ev["status"], 200);
 }
+
+/// The body a mock received, as sent: `model` replaced, the rest unchanged.
+fn as_forwarded(body: &str, model_id: &str) -> String {
+    body.replacen(r#""model":"m""#, &format!(r#""model":"{model_id}""#), 1)
+}
+
+#[tokio::test]
+async fn whole_numbers_written_as_floats_are_served_and_passed_through() {
+    // `max_tokens=8.0` in the openai Python SDK sends `"max_tokens": 8.0`;
+    // the upstream takes it (JSON Schema's integer), so must the gateway.
+    let a = mock_with(|o| o.tokens = 50).await;
+    let gw = gateway(&one_model("", &[deployment("a", &a, "tpm_limit = 100000")])).await;
+    for (body, completion) in [
+        (
+            r#"{"model":"m","max_tokens":8.0,"n":1.0,"messages":[{"role":"user","content":"hi"}]}"#,
+            8,
+        ),
+        (
+            r#"{"model":"m","max_completion_tokens":1e1,"messages":[{"role":"user","content":"hi"}]}"#,
+            10,
+        ),
+    ] {
+        let r = post_raw(&gw, "/v1/chat/completions", body).await;
+        assert_eq!(r.status(), 200, "{body}");
+        assert_eq!(header(&r, "x-switchboard-deployment"), "a");
+        assert_eq!(json(r).await["usage"]["completion_tokens"], completion);
+        assert_eq!(
+            a.stats().last_body.unwrap(),
+            as_forwarded(body, "a-model"),
+            "passed on byte for byte"
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_the_gateway_cannot_interpret_is_the_upstreams_to_judge() {
+    let a = mock().await;
+    let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
+    for body in [
+        r#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"hi"}]}"#,
+        r#"{"model":"m","max_tokens":-1,"messages":[{"role":"user","content":"hi"}]}"#,
+        r#"{"model":"m","max_tokens":8.5,"messages":[{"role":"user","content":"hi"}]}"#,
+        r#"{"model":"m","max_tokens":"8","messages":[{"role":"user","content":"hi"}]}"#,
+        r#"{"model":"m","stream":true,"stream_options":"yes","messages":[{"role":"user","content":"hi"}]}"#,
+    ] {
+        let r = post_raw(&gw, "/v1/chat/completions", body).await;
+        // The upstream's own 400, as it gave it, from one attempt.
+        assert_eq!(r.status(), 400, "{body}");
+        assert_eq!(header(&r, "x-switchboard-deployment"), "a", "{body}");
+        assert_eq!(header(&r, "x-switchboard-attempts"), "1");
+        let e = json(r).await;
+        assert_eq!(e["error"]["type"], "invalid_request_error");
+        assert!(
+            !e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("'max_tokens' must"),
+            "the gateway's own verdict: {e}"
+        );
+        assert_eq!(a.stats().last_body.unwrap(), as_forwarded(body, "a-model"));
+    }
+    let d = gw.deployment("a").await;
+    assert_eq!(
+        (d["failures"].as_u64(), d["state"].as_str()),
+        (Some(0), Some("healthy"))
+    );
+    assert_eq!(d["tpm_used"], 0, "a refused request used no tokens");
+    // What it cannot route at all stays its own 400 (or 404), with no upstream named.
+    for (body, status) in [
+        ("{not json", 400),
+        (r#"{"messages":[]}"#, 400),
+        (r#"{"model":42}"#, 400),
+        (r#"{"model":"m","model":"m2"}"#, 400),
+        (r#"{"model":"nope"}"#, 404),
+    ] {
+        let r = post_raw(&gw, "/v1/chat/completions", body).await;
+        assert_eq!(r.status(), status, "{body}");
+        assert_eq!(header(&r, "x-switchboard-deployment"), "", "{body}");
+    }
+    assert_eq!(a.stats().requests, 5);
+}
+
+#[tokio::test]
+async fn whole_numbers_count_in_the_estimate_and_unreadable_ones_as_absent() {
+    use axum::routing::post;
+    // An upstream that reports no usage: the gateway keeps its estimate.
+    let base = serve(axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            axum::Json(json!({"id": "x", "object": "chat.completion", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]}))
+        }),
+    ))
+    .await;
+    let messages = r#"[{"role":"user","content":"hello there, how are you?"}]"#;
+    let prompt = (messages.len() as u64).div_ceil(4);
+    for (counts, completion) in [
+        (r#""max_tokens":1e3,"n":2.0"#, 2000),
+        (r#""max_completion_tokens":64.0,"max_tokens":9"#, 64),
+        (r#""max_tokens":-1"#, 256),
+        (r#""max_tokens":8.5,"n":"3""#, 256),
+    ] {
+        let gw = gateway(&one_model(
+            "",
+            &[deployment_url("a", &base, "tpm_limit = 1000000")],
+        ))
+        .await;
+        let body = format!(r#"{{"model":"m",{counts},"messages":{messages}}}"#);
+        let r = post_raw(&gw, "/v1/chat/completions", &body).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            gw.deployment("a").await["tpm_used"].as_u64().unwrap(),
+            prompt + completion,
+            "{counts}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_stream_the_gateway_could_not_tell_is_relayed_as_the_upstream_streams_it() {
+    use axum::routing::post;
+    // A lenient upstream that takes `"stream": "yes"` for true.
+    let base = serve(axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|| async {
+            let frames = "data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n\
+                          data: {\"id\":\"x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+                          data: [DONE]\n\n";
+            ([("content-type", "text/event-stream")], frames)
+        }),
+    ))
+    .await;
+    let gw = gateway(&one_model("", &[deployment_url("a", &base, "")])).await;
+    let body = r#"{"model":"m","stream":"yes","messages":[{"role":"user","content":"hi"}]}"#;
+    let r = post_raw(&gw, "/v1/chat/completions", body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "content-type"), "text/event-stream");
+    let frames = sse_data(r).await;
+    assert_eq!(frames.len(), 3);
+    assert_eq!(frames.last().unwrap(), "[DONE]");
+    assert_eq!(gw.deployment("a").await["failures"], 0);
+}

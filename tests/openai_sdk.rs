@@ -61,6 +61,8 @@ async fn the_openai_python_sdk_works_through_the_gateway() {
         "the failing deployment was tried first: {seen}"
     );
     assert!(!seen["chat"]["content"].as_str().unwrap().is_empty());
+    assert_eq!(seen["float_counts"]["completion_tokens"], 5, "{seen}");
+    assert_eq!(seen["float_counts"]["deployment"], "b", "{seen}");
     assert_eq!(seen["stream"]["usage_chunks"], 0, "{seen}");
     assert!(!seen["stream"]["text"].as_str().unwrap().is_empty());
     assert!(seen["stream_with_usage"].as_u64().unwrap() > 0);

@@ -364,3 +364,172 @@ async fn an_upstream_that_stalls_after_its_headers_is_a_timeout_and_fails_over()
     assert_eq!(header(&r, "x-switchboard-deployment"), "b");
     assert_eq!(header(&r, "x-switchboard-attempts"), "2");
 }
+
+async fn embed(gw: &TestGateway) -> reqwest::Response {
+    gw.post("/v1/embeddings", json!({"model": "m", "input": "hello"}))
+        .await
+}
+
+#[tokio::test]
+async fn an_endpoint_no_deployment_offers_is_their_404_and_harms_no_other_endpoint() {
+    use switchboard::mock_upstream::MockEndpoint;
+    let a = mock_with(|o| o.without = vec![MockEndpoint::Embeddings]).await;
+    let b = mock_with(|o| o.without = vec![MockEndpoint::Embeddings]).await;
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
+    for _ in 0..5 {
+        let r = embed(&gw).await;
+        assert_eq!(r.status(), 404, "the upstreams' answer");
+        assert_eq!(header(&r, "x-switchboard-attempts"), "2");
+        assert!(["a", "b"].contains(&header(&r, "x-switchboard-deployment").as_str()));
+        let e = json(r).await;
+        assert_eq!(e["error"]["message"], "Invalid URL (POST /v1/embeddings)");
+    }
+    // Not failures: nothing cools down, chat is served as before.
+    for name in ["a", "b"] {
+        let d = gw.deployment(name).await;
+        assert_eq!(d["state"], "healthy", "{d}");
+        assert_eq!(
+            (d["failures"].as_u64(), d["consecutive_failures"].as_u64()),
+            (Some(0), Some(0))
+        );
+        assert_eq!(d["tpm_used"], 0);
+        assert_eq!(
+            d["last_minute"]["failures"], 0,
+            "not a failure in the figures: {d}"
+        );
+        assert_eq!(d["last_minute"]["attempts"], 5);
+    }
+    let metrics = gw
+        .client
+        .get(gw.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"outcome="not_offered"} 5"#) && !metrics.contains(r#"outcome="404""#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"switchboard_failovers_total{model="m"} 0"#),
+        "{metrics}"
+    );
+    let mut served = HashMap::new();
+    for _ in 0..4 {
+        let r = gw.chat("m").await;
+        assert_eq!(r.status(), 200);
+        *served
+            .entry(header(&r, "x-switchboard-deployment"))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(served.len(), 2, "both still take chat traffic: {served:?}");
+}
+
+#[tokio::test]
+async fn a_deployment_without_an_endpoint_is_skipped_for_it_and_then_tried_last() {
+    use switchboard::mock_upstream::MockEndpoint;
+    let a = mock_with(|o| o.without = vec![MockEndpoint::Embeddings]).await;
+    let b = mock().await;
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
+    for _ in 0..6 {
+        let r = embed(&gw).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-switchboard-deployment"), "b");
+    }
+    assert!(
+        a.stats().requests <= 1,
+        "a is asked once, then remembered: {}",
+        a.stats().requests
+    );
+    assert_eq!(gw.deployment("a").await["failures"], 0);
+    // With b cooling down, a is tried after all, and the client hears that
+    // the deployment that may offer embeddings is unavailable, not a 404.
+    b.set_mode(fail(500, None, None));
+    for _ in 0..3 {
+        assert_eq!(embed(&gw).await.status(), 502);
+    }
+    b.set_mode(Mode::Normal);
+    let before = a.stats().requests;
+    let r = embed(&gw).await;
+    assert_eq!(r.status(), 503, "b cools down; a does not offer embeddings");
+    assert!(!header(&r, "retry-after").is_empty());
+    assert_eq!(a.stats().requests, before + 1);
+    assert_eq!(gw.deployment("a").await["state"], "healthy");
+}
+
+#[tokio::test]
+async fn a_missing_model_still_counts_against_the_deployment_and_chat_404s_always_do() {
+    use switchboard::mock_upstream::MockEndpoint;
+    // A 404 that names the model (OpenAI's model_not_found) is the
+    // deployment's, on every endpoint: it fails over and counts.
+    let (a, _b, gw) = pair("", fail(404, None, None), Mode::Normal).await;
+    for _ in 0..2 {
+        let r = embed(&gw).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-switchboard-deployment"), "b");
+    }
+    assert!(gw.deployment("a").await["failures"].as_u64().unwrap() >= 1);
+    drop((a, gw));
+    // A 404 for chat completions is always a failure, whatever it says:
+    // three of them cool the deployment down.
+    let a = mock_with(|o| o.without = vec![MockEndpoint::Chat]).await;
+    let b = mock().await;
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
+    for _ in 0..6 {
+        let r = gw.chat("m").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-switchboard-deployment"), "b");
+    }
+    let d = gw.deployment("a").await;
+    assert_eq!(d["state"], "cooling_down", "{d}");
+    assert_eq!(d["failures"], 3);
+}
+
+#[tokio::test]
+async fn a_vllm_style_not_found_for_completions_is_an_endpoint_not_offered() {
+    use axum::routing::post;
+    // FastAPI's answer for a route it does not have.
+    let base = serve(
+        axum::Router::new()
+            .route(
+                "/v1/chat/completions",
+                post(|| async {
+                    axum::Json(json!({"id": "x", "object": "chat.completion", "choices": [],
+                                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}))
+                }),
+            )
+            .fallback(|| async {
+                (
+                    axum::http::StatusCode::NOT_FOUND,
+                    axum::Json(json!({"detail": "Not Found"})),
+                )
+            }),
+    )
+    .await;
+    let gw = gateway(&one_model("", &[deployment_url("v", &base, "")])).await;
+    for _ in 0..4 {
+        let r = gw
+            .post("/v1/completions", json!({"model": "m", "prompt": "hi"}))
+            .await;
+        assert_eq!(r.status(), 404);
+        assert_eq!(header(&r, "x-switchboard-deployment"), "v");
+        assert_eq!(header(&r, "x-switchboard-attempts"), "1");
+        assert_eq!(json(r).await, json!({"detail": "Not Found"}));
+    }
+    assert_eq!(gw.chat("m").await.status(), 200);
+    assert_eq!(gw.deployment("v").await["failures"], 0);
+}

@@ -182,3 +182,42 @@ async fn a_client_that_leaves_mid_stream_is_accounted_for() {
     // The gateway keeps serving.
     assert_eq!(gw.chat("m").await.status(), 200);
 }
+
+#[tokio::test]
+async fn usage_an_upstream_puts_in_its_finish_chunk_is_counted_and_only_sent_when_asked() {
+    let a = mock_with(|o| {
+        o.tokens = 5;
+        o.usage_in_finish_chunk = true;
+    })
+    .await;
+    let gw = gateway(&one_model("", &[deployment("a", &a, "tpm_limit = 50000")])).await;
+    let r = gw.post("/v1/chat/completions", stream_body(None)).await;
+    assert_eq!(r.status(), 200);
+    let frames = sse_data(r).await;
+    assert_eq!(frames.last().unwrap(), "[DONE]");
+    for f in &frames {
+        assert!(
+            !f.contains("usage"),
+            "the client did not ask for usage: {f}"
+        );
+    }
+    // The finish chunk itself is still there, whole but for the usage.
+    let finish: serde_json::Value = serde_json::from_str(&frames[frames.len() - 2]).unwrap();
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+    assert_eq!(finish["object"], "chat.completion.chunk");
+    // The usage was read: the window holds what the upstream reported.
+    let s = a.stats();
+    assert_eq!(
+        gw.deployment("a").await["tpm_used"].as_u64().unwrap(),
+        s.prompt_tokens + s.completion_tokens
+    );
+    // A client that asks gets it where the upstream put it.
+    let frames = sse_data(
+        gw.post("/v1/chat/completions", stream_body(Some(true)))
+            .await,
+    )
+    .await;
+    let finish: serde_json::Value = serde_json::from_str(&frames[frames.len() - 2]).unwrap();
+    assert_eq!(finish["usage"]["completion_tokens"], 5);
+    assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+}

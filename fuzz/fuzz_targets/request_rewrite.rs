@@ -4,7 +4,8 @@
 //! deployment's model ID (so the seeds are plain JSON files). Checks, when
 //! `inspect` accepts the body:
 //! - the rewritten body is accepted by `inspect` again, with `model` equal to
-//!   the new ID, the same `stream`, and usage asked for if it is a stream;
+//!   the new ID, the same `stream` and estimate, and usage asked for when the
+//!   gateway added it (then nothing left to add), else as the client asked;
 //! - if the body parses as a `serde_json::Value`, so does the rewritten one,
 //!   and compared as values only `model` changed, plus `stream_options` when
 //!   the gateway added `include_usage` (the client's other options kept).
@@ -46,11 +47,18 @@ fuzz_target!(|body: &[u8]| {
     };
     assert_eq!(again.model, new_id);
     assert_eq!(again.stream, inspected.stream);
-    if inspected.stream {
-        assert!(again.wants_usage, "stream sent upstream without include_usage");
+    assert_eq!(again.estimate, inspected.estimate);
+    assert_eq!(again.prompt_estimate, inspected.prompt_estimate);
+    if inspected.adds_usage() {
+        assert!(
+            inspected.stream,
+            "usage added to a request that is not a stream"
+        );
+        assert!(again.wants_usage, "include_usage added but not read back");
     } else {
         assert_eq!(again.wants_usage, inspected.wants_usage);
     }
+    assert!(!again.adds_usage(), "usage to add after it was added");
 
     let Ok(Value::Object(before)) = serde_json::from_slice::<Value>(body) else {
         return;

@@ -42,6 +42,16 @@ pub fn object_members<'a>(
     doc: &'a [u8],
     mut member: impl FnMut(&[u8], &'a [u8]) -> Result<(), &'static str>,
 ) -> Result<(), Invalid> {
+    object_entries(doc, |key, _, value| member(key, value))
+}
+
+/// [`object_members`], also handing over each key as written (`quoted`,
+/// quotes included), a slice of `doc` like the value: with both, a member
+/// can be cut out.
+pub fn object_entries<'a>(
+    doc: &'a [u8],
+    mut member: impl FnMut(&[u8], &'a [u8], &'a [u8]) -> Result<(), &'static str>,
+) -> Result<(), Invalid> {
     if let Err(e) = std::str::from_utf8(doc) {
         return Err(Invalid {
             what: "invalid UTF-8",
@@ -68,7 +78,7 @@ pub fn object_members<'a>(
         } else {
             raw
         };
-        member(key, value).map_err(|what| Invalid {
+        member(key, quoted, value).map_err(|what| Invalid {
             what,
             at: offset(value),
         })

@@ -63,6 +63,7 @@ enum Outcome {
     Connect,
     Invalid,
     Cancelled,
+    NotOffered,
 }
 
 impl From<AttemptOutcome> for Outcome {
@@ -74,6 +75,7 @@ impl From<AttemptOutcome> for Outcome {
             AttemptOutcome::Connect => Outcome::Connect,
             AttemptOutcome::InvalidResponse => Outcome::Invalid,
             AttemptOutcome::Cancelled => Outcome::Cancelled,
+            AttemptOutcome::NotOffered { .. } => Outcome::NotOffered,
         }
     }
 }
@@ -87,6 +89,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Connect => f.write_str("connect"),
             Outcome::Invalid => f.write_str("invalid"),
             Outcome::Cancelled => f.write_str("cancelled"),
+            Outcome::NotOffered => f.write_str("not_offered"),
         }
     }
 }
@@ -123,7 +126,12 @@ impl Metrics {
         inner.minute.record(e);
         let model = entry(&mut inner.models, &e.model);
         *model.requests.entry(e.status).or_default() += 1;
-        model.failovers += e.attempts.len().saturating_sub(1) as u64;
+        // Passing over a deployment that lacks the endpoint is not a failover.
+        let tried = e
+            .attempts
+            .iter()
+            .filter(|a| !matches!(a.outcome, AttemptOutcome::NotOffered { .. }));
+        model.failovers += tried.count().saturating_sub(1) as u64;
         for a in &e.attempts {
             let d = entry(&mut model.deployments, &a.deployment);
             *d.attempts.entry(a.outcome.into()).or_default() += 1;

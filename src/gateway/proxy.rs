@@ -38,6 +38,9 @@ const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts")
 const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// How much of an upstream's error body is kept for messages.
 const MAX_ERROR_BYTES: usize = 64 << 10;
+/// How long a deployment that answered "endpoint not offered" is tried for
+/// that endpoint only when no other deployment can take the request.
+const NOT_OFFERED_MEMORY: Duration = Duration::from_secs(60);
 
 pub(super) async fn chat_completions(State(gw): State<Gateway>, request: Request) -> Response {
     handle(gw, Endpoint::ChatCompletions, request).await
@@ -214,6 +217,9 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     (false, None) => Tokens::Estimate,
                 };
                 flight.conclude(outcome, Verdict::Answered, Some(tokens));
+                if !client_error && endpoint != Endpoint::ChatCompletions {
+                    upstream.mark_offered(endpoint);
+                }
                 let (prompt, completion, estimated) = match usage {
                     Some(u) => (u.prompt_tokens, u.completion_tokens, false),
                     None if client_error => (0, 0, false),
@@ -246,6 +252,12 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     Verdict::Answered,
                     None,
                 );
+                if endpoint != Endpoint::ChatCompletions {
+                    upstream.mark_offered(endpoint);
+                }
+                // The upstream may stream what the gateway could not tell was
+                // a stream request (`"stream": "yes"` to a lenient server).
+                flight.stream = true;
                 let attempts = flight.attempts.len();
                 let relay = Relay::new(flight, first, rest, scanner, deadline);
                 return respond(
@@ -255,6 +267,33 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     &upstream,
                     attempts,
                 );
+            }
+            Attempted::NotOffered {
+                status,
+                headers,
+                body,
+            } => {
+                // Not this deployment's fault, and not the client's: another
+                // deployment may offer the endpoint.
+                tracing::debug!(model = %flight.route.name, deployment = %upstream.name, %status, endpoint = endpoint.name(), "endpoint not offered");
+                upstream.mark_not_offered(endpoint, gw.now() + NOT_OFFERED_MEMORY);
+                flight.not_offered.push(flight.attempts.len());
+                flight.conclude(
+                    AttemptOutcome::NotOffered {
+                        status: status.as_u16(),
+                    },
+                    Verdict::NotOffered,
+                    Some(Tokens::Actual(0)),
+                );
+                flight.not_offered_answer = Some(Passback {
+                    status,
+                    headers,
+                    body,
+                    upstream,
+                });
+                if tokio::time::Instant::now() >= deadline {
+                    return flight.give_up(Unavailable::Exhausted);
+                }
             }
             Attempted::Failed {
                 outcome,
@@ -338,12 +377,27 @@ pub(super) enum Attempted {
         rest: ByteStream,
         scanner: SseScanner,
     },
+    /// The deployment does not offer the endpoint (see [`not_offered`]):
+    /// try another; if none offers it, this answer goes back to the client.
+    NotOffered {
+        status: StatusCode,
+        headers: Passed,
+        body: Bytes,
+    },
     Failed {
         outcome: AttemptOutcome,
         verdict: Verdict,
         detail: String,
         tokens: Tokens,
     },
+}
+
+/// An upstream's answer kept to be passed back if nothing better comes.
+struct Passback {
+    status: StatusCode,
+    headers: Passed,
+    body: Bytes,
+    upstream: Arc<Upstream>,
 }
 
 /// What a client may learn about a failed attempt: the kind, not the upstream's words.
@@ -353,6 +407,7 @@ fn outcome_summary(outcome: &AttemptOutcome) -> String {
         AttemptOutcome::Timeout => "timed out".into(),
         AttemptOutcome::Connect => "could not be reached".into(),
         AttemptOutcome::InvalidResponse => "sent an invalid answer".into(),
+        AttemptOutcome::NotOffered { status } => format!("does not offer this endpoint ({status})"),
         AttemptOutcome::Ok { .. } | AttemptOutcome::Cancelled => "did not answer".into(),
     }
 }
@@ -383,6 +438,15 @@ fn scrubbed(attempted: Attempted, up: &Upstream) -> Attempted {
             headers,
             body: up.scrub_bytes(body),
             usage,
+        },
+        Attempted::NotOffered {
+            status,
+            headers,
+            body,
+        } => Attempted::NotOffered {
+            status,
+            headers,
+            body: up.scrub_bytes(body),
         },
         other => other,
     }
@@ -437,13 +501,21 @@ async fn attempt(
     };
     let status = response.status();
     if !status.is_success() {
-        return upstream_error(response, first_deadline, deadline).await;
+        return upstream_error(response, endpoint, first_deadline, deadline).await;
     }
-    if req.stream {
+    // A request the gateway could not tell was a stream (`"stream": "yes"`)
+    // is relayed as one when a lenient upstream answers with one.
+    if req.stream || is_event_stream(response.headers()) {
         start_stream(response, req, first_deadline).await
     } else {
         read_answer(response, first_deadline, deadline).await
     }
+}
+
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// The innermost error message: the outer ones only say "client error".
@@ -629,8 +701,36 @@ struct ErrorDetail {
     message: Option<String>,
 }
 
+/// Whether an error answer means that this deployment does not offer
+/// `endpoint` at all, rather than that its key or model is wrong (which
+/// counts against it) or that the request is (which the client hears).
+///
+/// On `/completions` and `/embeddings`, which many deployments lack (a chat
+/// model, a server that only serves chat), a 404 or 405 is "not offered":
+/// OpenAI's `Invalid URL (POST /v1/embeddings)` and "This is a chat model and
+/// not supported in the v1/completions endpoint", vLLM's and FastAPI's
+/// `{"detail":"Not Found"}`, Ollama's `404 page not found`. Unless it names a
+/// missing model or deployment: code `model_not_found` (OpenAI),
+/// `DeploymentNotFound` (Azure), or a message saying the model does not exist
+/// or is not found (vLLM: "The model `x` does not exist.", Ollama: `model
+/// "x" not found, try pulling it first`): that is the deployment's model,
+/// wrong for every endpoint. On chat completions, which every deployment
+/// is there for, a 404 is always the deployment's failure.
+fn not_offered(endpoint: Endpoint, status: StatusCode, body: &[u8]) -> bool {
+    if endpoint == Endpoint::ChatCompletions || !matches!(status.as_u16(), 404 | 405) {
+        return false;
+    }
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    let missing_model = text.contains("model_not_found")
+        || text.contains("deploymentnotfound")
+        || (text.contains("model")
+            && (text.contains("does not exist") || text.contains("not found")));
+    !missing_model
+}
+
 async fn upstream_error(
     response: UpResponse,
+    endpoint: Endpoint,
     first_deadline: tokio::time::Instant,
     deadline: tokio::time::Instant,
 ) -> Attempted {
@@ -640,6 +740,13 @@ async fn upstream_error(
     let body = read_limited(response, MAX_ERROR_BYTES, first_deadline, deadline)
         .await
         .unwrap_or_default();
+    if not_offered(endpoint, status, &body) {
+        return Attempted::NotOffered {
+            status,
+            headers,
+            body,
+        };
+    }
     let code = status.as_u16();
     let retry_elsewhere = matches!(code, 401 | 403 | 404 | 408 | 429) || status.is_server_error();
     if !retry_elsewhere && status.is_client_error() {
@@ -689,6 +796,10 @@ pub(super) struct Flight {
     /// The deployment that answered, until its tokens are settled.
     answered: Option<Current>,
     last_failure: Option<String>,
+    /// The attempts (indices in `attempts`) whose deployment does not offer
+    /// the endpoint, and the last such answer.
+    not_offered: Vec<usize>,
+    not_offered_answer: Option<Passback>,
     finished: bool,
 }
 
@@ -722,16 +833,33 @@ impl Flight {
             current: None,
             answered: None,
             last_failure: None,
+            not_offered: Vec::new(),
+            not_offered_answer: None,
             finished: false,
         }
     }
 
     fn pick(&mut self) -> Result<Arc<Upstream>, Unavailable> {
         let now = self.gw.now();
-        let mut state = self.route.lock();
-        let pick = state.pool.pick(now, self.estimate, &self.tried)?;
+        let mut guard = self.route.lock();
+        let state = &mut *guard;
+        let (ups, endpoint) = (&state.upstreams, self.endpoint);
+        let not_offering = |i: &usize| ups[*i].known_not_to_offer(endpoint, now);
+        // Deployments known not to offer the endpoint come last: only when
+        // no other can take the request (their answer is then passed back).
+        let avoid = (endpoint != Endpoint::ChatCompletions
+            && (0..ups.len()).any(|i| !self.tried.contains(&i) && not_offering(&i)))
+        .then(|| {
+            let mut avoid = self.tried.clone();
+            avoid.extend((0..ups.len()).filter(not_offering));
+            avoid
+        });
+        let pick = match avoid.and_then(|avoid| state.pool.pick(now, self.estimate, &avoid).ok()) {
+            Some(pick) => pick,
+            None => state.pool.pick(now, self.estimate, &self.tried)?,
+        };
         let upstream = state.upstreams[pick.index].clone();
-        drop(state);
+        drop(guard);
         self.tried.push(pick.index);
         self.current = Some(Current {
             index: pick.index,
@@ -833,10 +961,38 @@ impl Flight {
     /// Nothing (more) to try: the gateway's own answer.
     fn give_up(&mut self, why: Unavailable) -> Response {
         let model = self.route.name.clone();
-        let tried = self.attempts.len();
-        let all = |f: fn(&AttemptOutcome) -> bool| {
-            tried > 0 && self.attempts.iter().all(|a| f(&a.outcome))
+        let attempts = self.attempts.len();
+        // Only failures count here: an attempt whose deployment does not
+        // offer the endpoint says nothing about the others.
+        let tried = attempts - self.not_offered.len();
+        if tried == 0
+            && why == Unavailable::Exhausted
+            && let Some(answer) = self.not_offered_answer.take()
+        {
+            // No deployment offers the endpoint: the upstream's own answer.
+            self.finish(
+                answer.status.as_u16(),
+                RequestOutcome::ClientError,
+                0,
+                0,
+                false,
+            );
+            return respond(
+                answer.status,
+                &answer.headers,
+                Body::from(answer.body),
+                &answer.upstream,
+                attempts,
+            );
+        }
+        let failures = || {
+            self.attempts
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.not_offered.contains(i))
+                .map(|(_, a)| &a.outcome)
         };
+        let all = |f: fn(&AttemptOutcome) -> bool| tried > 0 && failures().all(f);
         let all_rate_limited = all(|o| matches!(o, AttemptOutcome::Status { status: 429 }));
         let all_timed_out = all(|o| matches!(o, AttemptOutcome::Timeout));
         let error = if tried == 0 {
@@ -847,14 +1003,16 @@ impl Flight {
                 },
                 Unavailable::RateLimited { retry_after } => ApiError::RateLimited {
                     message: format!(
-                        "Every enabled deployment of `{model}` is at its tokens-per-minute limit or rate limited; retry after {:.0}s.",
+                        "Every enabled deployment of `{model}`{} is at its tokens-per-minute limit or rate limited; retry after {:.0}s.",
+                        self.offering(),
                         retry_after.as_secs_f64().ceil()
                     ),
                     retry_after,
                 },
                 Unavailable::Failing { retry_after } => ApiError::Unavailable {
                     message: format!(
-                        "Every enabled deployment of `{model}` is cooling down after failures."
+                        "Every enabled deployment of `{model}`{} is cooling down after failures.",
+                        self.offering()
                     ),
                     retry_after: Some(retry_after),
                 },
@@ -897,12 +1055,20 @@ impl Flight {
                 .headers_mut()
                 .insert(X_DEPLOYMENT, state.upstreams[*last].header_name.clone());
         }
-        if tried > 0 {
+        if attempts > 0 {
             response
                 .headers_mut()
-                .insert(X_ATTEMPTS, HeaderValue::from(tried));
+                .insert(X_ATTEMPTS, HeaderValue::from(attempts));
         }
         response
+    }
+
+    /// Which deployments a "no deployment available" answer is about.
+    fn offering(&self) -> String {
+        match self.not_offered.len() {
+            0 => String::new(),
+            _ => format!(" that may offer {}", self.endpoint.path()),
+        }
     }
 
     fn soonest_free(&self) -> Duration {
@@ -940,6 +1106,49 @@ impl Drop for Flight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_404_or_405_off_the_chat_endpoint_is_an_endpoint_not_offered_unless_it_names_the_model() {
+        let not_found = StatusCode::NOT_FOUND;
+        let embeddings =
+            |status, body: &str| not_offered(Endpoint::Embeddings, status, body.as_bytes());
+        // Servers without the endpoint, as they say it.
+        for body in [
+            r#"{"error":{"message":"Invalid URL (POST /v1/embeddings)","type":"invalid_request_error","param":null,"code":null}}"#,
+            r#"{"detail":"Not Found"}"#,
+            "404 page not found",
+            "",
+            r#"{"error":{"message":"This is a chat model and not supported in the v1/completions endpoint. Did you mean to use v1/chat/completions?","type":"invalid_request_error","param":"model","code":null}}"#,
+            r#"{"error":{"code":"404","message":"Resource not found"}}"#,
+        ] {
+            assert!(embeddings(not_found, body), "{body}");
+            assert!(not_offered(
+                Endpoint::Completions,
+                not_found,
+                body.as_bytes()
+            ));
+            assert!(embeddings(StatusCode::METHOD_NOT_ALLOWED, body));
+        }
+        // A deployment whose model is wrong: wrong for every endpoint.
+        for body in [
+            r#"{"error":{"message":"The model `x` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#,
+            r#"{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}"#,
+            r#"{"object":"error","message":"The model `x` does not exist.","type":"NotFoundError","param":null,"code":404}"#,
+            r#"{"error":{"message":"model \"x\" not found, try pulling it first","type":"api_error","param":null,"code":null}}"#,
+        ] {
+            assert!(!embeddings(not_found, body), "{body}");
+        }
+        // Chat completions is what every deployment is there for.
+        assert!(!not_offered(
+            Endpoint::ChatCompletions,
+            not_found,
+            br#"{"detail":"Not Found"}"#
+        ));
+        for status in [400, 401, 403, 410, 500] {
+            let status = StatusCode::from_u16(status).unwrap();
+            assert!(!embeddings(status, r#"{"detail":"Not Found"}"#));
+        }
+    }
 
     #[test]
     fn an_answer_is_one_json_object_whose_usage_is_read() {

@@ -6,12 +6,22 @@
 //! gateway learns the real token count (the usage chunk is then removed again
 //! on the way back). Both edits splice bytes at the spans the parser reports,
 //! so the rest of the body is never re-serialised.
+//!
+//! The gateway refuses only what it cannot route: a body that is not one JSON
+//! object, a `model` that is missing, not a string or given twice. Everything
+//! else is the upstream's to judge. What the gateway reads for itself but
+//! cannot interpret (`"max_tokens": -1`, `"n": "2"`, `"stream": "yes"`) is
+//! estimated as if absent and passed on unchanged, so the client gets the
+//! upstream's own verdict. Counts are read as JSON Schema's `integer`: any
+//! number without a fractional part (`8`, `8.0`, `1e3`), as Python clients
+//! send them. Only `"stream": true` is a stream to the gateway, and
+//! `include_usage` is only added when `stream_options` is absent, null or an
+//! object whose `include_usage` is absent, null or false.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::json;
@@ -50,14 +60,17 @@ impl Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inspected {
     pub model: String,
+    /// `"stream": true` (and given once): the client asked for a stream.
     pub stream: bool,
-    /// The client asked for the usage chunk itself.
+    /// The client asked for the usage chunk itself (`include_usage: true`).
     pub wants_usage: bool,
     /// Prompt tokens, estimated from the size of the prompt (about 4 bytes a
     /// token; Azure OpenAI's own rate limiter also estimates from characters).
     pub prompt_estimate: u64,
     /// Prompt estimate plus the completion tokens the request may use.
     pub estimate: u64,
+    /// The gateway adds `include_usage` to the body it sends upstream.
+    add_usage: bool,
     model_span: (usize, usize),
     stream_options_span: Option<(usize, usize)>,
 }
@@ -74,7 +87,12 @@ struct Fields<'a> {
     messages: Option<&'a [u8]>,
     prompt: Option<&'a [u8]>,
     input: Option<&'a [u8]>,
+    /// `stream` or `stream_options` appears twice.
+    stream_ambiguous: bool,
 }
+
+/// Why [`Fields::of`] refuses a body whose JSON is fine.
+const DUPLICATE_MODEL: &str = "a second `model`";
 
 impl<'a> Fields<'a> {
     /// Reads the top-level members of `body`, checking it is JSON as it goes.
@@ -93,33 +111,67 @@ impl<'a> Fields<'a> {
                 b"input" => &mut f.input,
                 _ => return Ok(()),
             };
-            // Which one would the upstream use? Refuse rather than guess.
-            match slot.replace(value) {
-                Some(_) => Err("a duplicate key"),
-                None => Ok(()),
+            if slot.replace(value).is_some() {
+                match key {
+                    // Which one would the upstream use? Routing on one while
+                    // the upstream reads the other would let a client past
+                    // the router: refuse rather than guess.
+                    b"model" => return Err(DUPLICATE_MODEL),
+                    // Not edited, and not relayed as a stream unless the
+                    // upstream answers with one (the estimates take the last).
+                    b"stream" | b"stream_options" => f.stream_ambiguous = true,
+                    _ => {}
+                }
             }
+            Ok(())
         })?;
         Ok(f)
     }
 }
 
-/// A member that must be `T` or null (absent).
-fn typed<T: serde::de::DeserializeOwned>(
-    raw: Option<&[u8]>,
-    param: &'static str,
-    what: &str,
-) -> Result<Option<T>, BadRequest> {
-    match raw {
-        None => Ok(None),
-        Some(raw) => serde_json::from_slice::<Option<T>>(raw)
-            .map_err(|_| bad(format!("'{param}' must be {what}"), Some(param))),
+/// A count as JSON Schema's `integer` has it: a number without a fractional
+/// part (`8`, `8.0`, `1e3`), here not negative; beyond `u64`, `u64::MAX`.
+/// `None` for anything else (`-1`, `8.5`, `"8"`, `true`, `null`): the
+/// upstream judges those, the estimate treats them as absent.
+fn count_of(raw: &[u8]) -> Option<u64> {
+    // The common case, plain digits: no float parse.
+    if !raw.is_empty() && raw.len() <= 19 && raw.iter().all(u8::is_ascii_digit) {
+        return Some(raw.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')));
     }
+    if !matches!(raw.first(), Some(b'-' | b'0'..=b'9')) {
+        return None;
+    }
+    // A JSON number (the scanner checked it) is a valid Rust float literal.
+    let v: f64 = std::str::from_utf8(raw).ok()?.parse().ok()?;
+    // `as` saturates: 1e30 is u64::MAX; -0 is 0.
+    (v.is_finite() && v >= 0.0 && v.fract() == 0.0).then_some(v as u64)
 }
 
-#[derive(Deserialize, Default)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
+/// What to do about `stream_options` for a stream: `(wants_usage, add_usage)`.
+/// Only an object the gateway fully understands is edited; any other value
+/// is passed on for the upstream to judge, with no usage added.
+fn usage_plan(stream_options: Option<&[u8]>) -> (bool, bool) {
+    let raw = match stream_options {
+        None | Some(b"null") => return (false, true),
+        Some(raw) if raw.first() == Some(&b'{') => raw,
+        Some(_) => return (false, false),
+    };
+    let mut include_usage: Option<&[u8]> = None;
+    let mut twice = false;
+    let read = json::object_members(raw, |key, value| {
+        if key == b"include_usage" {
+            twice |= include_usage.replace(value).is_some();
+        }
+        Ok(())
+    });
+    if read.is_err() || twice {
+        return (false, false);
+    }
+    match include_usage {
+        Some(b"true") => (true, false),
+        None | Some(b"false" | b"null") => (false, true),
+        Some(_) => (false, false),
+    }
 }
 
 /// Why a body cannot be routed; the message is for the client.
@@ -151,8 +203,13 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest>
             None,
         ));
     }
-    let fields = Fields::of(body)
-        .map_err(|e| bad(format!("The request body is not valid JSON: {e}"), None))?;
+    let fields = Fields::of(body).map_err(|e| match e.what {
+        DUPLICATE_MODEL => bad(
+            "'model' is given more than once: the gateway routes on it and cannot tell which one the upstream would use.",
+            Some("model"),
+        ),
+        _ => bad(format!("The request body is not valid JSON: {e}"), None),
+    })?;
     let raw_model = fields
         .model
         .filter(|raw| *raw != b"null")
@@ -162,15 +219,14 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest>
     if model.is_empty() {
         return Err(bad("you must provide a model parameter", Some("model")));
     }
-    let stream = typed::<bool>(fields.stream, "stream", "a boolean")?.unwrap_or(false);
-    let wants_usage = typed::<StreamOptions>(
-        fields.stream_options,
-        "stream_options",
-        "an object like {\"include_usage\": true}",
-    )?
-    .unwrap_or_default()
-    .include_usage
-    .unwrap_or(false);
+    // From here on nothing is refused: what the gateway cannot interpret is
+    // the upstream's to judge.
+    let stream = fields.stream == Some(&b"true"[..]) && !fields.stream_ambiguous;
+    let (wants_usage, add_usage) = if stream {
+        usage_plan(fields.stream_options)
+    } else {
+        (false, false)
+    };
     let prompt_bytes = [fields.messages, fields.prompt, fields.input]
         .iter()
         .flatten()
@@ -178,16 +234,13 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest>
         .map(|r| r.len() as u64)
         .sum::<u64>();
     let prompt_estimate = prompt_bytes.div_ceil(4);
-    let count = |raw, param| typed::<u64>(raw, param, "a non-negative integer");
-    let max_completion_tokens = count(fields.max_completion_tokens, "max_completion_tokens")?;
-    let max_tokens = count(fields.max_tokens, "max_tokens")?;
-    let n = count(fields.n, "n")?;
+    let count = |raw: Option<&[u8]>| raw.and_then(count_of);
     let completion = match endpoint {
         Endpoint::Embeddings => 0,
-        _ => max_completion_tokens
-            .or(max_tokens)
+        _ => count(fields.max_completion_tokens)
+            .or(count(fields.max_tokens))
             .unwrap_or(DEFAULT_COMPLETION_ESTIMATE)
-            .saturating_mul(n.unwrap_or(1).max(1)),
+            .saturating_mul(count(fields.n).unwrap_or(1).max(1)),
     };
     Ok(Inspected {
         model: model.into_owned(),
@@ -195,6 +248,7 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest>
         wants_usage,
         prompt_estimate,
         estimate: prompt_estimate.saturating_add(completion),
+        add_usage,
         model_span: span_of(body, raw_model),
         stream_options_span: fields.stream_options.map(|r| span_of(body, r)),
     })
@@ -204,7 +258,7 @@ impl Inspected {
     /// Whether the body sent upstream asks for usage the client did not want,
     /// so the usage chunk must be taken out of the answer.
     pub fn adds_usage(&self) -> bool {
-        self.stream && !self.wants_usage
+        self.add_usage
     }
 
     /// The body for a deployment: `model_json` (a JSON string literal) in
@@ -346,26 +400,7 @@ mod tests {
         assert!(e(r#"{"model": "m""#).message.contains("not valid JSON"));
         assert_eq!(e(r#"{"messages":[]}"#).param, Some("model"));
         assert_eq!(e(r#"{"model":42}"#).param, Some("model"));
-        assert!(
-            e(r#"{"model":"a","model":"b"}"#)
-                .message
-                .contains("duplicate")
-        );
-        assert!(
-            e(r#"{"model":"a","stream":"yes"}"#)
-                .message
-                .contains("boolean")
-        );
-        assert!(e("[]").message.contains("JSON object"));
-        assert_eq!(
-            e(r#"{"model":"a","max_tokens":-1}"#).param,
-            Some("max_tokens")
-        );
-        assert_eq!(e(r#"{"model":"a","n":1.5}"#).param, Some("n"));
-        assert_eq!(
-            e(r#"{"model":"a","stream_options":"yes"}"#).param,
-            Some("stream_options")
-        );
+        assert_eq!(e(r#"{"model":"a","model":"b"}"#).param, Some("model"));
         assert!(
             e(r#"{"model":"a","x":[1,}"#)
                 .message
@@ -376,7 +411,7 @@ mod tests {
         assert!(
             e(r#"{"model":"cheap","mod\u0065l":"dear"}"#)
                 .message
-                .contains("duplicate")
+                .contains("more than once")
         );
         let i = inspect(br#"{"mod\u0065l":"m"}"#, Endpoint::ChatCompletions).unwrap();
         assert_eq!(i.model, "m");
@@ -386,5 +421,94 @@ mod tests {
             Endpoint::ChatCompletions,
         );
         assert_eq!(i.unwrap().estimate, DEFAULT_COMPLETION_ESTIMATE);
+    }
+
+    #[test]
+    fn counts_are_json_schema_integers() {
+        let estimate = |extra: &str| {
+            let body = format!(r#"{{"model":"m"{extra}}}"#);
+            inspect(body.as_bytes(), Endpoint::ChatCompletions)
+                .unwrap()
+                .estimate
+        };
+        // What the openai Python SDK sends for a float, and other spellings
+        // of whole numbers.
+        assert_eq!(estimate(r#","max_tokens":8.0"#), 8);
+        assert_eq!(estimate(r#","max_tokens":1e3"#), 1000);
+        assert_eq!(estimate(r#","max_tokens":2.5E1"#), 25);
+        assert_eq!(estimate(r#","max_tokens":-0"#), 0);
+        assert_eq!(estimate(r#","max_tokens":10,"n":2.0"#), 20);
+        assert_eq!(
+            estimate(r#","max_completion_tokens":5e0,"max_tokens":9"#),
+            5
+        );
+        assert_eq!(estimate(r#","max_tokens":1e30"#), u64::MAX);
+        assert_eq!(estimate(r#","max_tokens":99999999999999999999"#), u64::MAX);
+        assert_eq!(
+            estimate(r#","max_tokens":9999999999999999999"#),
+            9_999_999_999_999_999_999
+        );
+        // What the gateway cannot read is estimated as absent, and passed on.
+        for odd in [
+            r#","max_tokens":-1"#,
+            r#","max_tokens":8.5"#,
+            r#","max_tokens":"8""#,
+            r#","max_tokens":true"#,
+            r#","max_tokens":[8]"#,
+            r#","max_tokens":1e400"#,
+            r#","n":1.5"#,
+            r#","n":"2""#,
+            r#","n":-3"#,
+        ] {
+            assert_eq!(estimate(odd), DEFAULT_COMPLETION_ESTIMATE, "{odd}");
+        }
+        assert_eq!(
+            estimate(r#","max_tokens":"8","max_completion_tokens":-1"#),
+            256
+        );
+        assert_eq!(estimate(r#","max_completion_tokens":-1,"max_tokens":7"#), 7);
+    }
+
+    #[test]
+    fn what_the_gateway_cannot_interpret_is_passed_on_unchanged() {
+        for body in [
+            r#"{"model":"m","stream":"yes","messages":[]}"#,
+            r#"{"model":"m","stream":1,"stream_options":{"include_usage":true}}"#,
+            r#"{"model":"m","stream":true,"stream_options":"yes"}"#,
+            r#"{"model":"m","stream":true,"stream_options":[]}"#,
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":"yes"}}"#,
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":false,"include_usage":true}}"#,
+            r#"{"model":"m","stream":true,"stream":false}"#,
+            r#"{"model":"m","stream":true,"stream_options":null,"stream_options":{}}"#,
+            r#"{"model":"m","max_tokens":-1,"n":8.5,"max_completion_tokens":"x"}"#,
+            r#"{"model":"m","stream":false,"stream_options":{"include_usage":false}}"#,
+        ] {
+            let i = inspect(body.as_bytes(), Endpoint::ChatCompletions).unwrap();
+            assert!(!i.adds_usage(), "{body}");
+            let out = i.rewrite(body.as_bytes(), &json_string("m"));
+            assert_eq!(std::str::from_utf8(&out).unwrap(), body);
+        }
+        // Only `true` is a stream.
+        let stream = |b: &str| {
+            inspect(b.as_bytes(), Endpoint::ChatCompletions)
+                .unwrap()
+                .stream
+        };
+        assert!(stream(r#"{"model":"m","stream":true}"#));
+        assert!(stream(
+            r#"{"model":"m","stream":true,"stream_options":"yes"}"#
+        ));
+        assert!(!stream(r#"{"model":"m","stream":"true"}"#));
+        assert!(!stream(r#"{"model":"m","stream":true,"stream":true}"#));
+        // include_usage false or null is the gateway's to set.
+        let v = rewrite(r#"{"model":"m","stream":true,"stream_options":{"include_usage":null}}"#);
+        assert_eq!(v["stream_options"], json!({"include_usage": true}));
+        // Other duplicates: the estimate takes the last, as the upstream would.
+        let i = inspect(
+            br#"{"model":"m","max_tokens":5,"max_tokens":7}"#,
+            Endpoint::ChatCompletions,
+        )
+        .unwrap();
+        assert_eq!(i.estimate, 7);
     }
 }

@@ -4,14 +4,17 @@
 //! frame is complete. On the way the scanner notes the usage chunk, the final
 //! `[DONE]` and error frames; when the gateway added `include_usage` on the
 //! client's behalf it also takes out what the client did not ask for (the
-//! usage chunk and the `"usage":null` members of the other chunks). A chunk
-//! that needs no edit is passed on without copying.
+//! usage chunk, the `usage` an upstream puts in its finish chunk instead, and
+//! the `"usage":null` members of the other chunks). A chunk that needs no
+//! edit is passed on without copying.
 
 use std::sync::LazyLock;
 
 use bytes::{Bytes, BytesMut};
 use memchr::memmem::Finder;
 use serde::Deserialize;
+
+use super::json;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
@@ -106,6 +109,40 @@ fn data_of(frame: &[u8]) -> Option<&[u8]> {
     })
 }
 
+/// `frame` with the top-level `usage` member of its `payload` (a slice of
+/// it) taken out, with a comma next to it; `None` when the payload is not
+/// one JSON object with a `usage` member. Once per stream at most: kept out
+/// of line, so the per-chunk path stays as small as it was.
+#[cold]
+#[inline(never)]
+fn without_usage(frame: &[u8], payload: &[u8]) -> Option<Vec<u8>> {
+    let offset = |part: &[u8]| part.as_ptr() as usize - payload.as_ptr() as usize;
+    let mut span = None;
+    json::object_entries(payload, |key, quoted, value| {
+        if key == b"usage" {
+            span = Some((offset(quoted), offset(value) + value.len()));
+        }
+        Ok(())
+    })
+    .ok()?;
+    let (mut start, mut end) = span?;
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let before = payload[..start].iter().rposition(|b| !ws(b));
+    let after = payload[end..].iter().position(|b| !ws(b)).map(|i| end + i);
+    match (before, after) {
+        // `, "usage": {...}` when it is not the first member...
+        (Some(comma), _) if payload[comma] == b',' => start = comma,
+        // ...else `"usage": {...},` when it is not the last.
+        (_, Some(comma)) if payload[comma] == b',' => end = comma + 1,
+        _ => {}
+    }
+    let at = payload.as_ptr() as usize - frame.as_ptr() as usize;
+    let mut edited = Vec::with_capacity(frame.len());
+    edited.extend_from_slice(&frame[..at + start]);
+    edited.extend_from_slice(&frame[at + end..]);
+    Some(edited)
+}
+
 impl SseScanner {
     pub fn new(strip_usage: bool) -> Self {
         Self {
@@ -189,8 +226,15 @@ impl SseScanner {
         {
             self.usage = Some(usage);
             let usage_only = probe.choices.as_ref().is_none_or(|c| c.is_empty());
-            if self.strip_usage && usage_only {
-                return Action::Drop;
+            if self.strip_usage {
+                if usage_only {
+                    return Action::Drop;
+                }
+                // Some upstreams put the usage in the finish chunk: that
+                // chunk stays, without it.
+                if let Some(edited) = without_usage(frame, payload) {
+                    return Action::Replace(edited);
+                }
             }
         }
         if self.strip_usage {
@@ -283,6 +327,61 @@ mod tests {
         );
         assert!(s.saw_error && s.done);
         assert!(out.ends_with("[DONE]\r\n\r\n"));
+    }
+
+    #[test]
+    fn usage_in_the_finish_chunk_is_read_and_taken_out_when_the_gateway_asked() {
+        let finish = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":2,\"total_tokens\":7}}\n\n";
+        let mut s = SseScanner::new(true);
+        let out = feed_all(&mut s, &[CHUNK, finish, DONE]);
+        let expected = [
+            CHUNK.replace(",\"usage\":null", ""),
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n".into(),
+            DONE.to_string(),
+        ]
+        .concat();
+        assert_eq!(out, expected);
+        assert_eq!(s.usage.unwrap().total(), 7);
+        // Asked for by the client: left alone.
+        let mut s = SseScanner::new(false);
+        assert_eq!(feed_all(&mut s, &[finish, DONE]), [finish, DONE].concat());
+        assert_eq!(s.usage.unwrap().total(), 7);
+    }
+
+    #[test]
+    fn a_usage_member_is_cut_out_wherever_it_stands() {
+        let cut = |payload: &str| {
+            let frame = format!("event: x\r\ndata: {payload}\r\n\r\n");
+            let p = data_of(frame.as_bytes()).unwrap();
+            let out = without_usage(frame.as_bytes(), p).map(|v| String::from_utf8(v).unwrap());
+            out.map(|o| {
+                o.strip_prefix("event: x\r\ndata: ")
+                    .and_then(|o| o.strip_suffix("\r\n\r\n"))
+                    .unwrap()
+                    .to_string()
+            })
+        };
+        let choices = r#""choices":[{"usage":{"x":1}}]"#;
+        let usage = r#""usage" : {"total_tokens": 3}"#;
+        assert_eq!(
+            cut(&format!("{{{choices}, {usage}}}")).unwrap(),
+            format!("{{{choices}}}")
+        );
+        assert_eq!(
+            cut(&format!("{{ {usage} ,\t{choices} }}")).unwrap(),
+            format!("{{ \t{choices} }}")
+        );
+        assert_eq!(
+            cut(&format!("{{\"a\":1,{usage},{choices}}}")).unwrap(),
+            format!("{{\"a\":1,{choices}}}")
+        );
+        assert_eq!(cut(&format!("{{{usage}}}")).unwrap(), "{}");
+        assert_eq!(
+            cut(r#"{"us\u0061ge":{"total_tokens":1},"id":2}"#).unwrap(),
+            r#"{"id":2}"#
+        );
+        assert_eq!(cut(&format!("{{{choices}}}")), None);
+        assert_eq!(cut("{\"usage\":{}"), None);
     }
 
     #[test]

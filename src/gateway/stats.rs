@@ -204,7 +204,7 @@ impl Stats {
                 }
                 // The client leaving is nobody's failure; a client error
                 // passed back is an answer, but not a success to share out.
-                AttemptOutcome::Cancelled => {}
+                AttemptOutcome::Cancelled | AttemptOutcome::NotOffered { .. } => {}
                 AttemptOutcome::Status { status }
                     if (400..500).contains(&status) && !failover_status(status) => {}
                 _ => c.failures += 1,

@@ -2,6 +2,7 @@
 //! reading what a provider says about its rate limits.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::net::SocketAddr;
@@ -31,6 +32,9 @@ pub struct Upstream {
     /// The Host header, which the client would otherwise format per request.
     host: Option<HeaderValue>,
     auth: Option<(HeaderName, HeaderValue)>,
+    /// Per endpoint, until when (gateway clock, in ms) this deployment is
+    /// known not to offer it (it answered 404/405 for its path); 0: not known.
+    not_offered_until: [AtomicU64; 3],
 }
 
 /// A deployment name as a header value: printable ASCII as is, every other
@@ -198,6 +202,29 @@ impl Upstream {
             host,
             auth,
             config,
+            not_offered_until: Default::default(),
+        }
+    }
+
+    /// Notes that the deployment answered that it does not offer `endpoint`,
+    /// to be remembered until `until` (on the gateway's clock).
+    pub fn mark_not_offered(&self, endpoint: Endpoint, until: Duration) {
+        let ms = u64::try_from(until.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.not_offered_until[slot(endpoint)].store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether, at `now`, the deployment is known not to offer `endpoint`.
+    pub fn known_not_to_offer(&self, endpoint: Endpoint, now: Duration) -> bool {
+        let until = self.not_offered_until[slot(endpoint)].load(Ordering::Relaxed);
+        until != 0 && u128::from(until) > now.as_millis()
+    }
+
+    /// The deployment served `endpoint` after all.
+    pub fn mark_offered(&self, endpoint: Endpoint) {
+        let at = &self.not_offered_until[slot(endpoint)];
+        // Read first: the common case writes nothing to the shared line.
+        if at.load(Ordering::Relaxed) != 0 {
+            at.store(0, Ordering::Relaxed);
         }
     }
 

@@ -15,12 +15,12 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::Mode;
 use super::body::{End, MockBody};
-use super::openai::{self, ApiError, EmbeddingJob, Generation, Kind, Reply, Usage};
+use super::openai::{self, ApiError, EmbeddingJob, Generation, Kind, Reply, StreamUsage, Usage};
 use super::server::Conn;
 use super::state::Shared;
 use super::window::{self, Admission};
+use super::{MockEndpoint, Mode};
 
 /// Larger request bodies get a 413; no real prompt comes close.
 const MAX_BODY_BYTES: usize = 32 << 20;
@@ -173,6 +173,19 @@ async fn api(
     {
         return Ok(fail_response(*status, *retry_after_s, message.as_deref()));
     }
+    let served = match endpoint {
+        Endpoint::Chat => MockEndpoint::Chat,
+        Endpoint::Completions => MockEndpoint::Completions,
+        Endpoint::Embeddings => MockEndpoint::Embeddings,
+        Endpoint::Models => MockEndpoint::Chat,
+    };
+    if endpoint != Endpoint::Models && shared.opts.without.contains(&served) {
+        // What OpenAI answers for a path it does not know.
+        return Ok(error_response(&ApiError::not_found(
+            &parts.method,
+            parts.uri.path(),
+        )));
+    }
     Ok(match endpoint {
         Endpoint::Models => json_response(
             StatusCode::OK,
@@ -258,10 +271,15 @@ fn generate(
     };
     let mut response = if request.stream {
         let gap = Duration::from_millis(shared.opts.chunk_delay_ms);
+        let usage = match (request.include_usage, shared.opts.usage_in_finish_chunk) {
+            (false, _) => StreamUsage::None,
+            (true, false) => StreamUsage::OwnChunk,
+            (true, true) => StreamUsage::InFinishChunk,
+        };
         respond(
             StatusCode::OK,
             EVENT_STREAM,
-            stream_body(mode, &reply, request.include_usage, gap),
+            stream_body(mode, &reply, usage, gap),
         )
     } else {
         respond(
@@ -318,7 +336,7 @@ fn json_body(mode: &Mode, json: Vec<u8>) -> MockBody {
 }
 
 /// An SSE answer, spoiled as the mode says.
-fn stream_body(mode: &Mode, reply: &Reply<'_>, include_usage: bool, gap: Duration) -> MockBody {
+fn stream_body(mode: &Mode, reply: &Reply<'_>, usage: StreamUsage, gap: Duration) -> MockBody {
     match mode {
         Mode::Garbage => MockBody::stream(
             openai::garbage_frames(reply.usage.completion_tokens + 2),
@@ -327,20 +345,16 @@ fn stream_body(mode: &Mode, reply: &Reply<'_>, include_usage: bool, gap: Duratio
         ),
         Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
         Mode::ResetMidStream { after_chunks } => MockBody::stream(
-            openai::stream_frames(reply, include_usage).cut_after(*after_chunks),
+            openai::stream_frames(reply, usage).cut_after(*after_chunks),
             gap,
             End::Abort,
         ),
         Mode::TruncatedStream { after_chunks } => MockBody::stream(
-            openai::stream_frames(reply, include_usage).cut_after(*after_chunks),
+            openai::stream_frames(reply, usage).cut_after(*after_chunks),
             gap,
             End::Clean,
         ),
-        _ => MockBody::stream(
-            openai::stream_frames(reply, include_usage).frames,
-            gap,
-            End::Clean,
-        ),
+        _ => MockBody::stream(openai::stream_frames(reply, usage).frames, gap, End::Clean),
     }
 }
 

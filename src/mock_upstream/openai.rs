@@ -230,8 +230,28 @@ struct ChatRequest<'a> {
     messages: Option<Vec<Message<'a>>>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    #[serde(default, deserialize_with = "integer")]
     max_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "integer")]
     max_completion_tokens: Option<u64>,
+}
+
+/// A count as OpenAI-compatible servers take it (JSON Schema's `integer`):
+/// `8` and `8.0` are 8; `8.5`, `-1` and `"8"` are refused.
+fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(v) = n.as_u64() {
+        return Ok(Some(v));
+    }
+    match n.as_f64() {
+        Some(v) if v >= 0.0 && v.fract() == 0.0 && v < u64::MAX as f64 => Ok(Some(v as u64)),
+        _ => Err(D::Error::custom(format!(
+            "invalid type: expected a non-negative integer, got {n}"
+        ))),
+    }
 }
 
 #[derive(Deserialize)]
@@ -262,6 +282,7 @@ struct CompletionRequest<'a> {
     prompt: Option<Input<'a>>,
     stream: Option<bool>,
     stream_options: Option<StreamOptions>,
+    #[serde(default, deserialize_with = "integer")]
     max_tokens: Option<u64>,
 }
 
@@ -585,6 +606,17 @@ fn text_completion_json(reply: &Reply<'_>, text: &str) -> Vec<u8> {
     })
 }
 
+/// Where a streamed answer carries its usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum StreamUsage {
+    /// Not asked for.
+    None,
+    /// In a last chunk of its own, with `"choices":[]` (OpenAI).
+    OwnChunk,
+    /// In the finish chunk (some OpenAI-compatible servers).
+    InFinishChunk,
+}
+
 /// A stream's SSE frames, each `data: ...\n\n`.
 #[derive(Debug)]
 pub(super) struct SseFrames {
@@ -654,17 +686,22 @@ impl ChunkTemplate {
         self.frame(choice, self.null_usage)
     }
 
-    fn usage_chunk(&self, usage: Usage) -> Bytes {
+    fn usage_member(&self, usage: Usage) -> String {
         let usage = String::from_utf8(to_vec(&usage)).unwrap_or_default();
-        self.frame("", &format!(r#","usage":{usage}"#))
+        format!(r#","usage":{usage}"#)
+    }
+
+    fn usage_chunk(&self, usage: Usage) -> Bytes {
+        self.frame("", &self.usage_member(usage))
     }
 }
 
 /// The SSE frames of a streamed answer, as OpenAI sends them: for chat a
 /// role chunk first, then one chunk per token, a finish chunk, the usage
-/// chunk (`"choices":[]`) only when `include_usage`, and `[DONE]`.
-pub(super) fn stream_frames(reply: &Reply<'_>, include_usage: bool) -> SseFrames {
-    let template = ChunkTemplate::new(reply, include_usage);
+/// chunk (`"choices":[]`) only when usage was asked for, and `[DONE]`. With
+/// [`StreamUsage::InFinishChunk`] the usage is in the finish chunk instead.
+pub(super) fn stream_frames(reply: &Reply<'_>, usage: StreamUsage) -> SseFrames {
+    let template = ChunkTemplate::new(reply, usage != StreamUsage::None);
     let tokens = reply.usage.completion_tokens;
     let mut frames = Vec::with_capacity(tokens as usize + 4);
     let mut choice = String::with_capacity(96);
@@ -701,9 +738,12 @@ pub(super) fn stream_frames(reply: &Reply<'_>, include_usage: bool) -> SseFrames
             r#"{{"text":"","index":0,"logprobs":null,"finish_reason":"{finish}"}}"#
         ),
     };
-    frames.push(template.chunk(&choice));
+    frames.push(match usage {
+        StreamUsage::InFinishChunk => template.frame(&choice, &template.usage_member(reply.usage)),
+        _ => template.chunk(&choice),
+    });
     let chunks = frames.len();
-    if include_usage {
+    if usage == StreamUsage::OwnChunk {
         frames.push(template.usage_chunk(reply.usage));
     }
     frames.push(Bytes::from_static(DONE_FRAME));
@@ -995,7 +1035,7 @@ mod tests {
     #[test]
     fn stream_chunks_carry_null_usage_only_when_usage_is_asked() {
         let model = "we\"ird";
-        let with = stream_frames(&reply(Kind::Chat, 2, model), true);
+        let with = stream_frames(&reply(Kind::Chat, 2, model), StreamUsage::OwnChunk);
         assert_eq!(with.chunks, 4);
         assert_eq!(with.frames.len(), 6);
         for frame in &with.frames[..4] {
@@ -1009,7 +1049,7 @@ mod tests {
         assert_eq!(usage["usage"]["total_tokens"], 12);
         assert_eq!(&with.frames[5][..], DONE_FRAME);
 
-        let without = stream_frames(&reply(Kind::Chat, 2, model), false);
+        let without = stream_frames(&reply(Kind::Chat, 2, model), StreamUsage::None);
         assert_eq!(without.frames.len(), 5);
         assert!(
             !frame_json(&without.frames[1])
@@ -1020,8 +1060,42 @@ mod tests {
     }
 
     #[test]
+    fn usage_can_ride_in_the_finish_chunk() {
+        let s = stream_frames(&reply(Kind::Chat, 2, "m"), StreamUsage::InFinishChunk);
+        assert_eq!((s.chunks, s.frames.len()), (4, 5));
+        let finish = frame_json(&s.frames[3]);
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop");
+        assert_eq!(finish["usage"]["total_tokens"], 12);
+        assert_eq!(frame_json(&s.frames[2])["usage"], Value::Null);
+        assert_eq!(&s.frames[4][..], DONE_FRAME);
+    }
+
+    #[test]
+    fn counts_are_integers_as_json_schema_has_them() {
+        let chat = |extra: &str| {
+            let body =
+                format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}]{extra}}}"#);
+            parse_chat(body.as_bytes()).map(|g| g.max_tokens)
+        };
+        assert_eq!(chat(r#","max_tokens":8.0"#).unwrap(), Some(8));
+        assert_eq!(chat(r#","max_completion_tokens":1e1"#).unwrap(), Some(10));
+        assert_eq!(chat(r#","max_tokens":null"#).unwrap(), None);
+        for bad in [
+            r#","max_tokens":8.5"#,
+            r#","max_tokens":-1"#,
+            r#","max_tokens":"8""#,
+        ] {
+            assert_eq!(
+                chat(bad).unwrap_err().status,
+                StatusCode::BAD_REQUEST,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn text_streams_have_no_role_chunk() {
-        let s = stream_frames(&reply(Kind::Text, 2, "m"), false);
+        let s = stream_frames(&reply(Kind::Text, 2, "m"), StreamUsage::None);
         let texts: Vec<Value> = s.frames[..s.chunks]
             .iter()
             .map(|f| frame_json(f)["choices"][0]["text"].clone())
@@ -1032,9 +1106,9 @@ mod tests {
 
     #[test]
     fn cutting_a_stream_drops_usage_and_done() {
-        let s = stream_frames(&reply(Kind::Chat, 5, "m"), true);
+        let s = stream_frames(&reply(Kind::Chat, 5, "m"), StreamUsage::OwnChunk);
         assert_eq!(
-            stream_frames(&reply(Kind::Chat, 5, "m"), true)
+            stream_frames(&reply(Kind::Chat, 5, "m"), StreamUsage::OwnChunk)
                 .cut_after(2)
                 .len(),
             2

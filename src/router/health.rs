@@ -32,6 +32,10 @@ pub enum Verdict {
     Failed,
     /// The attempt ended without a verdict (the client went away first).
     Abandoned,
+    /// It does not offer the endpoint asked for (a 404 for `/embeddings`
+    /// from a chat-only server): nothing about its health, which is that of
+    /// the endpoints it does offer.
+    NotOffered,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -148,7 +152,9 @@ impl Health {
                     .min(policy.max_cooldown);
                 self.extend(now, wait, Cause::Failing)
             }
-            Verdict::Abandoned => {
+            // No verdict: a probe that ended so leaves the question open
+            // for the next request.
+            Verdict::Abandoned | Verdict::NotOffered => {
                 self.probe_in_flight = false;
                 None
             }
@@ -282,6 +288,26 @@ mod tests {
         // A rate limit is not a failure and needs no probe.
         assert_eq!(h.consecutive_failures(), 0);
         assert!(!h.on_pick());
+    }
+
+    #[test]
+    fn an_endpoint_not_offered_says_nothing_about_health() {
+        let p = policy();
+        let mut h = Health::default();
+        h.record(ms(0), Verdict::Failed, &p);
+        h.record(ms(0), Verdict::Failed, &p);
+        for _ in 0..10 {
+            assert_eq!(h.record(ms(0), Verdict::NotOffered, &p), None);
+        }
+        assert_eq!(h.consecutive_failures(), 2);
+        assert!(h.blocked(ms(0)).is_none());
+        // A probe that met an endpoint not offered leaves the probe to the next request.
+        h.record(ms(0), Verdict::Failed, &p);
+        assert!(h.on_pick());
+        h.record(ms(5001), Verdict::NotOffered, &p);
+        assert!(h.blocked(ms(5001)).is_none());
+        assert!(h.on_pick());
+        assert_eq!(h.consecutive_failures(), 3);
     }
 
     #[test]

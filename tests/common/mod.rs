@@ -165,3 +165,30 @@ pub async fn pair(
     .await;
     (a, b, gw)
 }
+
+/// A small real HTTP server on loopback, serving `app`: for upstreams the
+/// mock cannot play. Returns its `api_base`; it stops with the test's runtime.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/v1")
+}
+
+/// A deployment table entry pointing at any base URL.
+pub fn deployment_url(name: &str, api_base: &str, extra: &str) -> String {
+    format!(
+        "\n[[models.deployments]]\nname = \"{name}\"\napi_base = \"{api_base}\"\napi_key = \"sk-test-{name}-123456\"\nmodel_id = \"{name}-model\"\n{extra}\n"
+    )
+}
+
+/// Sends `body` as written (not re-serialised: `8.0` stays `8.0`).
+pub async fn post_raw(gw: &TestGateway, path: &str, body: &str) -> reqwest::Response {
+    gw.client
+        .post(gw.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}

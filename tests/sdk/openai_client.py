@@ -24,6 +24,15 @@ out["chat"] = {
     "attempts": raw.headers.get("x-switchboard-attempts"),
 }
 
+# A float is sent as written, `"max_tokens": 8.0`; upstreams take it as 8.
+floats = client.chat.completions.with_raw_response.create(
+    model="m", messages=[{"role": "user", "content": "hello"}], max_tokens=8.0, n=1.0
+)
+out["float_counts"] = {
+    "completion_tokens": floats.parse().usage.completion_tokens,
+    "deployment": floats.headers.get("x-switchboard-deployment"),
+}
+
 text, usage_chunks = [], 0
 for chunk in client.chat.completions.create(
     model="m", messages=[{"role": "user", "content": "stream"}], stream=True

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serve::{Serve, free_port};
 use switchboard::mock_upstream::{self, MockHandle, MockOptions};
-use tmux::{DEADLINE, Tmux};
+use tmux::{DEADLINE, Tmux, table_has};
 
 const ADMIN_KEY: &str = "adm-e2e-0123456789abcdef";
 
@@ -58,13 +58,6 @@ fn traffic(rt: &tokio::runtime::Runtime, port: u16) -> Arc<AtomicBool> {
         }
     });
     stop
-}
-
-fn table_has(config: &str, name: &str, line: &str) -> bool {
-    config
-        .split("[[models")
-        .find(|t| t.contains(&format!("name = \"{name}\"")))
-        .is_some_and(|t| t.lines().any(|l| l.trim() == line))
 }
 
 #[test]

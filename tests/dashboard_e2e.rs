@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use switchboard::mock_upstream::{self, MockOptions};
 
 mod tmux;
-use tmux::{DEADLINE, Tmux};
+use tmux::{DEADLINE, Tmux, table_has};
 
 /// `switchboard demo` on a fresh config in `dir`, the gateway on a free port.
 fn demo(dir: &Path, width: u16, height: u16) -> (Tmux, PathBuf) {
@@ -65,14 +65,6 @@ fn requests(addr: &str) -> Vec<(String, u64)> {
             )
         })
         .collect()
-}
-
-/// Whether the `[[models.deployments]]` table named `name` says `line`.
-fn table_has(config: &str, name: &str, line: &str) -> bool {
-    config
-        .split("[[models")
-        .find(|t| t.contains(&format!("name = \"{name}\"")))
-        .is_some_and(|t| t.lines().any(|l| l.trim() == line))
 }
 
 #[test]

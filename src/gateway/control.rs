@@ -135,6 +135,12 @@ pub struct TestReport {
     pub message: String,
 }
 
+fn duplicate(model: &str, name: &str) -> ApiError {
+    ApiError::Conflict {
+        message: format!("model `{model}` already has a deployment named `{name}`"),
+    }
+}
+
 impl TestReport {
     /// The test routes' JSON: `{"ok": true, "latency_ms", "model"}` or
     /// `{"ok": false, "status", "error"}` (the upstream's error, keys masked).
@@ -299,21 +305,27 @@ impl Gateway {
         model: &str,
         spec: &DeploymentSpec,
     ) -> Result<TestReport, ApiError> {
+        let (_, config) = self.vet(model, spec)?;
+        Ok(self.test_deployment(&config).await)
+    }
+
+    /// A new deployment for `model` checked as an add checks it: the model
+    /// exists, the name is free, the fields resolve.
+    fn vet(
+        &self,
+        model: &str,
+        spec: &DeploymentSpec,
+    ) -> Result<(Arc<ModelRoute>, DeploymentConfig), ApiError> {
         let route = self.route(model)?;
         if route.lock().pool.index_of(&spec.name).is_some() {
-            return Err(ApiError::Conflict {
-                message: format!(
-                    "model `{model}` already has a deployment named `{}`",
-                    spec.name
-                ),
-            });
+            return Err(duplicate(model, &spec.name));
         }
         let base_dir = crate::config::base_dir_of(self.config_path());
         let config = spec.resolve(&base_dir).map_err(|e| ApiError::BadRequest {
             message: e.to_string(),
             param: None,
         })?;
-        Ok(self.test_deployment(&config).await)
+        Ok((route, config))
     }
 
     /// Adds a deployment to a model: validated, tested (unless `test` is
@@ -324,21 +336,7 @@ impl Gateway {
         spec: DeploymentSpec,
         test: bool,
     ) -> Result<DeploymentView, ApiError> {
-        let route = self.route(model)?;
-        let duplicate = || ApiError::Conflict {
-            message: format!(
-                "model `{model}` already has a deployment named `{}`",
-                spec.name
-            ),
-        };
-        if route.lock().pool.index_of(&spec.name).is_some() {
-            return Err(duplicate());
-        }
-        let base_dir = crate::config::base_dir_of(self.config_path());
-        let config = spec.resolve(&base_dir).map_err(|e| ApiError::BadRequest {
-            message: e.to_string(),
-            param: None,
-        })?;
+        let (route, config) = self.vet(model, &spec)?;
         if test {
             let report = self.test_deployment(&config).await;
             if !report.ok {
@@ -352,7 +350,7 @@ impl Gateway {
         }
         let _edit = self.shared.edits.lock().await;
         if route.lock().pool.index_of(&spec.name).is_some() {
-            return Err(duplicate());
+            return Err(duplicate(model, &spec.name));
         }
         let path = self.config_path().to_path_buf();
         let (m, s) = (model.to_string(), spec.clone());

@@ -106,3 +106,12 @@ impl Drop for Tmux {
         let _ = self.cmd().arg("kill-server").status();
     }
 }
+
+/// Whether the `[[models.deployments]]` table named `name` in a config the
+/// dashboard wrote says `line`.
+pub fn table_has(config: &str, name: &str, line: &str) -> bool {
+    config
+        .split("[[models")
+        .find(|t| t.contains(&format!("name = \"{name}\"")))
+        .is_some_and(|t| t.lines().any(|l| l.trim() == line))
+}

@@ -81,6 +81,7 @@ fn spec(name: &str, api_base: &str) -> DeploymentSpec {
         name: name.into(),
         provider: Provider::OpenAi,
         api_base: api_base.into(),
+        api_version: None,
         api_key: None,
         model_id: "fallback-model".into(),
         tpm_limit: Some(40_000),

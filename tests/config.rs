@@ -200,7 +200,7 @@ fn unknown_fields_are_errors_everywhere() {
         &text,
         line_with(&text, "tpm_limt", 0),
         "models[0].deployments[1].tpm_limt",
-        "unknown field; expected one of name, provider, api_base, api_key, model_id, tpm_limit, enabled",
+        "unknown field; expected one of name, provider, api_base, api_version, api_key, model_id, tpm_limit, enabled",
     );
     assert!(err.to_string().contains("switchboard.toml:"), "{err}");
 
@@ -388,12 +388,55 @@ fn api_base_must_be_an_http_url_with_a_host() {
 
 #[test]
 fn provider_must_be_known() {
-    let text = one_deployment("provider = \"anthropic\"");
-    expect_error(
+    let text = one_deployment("provider = \"gemini\"");
+    let err = expect_error(
         &text,
         line_with(&text, "provider", 0),
         "models[0].deployments[0].provider",
         "openai",
+    );
+    assert!(err.message.contains("anthropic"), "{err}");
+}
+
+#[test]
+fn provider_fields_belong_to_their_provider() {
+    let text = one_deployment("provider = \"anthropic\"\napi_version = \"2024-10-21\"");
+    expect_error(
+        &text,
+        line_with(&text, "api_version", 0),
+        "models[0].deployments[0].api_version",
+        "only azure deployments take an api_version (this one is anthropic)",
+    );
+    let text = one_deployment("provider = \"azure\"\napi_version = \"2024 10 21\"");
+    expect_error(
+        &text,
+        line_with(&text, "api_version", 0),
+        "models[0].deployments[0].api_version",
+        "is not an API version",
+    );
+    let text = one_deployment("provider = \"azure\"\napi_version = \"2024-10-21\"");
+    let config = load(&text).unwrap();
+    assert_eq!(
+        config.models[0].deployments[0].api_version.as_deref(),
+        Some("2024-10-21")
+    );
+    // Anthropic's endpoint is the default: no api_base needed.
+    let text = "[[models]]\nname = \"claude\"\n[[models.deployments]]\nname = \"direct\"\nprovider = \"anthropic\"\nmodel_id = \"claude-sonnet-4-5\"\n";
+    assert_eq!(
+        load(text).unwrap().models[0].deployments[0].api_base,
+        "https://api.anthropic.com"
+    );
+    let text = "[[models]]\nname = \"m\"\n[[models.deployments]]\nname = \"a\"\nmodel_id = \"x\"\n";
+    let (_dir, path) = config_file(text);
+    let err = Config::load(&path).unwrap_err();
+    assert_eq!(
+        err.field.as_deref(),
+        Some("models[0].deployments[0].api_base"),
+        "{err}"
+    );
+    assert!(
+        err.message.contains("is needed for provider openai"),
+        "{err}"
     );
 }
 
@@ -650,6 +693,7 @@ fn spec(name: &str) -> DeploymentSpec {
         name: name.to_string(),
         provider: Provider::Azure,
         api_base: "http://127.0.0.1:9009/v1".to_string(),
+        api_version: None,
         api_key: Some("env:SB_TEST_PERSIST_KEY".to_string()),
         model_id: "gpt-4o-mini".to_string(),
         tpm_limit: Some(5000),

@@ -429,12 +429,55 @@ fn the_form_starts_with_the_defaults_of_the_contract() {
         press(&mut app, &[KeyCode::Tab]);
         order.push(form(&app).focus);
     }
-    assert_eq!(order, Field::ALL);
+    assert_eq!(
+        order,
+        [
+            Field::Name,
+            Field::Provider,
+            Field::ApiBase,
+            Field::ApiKey,
+            Field::ModelId,
+            Field::TpmLimit,
+            Field::Enabled,
+            Field::Button
+        ]
+    );
     press(&mut app, &[KeyCode::BackTab]);
     assert_eq!(form(&app).focus, Field::Enabled);
     // Space on a choice changes it; on a text field it is a space.
     press(&mut app, &[KeyCode::Char(' ')]);
     assert!(!form(&app).enabled);
+}
+
+#[test]
+fn the_provider_choice_shows_the_fields_that_provider_needs() {
+    let mut app = app();
+    press(&mut app, &[KeyCode::Tab, KeyCode::Char('a'), KeyCode::Tab]);
+    assert_eq!(form(&app).focus, Field::Provider);
+    press(&mut app, &[KeyCode::Char(' ')]);
+    assert_eq!(form(&app).provider, Provider::Azure);
+    assert!(render(&app, 100, 30).contains("API version"));
+    press(&mut app, &[KeyCode::Tab, KeyCode::Tab]);
+    assert_eq!(form(&app).focus, Field::ApiVersion);
+    type_text(&mut app, "2024-10-21");
+    // Anthropic: no API version, and its endpoint is the default.
+    press(&mut app, &[KeyCode::BackTab, KeyCode::BackTab, KeyCode::Char(' ')]);
+    assert_eq!(form(&app).provider, Provider::Anthropic);
+    let screen = render(&app, 100, 30);
+    assert!(!screen.contains("API version"), "{screen}");
+    assert!(screen.contains("https://api.anthropic.com (the default)"), "{screen}");
+    type_text_fields(&mut app);
+    let spec = form(&app).spec().unwrap();
+    assert_eq!(spec.provider, Provider::Anthropic);
+    assert_eq!(spec.api_version, None, "an Azure field does not follow to Anthropic");
+    assert_eq!(spec.api_base, "");
+}
+
+/// Name and model ID for a spec that validates with the provider's defaults.
+fn type_text_fields(app: &mut App) {
+    press(app, &[KeyCode::BackTab]);
+    type_text(app, "claude-direct");
+    press(app, &[KeyCode::Tab]);
 }
 
 /// Fills the form: name, (provider kept), api base, key, model id, tpm; ends on the button.

@@ -12,23 +12,49 @@ use serde::{Deserialize, Serialize};
 
 use super::secret::ApiKey;
 
-/// How the gateway authenticates to an upstream.
+/// Which API a deployment's upstream speaks, and so how the gateway calls
+/// it and translates for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// Any OpenAI-compatible API: `Authorization: Bearer <key>`.
     #[default]
     OpenAi,
-    /// Azure OpenAI: `api-key: <key>`.
+    /// Azure OpenAI: `api-key: <key>`; the classic `deployments/...` API
+    /// with `api_version`, else Azure's OpenAI-compatible `/openai/v1`.
     Azure,
+    /// Anthropic's Messages API, translated both ways.
+    Anthropic,
 }
 
 impl Provider {
+    /// Every provider, in the order the dashboard's form offers them.
+    pub const ALL: [Provider; 3] = [Provider::OpenAi, Provider::Azure, Provider::Anthropic];
+
     /// The name used in the config file and the admin API.
     pub fn as_str(&self) -> &'static str {
         match self {
             Provider::OpenAi => "openai",
             Provider::Azure => "azure",
+            Provider::Anthropic => "anthropic",
+        }
+    }
+
+    /// The `api_base` used when a deployment gives none, for providers with
+    /// one well-known endpoint.
+    pub fn default_api_base(&self) -> Option<&'static str> {
+        match self {
+            Provider::Anthropic => Some("https://api.anthropic.com"),
+            Provider::OpenAi | Provider::Azure => None,
+        }
+    }
+
+    /// An example `api_base`, for messages and the form.
+    pub fn example_api_base(&self) -> &'static str {
+        match self {
+            Provider::OpenAi => "https://api.openai.com/v1",
+            Provider::Azure => "https://NAME.openai.azure.com (with api_version) or …/openai/v1",
+            Provider::Anthropic => "https://api.anthropic.com",
         }
     }
 }
@@ -44,8 +70,11 @@ impl fmt::Display for Provider {
 pub struct DeploymentConfig {
     pub name: String,
     pub provider: Provider,
-    /// An `http://` or `https://` URL with a host, without a trailing `/`.
+    /// An `http://` or `https://` URL with a host, without a trailing `/`
+    /// (the provider's default when the spec gave none).
     pub api_base: String,
+    /// Azure's classic API version (`2024-10-21`); only for `azure`.
+    pub api_version: Option<String>,
     /// None for upstreams that need no key (local vLLM, Ollama).
     pub api_key: Option<ApiKey>,
     pub model_id: String,
@@ -62,7 +91,12 @@ pub struct DeploymentSpec {
     pub name: String,
     #[serde(default)]
     pub provider: Provider,
+    /// Empty: the provider's default, for those that have one.
+    #[serde(default)]
     pub api_base: String,
+    /// Azure's classic API: `{api_base}/openai/deployments/{model_id}/…?api-version=`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
     #[serde(default)]
     pub api_key: Option<String>,
     pub model_id: String,
@@ -107,6 +141,7 @@ impl DeploymentSpec {
             name: self.name.clone(),
             provider: self.provider,
             api_base: checked.api_base,
+            api_version: self.api_version.as_ref().map(|v| v.trim().to_string()),
             api_key,
             model_id: self.model_id.clone(),
             tpm_limit: checked.tpm_limit,
@@ -122,8 +157,22 @@ impl DeploymentSpec {
 
     fn check(&self) -> Result<Checked, FieldError> {
         check_name(&self.name).map_err(|m| FieldError::new("name", m))?;
-        let api_base =
-            normalize_api_base(&self.api_base).map_err(|m| FieldError::new("api_base", m))?;
+        let api_base = match (self.api_base.trim(), self.provider.default_api_base()) {
+            ("", Some(default)) => default.to_string(),
+            ("", None) => {
+                return Err(FieldError::new(
+                    "api_base",
+                    format!(
+                        "is needed for provider {}, e.g. {}",
+                        self.provider,
+                        self.provider.example_api_base()
+                    ),
+                ));
+            }
+            (given, _) => normalize_api_base(given).map_err(|m| FieldError::new("api_base", m))?,
+        };
+        check_api_version(self.provider, self.api_version.as_deref())
+            .map_err(|m| FieldError::new("api_version", m))?;
         if let Some(reference) = &self.api_key
             && reference.trim().is_empty()
         {
@@ -162,6 +211,32 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     }
     if name.chars().any(char::is_control) {
         return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// `api_version` belongs to Azure's classic API, and goes into a query
+/// string: a date-like token such as `2024-10-21` or `2025-01-01-preview`.
+fn check_api_version(provider: Provider, version: Option<&str>) -> Result<(), String> {
+    let Some(version) = version else {
+        return Ok(());
+    };
+    if provider != Provider::Azure {
+        return Err(format!(
+            "only azure deployments take an api_version (this one is {provider})"
+        ));
+    }
+    let version = version.trim();
+    if version.is_empty() {
+        return Err("is empty; omit it for Azure's /openai/v1 API".into());
+    }
+    if !version
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(format!(
+            "\"{version}\" is not an API version; expected e.g. \"2024-10-21\""
+        ));
     }
     Ok(())
 }
@@ -278,8 +353,46 @@ mod tests {
     }
 
     #[test]
+    fn api_version_is_azures_and_anthropic_has_a_default_base() {
+        let azure = DeploymentSpec {
+            provider: Provider::Azure,
+            api_version: Some("2024-10-21".into()),
+            ..spec()
+        };
+        assert!(azure.validate().is_ok());
+        let bad = DeploymentSpec {
+            api_version: Some("2024 10".into()),
+            ..azure.clone()
+        };
+        assert_eq!(bad.validate().unwrap_err().field, "api_version");
+        let anthropic = DeploymentSpec {
+            provider: Provider::Anthropic,
+            api_base: String::new(),
+            ..spec()
+        };
+        let d = anthropic.resolve(Path::new(".")).unwrap();
+        assert_eq!(d.api_base, "https://api.anthropic.com");
+        let with_version = DeploymentSpec {
+            api_version: Some("2024-10-21".into()),
+            ..anthropic
+        };
+        let e = with_version.validate().unwrap_err();
+        assert_eq!(e.field, "api_version");
+        assert!(e.message.contains("anthropic"), "{e}");
+        let openai = DeploymentSpec {
+            api_base: String::new(),
+            ..spec()
+        };
+        let e = openai.validate().unwrap_err();
+        assert!(
+            e.field == "api_base" && e.message.contains("api.openai.com"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn provider_names_round_trip() {
-        for p in [Provider::OpenAi, Provider::Azure] {
+        for p in Provider::ALL {
             let json = serde_json::to_string(&p).unwrap();
             assert_eq!(json, format!("\"{}\"", p.as_str()));
         }

@@ -391,8 +391,14 @@ fn deployment_fields(spec: &DeploymentSpec) -> Vec<(&'static str, Value)> {
     let mut fields = vec![
         ("name", Value::from(spec.name.as_str())),
         ("provider", Value::from(spec.provider.as_str())),
-        ("api_base", Value::from(spec.api_base.as_str())),
     ];
+    // A provider's default endpoint stays implicit, as the user left it.
+    if !spec.api_base.trim().is_empty() {
+        fields.push(("api_base", Value::from(spec.api_base.as_str())));
+    }
+    if let Some(version) = &spec.api_version {
+        fields.push(("api_version", Value::from(version.as_str())));
+    }
     if let Some(key) = &spec.api_key {
         fields.push(("api_key", Value::from(key.as_str())));
     }

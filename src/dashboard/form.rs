@@ -6,12 +6,15 @@ use tui_input::{Input, InputRequest};
 use super::action::{FieldMessage, TestResult};
 use crate::config::{DeploymentSpec, Provider};
 
-/// The fields in the contract's order, then the button.
+/// The fields in the contract's order, then the button. A provider's own
+/// fields (Azure's API version) come after the API base, shown only for
+/// that provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
     Name,
     Provider,
     ApiBase,
+    ApiVersion,
     ApiKey,
     ModelId,
     TpmLimit,
@@ -20,10 +23,11 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 8] = [
+    pub const ALL: [Field; 9] = [
         Field::Name,
         Field::Provider,
         Field::ApiBase,
+        Field::ApiVersion,
         Field::ApiKey,
         Field::ModelId,
         Field::TpmLimit,
@@ -36,6 +40,7 @@ impl Field {
             Field::Name => "Name",
             Field::Provider => "Provider",
             Field::ApiBase => "API base",
+            Field::ApiVersion => "API version",
             Field::ApiKey => "API key",
             Field::ModelId => "Model ID",
             Field::TpmLimit => "TPM limit",
@@ -49,6 +54,7 @@ impl Field {
         match self {
             Field::Name => "e.g. westus-fallback",
             Field::ApiBase => "https://….openai.azure.com/openai/v1",
+            Field::ApiVersion => "e.g. 2024-10-21 for the classic API; empty for /openai/v1",
             Field::ApiKey => "env:VAR, file:PATH or the key (optional)",
             Field::ModelId => "what the upstream calls the model",
             Field::TpmLimit => "tokens per minute (optional)",
@@ -62,6 +68,7 @@ impl Field {
             Field::Name => "name",
             Field::Provider => "provider",
             Field::ApiBase => "api_base",
+            Field::ApiVersion => "api_version",
             Field::ApiKey => "api_key",
             Field::ModelId => "model_id",
             Field::TpmLimit => "tpm_limit",
@@ -84,8 +91,12 @@ impl Field {
         !self.is_choice() && self != Field::Button
     }
 
-    fn index(self) -> usize {
-        Field::ALL.iter().position(|f| *f == self).unwrap_or(0)
+    /// Whether a deployment of `provider` has this field.
+    pub fn applies_to(self, provider: Provider) -> bool {
+        match self {
+            Field::ApiVersion => provider == Provider::Azure,
+            _ => true,
+        }
     }
 }
 
@@ -115,6 +126,7 @@ pub struct Form {
     pub name: Input,
     pub provider: Provider,
     pub api_base: Input,
+    pub api_version: Input,
     pub api_key: Input,
     pub model_id: Input,
     pub tpm_limit: Input,
@@ -148,6 +160,7 @@ impl Form {
             name: Input::default(),
             provider: Provider::OpenAi,
             api_base: Input::default(),
+            api_version: Input::default(),
             api_key: Input::default(),
             model_id: Input::new(model_id.unwrap_or_default().to_string()),
             tpm_limit: Input::default(),
@@ -165,6 +178,7 @@ impl Form {
         match field {
             Field::Name => Some(&self.name),
             Field::ApiBase => Some(&self.api_base),
+            Field::ApiVersion => Some(&self.api_version),
             Field::ApiKey => Some(&self.api_key),
             Field::ModelId => Some(&self.model_id),
             Field::TpmLimit => Some(&self.tpm_limit),
@@ -176,6 +190,7 @@ impl Form {
         match field {
             Field::Name => Some(&mut self.name),
             Field::ApiBase => Some(&mut self.api_base),
+            Field::ApiVersion => Some(&mut self.api_version),
             Field::ApiKey => Some(&mut self.api_key),
             Field::ModelId => Some(&mut self.model_id),
             Field::TpmLimit => Some(&mut self.tpm_limit),
@@ -183,13 +198,31 @@ impl Form {
         }
     }
 
+    /// The fields this form shows, in order: those of its provider.
+    pub fn fields(&self) -> Vec<Field> {
+        Field::ALL
+            .into_iter()
+            .filter(|f| f.applies_to(self.provider))
+            .collect()
+    }
+
+    fn step_focus(&mut self, forward: bool) {
+        let fields = self.fields();
+        let n = fields.len();
+        let at = fields.iter().position(|f| *f == self.focus).unwrap_or(0);
+        self.focus = fields[if forward {
+            (at + 1) % n
+        } else {
+            (at + n - 1) % n
+        }];
+    }
+
     pub fn next(&mut self) {
-        self.focus = Field::ALL[(self.focus.index() + 1) % Field::ALL.len()];
+        self.step_focus(true);
     }
 
     pub fn prev(&mut self) {
-        let n = Field::ALL.len();
-        self.focus = Field::ALL[(self.focus.index() + n - 1) % n];
+        self.step_focus(false);
     }
 
     pub fn busy(&self) -> bool {
@@ -258,10 +291,9 @@ impl Form {
     pub fn cycle(&mut self) {
         match self.focus {
             Field::Provider => {
-                self.provider = match self.provider {
-                    Provider::OpenAi => Provider::Azure,
-                    Provider::Azure => Provider::OpenAi,
-                }
+                let all = Provider::ALL;
+                let at = all.iter().position(|p| *p == self.provider).unwrap_or(0);
+                self.provider = all[(at + 1) % all.len()];
             }
             Field::Enabled => self.enabled = !self.enabled,
             _ => return,
@@ -296,6 +328,7 @@ impl Form {
             name: text(&self.name),
             provider: self.provider,
             api_base: text(&self.api_base),
+            api_version: optional(&self.api_version).filter(|_| self.provider == Provider::Azure),
             api_key: optional(&self.api_key),
             model_id: text(&self.model_id),
             tpm_limit,
@@ -303,14 +336,7 @@ impl Form {
         };
         spec.validate().map_err(|e| {
             let field = Field::from_config_name(&e.field).unwrap_or(Field::Button);
-            if field == Field::ApiBase && spec.api_base.is_empty() {
-                (
-                    field,
-                    "is needed, e.g. https://api.openai.com/v1".to_string(),
-                )
-            } else {
-                (field, e.message)
-            }
+            (field, e.message)
         })?;
         if self.taken.contains(&spec.name) {
             return Err((

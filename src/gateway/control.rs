@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::answer::root_cause;
 use super::error::ApiError;
-use super::proxy::root_cause;
 use super::request::Endpoint;
 use super::stats::{DeploymentRates, Rates, Stats};
 use super::upstream::Upstream;

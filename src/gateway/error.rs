@@ -23,6 +23,13 @@ pub enum ApiError {
         message: String,
         param: Option<&'static str>,
     },
+    /// A parameter this deployment's API cannot honour (`n: 2` for
+    /// Anthropic): named, never silently dropped.
+    #[error("{message}")]
+    Unsupported { message: String, param: String },
+    /// No deployment of the model offers the endpoint.
+    #[error("{0}")]
+    EndpointNotOffered(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error(
@@ -68,7 +75,8 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::Unsupported { .. } => StatusCode::BAD_REQUEST,
+            ApiError::EndpointNotOffered(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::AdminForbidden => StatusCode::FORBIDDEN,
@@ -87,6 +95,8 @@ impl ApiError {
     pub fn fault(&self) -> Fault {
         match self {
             ApiError::BadRequest { .. }
+            | ApiError::Unsupported { .. }
+            | ApiError::EndpointNotOffered(_)
             | ApiError::PayloadTooLarge { .. }
             | ApiError::Unauthorized
             | ApiError::AdminUnauthorized
@@ -112,6 +122,12 @@ impl ApiError {
     fn kind(&self) -> (&'static str, Option<&'static str>) {
         match self {
             ApiError::BadRequest { .. } => ("invalid_request_error", None),
+            ApiError::Unsupported { .. } => {
+                ("invalid_request_error", Some("unsupported_parameter"))
+            }
+            ApiError::EndpointNotOffered(_) => {
+                ("invalid_request_error", Some("endpoint_not_supported"))
+            }
             ApiError::PayloadTooLarge { .. } => {
                 ("invalid_request_error", Some("request_too_large"))
             }
@@ -139,7 +155,8 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         let (kind, code) = self.kind();
         let param = match self {
-            ApiError::BadRequest { param, .. } => *param,
+            ApiError::BadRequest { param, .. } => param.map(String::from),
+            ApiError::Unsupported { param, .. } => Some(param.clone()),
             _ => None,
         };
         json!({"error": {"message": self.to_string(), "type": kind, "param": param, "code": code}})

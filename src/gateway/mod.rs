@@ -8,12 +8,15 @@
 //!   never held across an await.
 
 mod admin;
+mod answer;
 mod auth;
 mod client;
 pub mod control;
 pub mod error;
+mod flight;
 pub mod json;
 mod metrics;
+pub mod provider;
 mod proxy;
 mod relay;
 mod reload;

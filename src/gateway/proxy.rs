@@ -1,12 +1,9 @@
 //! Forwarding one request: pick a deployment, call it, fail over, answer.
 //!
-//! A [`Flight`] follows the request from arrival to its last byte. It is the one
-//! place that tells the router core how each attempt went, corrects the token
-//! count, and publishes the request's event, including when the client goes
-//! away halfway (its `Drop` does the bookkeeping then), so no request and no
-//! token goes unaccounted.
+//! The attempt loop here knows nothing of providers: each deployment's
+//! [`Dialect`](super::provider::Dialect) builds its body, reads its answer
+//! and says what its errors mean. A [`Flight`] keeps the books.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -14,30 +11,29 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use serde::Deserialize;
 use serde_json::json;
 
+use super::answer::{
+    failed, is_event_stream, read_answer, root_cause, start_stream, upstream_error,
+};
 use super::error::ApiError;
-use super::json;
+pub(super) use super::flight::Flight;
+use super::flight::Passback;
+use super::provider::{AnswerContext, Decoder};
 use super::relay::{ByteStream, Relay};
 use super::request::{self, Endpoint, Inspected};
-use super::sse::{SseScanner, Usage};
-use super::upstream::{Response as UpResponse, Upstream, rate_limit_hint};
-use super::{Gateway, ModelRoute, auth};
-use crate::events::{self, AttemptOutcome, Event, RequestEvent, RequestOutcome};
-use crate::router::{Reservation, Unavailable, Verdict};
+use super::sse::Usage;
+use super::upstream::Upstream;
+use super::{Gateway, auth};
+use crate::events::{AttemptOutcome, RequestOutcome};
+use crate::router::{Unavailable, Verdict};
 
 // Header names made once: inserting by `&str` validates and hashes the name
 // on every request (1.8% of the gateway's instructions in a profile).
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-switchboard-deployment");
-const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
+pub(super) const X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-switchboard-deployment");
+pub(super) const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
 
-/// The largest answer read into memory from an upstream (non-streaming).
-const MAX_ANSWER_BYTES: usize = 64 << 20;
-/// How much of an upstream's error body is kept for messages.
-const MAX_ERROR_BYTES: usize = 64 << 10;
 /// How long a deployment that answered "endpoint not offered" is tried for
 /// that endpoint only when no other deployment can take the request.
 const NOT_OFFERED_MEMORY: Duration = Duration::from_secs(60);
@@ -192,7 +188,10 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
             Ok(up) => up,
             Err(why) => return flight.give_up(why),
         };
-        let attempted = attempt(&gw, &upstream, endpoint, &req, &body, deadline, first_byte).await;
+        let attempted = attempt(
+            &gw, &flight, &upstream, endpoint, &req, &body, deadline, first_byte,
+        )
+        .await;
         match scrubbed(attempted, &upstream) {
             Attempted::Answered {
                 status,
@@ -243,7 +242,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 headers,
                 first,
                 rest,
-                scanner,
+                decoder,
             } => {
                 flight.conclude(
                     AttemptOutcome::Ok {
@@ -259,7 +258,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 // a stream request (`"stream": "yes"` to a lenient server).
                 flight.stream = true;
                 let attempts = flight.attempts.len();
-                let relay = Relay::new(flight, first, rest, scanner, deadline);
+                let relay = Relay::new(flight, first, rest, decoder, deadline);
                 return respond(
                     status,
                     &headers,
@@ -295,6 +294,12 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     return flight.give_up(Unavailable::Exhausted);
                 }
             }
+            Attempted::Refused(error) => {
+                // Never sent: this deployment's API cannot take the request
+                // as it is; another one may.
+                tracing::debug!(model = %flight.route.name, deployment = %upstream.name, "request refused for this provider: {error}");
+                flight.withdraw(error);
+            }
             Attempted::Failed {
                 outcome,
                 verdict,
@@ -314,23 +319,32 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
 }
 
 /// The upstream headers passed on to the client; the rest are the upstream's business.
-pub(super) struct Passed {
+pub(crate) struct Passed {
     content_type: Option<HeaderValue>,
     cache_control: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
 }
 
 impl Passed {
-    fn from(h: &HeaderMap) -> Self {
+    pub(super) fn from(h: &HeaderMap) -> Self {
         Self {
             content_type: h.get(header::CONTENT_TYPE).cloned(),
             cache_control: h.get(header::CACHE_CONTROL).cloned(),
             request_id: h.get(X_REQUEST_ID).cloned(),
         }
     }
+
+    /// For a body the gateway wrote itself (a translated answer): it is
+    /// JSON, whatever the upstream's said. Its request id stays.
+    pub(super) fn translated(mut self, dialect: super::provider::Dialect) -> Self {
+        if dialect != super::provider::Dialect::OpenAi {
+            self.content_type = Some(HeaderValue::from_static("application/json"));
+        }
+        self
+    }
 }
 
-fn respond(
+pub(super) fn respond(
     status: StatusCode,
     passed: &Passed,
     body: Body,
@@ -375,10 +389,13 @@ pub(super) enum Attempted {
         headers: Passed,
         first: Bytes,
         rest: ByteStream,
-        scanner: SseScanner,
+        decoder: Decoder,
     },
-    /// The deployment does not offer the endpoint (see [`not_offered`]):
-    /// try another; if none offers it, this answer goes back to the client.
+    /// The deployment's API cannot take this request (a parameter it cannot
+    /// honour); nothing was sent. The client hears it if no other can.
+    Refused(ApiError),
+    /// The deployment does not offer the endpoint: try another; if none
+    /// offers it, this answer goes back to the client.
     NotOffered {
         status: StatusCode,
         headers: Passed,
@@ -390,14 +407,6 @@ pub(super) enum Attempted {
         detail: String,
         tokens: Tokens,
     },
-}
-
-/// An upstream's answer kept to be passed back if nothing better comes.
-struct Passback {
-    status: StatusCode,
-    headers: Passed,
-    body: Bytes,
-    upstream: Arc<Upstream>,
 }
 
 /// What a client may learn about a failed attempt: the kind, not the upstream's words.
@@ -452,17 +461,10 @@ fn scrubbed(attempted: Attempted, up: &Upstream) -> Attempted {
     }
 }
 
-fn failed(outcome: AttemptOutcome, detail: impl Into<String>, tokens: Tokens) -> Attempted {
-    Attempted::Failed {
-        outcome,
-        verdict: Verdict::Failed,
-        detail: detail.into(),
-        tokens,
-    }
-}
-
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     gw: &Gateway,
+    flight: &Flight,
     up: &Upstream,
     endpoint: Endpoint,
     req: &Inspected,
@@ -470,7 +472,11 @@ async fn attempt(
     deadline: tokio::time::Instant,
     first_byte: Duration,
 ) -> Attempted {
-    let payload = req.rewrite(body, &up.model_json);
+    let dialect = up.plan.dialect;
+    let payload = match dialect.body(req, body, &up.model_json, &up.config.model_id) {
+        Ok(p) => p,
+        Err(e) => return Attempted::Refused(e),
+    };
     let first_deadline =
         tokio::time::Instant::from_std(far(Instant::now(), first_byte)).min(deadline);
     let sent =
@@ -501,688 +507,18 @@ async fn attempt(
     };
     let status = response.status();
     if !status.is_success() {
-        return upstream_error(response, endpoint, first_deadline, deadline).await;
+        return upstream_error(response, dialect, endpoint, first_deadline, deadline).await;
     }
+    let cx = AnswerContext {
+        model: &flight.route.name,
+        created: crate::events::unix_ms() / 1000,
+        wants_usage: req.wants_usage,
+    };
     // A request the gateway could not tell was a stream (`"stream": "yes"`)
     // is relayed as one when a lenient upstream answers with one.
     if req.stream || is_event_stream(response.headers()) {
-        start_stream(response, req, first_deadline).await
+        start_stream(response, dialect.decoder(req, &cx), first_deadline).await
     } else {
-        read_answer(response, first_deadline, deadline).await
-    }
-}
-
-fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
-}
-
-/// The innermost error message: the outer ones only say "client error".
-pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
-}
-
-/// Reads a whole body of at most `limit` bytes. The first bytes must come by
-/// `first_deadline` (an upstream that sends headers and then stalls is as good
-/// as one that never answered), the rest by `deadline`.
-async fn read_limited(
-    response: UpResponse,
-    limit: usize,
-    first_deadline: tokio::time::Instant,
-    deadline: tokio::time::Instant,
-) -> Result<Bytes, (AttemptOutcome, String)> {
-    let mut stream = http_body_util::BodyDataStream::new(response.into_body());
-    let mut buf = BytesMut::new();
-    let mut started = false;
-    loop {
-        let until = if started {
-            deadline
-        } else {
-            first_deadline.min(deadline)
-        };
-        match tokio::time::timeout_at(until, stream.next()).await {
-            Err(_) => {
-                let detail = if started {
-                    "timed out while sending its answer"
-                } else {
-                    "sent headers but no body in time"
-                };
-                return Err((AttemptOutcome::Timeout, detail.into()));
-            }
-            Ok(None) => return Ok(buf.freeze()),
-            Ok(Some(Err(e))) => {
-                return Err((
-                    AttemptOutcome::InvalidResponse,
-                    format!("broke off its answer: {}", root_cause(&e)),
-                ));
-            }
-            Ok(Some(Ok(chunk))) => {
-                started = true;
-                if buf.len() + chunk.len() > limit {
-                    return Err((
-                        AttemptOutcome::InvalidResponse,
-                        format!("sent an answer larger than {limit} bytes"),
-                    ));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-        }
-    }
-}
-
-/// Checks that an answer is one JSON object and reads its `usage`.
-fn answer_usage(body: &[u8]) -> Result<Option<Usage>, json::Invalid> {
-    let mut usage = None;
-    let mut seen = false;
-    json::object_members(body, |key, value| {
-        if key == b"usage" {
-            if std::mem::replace(&mut seen, true) {
-                return Err("a second `usage`");
-            }
-            usage = serde_json::from_slice::<Option<Usage>>(value)
-                .map_err(|_| "a `usage` that is not token counts")?;
-        }
-        Ok(())
-    })?;
-    Ok(usage)
-}
-
-async fn read_answer(
-    response: UpResponse,
-    first_deadline: tokio::time::Instant,
-    deadline: tokio::time::Instant,
-) -> Attempted {
-    let status = response.status();
-    let headers = Passed::from(response.headers());
-    match read_limited(response, MAX_ANSWER_BYTES, first_deadline, deadline).await {
-        Err((outcome, detail)) => failed(outcome, detail, Tokens::Estimate),
-        Ok(body) => match answer_usage(&body) {
-            Ok(usage) => Attempted::Answered {
-                status,
-                headers,
-                body,
-                usage,
-            },
-            // Nothing has reached the client yet, so a broken answer can be retried elsewhere.
-            Err(e) => failed(
-                AttemptOutcome::InvalidResponse,
-                format!("answered {status} with a body that is not JSON ({e})"),
-                Tokens::Estimate,
-            ),
-        },
-    }
-}
-
-async fn start_stream(
-    response: UpResponse,
-    req: &Inspected,
-    first_deadline: tokio::time::Instant,
-) -> Attempted {
-    let status = response.status();
-    let headers = Passed::from(response.headers());
-    let mut rest: ByteStream = Box::pin(http_body_util::BodyDataStream::new(response.into_body()));
-    let mut scanner = SseScanner::new(req.adds_usage());
-    // Wait for the first bytes worth sending: until then, failing over is invisible to the client.
-    loop {
-        match tokio::time::timeout_at(first_deadline, rest.next()).await {
-            Err(_) => {
-                return failed(
-                    AttemptOutcome::Timeout,
-                    "sent headers but no data in time",
-                    Tokens::Estimate,
-                );
-            }
-            Ok(Some(Ok(chunk))) => {
-                if let Some(first) = scanner.feed(chunk) {
-                    if scanner.saw_invalid {
-                        return failed(
-                            AttemptOutcome::InvalidResponse,
-                            "streamed an event that is not JSON",
-                            Tokens::Estimate,
-                        );
-                    }
-                    if scanner.saw_error {
-                        let text = String::from_utf8_lossy(&first).trim().to_string();
-                        return failed(
-                            AttemptOutcome::InvalidResponse,
-                            format!("streamed an error: {text}"),
-                            Tokens::Actual(0),
-                        );
-                    }
-                    return Attempted::Streaming {
-                        status,
-                        headers,
-                        first,
-                        rest,
-                        scanner,
-                    };
-                }
-            }
-            Ok(Some(Err(e))) => {
-                return failed(
-                    AttemptOutcome::InvalidResponse,
-                    format!("broke off before its first event: {}", root_cause(&e)),
-                    Tokens::Estimate,
-                );
-            }
-            Ok(None) => {
-                return match scanner.finish() {
-                    Some(first) => Attempted::Streaming {
-                        status,
-                        headers,
-                        first,
-                        rest,
-                        scanner,
-                    },
-                    None => failed(
-                        AttemptOutcome::InvalidResponse,
-                        "ended the stream before any data",
-                        Tokens::Estimate,
-                    ),
-                };
-            }
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct ErrorProbe {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    #[serde(default)]
-    message: Option<String>,
-}
-
-/// Whether an error answer means that this deployment does not offer
-/// `endpoint` at all, rather than that its key or model is wrong (which
-/// counts against it) or that the request is (which the client hears).
-///
-/// On `/completions` and `/embeddings`, which many deployments lack (a chat
-/// model, a server that only serves chat), a 404 or 405 is "not offered":
-/// OpenAI's `Invalid URL (POST /v1/embeddings)` and "This is a chat model and
-/// not supported in the v1/completions endpoint", vLLM's and FastAPI's
-/// `{"detail":"Not Found"}`, Ollama's `404 page not found`. Unless it names a
-/// missing model or deployment: code `model_not_found` (OpenAI),
-/// `DeploymentNotFound` (Azure), or a message saying the model does not exist
-/// or is not found (vLLM: "The model `x` does not exist.", Ollama: `model
-/// "x" not found, try pulling it first`): that is the deployment's model,
-/// wrong for every endpoint. On chat completions, which every deployment
-/// is there for, a 404 is always the deployment's failure.
-fn not_offered(endpoint: Endpoint, status: StatusCode, body: &[u8]) -> bool {
-    if endpoint == Endpoint::ChatCompletions || !matches!(status.as_u16(), 404 | 405) {
-        return false;
-    }
-    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
-    let missing_model = text.contains("model_not_found")
-        || text.contains("deploymentnotfound")
-        || (text.contains("model")
-            && (text.contains("does not exist") || text.contains("not found")));
-    !missing_model
-}
-
-async fn upstream_error(
-    response: UpResponse,
-    endpoint: Endpoint,
-    first_deadline: tokio::time::Instant,
-    deadline: tokio::time::Instant,
-) -> Attempted {
-    let status = response.status();
-    let hint = rate_limit_hint(response.headers());
-    let headers = Passed::from(response.headers());
-    let body = read_limited(response, MAX_ERROR_BYTES, first_deadline, deadline)
-        .await
-        .unwrap_or_default();
-    if not_offered(endpoint, status, &body) {
-        return Attempted::NotOffered {
-            status,
-            headers,
-            body,
-        };
-    }
-    let code = status.as_u16();
-    let retry_elsewhere = matches!(code, 401 | 403 | 404 | 408 | 429) || status.is_server_error();
-    if !retry_elsewhere && status.is_client_error() {
-        // The caller's mistake: pass it back as the upstream said it.
-        return Attempted::Answered {
-            status,
-            headers,
-            body,
-            usage: None,
-        };
-    }
-    let message = serde_json::from_slice::<ErrorProbe>(&body)
-        .ok()
-        .and_then(|p| p.error.message)
-        .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned());
-    let mut message: String = message.chars().take(300).collect();
-    if message.is_empty() {
-        message = status.canonical_reason().unwrap_or("error").to_string();
-    }
-    Attempted::Failed {
-        outcome: AttemptOutcome::Status { status: code },
-        verdict: if code == 429 {
-            Verdict::RateLimited(hint)
-        } else {
-            Verdict::Failed
-        },
-        detail: format!("answered {code}: {message}"),
-        tokens: Tokens::Actual(0),
-    }
-}
-
-/// The bookkeeping of one request.
-pub(super) struct Flight {
-    gw: Gateway,
-    route: Arc<ModelRoute>,
-    id: u64,
-    at_ms: u64,
-    started: Instant,
-    endpoint: Endpoint,
-    stream: bool,
-    pub(super) prompt_estimate: u64,
-    estimate: u64,
-    tried: Vec<usize>,
-    pub(super) attempts: Vec<events::Attempt>,
-    /// The attempt in progress.
-    current: Option<Current>,
-    /// The deployment that answered, until its tokens are settled.
-    answered: Option<Current>,
-    last_failure: Option<String>,
-    /// The attempts (indices in `attempts`) whose deployment does not offer
-    /// the endpoint, and the last such answer.
-    not_offered: Vec<usize>,
-    not_offered_answer: Option<Passback>,
-    finished: bool,
-}
-
-struct Current {
-    index: usize,
-    name: Arc<str>,
-    reservation: Reservation,
-    started: Instant,
-}
-
-impl Flight {
-    fn new(
-        gw: Gateway,
-        route: Arc<ModelRoute>,
-        endpoint: Endpoint,
-        req: &Inspected,
-        started: Instant,
-    ) -> Self {
-        Self {
-            id: gw.next_id(),
-            gw,
-            route,
-            at_ms: events::unix_ms(),
-            started,
-            endpoint,
-            stream: req.stream,
-            prompt_estimate: req.prompt_estimate,
-            estimate: req.estimate,
-            tried: Vec::new(),
-            attempts: Vec::new(),
-            current: None,
-            answered: None,
-            last_failure: None,
-            not_offered: Vec::new(),
-            not_offered_answer: None,
-            finished: false,
-        }
-    }
-
-    fn pick(&mut self) -> Result<Arc<Upstream>, Unavailable> {
-        let now = self.gw.now();
-        let mut guard = self.route.lock();
-        let state = &mut *guard;
-        let (ups, endpoint) = (&state.upstreams, self.endpoint);
-        let not_offering = |i: &usize| ups[*i].known_not_to_offer(endpoint, now);
-        // Deployments known not to offer the endpoint come last: only when
-        // no other can take the request (their answer is then passed back).
-        let avoid = (endpoint != Endpoint::ChatCompletions
-            && (0..ups.len()).any(|i| !self.tried.contains(&i) && not_offering(&i)))
-        .then(|| {
-            let mut avoid = self.tried.clone();
-            avoid.extend((0..ups.len()).filter(not_offering));
-            avoid
-        });
-        let pick = match avoid.and_then(|avoid| state.pool.pick(now, self.estimate, &avoid).ok()) {
-            Some(pick) => pick,
-            None => state.pool.pick(now, self.estimate, &self.tried)?,
-        };
-        let upstream = state.upstreams[pick.index].clone();
-        drop(guard);
-        self.tried.push(pick.index);
-        self.current = Some(Current {
-            index: pick.index,
-            name: upstream.name.clone(),
-            reservation: pick.reservation,
-            started: Instant::now(),
-        });
-        Ok(upstream)
-    }
-
-    /// Records the end of the current attempt. With `tokens`, the window is
-    /// corrected now; without, later by [`Flight::settle`].
-    pub(super) fn conclude(
-        &mut self,
-        outcome: AttemptOutcome,
-        verdict: Verdict,
-        tokens: Option<Tokens>,
-    ) {
-        let Some(cur) = self.current.take() else {
-            return;
-        };
-        let now = self.gw.now();
-        let transition = {
-            let mut state = self.route.lock();
-            if let Some(Tokens::Actual(actual)) = tokens {
-                state.pool.settle(cur.index, now, cur.reservation, actual);
-            }
-            state.pool.record(cur.index, now, verdict)
-        };
-        if let Some(t) = transition {
-            self.gw.announce(&self.route.name, &cur.name, t);
-        }
-        self.attempts.push(events::Attempt {
-            deployment: cur.name.clone(),
-            outcome,
-            latency_ms: cur.started.elapsed().as_secs_f64() * 1000.0,
-        });
-        if tokens.is_none() {
-            self.answered = Some(cur);
-        }
-    }
-
-    /// Corrects the answering deployment's window to the tokens really used.
-    pub(super) fn settle(&mut self, tokens: u64) {
-        if let Some(cur) = self.answered.take() {
-            let now = self.gw.now();
-            self.route
-                .lock()
-                .pool
-                .settle(cur.index, now, cur.reservation, tokens);
-        }
-    }
-
-    /// A stream broke after it was committed: the deployment failed after all.
-    pub(super) fn fail_answering(&mut self) {
-        if let Some(cur) = &self.answered {
-            let now = self.gw.now();
-            let transition = self
-                .route
-                .lock()
-                .pool
-                .record(cur.index, now, Verdict::Failed);
-            if let Some(t) = transition {
-                self.gw.announce(&self.route.name, &cur.name, t);
-            }
-        }
-    }
-
-    pub(super) fn finish(
-        &mut self,
-        status: u16,
-        outcome: RequestOutcome,
-        prompt: u64,
-        completion: u64,
-        estimated: bool,
-    ) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        let event = RequestEvent {
-            id: self.id,
-            at_ms: self.at_ms,
-            model: self.route.name.clone(),
-            endpoint: self.endpoint.name().into(),
-            stream: self.stream,
-            attempts: std::mem::take(&mut self.attempts),
-            status,
-            outcome,
-            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-            tokens_estimated: estimated,
-        };
-        self.gw.shared.metrics.record(&event);
-        self.gw.events().publish(Event::Request(event));
-    }
-
-    /// Nothing (more) to try: the gateway's own answer.
-    fn give_up(&mut self, why: Unavailable) -> Response {
-        let model = self.route.name.clone();
-        let attempts = self.attempts.len();
-        // Only failures count here: an attempt whose deployment does not
-        // offer the endpoint says nothing about the others.
-        let tried = attempts - self.not_offered.len();
-        if tried == 0
-            && why == Unavailable::Exhausted
-            && let Some(answer) = self.not_offered_answer.take()
-        {
-            // No deployment offers the endpoint: the upstream's own answer.
-            self.finish(
-                answer.status.as_u16(),
-                RequestOutcome::ClientError,
-                0,
-                0,
-                false,
-            );
-            return respond(
-                answer.status,
-                &answer.headers,
-                Body::from(answer.body),
-                &answer.upstream,
-                attempts,
-            );
-        }
-        let failures = || {
-            self.attempts
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !self.not_offered.contains(i))
-                .map(|(_, a)| &a.outcome)
-        };
-        let all = |f: fn(&AttemptOutcome) -> bool| tried > 0 && failures().all(f);
-        let all_rate_limited = all(|o| matches!(o, AttemptOutcome::Status { status: 429 }));
-        let all_timed_out = all(|o| matches!(o, AttemptOutcome::Timeout));
-        let error = if tried == 0 {
-            match why {
-                Unavailable::NoneEnabled => ApiError::Unavailable {
-                    message: format!("No deployment of model `{model}` is enabled."),
-                    retry_after: None,
-                },
-                Unavailable::RateLimited { retry_after } => ApiError::RateLimited {
-                    message: format!(
-                        "Every enabled deployment of `{model}`{} is at its tokens-per-minute limit or rate limited; retry after {:.0}s.",
-                        self.offering(),
-                        retry_after.as_secs_f64().ceil()
-                    ),
-                    retry_after,
-                },
-                Unavailable::Failing { retry_after } => ApiError::Unavailable {
-                    message: format!(
-                        "Every enabled deployment of `{model}`{} is cooling down after failures.",
-                        self.offering()
-                    ),
-                    retry_after: Some(retry_after),
-                },
-                Unavailable::Exhausted => ApiError::Unavailable {
-                    message: format!("No deployment of `{model}` could take the request."),
-                    retry_after: None,
-                },
-            }
-        } else if all_rate_limited
-            && matches!(
-                why,
-                Unavailable::RateLimited { .. } | Unavailable::Exhausted
-            )
-        {
-            let retry_after = self.soonest_free();
-            ApiError::RateLimited {
-                message: format!(
-                    "Every deployment of `{model}` tried ({tried}) answered 429 (rate limited)."
-                ),
-                retry_after,
-            }
-        } else if all_timed_out {
-            ApiError::GatewayTimeout {
-                message: format!("Every deployment of `{model}` tried ({tried}) timed out."),
-            }
-        } else {
-            ApiError::BadGateway {
-                message: format!(
-                    "All {tried} deployment(s) of `{model}` tried failed; last: {}.",
-                    self.last_failure.as_deref().unwrap_or("unknown error")
-                ),
-            }
-        };
-        let status = error.status().as_u16();
-        self.finish(status, RequestOutcome::Failed, 0, 0, false);
-        let mut response = error.into_response();
-        if let Some(last) = self.tried.last() {
-            let state = self.route.lock();
-            response
-                .headers_mut()
-                .insert(X_DEPLOYMENT, state.upstreams[*last].header_name.clone());
-        }
-        if attempts > 0 {
-            response
-                .headers_mut()
-                .insert(X_ATTEMPTS, HeaderValue::from(attempts));
-        }
-        response
-    }
-
-    /// Which deployments a "no deployment available" answer is about.
-    fn offering(&self) -> String {
-        match self.not_offered.len() {
-            0 => String::new(),
-            _ => format!(" that may offer {}", self.endpoint.path()),
-        }
-    }
-
-    fn soonest_free(&self) -> Duration {
-        let now = self.gw.now();
-        match self.route.lock().pool.pick_hint(now, self.estimate) {
-            Unavailable::RateLimited { retry_after } | Unavailable::Failing { retry_after } => {
-                retry_after
-            }
-            _ => Duration::from_secs(1),
-        }
-    }
-}
-
-impl Drop for Flight {
-    fn drop(&mut self) {
-        // The client left (the handler future or the response body was dropped).
-        if self.current.is_some() {
-            self.conclude(
-                AttemptOutcome::Cancelled,
-                Verdict::Abandoned,
-                Some(Tokens::Estimate),
-            );
-        }
-        let (prompt, estimate) = (self.prompt_estimate, self.estimate);
-        self.finish(
-            499,
-            RequestOutcome::ClientClosed,
-            prompt,
-            estimate - prompt,
-            true,
-        );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_404_or_405_off_the_chat_endpoint_is_an_endpoint_not_offered_unless_it_names_the_model() {
-        let not_found = StatusCode::NOT_FOUND;
-        let embeddings =
-            |status, body: &str| not_offered(Endpoint::Embeddings, status, body.as_bytes());
-        // Servers without the endpoint, as they say it.
-        for body in [
-            r#"{"error":{"message":"Invalid URL (POST /v1/embeddings)","type":"invalid_request_error","param":null,"code":null}}"#,
-            r#"{"detail":"Not Found"}"#,
-            "404 page not found",
-            "",
-            r#"{"error":{"message":"This is a chat model and not supported in the v1/completions endpoint. Did you mean to use v1/chat/completions?","type":"invalid_request_error","param":"model","code":null}}"#,
-            r#"{"error":{"code":"404","message":"Resource not found"}}"#,
-        ] {
-            assert!(embeddings(not_found, body), "{body}");
-            assert!(not_offered(
-                Endpoint::Completions,
-                not_found,
-                body.as_bytes()
-            ));
-            assert!(embeddings(StatusCode::METHOD_NOT_ALLOWED, body));
-        }
-        // A deployment whose model is wrong: wrong for every endpoint.
-        for body in [
-            r#"{"error":{"message":"The model `x` does not exist or you do not have access to it.","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#,
-            r#"{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}"#,
-            r#"{"object":"error","message":"The model `x` does not exist.","type":"NotFoundError","param":null,"code":404}"#,
-            r#"{"error":{"message":"model \"x\" not found, try pulling it first","type":"api_error","param":null,"code":null}}"#,
-        ] {
-            assert!(!embeddings(not_found, body), "{body}");
-        }
-        // Chat completions is what every deployment is there for.
-        assert!(!not_offered(
-            Endpoint::ChatCompletions,
-            not_found,
-            br#"{"detail":"Not Found"}"#
-        ));
-        for status in [400, 401, 403, 410, 500] {
-            let status = StatusCode::from_u16(status).unwrap();
-            assert!(!embeddings(status, r#"{"detail":"Not Found"}"#));
-        }
-    }
-
-    #[test]
-    fn an_answer_is_one_json_object_whose_usage_is_read() {
-        let usage = |doc: &str| answer_usage(doc.as_bytes());
-        assert_eq!(
-            usage(
-                r#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#
-            ),
-            Ok(Some(Usage {
-                prompt_tokens: 3,
-                completion_tokens: 4,
-                total_tokens: 7
-            }))
-        );
-        assert_eq!(usage(r#"{"id":"x"}"#), Ok(None));
-        assert_eq!(
-            usage(r#"{"us\u0061ge":{"total_tokens":3}}"#).map(|u| u.map(|u| u.total())),
-            Ok(Some(3))
-        );
-        assert_eq!(usage(r#"{"usage":null}"#), Ok(None));
-        // A `usage` key inside the content is not the answer's usage.
-        assert_eq!(
-            usage(r#"{"choices":[{"usage":{"total_tokens":99}}],"note":"\"usage\":{}"}"#),
-            Ok(None)
-        );
-        for broken in [
-            r#"[{"usage":{"total_tokens":1}}]"#,
-            r#"{"usage":{"total_tokens":1}"#,
-            r#"{"usage":"many"}"#,
-            r#"{"usage":{"total_tokens":-1}}"#,
-            r#"{"usage":null,"usage":{"total_tokens":1}}"#,
-            "<html>502 Bad Gateway</html>",
-        ] {
-            assert!(usage(broken).is_err(), "{broken}");
-        }
+        read_answer(response, dialect, &cx, first_deadline, deadline).await
     }
 }

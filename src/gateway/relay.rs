@@ -13,8 +13,8 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::json;
 
-use super::proxy::Flight;
-use super::sse::SseScanner;
+use super::flight::Flight;
+use super::provider::Decoder;
 use crate::events::RequestOutcome;
 
 pub(super) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
@@ -23,7 +23,7 @@ pub(super) struct Relay {
     flight: Flight,
     first: Option<Bytes>,
     upstream: ByteStream,
-    scanner: SseScanner,
+    decoder: Decoder,
     deadline: Pin<Box<tokio::time::Sleep>>,
     ended: bool,
 }
@@ -38,14 +38,14 @@ impl Relay {
         flight: Flight,
         first: Bytes,
         upstream: ByteStream,
-        scanner: SseScanner,
+        decoder: Decoder,
         deadline: tokio::time::Instant,
     ) -> Self {
         Self {
             flight,
             first: Some(first),
             upstream,
-            scanner,
+            decoder,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             ended: false,
         }
@@ -54,9 +54,9 @@ impl Relay {
     /// Tokens to count: the upstream's report, else the prompt estimate plus
     /// one token per content chunk seen.
     fn tokens(&self) -> (u64, u64, bool) {
-        match self.scanner.usage {
+        match self.decoder.usage() {
             Some(u) => (u.prompt_tokens, u.completion_tokens, false),
-            None => (self.flight.prompt_estimate, self.scanner.frames, true),
+            None => (self.flight.prompt_estimate, self.decoder.frames(), true),
         }
     }
 
@@ -64,8 +64,8 @@ impl Relay {
         self.ended = true;
         let (prompt, completion, estimated) = self.tokens();
         let total = self
-            .scanner
-            .usage
+            .decoder
+            .usage()
             .map_or(prompt + completion, |u| u.total());
         // Before settling: settling releases the record of who answered.
         if outcome == RequestOutcome::StreamInterrupted {
@@ -82,11 +82,18 @@ impl Relay {
         message: &str,
         code: &str,
     ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
-        let mut out = self
-            .scanner
-            .finish()
-            .map(|b| b.to_vec())
-            .unwrap_or_default();
+        let rest = self.decoder.finish();
+        self.break_off_after(rest, message, code)
+    }
+
+    /// [`Relay::break_off`] once the decoder has given up its last bytes.
+    fn break_off_after(
+        &mut self,
+        rest: Option<Bytes>,
+        message: &str,
+        code: &str,
+    ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        let mut out = rest.map(|b| b.to_vec()).unwrap_or_default();
         if !out.is_empty() && !out.ends_with(b"\n\n") {
             out.extend_from_slice(b"\n\n");
         }
@@ -117,7 +124,7 @@ impl Stream for Relay {
             match this.upstream.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
-                    if let Some(out) = this.scanner.feed(chunk) {
+                    if let Some(out) = this.decoder.feed(chunk) {
                         return Poll::Ready(Some(Ok(out)));
                     }
                 }
@@ -126,21 +133,19 @@ impl Stream for Relay {
                     return this.break_off(&message, "stream_interrupted");
                 }
                 Poll::Ready(None) => {
-                    let rest = this.scanner.finish();
-                    if this.scanner.done {
+                    let rest = this.decoder.finish();
+                    if this.decoder.done() {
                         this.end(RequestOutcome::Ok);
                         return Poll::Ready(rest.map(Ok));
                     }
-                    if this.scanner.saw_error {
+                    if this.decoder.saw_error() {
                         // The upstream itself ended with an error event; pass it on as is.
                         this.end(RequestOutcome::StreamInterrupted);
                         return Poll::Ready(rest.map(Ok));
                     }
-                    if let Some(rest) = rest {
-                        // Put the unterminated tail back so break_off sends it first.
-                        this.scanner.feed(rest);
-                    }
-                    return this.break_off(
+                    // The unterminated tail goes out first, then the error.
+                    return this.break_off_after(
+                        rest,
                         "the upstream ended the stream without [DONE]",
                         "stream_truncated",
                     );

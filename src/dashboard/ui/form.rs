@@ -21,7 +21,7 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
     if roomy {
         lines.push(Line::raw(""));
     }
-    for field in Field::ALL {
+    for field in form.fields() {
         if field == Field::Button {
             break;
         }
@@ -36,7 +36,7 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
         ];
         match field {
             Field::Provider => {
-                for p in [Provider::OpenAi, Provider::Azure] {
+                for p in Provider::ALL {
                     let on = form.provider == p;
                     spans.push(Span::styled(
                         format!("{} {}  ", if on { "●" } else { "○" }, p.as_str()),
@@ -63,7 +63,11 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
             _ => {
                 let input = form.input(field).expect("a text field");
                 if input.value().is_empty() {
-                    spans.push(Span::styled(field.placeholder(), theme.dim()));
+                    let placeholder = match (field, form.provider.default_api_base()) {
+                        (Field::ApiBase, Some(default)) => format!("{default} (the default)"),
+                        _ => field.placeholder().to_string(),
+                    };
+                    spans.push(Span::styled(placeholder, theme.dim()));
                     if focused {
                         cursor = Some((LABEL_WIDTH + 1, lines.len() as u16));
                     }

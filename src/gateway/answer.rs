@@ -1,0 +1,246 @@
+//! Reading what an upstream answered: a whole body within its limits and
+//! deadlines, the start of a stream up to its first event worth sending,
+//! an error status classified by the deployment's provider.
+
+use axum::http::{HeaderMap, header};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+use super::provider::{AnswerContext, Decoder, Dialect, ErrorVerdict};
+use super::proxy::{Attempted, Passed, Tokens};
+use super::relay::ByteStream;
+use super::request::Endpoint;
+use super::upstream::Response as UpResponse;
+use crate::events::AttemptOutcome;
+use crate::router::Verdict;
+
+/// The largest answer read into memory from an upstream (non-streaming).
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// How much of an upstream's error body is kept for messages.
+const MAX_ERROR_BYTES: usize = 64 << 10;
+
+pub(super) fn failed(
+    outcome: AttemptOutcome,
+    detail: impl Into<String>,
+    tokens: Tokens,
+) -> Attempted {
+    Attempted::Failed {
+        outcome,
+        verdict: Verdict::Failed,
+        detail: detail.into(),
+        tokens,
+    }
+}
+
+pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// The innermost error message: the outer ones only say "client error".
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Reads a whole body of at most `limit` bytes. The first bytes must come by
+/// `first_deadline` (an upstream that sends headers and then stalls is as good
+/// as one that never answered), the rest by `deadline`.
+async fn read_limited(
+    response: UpResponse,
+    limit: usize,
+    first_deadline: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+) -> Result<Bytes, (AttemptOutcome, String)> {
+    let mut stream = http_body_util::BodyDataStream::new(response.into_body());
+    let mut buf = BytesMut::new();
+    let mut started = false;
+    loop {
+        let until = if started {
+            deadline
+        } else {
+            first_deadline.min(deadline)
+        };
+        match tokio::time::timeout_at(until, stream.next()).await {
+            Err(_) => {
+                let detail = if started {
+                    "timed out while sending its answer"
+                } else {
+                    "sent headers but no body in time"
+                };
+                return Err((AttemptOutcome::Timeout, detail.into()));
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(e))) => {
+                return Err((
+                    AttemptOutcome::InvalidResponse,
+                    format!("broke off its answer: {}", root_cause(&e)),
+                ));
+            }
+            Ok(Some(Ok(chunk))) => {
+                started = true;
+                if buf.len() + chunk.len() > limit {
+                    return Err((
+                        AttemptOutcome::InvalidResponse,
+                        format!("sent an answer larger than {limit} bytes"),
+                    ));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+}
+
+pub(super) async fn read_answer(
+    response: UpResponse,
+    dialect: Dialect,
+    cx: &AnswerContext<'_>,
+    first_deadline: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+) -> Attempted {
+    let status = response.status();
+    let headers = Passed::from(response.headers());
+    match read_limited(response, MAX_ANSWER_BYTES, first_deadline, deadline).await {
+        Err((outcome, detail)) => failed(outcome, detail, Tokens::Estimate),
+        Ok(body) => match dialect.answer(body, cx) {
+            Ok((body, usage)) => Attempted::Answered {
+                status,
+                headers: headers.translated(dialect),
+                body,
+                usage,
+            },
+            // Nothing has reached the client yet, so a broken answer can be retried elsewhere.
+            Err(e) => failed(
+                AttemptOutcome::InvalidResponse,
+                format!("answered {status} with {e}"),
+                Tokens::Estimate,
+            ),
+        },
+    }
+}
+
+pub(super) async fn start_stream(
+    response: UpResponse,
+    mut decoder: Decoder,
+    first_deadline: tokio::time::Instant,
+) -> Attempted {
+    let status = response.status();
+    let headers = Passed::from(response.headers());
+    let mut rest: ByteStream = Box::pin(http_body_util::BodyDataStream::new(response.into_body()));
+    // Wait for the first bytes worth sending: until then, failing over is invisible to the client.
+    loop {
+        match tokio::time::timeout_at(first_deadline, rest.next()).await {
+            Err(_) => {
+                return failed(
+                    AttemptOutcome::Timeout,
+                    "sent headers but no data in time",
+                    Tokens::Estimate,
+                );
+            }
+            Ok(Some(Ok(chunk))) => {
+                if let Some(first) = decoder.feed(chunk) {
+                    if decoder.saw_invalid() {
+                        return failed(
+                            AttemptOutcome::InvalidResponse,
+                            "streamed an event that is not JSON",
+                            Tokens::Estimate,
+                        );
+                    }
+                    if decoder.saw_error() {
+                        let text = String::from_utf8_lossy(&first).trim().to_string();
+                        return failed(
+                            AttemptOutcome::InvalidResponse,
+                            format!("streamed an error: {text}"),
+                            Tokens::Actual(0),
+                        );
+                    }
+                    return Attempted::Streaming {
+                        status,
+                        headers,
+                        first,
+                        rest,
+                        decoder,
+                    };
+                }
+            }
+            Ok(Some(Err(e))) => {
+                return failed(
+                    AttemptOutcome::InvalidResponse,
+                    format!("broke off before its first event: {}", root_cause(&e)),
+                    Tokens::Estimate,
+                );
+            }
+            Ok(None) => {
+                return match decoder.finish() {
+                    // An error, or a stream with nothing in it but its end.
+                    Some(first) if decoder.saw_error() => failed(
+                        AttemptOutcome::InvalidResponse,
+                        format!(
+                            "streamed an error: {}",
+                            String::from_utf8_lossy(&first).trim()
+                        ),
+                        Tokens::Actual(0),
+                    ),
+                    Some(first) => Attempted::Streaming {
+                        status,
+                        headers,
+                        first,
+                        rest,
+                        decoder,
+                    },
+                    None => failed(
+                        AttemptOutcome::InvalidResponse,
+                        "ended the stream before any data",
+                        Tokens::Estimate,
+                    ),
+                };
+            }
+        }
+    }
+}
+
+pub(super) async fn upstream_error(
+    response: UpResponse,
+    dialect: Dialect,
+    endpoint: Endpoint,
+    first_deadline: tokio::time::Instant,
+    deadline: tokio::time::Instant,
+) -> Attempted {
+    let status = response.status();
+    let upstream_headers = response.headers().clone();
+    let headers = Passed::from(response.headers());
+    let body = read_limited(response, MAX_ERROR_BYTES, first_deadline, deadline)
+        .await
+        .unwrap_or_default();
+    let code = status.as_u16();
+    match dialect.error(endpoint, status, &upstream_headers, &body) {
+        ErrorVerdict::NotOffered => Attempted::NotOffered {
+            status,
+            headers,
+            body,
+        },
+        // The caller's mistake: pass it back as the upstream said it.
+        ErrorVerdict::Client { body } => Attempted::Answered {
+            status,
+            headers: headers.translated(dialect),
+            body,
+            usage: None,
+        },
+        ErrorVerdict::RateLimited { hint, message } => Attempted::Failed {
+            outcome: AttemptOutcome::Status { status: code },
+            verdict: Verdict::RateLimited(hint),
+            detail: format!("answered {code}: {message}"),
+            tokens: Tokens::Actual(0),
+        },
+        ErrorVerdict::Failed { message } => Attempted::Failed {
+            outcome: AttemptOutcome::Status { status: code },
+            verdict: Verdict::Failed,
+            detail: format!("answered {code}: {message}"),
+            tokens: Tokens::Actual(0),
+        },
+    }
+}

@@ -1,0 +1,399 @@
+//! The bookkeeping of one request, from arrival to its last byte.
+//!
+//! A [`Flight`] is the one place that tells the router core how each attempt
+//! went, corrects the token count, and publishes the request's event,
+//! including when the client goes away halfway (its `Drop` does the
+//! bookkeeping then), so no request and no token goes unaccounted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::error::ApiError;
+use super::proxy::{Passed, Tokens, X_ATTEMPTS, X_DEPLOYMENT, respond};
+use super::request::{Endpoint, Inspected};
+use super::upstream::Upstream;
+use super::{Gateway, ModelRoute};
+use crate::events::{self, AttemptOutcome, Event, RequestEvent, RequestOutcome};
+use crate::router::{Reservation, Unavailable, Verdict};
+
+/// An upstream's answer kept to be passed back if nothing better comes.
+pub(super) struct Passback {
+    pub(super) status: StatusCode,
+    pub(super) headers: Passed,
+    pub(super) body: Bytes,
+    pub(super) upstream: Arc<Upstream>,
+}
+
+/// The bookkeeping of one request.
+pub(super) struct Flight {
+    gw: Gateway,
+    pub(super) route: Arc<ModelRoute>,
+    id: u64,
+    at_ms: u64,
+    started: Instant,
+    endpoint: Endpoint,
+    pub(super) stream: bool,
+    pub(super) prompt_estimate: u64,
+    estimate: u64,
+    /// Deployments not to pick again: tried, or never able to take it.
+    tried: Vec<usize>,
+    /// How many deployments' providers do not offer the endpoint at all.
+    incapable: usize,
+    pub(super) attempts: Vec<events::Attempt>,
+    /// The attempt in progress.
+    current: Option<Current>,
+    /// The deployment that answered, until its tokens are settled.
+    answered: Option<Current>,
+    pub(super) last_failure: Option<String>,
+    /// The attempts (indices in `attempts`) whose deployment does not offer
+    /// the endpoint, and the last such answer.
+    pub(super) not_offered: Vec<usize>,
+    pub(super) not_offered_answer: Option<Passback>,
+    /// Why a deployment's API could not take the request, for the client
+    /// when no other deployment could either.
+    refusal: Option<ApiError>,
+    finished: bool,
+}
+
+struct Current {
+    index: usize,
+    name: Arc<str>,
+    reservation: Reservation,
+    started: Instant,
+}
+
+impl Flight {
+    pub(super) fn new(
+        gw: Gateway,
+        route: Arc<ModelRoute>,
+        endpoint: Endpoint,
+        req: &Inspected,
+        started: Instant,
+    ) -> Self {
+        let mut flight = Self {
+            id: gw.next_id(),
+            gw,
+            route,
+            at_ms: events::unix_ms(),
+            started,
+            endpoint,
+            stream: req.stream,
+            prompt_estimate: req.prompt_estimate,
+            estimate: req.estimate,
+            tried: Vec::new(),
+            incapable: 0,
+            attempts: Vec::new(),
+            current: None,
+            answered: None,
+            last_failure: None,
+            not_offered: Vec::new(),
+            not_offered_answer: None,
+            refusal: None,
+            finished: false,
+        };
+        // Every provider offers chat completions; for the other endpoints,
+        // deployments whose provider lacks it are never picked.
+        if endpoint != Endpoint::ChatCompletions {
+            let state = flight.route.lock();
+            let lacking: Vec<usize> = (0..state.upstreams.len())
+                .filter(|&i| !state.upstreams[i].plan.offers(endpoint))
+                .collect();
+            drop(state);
+            flight.incapable = lacking.len();
+            flight.tried = lacking;
+        }
+        flight
+    }
+
+    /// The current deployment was never called (its API cannot take the
+    /// request): its reservation is returned, nothing is counted against it.
+    pub(super) fn withdraw(&mut self, why: ApiError) {
+        if let Some(cur) = self.current.take() {
+            let now = self.gw.now();
+            let mut state = self.route.lock();
+            state.pool.settle(cur.index, now, cur.reservation, 0);
+            // No verdict on its health; a probe it was is left to the next request.
+            state.pool.record(cur.index, now, Verdict::Abandoned);
+        }
+        self.refusal = Some(why);
+    }
+
+    pub(super) fn pick(&mut self) -> Result<Arc<Upstream>, Unavailable> {
+        let now = self.gw.now();
+        let mut guard = self.route.lock();
+        let state = &mut *guard;
+        let (ups, endpoint) = (&state.upstreams, self.endpoint);
+        let not_offering = |i: &usize| ups[*i].known_not_to_offer(endpoint, now);
+        // Deployments known not to offer the endpoint come last: only when
+        // no other can take the request (their answer is then passed back).
+        let avoid = (endpoint != Endpoint::ChatCompletions
+            && (0..ups.len()).any(|i| !self.tried.contains(&i) && not_offering(&i)))
+        .then(|| {
+            let mut avoid = self.tried.clone();
+            avoid.extend((0..ups.len()).filter(not_offering));
+            avoid
+        });
+        let pick = match avoid.and_then(|avoid| state.pool.pick(now, self.estimate, &avoid).ok()) {
+            Some(pick) => pick,
+            None => state.pool.pick(now, self.estimate, &self.tried)?,
+        };
+        let upstream = state.upstreams[pick.index].clone();
+        drop(guard);
+        self.tried.push(pick.index);
+        self.current = Some(Current {
+            index: pick.index,
+            name: upstream.name.clone(),
+            reservation: pick.reservation,
+            started: Instant::now(),
+        });
+        Ok(upstream)
+    }
+
+    /// Records the end of the current attempt. With `tokens`, the window is
+    /// corrected now; without, later by [`Flight::settle`].
+    pub(super) fn conclude(
+        &mut self,
+        outcome: AttemptOutcome,
+        verdict: Verdict,
+        tokens: Option<Tokens>,
+    ) {
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        let now = self.gw.now();
+        let transition = {
+            let mut state = self.route.lock();
+            if let Some(Tokens::Actual(actual)) = tokens {
+                state.pool.settle(cur.index, now, cur.reservation, actual);
+            }
+            state.pool.record(cur.index, now, verdict)
+        };
+        if let Some(t) = transition {
+            self.gw.announce(&self.route.name, &cur.name, t);
+        }
+        self.attempts.push(events::Attempt {
+            deployment: cur.name.clone(),
+            outcome,
+            latency_ms: cur.started.elapsed().as_secs_f64() * 1000.0,
+        });
+        if tokens.is_none() {
+            self.answered = Some(cur);
+        }
+    }
+
+    /// Corrects the answering deployment's window to the tokens really used.
+    pub(super) fn settle(&mut self, tokens: u64) {
+        if let Some(cur) = self.answered.take() {
+            let now = self.gw.now();
+            self.route
+                .lock()
+                .pool
+                .settle(cur.index, now, cur.reservation, tokens);
+        }
+    }
+
+    /// A stream broke after it was committed: the deployment failed after all.
+    pub(super) fn fail_answering(&mut self) {
+        if let Some(cur) = &self.answered {
+            let now = self.gw.now();
+            let transition = self
+                .route
+                .lock()
+                .pool
+                .record(cur.index, now, Verdict::Failed);
+            if let Some(t) = transition {
+                self.gw.announce(&self.route.name, &cur.name, t);
+            }
+        }
+    }
+
+    pub(super) fn finish(
+        &mut self,
+        status: u16,
+        outcome: RequestOutcome,
+        prompt: u64,
+        completion: u64,
+        estimated: bool,
+    ) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let event = RequestEvent {
+            id: self.id,
+            at_ms: self.at_ms,
+            model: self.route.name.clone(),
+            endpoint: self.endpoint.name().into(),
+            stream: self.stream,
+            attempts: std::mem::take(&mut self.attempts),
+            status,
+            outcome,
+            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            tokens_estimated: estimated,
+        };
+        self.gw.shared.metrics.record(&event);
+        self.gw.events().publish(Event::Request(event));
+    }
+
+    /// Nothing (more) to try: the gateway's own answer.
+    pub(super) fn give_up(&mut self, why: Unavailable) -> Response {
+        let model = self.route.name.clone();
+        let attempts = self.attempts.len();
+        // Only failures count here: an attempt whose deployment does not
+        // offer the endpoint says nothing about the others.
+        let tried = attempts - self.not_offered.len();
+        if tried == 0
+            && why == Unavailable::Exhausted
+            && let Some(answer) = self.not_offered_answer.take()
+        {
+            // No deployment offers the endpoint: the upstream's own answer.
+            self.finish(
+                answer.status.as_u16(),
+                RequestOutcome::ClientError,
+                0,
+                0,
+                false,
+            );
+            return respond(
+                answer.status,
+                &answer.headers,
+                Body::from(answer.body),
+                &answer.upstream,
+                attempts,
+            );
+        }
+        let failures = || {
+            self.attempts
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !self.not_offered.contains(i))
+                .map(|(_, a)| &a.outcome)
+        };
+        let all = |f: fn(&AttemptOutcome) -> bool| tried > 0 && failures().all(f);
+        let all_rate_limited = all(|o| matches!(o, AttemptOutcome::Status { status: 429 }));
+        let all_timed_out = all(|o| matches!(o, AttemptOutcome::Timeout));
+        let error = if tried == 0
+            && let Some(refusal) = self.refusal.take()
+        {
+            // The only deployments that could have taken it cannot honour it.
+            refusal
+        } else if tried == 0 && self.incapable > 0 && why == Unavailable::Exhausted {
+            ApiError::EndpointNotOffered(format!(
+                "No deployment of `{model}` offers {}: {} of its deployments are of providers without it (only chat completions go to every provider).",
+                self.endpoint.path(),
+                self.incapable
+            ))
+        } else if tried == 0 {
+            match why {
+                Unavailable::NoneEnabled => ApiError::Unavailable {
+                    message: format!("No deployment of model `{model}` is enabled."),
+                    retry_after: None,
+                },
+                Unavailable::RateLimited { retry_after } => ApiError::RateLimited {
+                    message: format!(
+                        "Every enabled deployment of `{model}`{} is at its tokens-per-minute limit or rate limited; retry after {:.0}s.",
+                        self.offering(),
+                        retry_after.as_secs_f64().ceil()
+                    ),
+                    retry_after,
+                },
+                Unavailable::Failing { retry_after } => ApiError::Unavailable {
+                    message: format!(
+                        "Every enabled deployment of `{model}`{} is cooling down after failures.",
+                        self.offering()
+                    ),
+                    retry_after: Some(retry_after),
+                },
+                Unavailable::Exhausted => ApiError::Unavailable {
+                    message: format!("No deployment of `{model}` could take the request."),
+                    retry_after: None,
+                },
+            }
+        } else if all_rate_limited
+            && matches!(
+                why,
+                Unavailable::RateLimited { .. } | Unavailable::Exhausted
+            )
+        {
+            let retry_after = self.soonest_free();
+            ApiError::RateLimited {
+                message: format!(
+                    "Every deployment of `{model}` tried ({tried}) answered 429 (rate limited)."
+                ),
+                retry_after,
+            }
+        } else if all_timed_out {
+            ApiError::GatewayTimeout {
+                message: format!("Every deployment of `{model}` tried ({tried}) timed out."),
+            }
+        } else {
+            ApiError::BadGateway {
+                message: format!(
+                    "All {tried} deployment(s) of `{model}` tried failed; last: {}.",
+                    self.last_failure.as_deref().unwrap_or("unknown error")
+                ),
+            }
+        };
+        let status = error.status().as_u16();
+        self.finish(status, RequestOutcome::Failed, 0, 0, false);
+        let mut response = error.into_response();
+        if let Some(last) = self.tried.last() {
+            let state = self.route.lock();
+            response
+                .headers_mut()
+                .insert(X_DEPLOYMENT, state.upstreams[*last].header_name.clone());
+        }
+        if attempts > 0 {
+            response
+                .headers_mut()
+                .insert(X_ATTEMPTS, HeaderValue::from(attempts));
+        }
+        response
+    }
+
+    /// Which deployments a "no deployment available" answer is about.
+    fn offering(&self) -> String {
+        match self.not_offered.len() {
+            0 => String::new(),
+            _ => format!(" that may offer {}", self.endpoint.path()),
+        }
+    }
+
+    fn soonest_free(&self) -> Duration {
+        let now = self.gw.now();
+        match self.route.lock().pool.pick_hint(now, self.estimate) {
+            Unavailable::RateLimited { retry_after } | Unavailable::Failing { retry_after } => {
+                retry_after
+            }
+            _ => Duration::from_secs(1),
+        }
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        // The client left (the handler future or the response body was dropped).
+        if self.current.is_some() {
+            self.conclude(
+                AttemptOutcome::Cancelled,
+                Verdict::Abandoned,
+                Some(Tokens::Estimate),
+            );
+        }
+        let (prompt, estimate) = (self.prompt_estimate, self.estimate);
+        self.finish(
+            499,
+            RequestOutcome::ClientClosed,
+            prompt,
+            estimate - prompt,
+            true,
+        );
+    }
+}

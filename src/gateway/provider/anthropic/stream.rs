@@ -1,0 +1,386 @@
+//! An Anthropic Messages stream as OpenAI `chat.completion.chunk`s, event
+//! by event as it arrives, never buffered beyond one incomplete event:
+//!
+//! - `message_start` → the role chunk (and the input token counts);
+//! - text deltas → content deltas; a `tool_use` block → a tool-call delta
+//!   with its own `index` (0, 1, … per call, not the block index), the `id`,
+//!   `type` and `name`, then its `input_json_delta`s as argument fragments,
+//!   which concatenate to the call's JSON;
+//! - `ping`, thinking and signature deltas are dropped;
+//! - `message_delta` usage is cumulative: the last value counts;
+//! - `message_stop` → one chunk with `finish_reason`, the usage chunk when
+//!   the client asked for it, `data: [DONE]`;
+//! - an `error` event → an OpenAI-style error event (the proxy fails over
+//!   when nothing has reached the client yet).
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use super::answer::AnthropicUsage;
+use crate::gateway::provider::AnswerContext;
+use crate::gateway::provider::chunk::{ChunkWriter, Finish, Tokens, push_json};
+use crate::gateway::sse::Usage;
+
+/// The most one event may hold before the stream is taken as broken.
+const MAX_EVENT: usize = 16 << 20;
+
+/// One event, flat: serde's tagged enums buffer all they read first, which
+/// would cost an allocation per field on the hottest path of a translated
+/// stream.
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    index: usize,
+    #[serde(default, borrow)]
+    message: Option<Start<'a>>,
+    #[serde(default, borrow)]
+    content_block: Option<Part<'a>>,
+    #[serde(default, borrow)]
+    delta: Option<Part<'a>>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+    #[serde(default, borrow)]
+    error: Option<ErrorDetail<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Start<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(default)]
+    usage: AnthropicUsage,
+}
+
+/// A block start, a block delta or a message delta: whichever fields it has.
+#[derive(Deserialize)]
+struct Part<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    partial_json: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+}
+
+/// What a content block is, by the index Anthropic gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Block {
+    Text,
+    /// A tool call, with its OpenAI `index`.
+    Call(usize),
+    Ignored,
+}
+
+#[derive(Debug)]
+pub struct Translator {
+    pending: Vec<u8>,
+    model: String,
+    created: u64,
+    wants_usage: bool,
+    writer: Option<ChunkWriter>,
+    blocks: Vec<Block>,
+    calls: usize,
+    tokens: Tokens,
+    finish: Option<Finish>,
+    events: u64,
+    frames: u64,
+    done: bool,
+    error: Option<String>,
+    invalid: bool,
+}
+
+impl Translator {
+    pub fn new(cx: &AnswerContext) -> Translator {
+        Translator {
+            pending: Vec::new(),
+            model: cx.model.to_string(),
+            created: cx.created,
+            wants_usage: cx.wants_usage,
+            writer: None,
+            blocks: Vec::new(),
+            calls: 0,
+            tokens: Tokens::default(),
+            finish: None,
+            events: 0,
+            frames: 0,
+            done: false,
+            error: None,
+            invalid: false,
+        }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.writer.as_ref().map(|_| self.tokens.usage())
+    }
+
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    pub fn invalid(&self) -> bool {
+        self.invalid
+    }
+
+    /// Takes the next bytes of the upstream's stream; returns the OpenAI
+    /// frames they complete.
+    pub fn feed(&mut self, chunk: &[u8]) -> Option<Bytes> {
+        let mut out = Vec::new();
+        // Most chunks hold whole events: translate them in place.
+        let owned;
+        let data: &[u8] = if self.pending.is_empty() {
+            chunk
+        } else {
+            self.pending.extend_from_slice(chunk);
+            owned = std::mem::take(&mut self.pending);
+            &owned
+        };
+        let mut at = 0;
+        while let Some(len) = event_end(&data[at..]) {
+            self.event(&data[at..at + len], &mut out);
+            at += len;
+        }
+        self.pending.extend_from_slice(&data[at..]);
+        if self.pending.len() > MAX_EVENT && !self.done {
+            self.fail(
+                "the upstream sent an event larger than 16 MiB".into(),
+                "stream_event_too_large",
+                &mut out,
+            );
+            self.pending.clear();
+        }
+        (!out.is_empty()).then(|| Bytes::from(out))
+    }
+
+    /// The end of the stream: a last event without its blank line counts.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let rest = std::mem::take(&mut self.pending);
+        let mut out = Vec::new();
+        self.event(&rest, &mut out);
+        (!out.is_empty()).then(|| Bytes::from(out))
+    }
+
+    fn event(&mut self, frame: &[u8], out: &mut Vec<u8>) {
+        let Some(data) = data_of(frame) else {
+            return; // a comment or an `event:` line alone
+        };
+        if self.done || self.error.is_some() {
+            return; // the stream has ended, cleanly or not
+        }
+        self.events += 1;
+        let event: Event = match serde_json::from_slice(&data) {
+            Ok(e) => e,
+            Err(_) => {
+                if self.events == 1 {
+                    self.invalid = true;
+                }
+                self.fail(
+                    "the upstream streamed an event that is not JSON".into(),
+                    "stream_invalid",
+                    out,
+                );
+                return;
+            }
+        };
+        let kind = &*event.kind;
+        if self.writer.is_none() && !matches!(kind, "message_start" | "error" | "ping") {
+            // Everything else belongs to a message that has started.
+            self.invalid = self.events == 1;
+            self.fail(
+                "the upstream's stream did not start with message_start".into(),
+                "stream_invalid",
+                out,
+            );
+            return;
+        }
+        match kind {
+            "message_start" => {
+                let Some(message) = event.message else {
+                    self.invalid = self.events == 1;
+                    self.fail(
+                        "the upstream's message_start has no message".into(),
+                        "stream_invalid",
+                        out,
+                    );
+                    return;
+                };
+                message.usage.apply(&mut self.tokens);
+                let writer = ChunkWriter::new(&message.id, self.created, &self.model);
+                writer.role(out);
+                self.writer = Some(writer);
+            }
+            "content_block_start" => {
+                let index = event.index;
+                let part = event.content_block;
+                let block = match part.as_ref().and_then(|p| p.kind.as_deref()) {
+                    Some("text") => {
+                        let text = part
+                            .as_ref()
+                            .and_then(|p| p.text.as_deref())
+                            .unwrap_or_default();
+                        if !text.is_empty() {
+                            self.frames += 1;
+                            self.writer().text(out, text);
+                        }
+                        Block::Text
+                    }
+                    Some("tool_use") => {
+                        let p = part.as_ref().expect("has a kind");
+                        let call = self.calls;
+                        self.calls += 1;
+                        self.frames += 1;
+                        self.writer().call_start(
+                            out,
+                            call,
+                            p.id.as_deref().unwrap_or_default(),
+                            p.name.as_deref().unwrap_or_default(),
+                        );
+                        Block::Call(call)
+                    }
+                    _ => Block::Ignored,
+                };
+                if self.blocks.len() <= index {
+                    self.blocks.resize(index + 1, Block::Ignored);
+                }
+                self.blocks[index] = block;
+            }
+            "content_block_delta" => {
+                let block = self
+                    .blocks
+                    .get(event.index)
+                    .copied()
+                    .unwrap_or(Block::Ignored);
+                let Some(delta) = event.delta else { return };
+                match (block, delta.kind.as_deref()) {
+                    (Block::Text, Some("text_delta")) => {
+                        if let Some(text) = delta.text.as_deref().filter(|t| !t.is_empty()) {
+                            self.frames += 1;
+                            self.writer().text(out, text);
+                        }
+                    }
+                    (Block::Call(call), Some("input_json_delta")) => {
+                        if let Some(json) = delta.partial_json.as_deref().filter(|t| !t.is_empty())
+                        {
+                            self.frames += 1;
+                            self.writer().call_arguments(out, call, json);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(usage) = event.usage {
+                    usage.apply(&mut self.tokens);
+                }
+                if let Some(reason) = event.delta.and_then(|d| d.stop_reason) {
+                    self.finish = Some(super::finish(Some(&reason)));
+                }
+            }
+            "message_stop" => {
+                let writer = self.writer();
+                writer.finish(out, self.finish.unwrap_or(Finish::Stop));
+                if self.wants_usage {
+                    writer.usage(out, &self.tokens);
+                }
+                ChunkWriter::done(out);
+                self.done = true;
+            }
+            "error" => {
+                let error = event.error;
+                let kind = error
+                    .as_ref()
+                    .and_then(|e| e.kind.as_deref())
+                    .unwrap_or("error");
+                let message = error
+                    .as_ref()
+                    .and_then(|e| e.message.as_deref())
+                    .unwrap_or(kind);
+                self.fail(format!("{kind}: {message}"), kind, out);
+            }
+            // content_block_stop, ping, and event types newer than this code.
+            _ => {}
+        }
+    }
+
+    fn writer(&self) -> &ChunkWriter {
+        self.writer
+            .as_ref()
+            .expect("checked: the message has started")
+    }
+
+    /// An OpenAI-style error event; the stream ends with it.
+    fn fail(&mut self, message: String, code: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"data: {\"error\":{\"message\":");
+        push_json(out, &message);
+        out.extend_from_slice(b",\"type\":\"upstream_error\",\"param\":null,\"code\":");
+        push_json(out, code);
+        out.extend_from_slice(b"}}\n\n");
+        self.error = Some(message);
+    }
+}
+
+/// The end of the first event in `data` (after its blank line), if complete.
+fn event_end(data: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &data[from..]) {
+        let i = from + i;
+        match data.get(i + 1) {
+            Some(b'\n') => return Some(i + 2),
+            Some(b'\r') if data.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+            _ => from = i + 1,
+        }
+    }
+    None
+}
+
+/// The event's data: its `data:` lines joined by newlines.
+fn data_of(frame: &[u8]) -> Option<Cow<'_, [u8]>> {
+    let mut lines = frame.split(|&b| b == b'\n').filter_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let rest = line.strip_prefix(b"data:")?;
+        Some(rest.strip_prefix(b" ").unwrap_or(rest))
+    });
+    let first = lines.next()?;
+    match lines.next() {
+        None => Some(Cow::Borrowed(first)),
+        Some(second) => {
+            let mut joined = first.to_vec();
+            for line in std::iter::once(second).chain(lines) {
+                joined.push(b'\n');
+                joined.extend_from_slice(line);
+            }
+            Some(Cow::Owned(joined))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,258 @@
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::gateway::provider::anthropic::answer;
+
+fn cx(wants_usage: bool) -> AnswerContext<'static> {
+    AnswerContext {
+        model: "gpt-4o",
+        created: 1_700_000_000,
+        wants_usage,
+    }
+}
+
+/// A block of a generated message.
+#[derive(Debug, Clone)]
+enum Gen {
+    Text(Vec<String>),
+    Tool {
+        name: String,
+        args: Value,
+        cuts: Vec<usize>,
+    },
+    Thinking(String),
+}
+
+fn sse(event: Value) -> String {
+    format!(
+        "event: {}\ndata: {}\n\n",
+        event["type"].as_str().unwrap(),
+        event
+    )
+}
+
+/// The same message as Anthropic sends it whole and as a stream.
+fn message(blocks: &[Gen], stop: &str) -> (Value, String) {
+    let usage = json!({"input_tokens": 12, "output_tokens": 1, "cache_creation_input_tokens": 2, "cache_read_input_tokens": 3});
+    let mut content = Vec::new();
+    let mut stream = sse(
+        json!({"type": "message_start", "message": {"id": "msg_7", "type": "message", "role": "assistant", "content": [], "model": "claude-x", "stop_reason": null, "usage": usage}}),
+    );
+    stream += &sse(json!({"type": "ping"}));
+    for (i, b) in blocks.iter().enumerate() {
+        match b {
+            Gen::Text(pieces) => {
+                content.push(json!({"type": "text", "text": pieces.concat()}));
+                stream += &sse(
+                    json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}),
+                );
+                for p in pieces {
+                    stream += &sse(
+                        json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": p}}),
+                    );
+                }
+            }
+            Gen::Tool { name, args, cuts } => {
+                let id = format!("toolu_{i}");
+                content.push(json!({"type": "tool_use", "id": id, "name": name, "input": args}));
+                stream += &sse(
+                    json!({"type": "content_block_start", "index": i, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+                );
+                let text = args.to_string();
+                let chars: Vec<char> = text.chars().collect();
+                let mut points: Vec<usize> = cuts.iter().map(|c| c % (chars.len() + 1)).collect();
+                points.extend([0, chars.len()]);
+                points.sort();
+                points.dedup();
+                for w in points.windows(2) {
+                    let piece: String = chars[w[0]..w[1]].iter().collect();
+                    stream += &sse(
+                        json!({"type": "content_block_delta", "index": i, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+                    );
+                }
+            }
+            Gen::Thinking(t) => {
+                content.push(json!({"type": "thinking", "thinking": t, "signature": "sig"}));
+                stream += &sse(
+                    json!({"type": "content_block_start", "index": i, "content_block": {"type": "thinking", "thinking": ""}}),
+                );
+                stream += &sse(
+                    json!({"type": "content_block_delta", "index": i, "delta": {"type": "thinking_delta", "thinking": t}}),
+                );
+                stream += &sse(
+                    json!({"type": "content_block_delta", "index": i, "delta": {"type": "signature_delta", "signature": "sig"}}),
+                );
+            }
+        }
+        stream += &sse(json!({"type": "content_block_stop", "index": i}));
+    }
+    // Cumulative: the last report is the total.
+    stream += &sse(
+        json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": 20}}),
+    );
+    stream += &sse(json!({"type": "message_delta", "delta": {}, "usage": {"output_tokens": 42}}));
+    stream += &sse(json!({"type": "message_stop"}));
+    let mut full_usage = usage.clone();
+    full_usage["output_tokens"] = json!(42);
+    let whole = json!({"id": "msg_7", "type": "message", "role": "assistant", "model": "claude-x", "content": content, "stop_reason": stop, "stop_sequence": null, "usage": full_usage});
+    (whole, stream)
+}
+
+/// The OpenAI frames of a stream fed in pieces cut at `cuts`.
+fn run(stream: &str, cuts: &[usize], wants_usage: bool) -> (Vec<Value>, Translator) {
+    let bytes = stream.as_bytes();
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+    points.extend([0, bytes.len()]);
+    points.sort();
+    points.dedup();
+    let mut t = Translator::new(&cx(wants_usage));
+    let mut out = Vec::new();
+    for w in points.windows(2) {
+        if let Some(b) = t.feed(&bytes[w[0]..w[1]]) {
+            out.extend_from_slice(&b);
+        }
+    }
+    if let Some(b) = t.finish() {
+        out.extend_from_slice(&b);
+    }
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let frames = text
+        .split("\n\n")
+        .filter_map(|f| f.strip_prefix("data: "))
+        .filter(|f| *f != "[DONE]")
+        .map(|f| serde_json::from_str(f).unwrap())
+        .collect();
+    (frames, t)
+}
+
+/// What a client's SDK rebuilds from the chunks: the message and its calls.
+fn assemble(frames: &[Value]) -> (Option<String>, Vec<(String, String, String)>, String) {
+    let mut text: Option<String> = None;
+    let mut calls: Vec<(String, String, String)> = Vec::new();
+    let mut finish = String::new();
+    for (n, f) in frames.iter().enumerate() {
+        assert_eq!(f["id"], "msg_7");
+        assert_eq!(f["model"], "gpt-4o");
+        let Some(choice) = f["choices"].get(0) else {
+            continue;
+        };
+        let delta = &choice["delta"];
+        if n == 0 {
+            assert_eq!(delta["role"], "assistant", "role first");
+        }
+        if let Some(c) = delta["content"].as_str() {
+            text.get_or_insert_with(String::new).push_str(c);
+        }
+        for call in delta["tool_calls"].as_array().into_iter().flatten() {
+            let index = call["index"].as_u64().unwrap() as usize;
+            if index == calls.len() {
+                calls.push((
+                    call["id"].as_str().unwrap().into(),
+                    call["function"]["name"].as_str().unwrap().into(),
+                    String::new(),
+                ));
+            }
+            calls[index]
+                .2
+                .push_str(call["function"]["arguments"].as_str().unwrap_or(""));
+        }
+        if let Some(r) = choice["finish_reason"].as_str() {
+            assert!(finish.is_empty(), "one chunk with finish_reason");
+            finish = r.into();
+        }
+    }
+    (text.filter(|t| !t.is_empty()), calls, finish)
+}
+
+fn gen_block() -> impl Strategy<Value = Gen> {
+    prop_oneof![
+        prop::collection::vec("[a-zé \"\\\\\n{}]{0,6}", 1..5).prop_map(Gen::Text),
+        (
+            "[a-z_]{1,8}",
+            prop::collection::btree_map("[a-z]{1,4}", "[a-z0-9 \"é]{0,5}", 0..4),
+            prop::collection::vec(0usize..64, 0..5)
+        )
+            .prop_map(|(name, args, cuts)| Gen::Tool {
+                name,
+                args: json!(args),
+                cuts
+            }),
+        "[a-z ]{0,8}".prop_map(Gen::Thinking),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Any message, its stream split anywhere: the chunks add up to the
+    /// translation of the whole message.
+    #[test]
+    fn the_chunks_add_up_to_the_whole_answer(
+        blocks in prop::collection::vec(gen_block(), 0..5),
+        stop in prop::sample::select(vec!["end_turn", "tool_use", "max_tokens", "stop_sequence", "refusal"]),
+        cuts in prop::collection::vec(0usize..4096, 0..12),
+        wants_usage in any::<bool>(),
+    ) {
+        let (whole, stream) = message(&blocks, stop);
+        let (answer, usage) = answer::translate(whole.to_string().as_bytes(), &cx(false)).unwrap();
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        let (frames, t) = run(&stream, &cuts, wants_usage);
+        let (text, calls, finish) = assemble(&frames);
+        let message = &answer["choices"][0]["message"];
+        prop_assert_eq!(text.as_deref(), message["content"].as_str().filter(|s| !s.is_empty()));
+        let expected: Vec<(String, String, String)> = message["tool_calls"].as_array().into_iter().flatten().map(|c| (
+            c["id"].as_str().unwrap().to_string(),
+            c["function"]["name"].as_str().unwrap().to_string(),
+            c["function"]["arguments"].as_str().unwrap().to_string(),
+        )).collect();
+        for (_, _, args) in &calls {
+            prop_assert!(serde_json::from_str::<Value>(args).is_ok(), "arguments concatenate to JSON: {}", args);
+        }
+        let parsed = |v: &[(String, String, String)]| v.iter().map(|(i, n, a)| (i.clone(), n.clone(), serde_json::from_str::<Value>(a).unwrap())).collect::<Vec<_>>();
+        prop_assert_eq!(parsed(&calls), parsed(&expected));
+        prop_assert_eq!(finish.as_str(), answer["choices"][0]["finish_reason"].as_str().unwrap());
+        prop_assert_eq!(t.usage(), usage);
+        let last = frames.last().unwrap();
+        if wants_usage {
+            prop_assert_eq!(&last["choices"], &json!([]));
+            prop_assert_eq!(&last["usage"], &answer["usage"]);
+        } else {
+            prop_assert!(frames.iter().all(|f| f.get("usage").is_none()));
+        }
+    }
+}
+
+#[test]
+fn an_error_event_ends_the_stream_with_an_openai_error() {
+    let stream = [
+        sse(json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}})),
+        sse(json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        sse(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}})),
+        sse(json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})),
+    ]
+    .concat();
+    let mut t = Translator::new(&cx(false));
+    let out = String::from_utf8(t.feed(stream.as_bytes()).unwrap().to_vec()).unwrap();
+    assert!(out.contains(r#""content":"Hi""#));
+    let last = out.trim_end().rsplit("\n\n").next().unwrap();
+    let v: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(v["error"]["code"], "overloaded_error");
+    assert_eq!(t.error(), Some("overloaded_error: Overloaded"));
+    assert!(!t.done());
+}
+
+#[test]
+fn a_stream_that_does_not_start_with_a_message_is_invalid() {
+    let mut t = Translator::new(&cx(false));
+    t.feed(b"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n");
+    assert!(t.invalid());
+    let mut t = Translator::new(&cx(false));
+    t.feed(b"data: not json\n\n");
+    assert!(t.invalid() && t.error().is_some());
+    // An error as the very first event is not "invalid": it is the upstream's error.
+    let mut t = Translator::new(&cx(false));
+    t.feed(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
+    assert!(!t.invalid() && t.error().is_some());
+}

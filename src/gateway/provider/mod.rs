@@ -1,0 +1,261 @@
+//! One module per upstream protocol, behind one seam. The attempt loop
+//! (`proxy.rs`) picks, calls, classifies and fails over without knowing
+//! which API a deployment speaks; a provider knows four things:
+//!
+//! - how to call it: the URL of each endpoint it offers and its headers
+//!   ([`Plan`], built once per deployment);
+//! - how to turn a client's OpenAI request into its body ([`Dialect::body`]);
+//! - how to turn its answer into OpenAI's, whole ([`Dialect::answer`]) and
+//!   as a stream ([`Dialect::decoder`]);
+//! - what its errors and rate-limit signals mean for routing
+//!   ([`Dialect::error`]).
+//!
+//! The OpenAI dialect passes bodies through with only the model spliced in
+//! (and streams through the SSE scanner): translation costs only the
+//! providers that need it.
+
+pub mod anthropic;
+pub mod chat;
+pub mod chunk;
+pub mod limits;
+pub mod openai;
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use bytes::Bytes;
+
+use super::error::ApiError;
+use super::request::{Endpoint, Inspected};
+use super::sse::{SseScanner, Usage};
+use crate::config::{DeploymentConfig, Provider};
+
+/// The URL of one endpoint, whole (for HTTP/2) and in origin form (the
+/// HTTP/1.1 request line). Cloning a `Uri` shares its bytes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: Uri,
+    pub path: Uri,
+}
+
+impl Target {
+    /// `url` as a `Target`; a URL that does not parse (the config checked
+    /// it is http(s) with a host) surfaces as a connection error on use.
+    pub fn new(url: &str) -> Target {
+        let url =
+            Uri::try_from(url).unwrap_or_else(|_| Uri::from_static("http://invalid.invalid/"));
+        let path = url
+            .path_and_query()
+            .and_then(|p| Uri::try_from(p.as_str()).ok())
+            .unwrap_or_else(|| Uri::from_static("/"));
+        Target { url, path }
+    }
+}
+
+/// How one deployment is called: built once, when it is configured.
+#[derive(Debug)]
+pub struct Plan {
+    /// Per endpoint (chat completions, completions, embeddings); None when
+    /// the provider does not offer it.
+    targets: [Option<Target>; 3],
+    /// Sent with every request: auth (marked sensitive) and API versions.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub dialect: Dialect,
+}
+
+pub(super) fn slot(endpoint: Endpoint) -> usize {
+    match endpoint {
+        Endpoint::ChatCompletions => 0,
+        Endpoint::Completions => 1,
+        Endpoint::Embeddings => 2,
+    }
+}
+
+impl Plan {
+    pub fn new(config: &DeploymentConfig) -> Plan {
+        match config.provider {
+            Provider::OpenAi | Provider::Azure => openai::plan(config),
+            Provider::Anthropic => anthropic::plan(config),
+        }
+    }
+
+    pub fn target(&self, endpoint: Endpoint) -> Option<&Target> {
+        self.targets[slot(endpoint)].as_ref()
+    }
+
+    /// Whether the deployment's provider has `endpoint` at all.
+    pub fn offers(&self, endpoint: Endpoint) -> bool {
+        self.target(endpoint).is_some()
+    }
+}
+
+/// An auth or version header; a key that cannot be a header value (the
+/// config refuses those) leaves the request without it.
+pub(crate) fn header(
+    name: &'static str,
+    value: &str,
+    secret: bool,
+) -> Option<(HeaderName, HeaderValue)> {
+    let mut value = HeaderValue::from_str(value).ok()?;
+    // Keeps a key out of Debug output and HTTP/2 header compression tables.
+    value.set_sensitive(secret);
+    Some((HeaderName::from_static(name), value))
+}
+
+/// The wire format of bodies, answers and streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI's own (and Azure's): bodies pass through.
+    OpenAi,
+    /// Anthropic's Messages API.
+    Anthropic,
+}
+
+/// What a translated answer needs to know about the request.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerContext<'a> {
+    /// The model name the client asked for: answers carry it, not the upstream's ID.
+    pub model: &'a str,
+    /// Unix seconds, for `created`.
+    pub created: u64,
+    /// The client asked for the usage chunk of a stream.
+    pub wants_usage: bool,
+}
+
+/// What an upstream's error answer means for the request.
+#[derive(Debug)]
+pub enum ErrorVerdict {
+    /// The client's mistake: this status and body (in OpenAI's error shape)
+    /// go back to it; not retried elsewhere.
+    Client { body: Bytes },
+    /// This deployment does not offer the endpoint: try another.
+    NotOffered,
+    /// Rate limited: cool down for the hint when there is one, try another.
+    RateLimited {
+        hint: Option<Duration>,
+        message: String,
+    },
+    /// The deployment failed (its key, its model, an outage): try another.
+    Failed { message: String },
+}
+
+/// Why an answer with a success status cannot be used.
+pub type Invalid = String;
+
+impl Dialect {
+    /// The body for the upstream, or why this deployment cannot take the
+    /// request (a parameter its API cannot honour: the client hears it when
+    /// no other deployment can).
+    pub fn body(
+        &self,
+        req: &Inspected,
+        body: &Bytes,
+        model_json: &Bytes,
+        model_id: &str,
+    ) -> Result<Bytes, ApiError> {
+        match self {
+            Dialect::OpenAi => Ok(req.rewrite(body, model_json)),
+            Dialect::Anthropic => anthropic::request::translate(body, model_id),
+        }
+    }
+
+    /// A whole answer (success status) in OpenAI's shape, and its usage.
+    pub fn answer(
+        &self,
+        body: Bytes,
+        cx: &AnswerContext,
+    ) -> Result<(Bytes, Option<Usage>), Invalid> {
+        match self {
+            Dialect::OpenAi => openai::answer(body),
+            Dialect::Anthropic => anthropic::answer::translate(&body, cx),
+        }
+    }
+
+    /// What turns the upstream's stream into OpenAI's, frame by frame.
+    pub fn decoder(&self, req: &Inspected, cx: &AnswerContext) -> Decoder {
+        match self {
+            Dialect::OpenAi => Decoder::Pass(SseScanner::new(req.adds_usage())),
+            Dialect::Anthropic => {
+                Decoder::Anthropic(Box::new(anthropic::stream::Translator::new(cx)))
+            }
+        }
+    }
+
+    /// What an error status means.
+    pub fn error(
+        &self,
+        endpoint: Endpoint,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> ErrorVerdict {
+        match self {
+            Dialect::OpenAi => openai::error(endpoint, status, headers, body),
+            Dialect::Anthropic => anthropic::error(status, headers, body),
+        }
+    }
+}
+
+/// A stream on its way to the client: passed through, or translated.
+pub enum Decoder {
+    Pass(SseScanner),
+    Anthropic(Box<anthropic::stream::Translator>),
+}
+
+impl Decoder {
+    /// Takes the next chunk from upstream; returns what to send on, if anything.
+    pub fn feed(&mut self, chunk: Bytes) -> Option<Bytes> {
+        match self {
+            Decoder::Pass(s) => s.feed(chunk),
+            Decoder::Anthropic(t) => t.feed(&chunk),
+        }
+    }
+
+    /// What is left when the upstream ends.
+    pub fn finish(&mut self) -> Option<Bytes> {
+        match self {
+            Decoder::Pass(s) => s.finish(),
+            Decoder::Anthropic(t) => t.finish(),
+        }
+    }
+
+    /// The usage the upstream reported, in OpenAI's terms.
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            Decoder::Pass(s) => s.usage,
+            Decoder::Anthropic(t) => t.usage(),
+        }
+    }
+
+    /// The upstream finished cleanly.
+    pub fn done(&self) -> bool {
+        match self {
+            Decoder::Pass(s) => s.done,
+            Decoder::Anthropic(t) => t.done(),
+        }
+    }
+
+    /// Content frames seen (each about one token), for an estimate.
+    pub fn frames(&self) -> u64 {
+        match self {
+            Decoder::Pass(s) => s.frames,
+            Decoder::Anthropic(t) => t.frames(),
+        }
+    }
+
+    /// The upstream sent an error event.
+    pub fn saw_error(&self) -> bool {
+        match self {
+            Decoder::Pass(s) => s.saw_error,
+            Decoder::Anthropic(t) => t.error().is_some(),
+        }
+    }
+
+    /// The first event was not what the API sends.
+    pub fn saw_invalid(&self) -> bool {
+        match self {
+            Decoder::Pass(s) => s.saw_invalid,
+            Decoder::Anthropic(t) => t.invalid(),
+        }
+    }
+}

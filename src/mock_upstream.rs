@@ -14,6 +14,7 @@
 //! `GET /mock/stats` (a [`MockStats`] as JSON). It needs no key, so that a
 //! test of the real binary can steer it.
 
+mod anthropic;
 mod body;
 mod handler;
 mod openai;
@@ -67,6 +68,27 @@ pub struct MockOptions {
     /// answered 404 like an unknown URL (a chat-only server's embeddings).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "ENDPOINTS")]
     pub without: Vec<MockEndpoint>,
+    /// Which provider's API to speak.
+    #[arg(long, value_enum, default_value_t = MockProvider::Openai, value_name = "PROVIDER")]
+    pub provider: MockProvider,
+    /// Anthropic: input tokens each answer reports as read from the prompt
+    /// cache (`cache_read_input_tokens`).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub cache_read_tokens: u64,
+}
+
+/// The API `mock-upstream` speaks (`--provider`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MockProvider {
+    /// OpenAI's API (any base URL path ending in /chat/completions etc.).
+    #[default]
+    Openai,
+    /// Azure OpenAI: the classic `deployments/NAME/...?api-version=` API
+    /// (the version required) and `/openai/v1`, with Azure's content-filter
+    /// annotations and stream chunks.
+    Azure,
+    /// Anthropic's Messages API (`/v1/messages`).
+    Anthropic,
 }
 
 /// An API endpoint the mock may be told not to serve (`--without`).
@@ -92,6 +114,8 @@ impl MockOptions {
             seed: None,
             usage_in_finish_chunk: false,
             without: Vec::new(),
+            provider: MockProvider::Openai,
+            cache_read_tokens: 0,
         }
     }
 
@@ -155,6 +179,10 @@ pub enum Mode {
     /// a usage chunk or `[DONE]`. Non-streams: the first half of the JSON
     /// body, framed as complete.
     TruncatedStream { after_chunks: u32 },
+    /// Streams: send `after_chunks` chunks, then the provider's error event
+    /// (Anthropic's `overloaded_error`, an OpenAI error frame) and end.
+    /// Non-streams answer normally.
+    ErrorMidStream { after_chunks: u32 },
 }
 
 /// Counters since the mock started.
@@ -208,9 +236,14 @@ impl MockHandle {
         self.shared.stats()
     }
 
-    /// `http://ADDR/v1`, what a deployment's `api_base` should be.
+    /// What a deployment's `api_base` should be: `http://ADDR/v1` for
+    /// OpenAI, `http://ADDR` for the providers whose paths the gateway
+    /// builds from the root (Azure classic, Anthropic).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        match self.shared.opts.provider {
+            MockProvider::Openai => format!("http://{}/v1", self.addr),
+            _ => format!("http://{}", self.addr),
+        }
     }
 
     /// Stops accepting and closes every open connection.
@@ -242,7 +275,14 @@ pub async fn run(opts: MockOptions) -> anyhow::Result<()> {
         std::io::ErrorKind::InvalidInput => anyhow::anyhow!("mock-upstream: {e}"),
         _ => anyhow::anyhow!("mock-upstream: cannot listen on {listen}: {e}"),
     })?;
-    println!("mock-upstream listening on {}", handle.base_url());
+    match handle.shared.opts.provider {
+        MockProvider::Openai => println!("mock-upstream listening on {}", handle.base_url()),
+        other => println!(
+            "mock-upstream listening on {} ({})",
+            handle.base_url(),
+            format!("{other:?}").to_lowercase()
+        ),
+    }
     crate::shutdown::signal().await;
     handle.shutdown();
     Ok(())

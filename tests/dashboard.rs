@@ -461,15 +461,24 @@ fn the_provider_choice_shows_the_fields_that_provider_needs() {
     assert_eq!(form(&app).focus, Field::ApiVersion);
     type_text(&mut app, "2024-10-21");
     // Anthropic: no API version, and its endpoint is the default.
-    press(&mut app, &[KeyCode::BackTab, KeyCode::BackTab, KeyCode::Char(' ')]);
+    press(
+        &mut app,
+        &[KeyCode::BackTab, KeyCode::BackTab, KeyCode::Char(' ')],
+    );
     assert_eq!(form(&app).provider, Provider::Anthropic);
     let screen = render(&app, 100, 30);
     assert!(!screen.contains("API version"), "{screen}");
-    assert!(screen.contains("https://api.anthropic.com (the default)"), "{screen}");
+    assert!(
+        screen.contains("https://api.anthropic.com (the default)"),
+        "{screen}"
+    );
     type_text_fields(&mut app);
     let spec = form(&app).spec().unwrap();
     assert_eq!(spec.provider, Provider::Anthropic);
-    assert_eq!(spec.api_version, None, "an Azure field does not follow to Anthropic");
+    assert_eq!(
+        spec.api_version, None,
+        "an Azure field does not follow to Anthropic"
+    );
     assert_eq!(spec.api_base, "");
 }
 

@@ -143,6 +143,19 @@ fn without_usage(frame: &[u8], payload: &[u8]) -> Option<Vec<u8>> {
     Some(edited)
 }
 
+/// Whether a frame's payload is an error (a top-level `error` member), not
+/// a chunk that mentions one further in: Azure's content-filter results
+/// carry `"error": {...}` when the filter itself could not run.
+#[cold]
+fn has_top_level_error(payload: &[u8]) -> bool {
+    let mut found = false;
+    let _ = json::object_members(payload, |key, _| {
+        found |= key == b"error";
+        Ok(())
+    });
+    found
+}
+
 impl SseScanner {
     pub fn new(strip_usage: bool) -> Self {
         Self {
@@ -217,7 +230,9 @@ impl SseScanner {
             self.saw_invalid = true;
         }
         let patterns = &*PATTERNS;
-        if payload.starts_with(b"{\"error\"") || patterns.error.find(payload).is_some() {
+        if payload.starts_with(b"{\"error\"")
+            || (patterns.error.find(payload).is_some() && has_top_level_error(payload))
+        {
             self.saw_error = true;
         }
         if (patterns.usage.find(payload).is_some() || patterns.usage_spaced.find(payload).is_some())
@@ -291,6 +306,20 @@ mod tests {
         let expected = [CHUNK.replace(",\"usage\":null", ""), DONE.to_string()].concat();
         assert_eq!(out, expected);
         assert_eq!(s.usage.unwrap().prompt_tokens, 5);
+    }
+
+    #[test]
+    fn an_error_inside_a_chunk_is_not_an_error_frame() {
+        let mut s = SseScanner::new(false);
+        let azure = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"content_filter_results\":{\"error\":{\"code\":\"content_filter_error\",\"message\":\"The contents are not filtered\"}}}]}\n\n";
+        feed_all(&mut s, &[azure]);
+        assert!(!s.saw_error);
+        let mut s = SseScanner::new(false);
+        feed_all(
+            &mut s,
+            &["data: {\"id\":\"x\",\"error\":{\"message\":\"boom\"}}\n\n"],
+        );
+        assert!(s.saw_error);
     }
 
     #[test]

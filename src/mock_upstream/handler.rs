@@ -20,7 +20,7 @@ use super::openai::{self, ApiError, EmbeddingJob, Generation, Kind, Reply, Strea
 use super::server::Conn;
 use super::state::Shared;
 use super::window::{self, Admission};
-use super::{MockEndpoint, Mode};
+use super::{MockEndpoint, MockProvider, Mode, anthropic};
 
 /// Larger request bodies get a 413; no real prompt comes close.
 const MAX_BODY_BYTES: usize = 32 << 20;
@@ -53,6 +53,8 @@ enum Endpoint {
     Completions,
     Embeddings,
     Models,
+    /// Anthropic's Messages API.
+    Messages,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,7 @@ fn route(path: &str) -> Route {
         p if p.ends_with("/completions") => Route::Api(Endpoint::Completions),
         p if p.ends_with("/embeddings") => Route::Api(Endpoint::Embeddings),
         p if p.ends_with("/models") => Route::Api(Endpoint::Models),
+        p if p.ends_with("/v1/messages") => Route::Api(Endpoint::Messages),
         _ => Route::NotFound,
     }
 }
@@ -162,6 +165,30 @@ async fn api(
         }
         _ => {}
     }
+    match (shared.opts.provider, endpoint) {
+        (MockProvider::Anthropic, Endpoint::Messages) => {
+            return Ok(anthropic::answer(shared, &mode, &parts.headers, &body));
+        }
+        (MockProvider::Anthropic, _) => {
+            return Ok(anthropic::ErrorBody::for_status(
+                StatusCode::NOT_FOUND,
+                Some(&format!("Not found: {} {}", parts.method, parts.uri.path())),
+            )
+            .response());
+        }
+        (_, Endpoint::Messages) => {
+            return Ok(error_response(&ApiError::not_found(
+                &parts.method,
+                parts.uri.path(),
+            )));
+        }
+        (MockProvider::Azure, _) => {
+            if let Some(refused) = azure_route(&parts.uri) {
+                return Ok(refused);
+            }
+        }
+        _ => {}
+    }
     if !authorized(shared.opts.api_key.as_deref(), &parts.headers) {
         return Ok(error_response(&ApiError::invalid_api_key()));
     }
@@ -177,7 +204,7 @@ async fn api(
         Endpoint::Chat => MockEndpoint::Chat,
         Endpoint::Completions => MockEndpoint::Completions,
         Endpoint::Embeddings => MockEndpoint::Embeddings,
-        Endpoint::Models => MockEndpoint::Chat,
+        Endpoint::Models | Endpoint::Messages => MockEndpoint::Chat,
     };
     if endpoint != Endpoint::Models && shared.opts.without.contains(&served) {
         // What OpenAI answers for a path it does not know.
@@ -196,6 +223,25 @@ async fn api(
             generate(shared, &mode, Kind::Text, openai::parse_completion(&body))
         }
         Endpoint::Embeddings => embed(shared, &mode, openai::parse_embeddings(&body)),
+        Endpoint::Messages => unreachable!("answered above"),
+    })
+}
+
+/// Azure's classic API names the deployment in the path and needs an
+/// `api-version`; without one Azure answers 404 "Resource not found".
+fn azure_route(uri: &hyper::Uri) -> Option<Response<MockBody>> {
+    let classic = uri.path().contains("/openai/deployments/");
+    let versioned = uri.query().is_some_and(|q| {
+        q.split('&').any(|kv| {
+            kv.strip_prefix("api-version=")
+                .is_some_and(|v| !v.is_empty())
+        })
+    });
+    (classic && !versioned).then(|| {
+        json_response(
+            StatusCode::NOT_FOUND,
+            &br#"{"error":{"code":"404","message":"Resource not found"}}"#[..],
+        )
     })
 }
 
@@ -268,6 +314,7 @@ fn generate(
         } else {
             "stop"
         },
+        azure: shared.opts.provider == MockProvider::Azure,
     };
     let mut response = if request.stream {
         let gap = Duration::from_millis(shared.opts.chunk_delay_ms);
@@ -354,6 +401,13 @@ fn stream_body(mode: &Mode, reply: &Reply<'_>, usage: StreamUsage, gap: Duration
             gap,
             End::Clean,
         ),
+        Mode::ErrorMidStream { after_chunks } => {
+            let mut frames = openai::stream_frames(reply, usage).cut_after(*after_chunks);
+            frames.push(Bytes::from_static(
+                b"data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",
+            ));
+            MockBody::stream(frames, gap, End::Clean)
+        }
         _ => MockBody::stream(openai::stream_frames(reply, usage).frames, gap, End::Clean),
     }
 }

@@ -1,0 +1,332 @@
+//! `mock-upstream --provider anthropic`: Anthropic's Messages API, as
+//! faithful as the official SDK needs: `POST /v1/messages` with
+//! `x-api-key` and `anthropic-version`, the API's checks (see
+//! [`request`]), messages with text and tool use, SSE streams of
+//! `message_start` … `message_stop`, its error shapes, `retry-after` and
+//! `anthropic-ratelimit-*` headers, 529 `overloaded_error`, and an error
+//! event mid-stream on demand.
+
+pub(crate) mod reply;
+pub(crate) mod request;
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+use serde_json::json;
+
+use super::Mode;
+use super::body::{End, MockBody};
+use super::state::Shared;
+use super::window::{self, Admission};
+
+/// An Anthropic error answer: `{"type":"error","error":{"type","message"}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ErrorBody {
+    pub(crate) status: StatusCode,
+    pub(crate) kind: &'static str,
+    pub(crate) message: String,
+}
+
+impl ErrorBody {
+    pub(crate) fn invalid_request(message: String) -> ErrorBody {
+        ErrorBody {
+            status: StatusCode::BAD_REQUEST,
+            kind: "invalid_request_error",
+            message,
+        }
+    }
+
+    /// The error Anthropic gives with `status`.
+    pub(crate) fn for_status(status: StatusCode, message: Option<&str>) -> ErrorBody {
+        let (kind, default) = match status.as_u16() {
+            400 => ("invalid_request_error", "Invalid request."),
+            401 => ("authentication_error", "invalid x-api-key"),
+            403 => (
+                "permission_error",
+                "Your API key does not have permission to use the specified resource.",
+            ),
+            404 => (
+                "not_found_error",
+                "The requested resource could not be found.",
+            ),
+            413 => (
+                "request_too_large",
+                "Request exceeds the maximum allowed number of bytes.",
+            ),
+            429 => (
+                "rate_limit_error",
+                "Number of request tokens has exceeded your per-minute rate limit.",
+            ),
+            529 => ("overloaded_error", "Overloaded"),
+            _ => ("api_error", "Internal server error"),
+        };
+        ErrorBody {
+            status,
+            kind,
+            message: message.unwrap_or(default).to_string(),
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> Vec<u8> {
+        json!({"type": "error", "error": {"type": self.kind, "message": self.message}})
+            .to_string()
+            .into_bytes()
+    }
+
+    pub(crate) fn response(&self) -> Response<MockBody> {
+        let mut r = Response::new(MockBody::full(self.to_json()));
+        *r.status_mut() = self.status;
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    }
+}
+
+const VERSION_HEADER: HeaderName = HeaderName::from_static("anthropic-version");
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// Answers one Messages request, after the mock's connection faults.
+pub(crate) fn answer(
+    shared: &Shared,
+    mode: &Mode,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response<MockBody> {
+    if !headers.contains_key(VERSION_HEADER) {
+        return ErrorBody::invalid_request("anthropic-version: header is required".into())
+            .response();
+    }
+    // `x-api-key`, or (as the SDK sends it since 2026) `Authorization: Bearer`.
+    if let Some(key) = shared.opts.api_key.as_deref() {
+        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let bearer = text(&hyper::header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+        if text(&API_KEY) != Some(key) && bearer != Some(key) {
+            return ErrorBody::for_status(StatusCode::UNAUTHORIZED, None).response();
+        }
+    }
+    if let Mode::Fail {
+        status,
+        retry_after_s,
+        message,
+    } = mode
+    {
+        return fail(*status, *retry_after_s, message.as_deref());
+    }
+    let req = match request::parse(body, false) {
+        Ok(r) => r,
+        Err(e) => return e.response(),
+    };
+    if shared.draw_failure() {
+        return ErrorBody::for_status(StatusCode::INTERNAL_SERVER_ERROR, None).response();
+    }
+    let model = shared
+        .opts
+        .model
+        .clone()
+        .unwrap_or_else(|| req.model.clone());
+    let reply = reply::Reply::new(
+        &req,
+        &model,
+        u64::from(shared.opts.tokens),
+        shared.opts.cache_read_tokens,
+        shared.completion_id("msg_"),
+    );
+    let tokens = reply.input_tokens + reply.output_tokens;
+    let limits = match admit(shared, tokens) {
+        Ok(limits) => limits,
+        Err(refusal) => return rate_limited(refusal),
+    };
+    shared.count_tokens(reply.input_tokens, reply.output_tokens);
+    let gap = Duration::from_millis(shared.opts.chunk_delay_ms);
+    let mut response = if req.stream {
+        let frames = reply.stream_frames();
+        let body = match mode {
+            Mode::Garbage => MockBody::stream(garbage(reply.output_tokens + 2), gap, End::Clean),
+            Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
+            Mode::ResetMidStream { after_chunks } => {
+                MockBody::stream(cut(frames, *after_chunks), gap, End::Abort)
+            }
+            Mode::TruncatedStream { after_chunks } => {
+                MockBody::stream(cut(frames, *after_chunks), gap, End::Clean)
+            }
+            Mode::ErrorMidStream { after_chunks } => {
+                let mut frames = cut(frames, *after_chunks);
+                frames.push(reply::error_event("overloaded_error", "Overloaded"));
+                MockBody::stream(frames, gap, End::Clean)
+            }
+            _ => MockBody::stream(frames, gap, End::Clean),
+        };
+        let mut r = Response::new(body);
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        );
+        r
+    } else {
+        let json = reply.json();
+        let body = match mode {
+            Mode::Garbage => MockBody::full(Bytes::from_static(super::openai::GARBAGE_BODY)),
+            Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
+            Mode::ResetMidStream { .. } => MockBody::first_half(json, End::Abort),
+            Mode::TruncatedStream { .. } => MockBody::first_half(json, End::Clean),
+            _ => MockBody::full(json),
+        };
+        let mut r = Response::new(body);
+        r.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    if let Some(limits) = limits {
+        limits.apply(response.headers_mut(), false);
+    }
+    response
+}
+
+fn cut(mut frames: Vec<Bytes>, after: u32) -> Vec<Bytes> {
+    frames.truncate(usize::try_from(after).unwrap_or(usize::MAX));
+    frames
+}
+
+fn garbage(count: u64) -> Vec<Bytes> {
+    (0..count)
+        .map(|i| {
+            Bytes::from(format!(
+                "event: content_block_delta\ndata: {{not json #{i}\n\n"
+            ))
+        })
+        .collect()
+}
+
+/// The `anthropic-ratelimit-tokens-*` headers of the mock's window.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    limit: u64,
+    remaining: u64,
+    reset: Duration,
+}
+
+impl Limits {
+    fn apply(self, headers: &mut HeaderMap, exhausted: bool) {
+        let reset = rfc3339(SystemTime::now() + self.reset);
+        let pairs = [
+            ("anthropic-ratelimit-tokens-limit", self.limit.to_string()),
+            (
+                "anthropic-ratelimit-tokens-remaining",
+                if exhausted {
+                    "0".into()
+                } else {
+                    self.remaining.to_string()
+                },
+            ),
+            ("anthropic-ratelimit-tokens-reset", reset.clone()),
+            ("anthropic-ratelimit-requests-limit", "1000".into()),
+            ("anthropic-ratelimit-requests-remaining", "999".into()),
+            ("anthropic-ratelimit-requests-reset", reset),
+        ];
+        for (name, value) in pairs {
+            if let Ok(v) = HeaderValue::try_from(value) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        }
+    }
+}
+
+fn admit(shared: &Shared, tokens: u64) -> Result<Option<Limits>, Limits> {
+    let Some(mut w) = shared.window() else {
+        return Ok(None);
+    };
+    let limit = w.limit();
+    let admission = w.try_admit(tokens, std::time::Instant::now());
+    drop(w);
+    match admission {
+        Admission::Admitted { remaining } => Ok(Some(Limits {
+            limit,
+            remaining,
+            reset: Duration::from_secs(60),
+        })),
+        Admission::Limited {
+            remaining,
+            retry_after,
+            ..
+        } => Err(Limits {
+            limit,
+            remaining,
+            reset: retry_after,
+        }),
+    }
+}
+
+/// The 429 Anthropic answers over its limit: `retry-after` in whole
+/// seconds and the limit headers, the used-up one at 0.
+fn rate_limited(limits: Limits) -> Response<MockBody> {
+    let wait = limits.reset.max(Duration::from_millis(1));
+    let mut r = ErrorBody::for_status(StatusCode::TOO_MANY_REQUESTS, Some("This request would exceed the rate limit for your organization of input tokens per minute.")).response();
+    let headers = r.headers_mut();
+    headers.insert(
+        hyper::header::RETRY_AFTER,
+        HeaderValue::from(window::retry_after_secs(wait)),
+    );
+    Limits {
+        reset: wait,
+        ..limits
+    }
+    .apply(headers, true);
+    r
+}
+
+/// `Mode::Fail` in Anthropic's words.
+fn fail(status: u16, retry_after_s: Option<f64>, message: Option<&str>) -> Response<MockBody> {
+    let status = StatusCode::from_u16(status)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = ErrorBody::for_status(status, message).response();
+    if let Some(wait) = retry_after_s.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            Limits {
+                limit: 0,
+                remaining: 0,
+                reset: wait,
+            }
+            .apply(r.headers_mut(), true);
+        }
+    }
+    r
+}
+
+/// `2026-12-01T20:47:03Z`, as Anthropic writes its reset times.
+pub(crate) fn rfc3339(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests;

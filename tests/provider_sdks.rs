@@ -250,10 +250,12 @@ async fn the_openai_sdk_through_the_gateway_to_anthropic_is_translated_both_ways
     let sent: Value = serde_json::from_str(&anthropic.stats().last_body.unwrap()).unwrap();
     assert_eq!(sent["model"], "claude-sonnet-4-5");
     assert_eq!(sent["max_tokens"], 4096, "the documented default");
-    assert_eq!(sent["messages"][0]["content"][1]["source"]["type"], "base64", "{sent}");
     assert_eq!(
-        sent["messages"][0]["content"][2]["source"]["url"],
-        "https://example.com/cat.png",
+        sent["messages"][0]["content"][1]["source"]["type"], "base64",
+        "{sent}"
+    );
+    assert_eq!(
+        sent["messages"][0]["content"][2]["source"]["url"], "https://example.com/cat.png",
         "a URL, not downloaded"
     );
 }

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::dashboard;
 use crate::events::{Event, RequestEvent};
 use crate::gateway::Gateway;
-use crate::mock_upstream::{self, MockHandle, MockOptions};
+use crate::mock_upstream::{self, MockHandle, MockOptions, MockProvider};
 
 /// The demo stops generating traffic after this long or this many requests.
 const MAX_DEMO_TIME: Duration = Duration::from_secs(3600);
@@ -34,6 +34,8 @@ struct SimUpstream {
     fail_rate: f64,
     /// The upstream's own limit, lower than the config's: it answers 429 in bursts.
     tpm_limit: Option<u64>,
+    /// The API it speaks.
+    provider: MockProvider,
 }
 
 const SIMS: &[SimUpstream] = &[
@@ -43,6 +45,7 @@ const SIMS: &[SimUpstream] = &[
         latency_ms: 250,
         fail_rate: 0.0,
         tpm_limit: None,
+        provider: MockProvider::Openai,
     },
     SimUpstream {
         model: "gpt-4o",
@@ -50,6 +53,7 @@ const SIMS: &[SimUpstream] = &[
         latency_ms: 400,
         fail_rate: 0.0,
         tpm_limit: Some(4_000),
+        provider: MockProvider::Openai,
     },
     SimUpstream {
         model: "gpt-4o",
@@ -57,6 +61,15 @@ const SIMS: &[SimUpstream] = &[
         latency_ms: 700,
         fail_rate: 0.35,
         tpm_limit: None,
+        provider: MockProvider::Openai,
+    },
+    SimUpstream {
+        model: "gpt-4o",
+        deployment: "anthropic",
+        latency_ms: 350,
+        fail_rate: 0.0,
+        tpm_limit: Some(6_000),
+        provider: MockProvider::Anthropic,
     },
     SimUpstream {
         model: "text-embedding-3-small",
@@ -64,6 +77,7 @@ const SIMS: &[SimUpstream] = &[
         latency_ms: 20,
         fail_rate: 0.0,
         tpm_limit: None,
+        provider: MockProvider::Openai,
     },
     SimUpstream {
         model: "text-embedding-3-small",
@@ -71,6 +85,7 @@ const SIMS: &[SimUpstream] = &[
         latency_ms: 40,
         fail_rate: 0.0,
         tpm_limit: None,
+        provider: MockProvider::Openai,
     },
     SimUpstream {
         model: "text-embedding-3-small",
@@ -78,6 +93,7 @@ const SIMS: &[SimUpstream] = &[
         latency_ms: 30,
         fail_rate: 0.3,
         tpm_limit: None,
+        provider: MockProvider::Openai,
     },
 ];
 
@@ -117,6 +133,14 @@ api_key = "sk-demo-sweden-0003"
 model_id = "gpt-4o"
 tpm_limit = 10000
 
+[[models.deployments]]
+name = "anthropic"             # another provider: Anthropic's Messages API, translated both ways
+provider = "anthropic"
+api_base = "http://127.0.0.1:{anthropic}"
+api_key = "sk-ant-demo-0004"
+model_id = "claude-sonnet-4-5"
+tpm_limit = 15000
+
 [[models]]
 name = "text-embedding-3-small"
 
@@ -154,6 +178,7 @@ async fn start_upstream(i: usize, sim: &SimUpstream, port: u16) -> anyhow::Resul
     opts.tokens = 60;
     opts.chunk_delay_ms = 15;
     opts.seed = Some(i as u64 + 1);
+    opts.provider = sim.provider;
     mock_upstream::spawn(opts).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot start the simulated upstream `{}` on {addr}: {e} (is another demo running on this config?)",

@@ -376,8 +376,12 @@ fn check(path: &Path) -> anyhow::Result<()> {
                 .tpm_limit
                 .map_or("no TPM limit".to_string(), |l| format!("{l} TPM"));
             let state = if d.enabled { "enabled" } else { "disabled" };
+            let provider = match &d.api_version {
+                Some(v) => format!("{} {v}", d.provider),
+                None => d.provider.to_string(),
+            };
             println!(
-                "    - {} → {} ({}, {}, {})",
+                "    - {} → {} ({provider}, {}, {}, {})",
                 d.name, d.api_base, d.model_id, tpm, state
             );
         }

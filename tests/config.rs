@@ -587,6 +587,7 @@ fn the_example_config_parses() {
         "SWITCHBOARD_API_KEY",
         "SWITCHBOARD_ADMIN_KEY",
         "AZURE_EASTUS_KEY",
+        "ANTHROPIC_API_KEY",
         "EMBEDDINGS_PRIMARY_KEY",
         "EMBEDDINGS_BACKUP_KEY",
     ] {
@@ -605,7 +606,11 @@ fn the_example_config_parses() {
     assert_eq!(config.server.api_keys.len(), 1);
     assert!(config.server.admin_key.is_some());
     let names: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["gpt-4o", "text-embedding-3-small"]);
+    assert_eq!(names, ["gpt-4o", "claude-sonnet", "text-embedding-3-small"]);
+    let providers: Vec<Provider> = config.models.iter().flat_map(|m| &m.deployments).map(|d| d.provider).collect();
+    for p in Provider::ALL {
+        assert!(providers.contains(&p), "the example shows {p}");
+    }
     let all: Vec<_> = config.models.iter().flat_map(|m| &m.deployments).collect();
     assert!(
         all.iter()
@@ -624,7 +629,7 @@ fn the_example_config_parses() {
         config
             .models
             .iter()
-            .all(|m| (2..=3).contains(&m.deployments.len()))
+            .all(|m| (1..=3).contains(&m.deployments.len()))
     );
 
     // Every key the example writes is explained by a comment.
@@ -641,6 +646,7 @@ fn the_example_config_parses() {
         "rate_limit_cooldown_s",
         "provider",
         "api_base",
+        "api_version",
         "api_key",
         "model_id",
         "tpm_limit",

@@ -607,7 +607,12 @@ fn the_example_config_parses() {
     assert!(config.server.admin_key.is_some());
     let names: Vec<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["gpt-4o", "claude-sonnet", "text-embedding-3-small"]);
-    let providers: Vec<Provider> = config.models.iter().flat_map(|m| &m.deployments).map(|d| d.provider).collect();
+    let providers: Vec<Provider> = config
+        .models
+        .iter()
+        .flat_map(|m| &m.deployments)
+        .map(|d| d.provider)
+        .collect();
     for p in Provider::ALL {
         assert!(providers.contains(&p), "the example shows {p}");
     }

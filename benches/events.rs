@@ -1,6 +1,7 @@
 //! Event fan-out: what publishing one routing event costs the request path,
 //! with nobody watching, with the dashboard watching, and with the dashboard
-//! plus two `/admin/events` streams.
+//! plus two `/admin/events` streams; and the gateway's own per-request
+//! record of the last minute's figures.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -49,5 +50,22 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fan_out);
+/// What the gateway's last-minute figures cost each request: one record.
+fn minute_stats(c: &mut Criterion) {
+    let Event::Request(mut r) = request_event(1) else {
+        unreachable!()
+    };
+    let mut stats = switchboard::gateway::stats::Stats::new(0);
+    let mut at = 0u64;
+    c.bench_function("stats/record", |b| {
+        b.iter(|| {
+            // About 500 requests a second, so slots roll over as in service.
+            at += 2;
+            r.at_ms = at;
+            stats.record(black_box(&r));
+        })
+    });
+}
+
+criterion_group!(benches, fan_out, minute_stats);
 criterion_main!(benches);

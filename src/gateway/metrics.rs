@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
+use super::named::Named;
 use super::stats::Stats;
 use crate::events::{AttemptOutcome, RequestEvent};
 use crate::router::{SlotStatus, State};
@@ -32,7 +33,7 @@ pub struct Metrics {
 /// The counters since start and the last minute's statistics, behind one
 /// lock so a request takes it once.
 struct Inner {
-    models: Map<Arc<str>, ModelCounts>,
+    models: Named<ModelCounts>,
     minute: Stats,
 }
 
@@ -41,7 +42,7 @@ struct ModelCounts {
     /// Requests by the status the client got.
     requests: Map<u16, u64>,
     failovers: u64,
-    deployments: Map<Arc<str>, DeploymentCounts>,
+    deployments: Named<DeploymentCounts>,
 }
 
 #[derive(Default)]
@@ -94,19 +95,11 @@ impl std::fmt::Display for Outcome {
     }
 }
 
-/// Looks `name` up without allocating; clones the `Arc` only to insert.
-fn entry<'m, V: Default>(map: &'m mut Map<Arc<str>, V>, name: &Arc<str>) -> &'m mut V {
-    if !map.contains_key(&**name) {
-        map.insert(name.clone(), V::default());
-    }
-    map.get_mut(&**name).expect("inserted above")
-}
-
 impl Metrics {
     pub fn new(now_ms: u64) -> Self {
         Metrics {
             inner: Mutex::new(Inner {
-                models: Map::default(),
+                models: Named::default(),
                 minute: Stats::new(now_ms),
             }),
         }
@@ -124,7 +117,7 @@ impl Metrics {
     pub fn record(&self, e: &RequestEvent) {
         let mut inner = self.lock();
         inner.minute.record(e);
-        let model = entry(&mut inner.models, &e.model);
+        let model = inner.models.entry(&e.model, ModelCounts::default);
         *model.requests.entry(e.status).or_default() += 1;
         // Passing over a deployment that lacks the endpoint is not a failover.
         let tried = e
@@ -133,11 +126,15 @@ impl Metrics {
             .filter(|a| !matches!(a.outcome, AttemptOutcome::NotOffered { .. }));
         model.failovers += tried.count().saturating_sub(1) as u64;
         for a in &e.attempts {
-            let d = entry(&mut model.deployments, &a.deployment);
+            let d = model
+                .deployments
+                .entry(&a.deployment, DeploymentCounts::default);
             *d.attempts.entry(a.outcome.into()).or_default() += 1;
         }
         if let Some(last) = e.attempts.last() {
-            let d = entry(&mut model.deployments, &last.deployment);
+            let d = model
+                .deployments
+                .entry(&last.deployment, DeploymentCounts::default);
             d.prompt_tokens += e.prompt_tokens;
             d.completion_tokens += e.completion_tokens;
             let seconds = e.latency_ms / 1000.0;

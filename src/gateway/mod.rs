@@ -16,6 +16,7 @@ pub mod error;
 mod flight;
 pub mod json;
 mod metrics;
+mod named;
 pub mod provider;
 mod proxy;
 mod relay;

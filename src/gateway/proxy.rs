@@ -511,7 +511,12 @@ async fn attempt(
     }
     let cx = AnswerContext {
         model: &flight.route.name,
-        created: crate::events::unix_ms() / 1000,
+        // Only translated answers carry a time of ours; passed-through ones have their own.
+        created: if dialect == super::provider::Dialect::OpenAi {
+            0
+        } else {
+            crate::events::unix_ms() / 1000
+        },
         wants_usage: req.wants_usage,
     };
     // A request the gateway could not tell was a stream (`"stream": "yes"`)

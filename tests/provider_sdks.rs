@@ -297,3 +297,55 @@ async fn the_openai_sdk_through_the_gateway_to_azure_classic_streams_clean() {
     );
     assert!(azure.stats().ok >= 2);
 }
+
+/// The "done when": one model on an OpenAI deployment, an Azure
+/// classic one and an Anthropic one answers the openai SDK, streams and
+/// tool calls included, whichever deployment each request reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_model_on_openai_azure_and_anthropic_answers_the_openai_sdk() {
+    if !sdk_available("openai") {
+        return;
+    }
+    let anthropic = provider_mock(MockProvider::Anthropic, "sk-ant-test-0123456789", |o| {
+        o.tokens = 6
+    })
+    .await;
+    let azure = provider_mock(MockProvider::Azure, "azure-key-0123456789", |o| {
+        o.tokens = 6
+    })
+    .await;
+    let openai = mock_with(|o| o.tokens = 6).await;
+    let gw = translating_gateway(&anthropic, &azure, &openai).await;
+    let seen = python("translation_client.py", vec![gw.url("/v1"), "mixed".into()]).await;
+    assert_eq!(seen["chat"]["model"], "mixed", "{seen}");
+    assert_eq!(seen["stream"]["text"], seen["chat"]["content"], "{seen}");
+    assert_eq!(seen["final"], seen["chat"]["content"]);
+    assert_eq!(seen["tools"]["finish"], "tool_calls", "{seen}");
+    assert_eq!(
+        seen["tools"]["names"],
+        serde_json::json!(["get_weather", "get_time"])
+    );
+    assert_eq!(
+        seen["tools"]["args"][0],
+        serde_json::json!({"city": "Paris"})
+    );
+    assert_eq!(seen["named"], serde_json::json!(["get_time"]));
+    assert_eq!(seen["single"], 1);
+    assert_eq!(seen["followup"], "stop");
+    assert_eq!(seen["stream_tools"]["args"], seen["tools"]["args"]);
+    assert_eq!(seen["stream_tools"]["finish"], "tool_calls");
+    // n = 2 and embeddings are the OpenAI deployments' to serve.
+    assert!(seen["refused_n"].is_null(), "{seen}");
+    assert!(seen["embeddings"].is_null(), "{seen}");
+    for (name, m) in [
+        ("anthropic", &anthropic),
+        ("azure", &azure),
+        ("openai", &openai),
+    ] {
+        assert!(
+            m.stats().ok >= 3,
+            "{name} served its share: {:?}",
+            m.stats()
+        );
+    }
+}

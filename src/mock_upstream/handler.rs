@@ -309,12 +309,15 @@ fn generate(
         created: openai::unix_now(),
         model,
         usage,
-        finish_reason: if completion_tokens < configured {
+        finish_reason: if !request.calls.is_empty() {
+            "tool_calls"
+        } else if completion_tokens < configured {
             "length"
         } else {
             "stop"
         },
         azure: shared.opts.provider == MockProvider::Azure,
+        calls: &request.calls,
     };
     let mut response = if request.stream {
         let gap = Duration::from_millis(shared.opts.chunk_delay_ms);

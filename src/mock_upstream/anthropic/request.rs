@@ -434,7 +434,7 @@ fn choose(tools: &[(String, Value)], choice: &Choice, user_text: &str) -> Vec<(S
 }
 
 /// An input that fits the schema's properties: strings, numbers, flags.
-fn input_for(schema: &Value) -> Value {
+pub(crate) fn input_for(schema: &Value) -> Value {
     let mut input = Map::new();
     for (key, prop) in schema
         .get("properties")

@@ -54,6 +54,8 @@ pub(crate) struct Reply<'a> {
     /// first chunk with `choices: []` and the prompt's filter results, the
     /// results on every chunk, and a chunk with nothing else after the end.
     pub(crate) azure: bool,
+    /// Tool calls the answer makes instead of text: name and arguments.
+    pub(crate) calls: &'a [(String, String)],
 }
 
 /// What Azure's content filter says of a harmless text.
@@ -67,6 +69,12 @@ fn filtered(choice: &mut String) {
         choice.push_str(FILTER_RESULTS);
         choice.push('}');
     }
+}
+
+/// The id of the answer's i-th tool call.
+fn call_id(reply: &Reply<'_>, i: usize) -> String {
+    let tail = &reply.id[reply.id.len().saturating_sub(8)..];
+    format!("call_{tail}{i:02}")
 }
 
 /// The i-th token of the completion text.
@@ -126,8 +134,22 @@ pub(crate) fn chat_completion_json(reply: &Reply<'_>, text: &str) -> Vec<u8> {
     #[derive(Serialize)]
     struct AssistantMessage<'a> {
         role: &'static str,
-        content: &'a str,
+        content: Option<&'a str>,
         refusal: (),
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        tool_calls: Vec<Call<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Call<'a> {
+        id: String,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        function: Function<'a>,
+    }
+    #[derive(Serialize)]
+    struct Function<'a> {
+        name: &'a str,
+        arguments: &'a str,
     }
     to_vec(&Completion {
         id: reply.id,
@@ -138,8 +160,18 @@ pub(crate) fn chat_completion_json(reply: &Reply<'_>, text: &str) -> Vec<u8> {
             index: 0,
             message: AssistantMessage {
                 role: "assistant",
-                content: text,
+                content: reply.calls.is_empty().then_some(text),
                 refusal: (),
+                tool_calls: reply
+                    .calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, arguments))| Call {
+                        id: call_id(reply, i),
+                        kind: "function",
+                        function: Function { name, arguments },
+                    })
+                    .collect(),
             },
             logprobs: (),
             finish_reason: reply.finish_reason,
@@ -290,6 +322,18 @@ pub(crate) fn stream_frames(reply: &Reply<'_>, usage: StreamUsage) -> SseFrames 
             r#"{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}"#,
         ));
     }
+    for (i, (name, arguments)) in reply.calls.iter().enumerate() {
+        // A call's first delta names it; its arguments follow in pieces.
+        let start = serde_json::json!({"index": 0, "delta": {"tool_calls": [{"index": i, "id": call_id(reply, i), "type": "function", "function": {"name": name, "arguments": ""}}]}, "logprobs": null, "finish_reason": null});
+        frames.push(template.chunk(&start.to_string()));
+        let chars: Vec<char> = arguments.chars().collect();
+        for piece in chars.chunks(chars.len().div_ceil(2).max(1)) {
+            let piece: String = piece.iter().collect();
+            let delta = serde_json::json!({"index": 0, "delta": {"tool_calls": [{"index": i, "function": {"arguments": piece}}]}, "logprobs": null, "finish_reason": null});
+            frames.push(template.chunk(&delta.to_string()));
+        }
+    }
+    let tokens = if reply.calls.is_empty() { tokens } else { 0 };
     for i in 0..tokens {
         choice.clear();
         let space = if i > 0 { " " } else { "" };

@@ -14,6 +14,8 @@ pub(crate) struct Generation {
     pub(crate) max_tokens: Option<u64>,
     pub(crate) stream: bool,
     pub(crate) include_usage: bool,
+    /// Tools to call instead of answering in text: name and arguments (JSON).
+    pub(crate) calls: Vec<(String, String)>,
 }
 
 #[derive(Deserialize)]
@@ -33,6 +35,24 @@ pub(crate) struct ChatRequest<'a> {
     max_tokens: Option<u64>,
     #[serde(default, deserialize_with = "integer")]
     max_completion_tokens: Option<u64>,
+    #[serde(default)]
+    tools: Option<Vec<ToolDef>>,
+    #[serde(default)]
+    tool_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    parallel_tool_calls: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ToolDef {
+    function: FunctionDef,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct FunctionDef {
+    name: String,
+    #[serde(default)]
+    parameters: Option<serde_json::Value>,
 }
 
 /// A count as OpenAI-compatible servers take it (JSON Schema's `integer`):
@@ -55,6 +75,8 @@ pub(crate) fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u
 
 #[derive(Deserialize)]
 pub(crate) struct Message<'a> {
+    #[serde(default, borrow)]
+    role: Option<Cow<'a, str>>,
     #[serde(borrow)]
     content: Option<Content<'a>>,
 }
@@ -173,6 +195,12 @@ pub(crate) fn parse_chat(body: &[u8]) -> Result<Generation, ApiError> {
             "[] is too short - 'messages'".to_string(),
         ));
     }
+    let calls = match &req.tools {
+        Some(tools) if !tools.is_empty() => {
+            choose_calls(tools, &req.tool_choice, req.parallel_tool_calls, &messages)
+        }
+        _ => Vec::new(),
+    };
     Ok(Generation {
         model,
         prompt_tokens: chat_prompt_tokens(&messages),
@@ -180,7 +208,61 @@ pub(crate) fn parse_chat(body: &[u8]) -> Result<Generation, ApiError> {
         max_tokens: req.max_completion_tokens.or(req.max_tokens),
         stream: req.stream.unwrap_or(false),
         include_usage: include_usage(req.stream_options.as_ref()),
+        calls,
     })
+}
+
+/// The calls the mock answers with: the named function, the first (and
+/// second, unless parallel calls are off) for `required`, for `auto` those
+/// the last user message names; none after tool results.
+fn choose_calls(
+    tools: &[ToolDef],
+    choice: &Option<serde_json::Value>,
+    parallel: Option<bool>,
+    messages: &[Message<'_>],
+) -> Vec<(String, String)> {
+    if messages.last().and_then(|m| m.role.as_deref()) == Some("tool") {
+        return Vec::new();
+    }
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m.role.as_deref() == Some("user"))
+        .map(message_text)
+        .unwrap_or_default();
+    let most = if parallel == Some(false) { 1 } else { 2 };
+    let named = choice
+        .as_ref()
+        .and_then(|c| c.pointer("/function/name"))
+        .and_then(|n| n.as_str());
+    let picked: Vec<&ToolDef> = match (choice.as_ref().and_then(|c| c.as_str()), named) {
+        (_, Some(name)) => tools.iter().filter(|t| t.function.name == name).collect(),
+        (Some("required"), _) => tools.iter().take(most).collect(),
+        (Some("none"), _) => Vec::new(),
+        _ => tools
+            .iter()
+            .filter(|t| last_user.contains(t.function.name.as_str()))
+            .take(most)
+            .collect(),
+    };
+    picked
+        .into_iter()
+        .map(|t| {
+            let schema = t.function.parameters.clone().unwrap_or_default();
+            (
+                t.function.name.clone(),
+                crate::mock_upstream::anthropic::request::input_for(&schema).to_string(),
+            )
+        })
+        .collect()
+}
+
+fn message_text(m: &Message<'_>) -> String {
+    match &m.content {
+        Some(Content::Text(t)) => t.to_string(),
+        Some(Content::Parts(parts)) => parts.iter().filter_map(|p| p.text.as_deref()).collect(),
+        None => String::new(),
+    }
 }
 
 pub(crate) fn parse_completion(body: &[u8]) -> Result<Generation, ApiError> {
@@ -200,6 +282,7 @@ pub(crate) fn parse_completion(body: &[u8]) -> Result<Generation, ApiError> {
         max_tokens: req.max_tokens,
         stream: req.stream.unwrap_or(false),
         include_usage: include_usage(req.stream_options.as_ref()),
+        calls: Vec::new(),
     })
 }
 

@@ -12,6 +12,7 @@ fn reply(kind: Kind, tokens: u64, model: &str) -> Reply<'_> {
         usage: Usage::new(10, tokens),
         finish_reason: "stop",
         azure: false,
+        calls: &[],
     }
 }
 

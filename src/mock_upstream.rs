@@ -18,6 +18,7 @@ mod anthropic;
 mod body;
 mod handler;
 mod openai;
+mod refusal;
 mod server;
 mod state;
 mod window;

@@ -6,7 +6,7 @@
 //! saves) leaves as [`Command`]s for the run loop, whose results come back
 //! as actions.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use tui_input::Input;
@@ -14,11 +14,11 @@ use tui_input::Input;
 use super::action::{Action, Command, FieldMessage, Pane};
 use super::form::{Form, Submit};
 use super::keys::Context;
-use crate::events::{DeploymentChange, Event};
+pub use super::traffic::{Traffic, change_word};
+use crate::events::Event;
 use crate::gateway::{DeploymentView, ModelView, StateView};
 
-/// How many traffic lines are kept for the view.
-pub const TRAFFIC_ROWS: usize = 1000;
+pub use super::traffic::TRAFFIC_ROWS;
 /// How long a notice stays, in milliseconds.
 pub const NOTICE_MS: u64 = 10_000;
 const PAGE: usize = 10;
@@ -72,102 +72,6 @@ pub struct Notice {
     pub at_ms: u64,
     /// Stays until replaced (work in progress).
     pub sticky: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Traffic {
-    /// Newest first, each with its arrival number.
-    rows: VecDeque<(u64, Arc<Event>)>,
-    /// The rows as they were when the view was paused.
-    frozen: Option<Vec<(u64, Arc<Event>)>>,
-    /// Events that arrived while paused.
-    pub missed: u64,
-    /// The highlighted row of the paused view.
-    pub cursor: usize,
-    /// The filter in effect.
-    pub filter: String,
-    /// The filter being typed.
-    pub filter_input: Option<Input>,
-    seq: u64,
-}
-
-impl Traffic {
-    pub fn paused(&self) -> bool {
-        self.frozen.is_some()
-    }
-
-    fn push(&mut self, ev: Arc<Event>) {
-        self.seq += 1;
-        self.rows.push_front((self.seq, ev));
-        self.rows.truncate(TRAFFIC_ROWS);
-        if self.frozen.is_some() {
-            self.missed += 1;
-        }
-    }
-
-    fn pause(&mut self) {
-        self.frozen = Some(self.rows.iter().cloned().collect());
-        self.missed = 0;
-        self.cursor = 0;
-    }
-
-    fn resume(&mut self) {
-        self.frozen = None;
-        self.missed = 0;
-        self.cursor = 0;
-    }
-
-    /// The rows to show, newest first, filtered.
-    pub fn visible(&self) -> Vec<&Arc<Event>> {
-        let terms: Vec<String> = self
-            .filter
-            .split_whitespace()
-            .map(str::to_lowercase)
-            .collect();
-        let keep = |ev: &&Arc<Event>| terms.iter().all(|t| matches(ev, t));
-        match &self.frozen {
-            Some(rows) => rows.iter().map(|(_, e)| e).filter(keep).collect(),
-            None => self.rows.iter().map(|(_, e)| e).filter(keep).collect(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
-    }
-}
-
-/// Whether a traffic line matches one (lowercase) filter term: its model,
-/// a deployment, or a status.
-fn matches(ev: &Event, term: &str) -> bool {
-    let has = |s: &str| s.to_lowercase().contains(term);
-    match ev {
-        Event::Request(r) => {
-            has(&r.model)
-                || r.status.to_string().contains(term)
-                || r.attempts.iter().any(|a| {
-                    has(&a.deployment) || a.outcome.label().trim_start_matches('✗').contains(term)
-                })
-        }
-        Event::Deployment(d) => has(&d.model) || has(&d.deployment) || has(change_word(&d.change)),
-        Event::Config(c) => has("config") || has(&c.message),
-        Event::Lagged(l) => has("missed") || has(&l.describe()),
-    }
-}
-
-pub fn change_word(c: &DeploymentChange) -> &'static str {
-    match c {
-        DeploymentChange::CoolingDown { .. } => "cooling down",
-        DeploymentChange::Recovered => "recovered",
-        DeploymentChange::Enabled { enabled: true } => "enabled",
-        DeploymentChange::Enabled { enabled: false } => "disabled",
-        DeploymentChange::Added => "added",
-        DeploymentChange::Removed => "removed",
-        DeploymentChange::Updated => "updated",
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 //! body), then the body, then the random failures and the rate limit. The
 //! body faults (garbage, cuts) spoil an answer that was otherwise due.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
@@ -17,9 +17,9 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{End, MockBody};
 use super::openai::{self, ApiError, EmbeddingJob, Generation, Kind, Reply, StreamUsage, Usage};
+use super::refusal::{admit, fail_response, rate_limited};
 use super::server::Conn;
 use super::state::Shared;
-use super::window::{self, Admission};
 use super::{MockEndpoint, MockProvider, Mode, anthropic};
 
 /// Larger request bodies get a 413; no real prompt comes close.
@@ -30,10 +30,6 @@ const EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stream");
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const API_KEY: HeaderName = HeaderName::from_static("api-key");
-const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
-const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
-const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
-const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
 
 /// The service's error: hyper answers it by dropping the connection.
 #[derive(Debug)]
@@ -415,128 +411,6 @@ fn stream_body(mode: &Mode, reply: &Reply<'_>, usage: StreamUsage, gap: Duration
     }
 }
 
-/// The TPM headers of an admitted answer.
-#[derive(Debug, Clone, Copy)]
-struct LimitHeaders {
-    limit: u64,
-    remaining: u64,
-}
-
-impl LimitHeaders {
-    fn apply(self, headers: &mut HeaderMap) {
-        headers.insert(LIMIT_TOKENS, HeaderValue::from(self.limit));
-        headers.insert(REMAINING_TOKENS, HeaderValue::from(self.remaining));
-    }
-}
-
-/// A request the TPM window refused.
-#[derive(Debug, Clone, Copy)]
-struct Refusal {
-    limit: u64,
-    remaining: u64,
-    requested: u64,
-    retry_after: Duration,
-    too_large: bool,
-}
-
-/// Counts `tokens` in the TPM window, when the mock has a limit.
-fn admit(shared: &Shared, tokens: u64) -> Result<Option<LimitHeaders>, Refusal> {
-    let Some(mut window) = shared.window() else {
-        return Ok(None);
-    };
-    let limit = window.limit();
-    let admission = window.try_admit(tokens, Instant::now());
-    drop(window);
-    match admission {
-        Admission::Admitted { remaining } => Ok(Some(LimitHeaders { limit, remaining })),
-        Admission::Limited {
-            remaining,
-            retry_after,
-            too_large,
-        } => Err(Refusal {
-            limit,
-            remaining,
-            requested: tokens,
-            retry_after,
-            too_large,
-        }),
-    }
-}
-
-/// The 429 OpenAI answers when the tokens-per-minute limit is reached.
-fn rate_limited(model: &str, refusal: Refusal) -> Response<MockBody> {
-    let Refusal {
-        limit,
-        remaining,
-        requested,
-        retry_after,
-        too_large,
-    } = refusal;
-    // A zero wait (a request that never fits, on an empty window) would
-    // invite an immediate retry; Retry-After is at least 1 s anyway.
-    let wait = retry_after.max(Duration::from_millis(1));
-    let message = if too_large {
-        format!(
-            "Request too large for {model} in organization org-mock on tokens per min (TPM): Limit {limit}, \
-             Requested {requested}. The input or output tokens must be reduced in order to run successfully. \
-             Visit https://platform.openai.com/account/rate-limits to learn more."
-        )
-    } else {
-        format!(
-            "Rate limit reached for {model} in organization org-mock on tokens per min (TPM): Limit {limit}, \
-             Used {}, Requested {requested}. Please try again in {}. Visit \
-             https://platform.openai.com/account/rate-limits to learn more.",
-            limit - remaining,
-            window::openai_duration(wait),
-        )
-    };
-    let error = ApiError {
-        kind: "tokens",
-        ..ApiError::for_status(StatusCode::TOO_MANY_REQUESTS, Some(&message))
-    };
-    let mut response = error_response(&error);
-    let headers = response.headers_mut();
-    set_retry_headers(headers, window::retry_after_secs(wait), wait, true);
-    LimitHeaders { limit, remaining }.apply(headers);
-    response
-}
-
-/// `Retry-After` (whole seconds), `retry-after-ms`, and for a 429
-/// `x-ratelimit-reset-tokens`: the three signals clients look at.
-fn set_retry_headers(headers: &mut HeaderMap, secs: u64, wait: Duration, rate_limited: bool) {
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    headers.insert(RETRY_AFTER_MS, HeaderValue::from(window::ceil_millis(wait)));
-    if rate_limited && let Ok(reset) = HeaderValue::try_from(window::openai_duration(wait)) {
-        headers.insert(RESET_TOKENS, reset);
-    }
-}
-
-/// `Mode::Fail`'s answer. Statuses that are not errors become 500: a 1xx or
-/// a 204 with a body would break the framing, not test the gateway.
-fn fail_response(
-    status: u16,
-    retry_after_s: Option<f64>,
-    message: Option<&str>,
-) -> Response<MockBody> {
-    let status = StatusCode::from_u16(status)
-        .ok()
-        .filter(|s| s.is_client_error() || s.is_server_error())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = error_response(&ApiError::for_status(status, message));
-    let wait = retry_after_s.and_then(|s| Duration::try_from_secs_f64(s).ok());
-    if let Some(wait) = wait {
-        // Rounded up, but a deliberate 0 stays 0.
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        set_retry_headers(
-            response.headers_mut(),
-            secs,
-            wait,
-            status == StatusCode::TOO_MANY_REQUESTS,
-        );
-    }
-    response
-}
-
 /// `PUT /mock/mode`.
 async fn put_mode(shared: &Shared, body: Incoming) -> Response<MockBody> {
     let body = match read_body(body).await {
@@ -564,7 +438,11 @@ fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-fn respond(status: StatusCode, content_type: HeaderValue, body: MockBody) -> Response<MockBody> {
+pub(super) fn respond(
+    status: StatusCode,
+    content_type: HeaderValue,
+    body: MockBody,
+) -> Response<MockBody> {
     let mut response = Response::new(body);
     *response.status_mut() = status;
     response
@@ -573,17 +451,18 @@ fn respond(status: StatusCode, content_type: HeaderValue, body: MockBody) -> Res
     response
 }
 
-fn json_response(status: StatusCode, json: impl Into<Bytes>) -> Response<MockBody> {
+pub(super) fn json_response(status: StatusCode, json: impl Into<Bytes>) -> Response<MockBody> {
     respond(status, JSON, MockBody::full(json))
 }
 
-fn error_response(error: &ApiError) -> Response<MockBody> {
+pub(super) fn error_response(error: &ApiError) -> Response<MockBody> {
     json_response(error.status, error.to_json())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mock_upstream::refusal::{RESET_TOKENS, RETRY_AFTER_MS};
 
     #[test]
     fn api_routes_match_every_base_url() {

@@ -8,6 +8,8 @@
 //! know which one they draw from: both feed the run loop the same
 //! [`Msg`](super::tui::Msg)s and answer the same four requests.
 
+mod feeds;
+mod link;
 mod local;
 mod remote;
 mod sse;

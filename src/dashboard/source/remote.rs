@@ -12,33 +12,26 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::sse::SseReader;
+use super::feeds;
+use super::link::{Part, Tracker};
 use super::{Source, field_message};
 use crate::config::{ApiKey, DeploymentSpec};
 use crate::dashboard::action::{FieldMessage, TestResult};
-use crate::dashboard::app::Link;
-use crate::dashboard::tui::{self, BATCH, DATA_FRAME, Msg, SNAPSHOT_EVERY};
-use crate::events::{Event, LaggedEvent, unix_ms};
+use crate::dashboard::tui::{self, Msg};
+use crate::events::unix_ms;
 use crate::gateway::StateView;
 
 /// How long a connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a state poll or a toggle may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A test waits for the upstream (the gateway gives it up to 30 s).
 const TEST_TIMEOUT: Duration = Duration::from_secs(40);
-/// The gateway sends a keep-alive every 5 s: this much silence means the
-/// stream is dead even if no socket said so.
-const STREAM_IDLE: Duration = Duration::from_secs(15);
-/// Retries after a failure wait this long, doubling up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Why `attach` could not start. One line each, never with the key.
 #[derive(Debug, thiserror::Error)]
@@ -66,18 +59,18 @@ pub enum AttachError {
 /// Cheap to clone; all clones share one connection pool.
 #[derive(Clone)]
 pub struct Remote {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     /// The gateway's root, e.g. `http://127.0.0.1:4000/`.
-    base: Url,
+    pub(super) base: Url,
     /// As shown in the header.
-    display: String,
-    client: reqwest::Client,
+    pub(super) display: String,
+    pub(super) client: reqwest::Client,
     /// `Bearer <key>`, marked sensitive so no debug output shows it.
-    auth: Option<HeaderValue>,
-    link: Mutex<Tracker>,
+    pub(super) auth: Option<HeaderValue>,
+    pub(super) link: Mutex<Tracker>,
 }
 
 impl Remote {
@@ -171,7 +164,7 @@ impl Remote {
             && !is_loopback(&self.inner.base)
     }
 
-    fn url_for(&self, segments: &[&str]) -> Url {
+    pub(super) fn url_for(&self, segments: &[&str]) -> Url {
         let mut url = self.inner.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -221,7 +214,7 @@ impl Remote {
             .map_err(|e| Failure::Invalid(format!("a body that is not JSON ({e})")))
     }
 
-    async fn fetch_state(&self) -> Result<StateView, Failure> {
+    pub(super) async fn fetch_state(&self) -> Result<StateView, Failure> {
         let url = self.url_for(&["admin", "state"]);
         let (status, body) = self
             .send(self.request(Method::GET, url, REQUEST_TIMEOUT))
@@ -237,7 +230,12 @@ impl Remote {
 
     /// Reports how the poll or the stream fared; tells the run loop when
     /// the connection as a whole went up or down.
-    async fn report(&self, tx: &mpsc::Sender<Msg>, part: Part, outcome: Result<(), String>) {
+    pub(super) async fn report(
+        &self,
+        tx: &mpsc::Sender<Msg>,
+        part: Part,
+        outcome: Result<(), String>,
+    ) {
         let change = self
             .inner
             .link
@@ -258,8 +256,8 @@ impl Remote {
 
 impl Source for Remote {
     fn spawn_feeds(&self, tx: mpsc::Sender<Msg>, stop: CancellationToken) {
-        tokio::spawn(poll_state(self.clone(), tx.clone(), stop.clone()));
-        tokio::spawn(follow_events(self.clone(), tx, stop));
+        tokio::spawn(feeds::poll_state(self.clone(), tx.clone(), stop.clone()));
+        tokio::spawn(feeds::follow_events(self.clone(), tx, stop));
     }
 
     async fn state_now(&self) -> Option<Msg> {
@@ -352,7 +350,7 @@ impl Remote {
 
 /// What went wrong with one request.
 #[derive(Debug)]
-enum Failure {
+pub(super) enum Failure {
     /// No answer: refused, timed out, TLS, reset.
     Network(String),
     /// An answer with an error status, and the gateway's message.
@@ -385,7 +383,7 @@ impl Failure {
     }
 
     /// Short, for the header.
-    fn brief(&self) -> String {
+    pub(super) fn brief(&self) -> String {
         match self {
             Failure::Network(m) | Failure::Invalid(m) => m.clone(),
             Failure::Status(401, _) => "admin key refused".into(),
@@ -395,7 +393,7 @@ impl Failure {
 }
 
 /// The gateway's `{"error": {"message"}}`, or the start of whatever it said.
-fn error_message(status: StatusCode, body: &[u8]) -> String {
+pub(super) fn error_message(status: StatusCode, body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
@@ -430,232 +428,6 @@ fn test_result(v: &serde_json::Value) -> TestResult {
         } else {
             text("error").unwrap_or_else(|| "the test failed".into())
         },
-    }
-}
-
-/// The two halves of the connection.
-#[derive(Debug, Clone, Copy)]
-enum Part {
-    Poll,
-    Stream,
-}
-
-/// Whether the poll and the stream work; the connection is live when both do.
-#[derive(Debug, Default)]
-struct Tracker {
-    poll: Option<Result<(), String>>,
-    stream: Option<Result<(), String>>,
-    shown: Option<Link>,
-}
-
-impl Tracker {
-    /// Records one outcome; returns the link when what it shows changed.
-    fn report(&mut self, part: Part, outcome: Result<(), String>, now_ms: u64) -> Option<Link> {
-        match part {
-            Part::Poll => self.poll = Some(outcome),
-            Part::Stream => self.stream = Some(outcome),
-        }
-        let error = [&self.poll, &self.stream]
-            .into_iter()
-            .find_map(|o| o.as_ref().and_then(|r| r.as_ref().err()).cloned());
-        let live =
-            error.is_none() && matches!((&self.poll, &self.stream), (Some(Ok(())), Some(Ok(()))));
-        // Until both halves have reported, a first success says nothing yet.
-        if !live && error.is_none() {
-            return None;
-        }
-        let since_ms = match &self.shown {
-            Some(l) if l.live == live => l.since_ms,
-            _ => now_ms,
-        };
-        let link = Link {
-            live,
-            since_ms,
-            error,
-        };
-        if self.shown.as_ref() == Some(&link) {
-            return None;
-        }
-        self.shown = Some(link.clone());
-        Some(link)
-    }
-
-    fn down_since(&self) -> Option<u64> {
-        self.shown.as_ref().filter(|l| !l.live).map(|l| l.since_ms)
-    }
-}
-
-/// Doubles from [`FIRST_BACKOFF`] to [`MAX_BACKOFF`]; back to the start after a success.
-#[derive(Debug, Default)]
-struct Backoff(u32);
-
-impl Backoff {
-    fn next(&mut self) -> Duration {
-        let d = FIRST_BACKOFF
-            .saturating_mul(1 << self.0.min(8))
-            .min(MAX_BACKOFF);
-        self.0 += 1;
-        d
-    }
-
-    fn reset(&mut self) {
-        self.0 = 0;
-    }
-}
-
-/// `/admin/state` every [`SNAPSHOT_EVERY`]; after a failure, with back-off.
-async fn poll_state(remote: Remote, tx: mpsc::Sender<Msg>, stop: CancellationToken) {
-    let mut backoff = Backoff::default();
-    let mut wait = SNAPSHOT_EVERY;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let fetched = tokio::select! {
-            _ = stop.cancelled() => break,
-            f = remote.fetch_state() => f,
-        };
-        match fetched {
-            Ok(state) => {
-                backoff.reset();
-                wait = SNAPSHOT_EVERY;
-                remote.report(&tx, Part::Poll, Ok(())).await;
-                if let Err(mpsc::error::TrySendError::Closed(_)) =
-                    tx.try_send(tui::state_msg(state))
-                {
-                    break;
-                }
-            }
-            Err(f) => {
-                wait = backoff.next();
-                remote.report(&tx, Part::Poll, Err(f.brief())).await;
-            }
-        }
-        if tx.is_closed() {
-            break;
-        }
-    }
-}
-
-/// Follows `/admin/events`, reconnecting with back-off and resuming from
-/// the last event seen.
-async fn follow_events(remote: Remote, tx: mpsc::Sender<Msg>, stop: CancellationToken) {
-    let mut backoff = Backoff::default();
-    let mut last_id: Option<String> = None;
-    loop {
-        let result = tokio::select! {
-            _ = stop.cancelled() => break,
-            r = stream_once(&remote, &tx, &mut last_id, &mut backoff) => r,
-        };
-        if tx.is_closed() {
-            break;
-        }
-        let why = match result {
-            Ok(()) => "the gateway ended the event stream".to_string(),
-            Err(f) => f.brief(),
-        };
-        remote.report(&tx, Part::Stream, Err(why)).await;
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(backoff.next()) => {}
-        }
-    }
-}
-
-/// One connection of the event stream, until it ends.
-async fn stream_once(
-    remote: &Remote,
-    tx: &mpsc::Sender<Msg>,
-    last_id: &mut Option<String>,
-    backoff: &mut Backoff,
-) -> Result<(), Failure> {
-    let url = remote.url_for(&["admin", "events"]);
-    let mut req = remote
-        .inner
-        .client
-        .get(url)
-        .header("accept", "text/event-stream");
-    if let Some(auth) = &remote.inner.auth {
-        req = req.header(AUTHORIZATION, auth.clone());
-    }
-    if let Some(id) = last_id.as_deref() {
-        req = req.header("last-event-id", id);
-    }
-    let response = tokio::time::timeout(REQUEST_TIMEOUT, req.send())
-        .await
-        .map_err(|_| Failure::Network("no answer".into()))?
-        .map_err(|e| Failure::Network(root_cause(&e)))?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.bytes().await.unwrap_or_default();
-        return Err(Failure::Status(
-            status.as_u16(),
-            error_message(status, &body),
-        ));
-    }
-    let down_since = remote
-        .inner
-        .link
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .down_since();
-    remote.report(tx, Part::Stream, Ok(())).await;
-    backoff.reset();
-    let mut body = response.bytes_stream();
-    let mut reader = SseReader::default();
-    let mut batch: Vec<Arc<Event>> = Vec::new();
-    let mut first = true;
-    loop {
-        let chunk = match tokio::time::timeout(STREAM_IDLE, body.next()).await {
-            Err(_) => return Err(Failure::Network("the event stream went silent".into())),
-            Ok(None) => return Ok(()),
-            Ok(Some(Err(e))) => return Err(Failure::Network(root_cause(&e))),
-            Ok(Some(Ok(chunk))) => chunk,
-        };
-        let events = reader
-            .feed(&chunk)
-            .map_err(|_| Failure::Invalid("an event stream line without end".into()))?;
-        if let Some(id) = reader.last_id() {
-            *last_id = Some(id.to_string());
-        }
-        for ev in events {
-            let Ok(mut event) = serde_json::from_str::<Event>(&ev.data) else {
-                tracing::debug!("skipped an event this dashboard does not know");
-                continue;
-            };
-            // The gateway counts what a resumed stream missed; the time away is ours to say.
-            if let (Event::Lagged(l), true, Some(since)) = (&mut event, first, down_since) {
-                annotate(l, since);
-            }
-            first = false;
-            batch.push(Arc::new(event));
-        }
-        if !batch.is_empty() {
-            for part in std::mem::take(&mut batch).chunks(BATCH) {
-                let msg = Msg::Events {
-                    events: part.to_vec(),
-                    lagged: 0,
-                };
-                if tx.send(msg).await.is_err() {
-                    return Ok(());
-                }
-            }
-            // At most one batch a data frame, as for a gateway in process.
-            tokio::time::sleep(DATA_FRAME).await;
-        }
-    }
-}
-
-fn annotate(l: &mut LaggedEvent, down_since_ms: u64) {
-    let away = unix_ms().saturating_sub(down_since_ms).div_ceil(1000);
-    let note = format!("while disconnected for {away}s");
-    l.note = Some(match l.note.take() {
-        Some(theirs) => format!("{theirs}; {note}"),
-        None => note,
-    });
-    if l.at_ms == 0 {
-        l.at_ms = unix_ms();
     }
 }
 
@@ -705,7 +477,7 @@ fn is_loopback(url: &Url) -> bool {
 
 /// The innermost cause: `connection refused`, not reqwest's `error sending
 /// request for url (...)`.
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
@@ -762,38 +534,5 @@ mod tests {
         assert!(!remote("http://[::1]:4000").key_in_clear());
         assert!(!remote("http://localhost:4000").key_in_clear());
         assert!(!remote("https://10.0.0.5").key_in_clear());
-    }
-
-    #[test]
-    fn the_link_is_live_when_both_halves_work_and_keeps_its_since() {
-        let mut t = Tracker::default();
-        assert_eq!(t.report(Part::Poll, Ok(()), 1), None);
-        let live = t.report(Part::Stream, Ok(()), 2).unwrap();
-        assert!(live.live && live.since_ms == 2);
-        assert_eq!(t.report(Part::Poll, Ok(()), 3), None);
-        let down = t
-            .report(Part::Stream, Err("connection refused".into()), 4)
-            .unwrap();
-        assert!(!down.live && down.since_ms == 4);
-        // Down for another reason too: the time it went down stays.
-        let again = t.report(Part::Poll, Err("timed out".into()), 6).unwrap();
-        assert_eq!((again.live, again.since_ms), (false, 4));
-        assert_eq!(t.down_since(), Some(4));
-        assert_eq!(
-            t.report(Part::Stream, Ok(()), 7),
-            None,
-            "the poll still fails"
-        );
-        let back = t.report(Part::Poll, Ok(()), 8).unwrap();
-        assert!(back.live && back.since_ms == 8);
-    }
-
-    #[test]
-    fn backoff_doubles_to_its_cap_and_resets() {
-        let mut b = Backoff::default();
-        let waits: Vec<u64> = (0..7).map(|_| b.next().as_millis() as u64).collect();
-        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 5000, 5000]);
-        b.reset();
-        assert_eq!(b.next(), FIRST_BACKOFF);
     }
 }

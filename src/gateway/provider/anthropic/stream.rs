@@ -224,7 +224,11 @@ impl Translator {
         match kind {
             "message_start" if self.writer.is_some() => {
                 // One message per stream: a second start would change the id mid-stream.
-                self.fail("the upstream started a second message in one stream".into(), "stream_invalid", out);
+                self.fail(
+                    "the upstream started a second message in one stream".into(),
+                    "stream_invalid",
+                    out,
+                );
             }
             "message_start" => {
                 let Some(message) = event.message else {

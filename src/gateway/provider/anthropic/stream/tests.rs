@@ -260,9 +260,16 @@ fn a_stream_that_does_not_start_with_a_message_is_invalid() {
 #[test]
 fn a_second_message_start_is_an_error_not_a_second_id() {
     // Found by fuzzing (fuzz/corpus/anthropic_stream/second_message_start).
-    let start = |id: &str| sse(json!({"type": "message_start", "message": {"id": id, "usage": {"input_tokens": 5}}}));
+    let start = |id: &str| {
+        sse(json!({"type": "message_start", "message": {"id": id, "usage": {"input_tokens": 5}}}))
+    };
     let mut t = Translator::new(&cx(false));
-    let out = String::from_utf8(t.feed([start("msg_1"), start("msg_0")].concat().as_bytes()).unwrap().to_vec()).unwrap();
+    let out = String::from_utf8(
+        t.feed([start("msg_1"), start("msg_0")].concat().as_bytes())
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
     assert!(!out.contains("msg_0"), "{out}");
     assert!(t.error().unwrap().contains("second message"));
 }

@@ -2,9 +2,11 @@
 //! deployments by their tokens-per-minute limits and fails over between them.
 //!
 //! Layers, each knowing only the one below:
-//! `config` → `router` (pure core) → `gateway` (HTTP in/out) → `events` → dashboard.
+//! `config` → `router` (pure core; `cluster` holds the same decisions in Redis)
+//! → `gateway` (HTTP in/out) → `events` → dashboard.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dashboard;
 pub mod demo;

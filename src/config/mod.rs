@@ -40,7 +40,30 @@ pub struct Config {
     pub path: PathBuf,
     pub server: ServerConfig,
     pub routing: RoutingConfig,
+    /// `[cluster]`: several instances sharing their routing state in Redis.
+    pub cluster: Option<ClusterConfig>,
     pub models: Vec<ModelConfig>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis_url`: a secret reference, as it may hold a password.
+    pub redis_url: ApiKey,
+    /// `name`: instances with the same Redis and name share state.
+    pub name: String,
+    /// `advertise`: where others reach this instance.
+    pub advertise: Option<String>,
+    pub on_redis_down: OnRedisDown,
+}
+
+/// What an instance does while it cannot reach Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisDown {
+    /// Go on alone with its share of each limit.
+    Local,
+    /// Answer 503.
+    Closed,
 }
 
 /// `[server]`.
@@ -272,6 +295,7 @@ impl Config {
             path: path.to_path_buf(),
             server: valid.server,
             routing: valid.routing,
+            cluster: valid.cluster,
             models: valid.models,
         })
     }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::deployment::{DeploymentSpec, check_name};
 use super::locate::FieldPath;
 use super::secret::ApiKey;
-use super::{ModelConfig, RoutingConfig, ServerConfig};
+use super::{ClusterConfig, ModelConfig, OnRedisDown, RoutingConfig, ServerConfig};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -26,7 +26,18 @@ pub(super) struct RawConfig {
     #[serde(default)]
     routing: RawRouting,
     #[serde(default)]
+    cluster: Option<RawCluster>,
+    #[serde(default)]
     models: Vec<RawModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [cluster] table")]
+struct RawCluster {
+    redis_url: String,
+    name: Option<String>,
+    advertise: Option<String>,
+    on_redis_down: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +95,7 @@ impl Invalid {
 pub(super) struct Validated {
     pub server: ServerConfig,
     pub routing: RoutingConfig,
+    pub cluster: Option<ClusterConfig>,
     pub models: Vec<ModelConfig>,
 }
 
@@ -95,7 +107,51 @@ impl RawConfig {
         Ok(Validated {
             server: self.server.validate(&root.key("server"), base_dir)?,
             routing: self.routing.validate(&root.key("routing"))?,
+            cluster: self
+                .cluster
+                .map(|c| c.validate(&root.key("cluster"), base_dir))
+                .transpose()?,
             models: validate_models(self.models, &root.key("models"), base_dir)?,
+        })
+    }
+}
+
+impl RawCluster {
+    fn validate(self, at: &FieldPath, base_dir: &Path) -> Result<ClusterConfig, Invalid> {
+        let redis_url = resolve_key(&self.redis_url, &at.key("redis_url"), base_dir)?;
+        let url = redis_url.expose();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            // Never the URL itself: it may hold a password.
+            return Err(Invalid::new(
+                at.key("redis_url"),
+                "must be a redis:// or rediss:// URL",
+            ));
+        }
+        let name = self.name.unwrap_or_else(|| "switchboard".to_string());
+        check_name(&name).map_err(|m| Invalid::new(at.key("name"), m))?;
+        if let Some(a) = &self.advertise
+            && !(a.starts_with("http://") || a.starts_with("https://"))
+        {
+            return Err(Invalid::new(
+                at.key("advertise"),
+                format!("\"{a}\" must be an http:// or https:// URL other instances can reach"),
+            ));
+        }
+        let on_redis_down = match self.on_redis_down.as_deref() {
+            None | Some("local") => OnRedisDown::Local,
+            Some("closed") => OnRedisDown::Closed,
+            Some(other) => {
+                return Err(Invalid::new(
+                    at.key("on_redis_down"),
+                    format!("\"{other}\" is not one of \"local\", \"closed\""),
+                ));
+            }
+        };
+        Ok(ClusterConfig {
+            redis_url,
+            name,
+            advertise: self.advertise.map(|a| a.trim_end_matches('/').to_string()),
+            on_redis_down,
         })
     }
 }

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// The config fields that hold keys (or references to them), wherever they
 /// appear: their values are never quoted in a message.
-pub(crate) const SECRET_FIELDS: [&str; 3] = ["api_key", "api_keys", "admin_key"];
+pub(crate) const SECRET_FIELDS: [&str; 4] = ["api_key", "api_keys", "admin_key", "redis_url"];
 
 const ENV_PREFIX: &str = "env:";
 const FILE_PREFIX: &str = "file:";

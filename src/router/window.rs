@@ -30,8 +30,18 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// A reservation made elsewhere (the cluster's window, by its clock).
+    pub fn at(second: u64, tokens: u64) -> Reservation {
+        Reservation { second, tokens }
+    }
+
     pub fn tokens(&self) -> u64 {
         self.tokens
+    }
+
+    /// The second it was counted in.
+    pub fn second(&self) -> u64 {
+        self.second
     }
 }
 

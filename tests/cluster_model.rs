@@ -1,0 +1,240 @@
+//! The cluster's Lua scripts held to the router core: the same random
+//! sequences of picks, settles, verdicts, toggles and clock steps run on a
+//! `router::Pool` and on a real Redis (with the same injected clock), and
+//! every decision and every deployment's state must agree.
+
+mod redis;
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use redis::Redis;
+use switchboard::cluster::shared::{DepArg, ModelKeys, Picked, Scripts};
+use switchboard::config::RoutingConfig;
+use switchboard::router::{Pool, Reservation, Verdict};
+
+const LIMITS: [Option<u64>; 3] = [Some(6_000), Some(3_000), None];
+
+#[derive(Debug, Clone)]
+enum Op {
+    Advance(u64),
+    Pick {
+        estimate: u64,
+        tried: u8,
+    },
+    Settle {
+        pick: usize,
+        actual: u64,
+    },
+    Record {
+        dep: usize,
+        verdict: u8,
+        hint_ms: Option<u64>,
+    },
+    Toggle {
+        dep: usize,
+        enabled: bool,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => prop_oneof![0u64..1500, Just(61_000u64), 1000u64..20_000].prop_map(Op::Advance),
+        5 => (0u64..2500, 0u8..8).prop_map(|(estimate, tried)| Op::Pick { estimate, tried }),
+        2 => (0usize..64, 0u64..3000).prop_map(|(pick, actual)| Op::Settle { pick, actual }),
+        4 => (0usize..3, 0u8..4, prop::option::of(0u64..30_000)).prop_map(|(dep, verdict, hint_ms)| Op::Record { dep, verdict, hint_ms }),
+        1 => (0usize..3, any::<bool>()).prop_map(|(dep, enabled)| Op::Toggle { dep, enabled }),
+    ]
+}
+
+fn verdict(v: u8, hint_ms: Option<u64>) -> Verdict {
+    match v {
+        0 => Verdict::Answered,
+        1 => Verdict::RateLimited(hint_ms.map(Duration::from_millis)),
+        2 => Verdict::Failed,
+        _ => Verdict::Abandoned,
+    }
+}
+
+const NAMES: [&str; 3] = ["east", "west", "local"];
+
+async fn run(
+    con: &mut ::redis::aio::MultiplexedConnection,
+    case: u64,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
+    let scripts = Scripts::default();
+    let keys = ModelKeys::new(&format!("model-test-{case}"), "m");
+    let policy = RoutingConfig::default();
+    let mut pool = Pool::new(policy.clone());
+    for (name, limit) in NAMES.iter().zip(LIMITS) {
+        pool.push((*name).into(), limit, true);
+    }
+    let mut now_ms = 1_000_000u64;
+    let mut picks: Vec<(usize, Reservation)> = Vec::new();
+    for (step, op) in ops.iter().enumerate() {
+        let now = Duration::from_millis(now_ms);
+        match op {
+            Op::Advance(ms) => now_ms += ms,
+            Op::Pick { estimate, tried } => {
+                let tried_list: Vec<usize> = (0..3).filter(|i| tried & (1 << i) != 0).collect();
+                let weights: Vec<i64> = pool.statuses(now).iter().map(|s| s.weight).collect();
+                let deps: Vec<DepArg> = (0..3)
+                    .map(|i| DepArg {
+                        name: NAMES[i],
+                        weight: weights[i],
+                        limit: LIMITS[i],
+                        tried: tried_list.contains(&i),
+                        enabled: true,
+                    })
+                    .collect();
+                let local = pool.pick(now, *estimate, &tried_list);
+                let shared = scripts
+                    .pick(
+                        con,
+                        &keys,
+                        Some(now_ms),
+                        *estimate,
+                        &deps,
+                        Duration::from_secs(3600),
+                    )
+                    .await
+                    .unwrap();
+                match (local, shared) {
+                    (
+                        Ok(l),
+                        Picked::Deployment {
+                            index,
+                            second,
+                            probe,
+                        },
+                    ) => {
+                        prop_assert_eq!(
+                            (l.index, l.probe, l.reservation.second()),
+                            (index, probe, second),
+                            "step {}: {:?}",
+                            step,
+                            op
+                        );
+                        picks.push((index, l.reservation));
+                    }
+                    (Err(l), Picked::Unavailable(s)) => {
+                        prop_assert_eq!(format!("{l:?}"), format!("{s:?}"), "step {}", step)
+                    }
+                    (l, s) => prop_assert!(false, "step {}: {:?} vs {:?}", step, l, s),
+                }
+            }
+            Op::Settle { pick, actual } => {
+                if picks.is_empty() {
+                    continue;
+                }
+                let (index, reservation) = picks[pick % picks.len()];
+                pool.settle(index, now, reservation, *actual);
+                scripts
+                    .settle(
+                        con,
+                        &keys,
+                        NAMES[index],
+                        Some(now_ms),
+                        reservation.second(),
+                        reservation.tokens(),
+                        *actual,
+                    )
+                    .await
+                    .unwrap();
+                // A reservation settles once.
+                picks.remove(pick % picks.len());
+            }
+            Op::Record {
+                dep,
+                verdict: v,
+                hint_ms,
+            } => {
+                let v = verdict(*v, *hint_ms);
+                let local = pool.record(*dep, now, v);
+                let shared = scripts
+                    .record(con, &keys, NAMES[*dep], Some(now_ms), v, &policy)
+                    .await
+                    .unwrap();
+                prop_assert_eq!(
+                    format!("{local:?}"),
+                    format!("{shared:?}"),
+                    "step {}: {:?}",
+                    step,
+                    op
+                );
+            }
+            Op::Toggle { dep, enabled } => {
+                let local = pool.set_enabled(*dep, *enabled);
+                let shared = scripts
+                    .toggle(con, &keys, NAMES[*dep], *enabled, true)
+                    .await
+                    .unwrap();
+                prop_assert_eq!(local, shared, "step {}", step);
+            }
+        }
+        // After every step, every deployment looks the same in both.
+        let now = Duration::from_millis(now_ms);
+        let local = pool.statuses(now);
+        let deps: Vec<(&str, bool)> = NAMES.iter().map(|n| (*n, true)).collect();
+        let shared = scripts
+            .state(con, &keys, Some(now_ms), &deps)
+            .await
+            .unwrap();
+        for (l, s) in local.iter().zip(&shared) {
+            let local_cooldown = l
+                .cooldown_cause
+                .map(|c| (c, (l.cooldown_remaining_s * 1000.0).round() as u64));
+            let shared_cooldown = s.cooldown.map(|(c, d)| (c, d.as_millis() as u64));
+            prop_assert_eq!(
+                (
+                    l.enabled,
+                    l.tpm_used,
+                    local_cooldown,
+                    l.consecutive_failures,
+                    l.requests,
+                    l.failures
+                ),
+                (
+                    s.enabled,
+                    s.tpm_used,
+                    shared_cooldown,
+                    s.consecutive_failures,
+                    s.requests,
+                    s.failures
+                ),
+                "step {}: {} after {:?}",
+                step,
+                l.name,
+                op
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn the_lua_scripts_decide_as_the_router_core_does() {
+    let server = Redis::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let con = rt
+        .block_on(client.get_multiplexed_async_connection())
+        .unwrap();
+    // MultiplexedConnection is a cheap handle: each case clones it.
+    let case = std::sync::atomic::AtomicU64::new(0);
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 200,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&prop::collection::vec(op(), 1..80), |ops| {
+            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut con = con.clone();
+            rt.block_on(run(&mut con, n, &ops))
+        })
+        .unwrap();
+}

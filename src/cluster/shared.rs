@@ -10,7 +10,7 @@ use redis::Script;
 use redis::aio::ConnectionLike;
 
 use crate::config::RoutingConfig;
-use crate::router::{Cause, Transition, Unavailable, Verdict};
+use crate::router::{Cause, Reservation, Transition, Unavailable, Verdict};
 
 macro_rules! script {
     ($file:literal) => {
@@ -220,23 +220,22 @@ impl Scripts {
         })
     }
 
-    /// `Pool::settle`: the estimate counted at `second` replaced by `actual`.
+    /// `Pool::settle`: the reserved estimate replaced by `actual`.
     pub async fn settle<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         keys: &ModelKeys,
         dep: &str,
         now_ms: Option<u64>,
-        second: u64,
-        reserved: u64,
+        reservation: Reservation,
         actual: u64,
     ) -> redis::RedisResult<()> {
         let _: i64 = self
             .settle
             .key(keys.dep("w", dep))
             .arg(now_arg(now_ms))
-            .arg(second)
-            .arg(reserved)
+            .arg(reservation.second())
+            .arg(reservation.tokens())
             .arg(actual)
             .invoke_async(con)
             .await?;

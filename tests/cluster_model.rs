@@ -131,15 +131,7 @@ async fn run(
                 let (index, reservation) = picks[pick % picks.len()];
                 pool.settle(index, now, reservation, *actual);
                 scripts
-                    .settle(
-                        con,
-                        &keys,
-                        NAMES[index],
-                        Some(now_ms),
-                        reservation.second(),
-                        reservation.tokens(),
-                        *actual,
-                    )
+                    .settle(con, &keys, NAMES[index], Some(now_ms), reservation, *actual)
                     .await
                     .unwrap();
                 // A reservation settles once.

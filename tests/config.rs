@@ -208,7 +208,7 @@ fn unknown_fields_are_errors_everywhere() {
         "titel = \"x\"\n",
         1,
         "titel",
-        "unknown field; expected one of server, routing, models",
+        "unknown field; expected one of server, routing, cluster, models",
     );
     expect_error(
         "[server]\nlisten = \"127.0.0.1:1\"\nport = 4\n",

@@ -50,6 +50,7 @@ fn deployment(name: &str, tpm: (u64, Option<u64>), state: State) -> DeploymentVi
         failures: 0,
         weight: 1,
         last_minute: Default::default(),
+        cluster: None,
     }
 }
 

@@ -1,7 +1,379 @@
 //! Several instances acting as one gateway through Redis: the routing state
 //! of every model (TPM windows, round-robin credits, cooldowns, probes,
 //! enabled flags) lives in Redis and is changed only by Lua scripts that
-//! implement the router core's rules ([`shared`]), membership by heartbeat,
-//! changes by pub/sub.
+//! implement the router core's rules ([`shared`]); membership is a
+//! heartbeat with a TTL and changes travel by pub/sub ([`member`]).
+//!
+//! On the request path a pick is one script call, bounded by
+//! [`REDIS_TIMEOUT`]; settling the tokens and recording how an attempt went
+//! leave the path (queued, then sent side by side over the one multiplexed
+//! connection, which pipelines them). When Redis cannot be reached the
+//! instance says so once and goes on alone with its share of each limit
+//! (`on_redis_down = "local"`) or answers 503 (`"closed"`); when Redis is
+//! back it rejoins and adds what it admitted meanwhile.
 
+pub mod member;
 pub mod shared;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+
+use crate::config::{ClusterConfig, OnRedisDown, RoutingConfig};
+use crate::events::{DeploymentChange, DeploymentEvent, Event, EventBus, unix_ms};
+use crate::router::{Reservation, Transition, Verdict};
+pub use member::{Change, Instance};
+use shared::{DepArg, ModelKeys, Picked, Scripts, SharedStatus};
+
+/// The longest a request waits for Redis: a hung or unreachable Redis
+/// costs a request no more than this before the instance decides alone.
+pub const REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Why the cluster could not decide.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Down {
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Redis: {0}")]
+    Redis(String),
+}
+
+/// Per model and deployment, tokens by second: (Unix second, tokens).
+type AdmittedAlone = HashMap<(Arc<str>, Arc<str>), Vec<(u64, u64)>>;
+
+/// Work for Redis that does not hold up a request.
+enum Op {
+    Settle {
+        keys: ModelKeys,
+        dep: Arc<str>,
+        reservation: Reservation,
+        actual: u64,
+    },
+    Record {
+        keys: ModelKeys,
+        model: Arc<str>,
+        dep: Arc<str>,
+        verdict: Verdict,
+        policy: RoutingConfig,
+    },
+}
+
+pub struct Cluster {
+    pub name: String,
+    /// This instance, as the others see it.
+    pub id: Arc<str>,
+    pub advertise: Option<String>,
+    pub on_down: OnRedisDown,
+    con: ConnectionManager,
+    /// For pub/sub, which needs a connection of its own.
+    client: redis::Client,
+    scripts: Arc<Scripts>,
+    up: AtomicBool,
+    /// Since when (Unix ms) Redis has been up or down.
+    since_ms: AtomicU64,
+    /// The instances seen at the last heartbeat, this one included.
+    instances: ArcSwap<Vec<Instance>>,
+    ops: mpsc::UnboundedSender<Op>,
+    ops_rx: Mutex<Option<mpsc::UnboundedReceiver<Op>>>,
+    events: EventBus,
+    /// Tokens admitted alone while Redis was down, per model and
+    /// deployment: (second, tokens), pushed when it is back.
+    admitted_alone: Mutex<AdmittedAlone>,
+}
+
+impl Cluster {
+    /// The cluster of `config`; connects lazily, so a Redis that is down
+    /// at start does not keep the instance from serving.
+    pub fn new(
+        config: &ClusterConfig,
+        events: EventBus,
+        listen: &str,
+    ) -> anyhow::Result<Arc<Cluster>> {
+        let client = redis::Client::open(config.redis_url.expose())
+            // Not the URL: it may hold a password.
+            .map_err(|e| anyhow::anyhow!("cluster.redis_url: {}", describe(&e)))?;
+        let manager = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let con = ConnectionManager::new_lazy_with_config(client.clone(), manager)
+            .map_err(|e| anyhow::anyhow!("cluster.redis_url: {}", describe(&e)))?;
+        let (ops, ops_rx) = mpsc::unbounded_channel();
+        Ok(Arc::new(Cluster {
+            name: config.name.clone(),
+            id: member::instance_id(listen).into(),
+            advertise: config.advertise.clone(),
+            on_down: config.on_redis_down,
+            con,
+            client,
+            scripts: Arc::new(Scripts::default()),
+            // Until the first heartbeat says otherwise.
+            up: AtomicBool::new(true),
+            since_ms: AtomicU64::new(unix_ms()),
+            instances: ArcSwap::from_pointee(Vec::new()),
+            ops,
+            ops_rx: Mutex::new(Some(ops_rx)),
+            events,
+            admitted_alone: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn keys(&self, model: &str) -> ModelKeys {
+        ModelKeys::new(&self.name, model)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn since_ms(&self) -> u64 {
+        self.since_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn instances(&self) -> arc_swap::Guard<Arc<Vec<Instance>>> {
+        self.instances.load()
+    }
+
+    /// How many instances share the limits: the ones last seen alive.
+    pub fn share(&self) -> u64 {
+        (self.instances.load().len() as u64).max(1)
+    }
+
+    /// Records that Redis went away; says so once.
+    pub fn mark_down(&self, why: &Down) {
+        if self.up.swap(false, Ordering::Relaxed) {
+            self.since_ms.store(unix_ms(), Ordering::Relaxed);
+            match self.on_down {
+                OnRedisDown::Local => tracing::warn!(
+                    "cluster {}: {why}; going on alone with 1/{} of each limit until it is back",
+                    self.name,
+                    self.share()
+                ),
+                OnRedisDown::Closed => tracing::warn!(
+                    "cluster {}: {why}; answering 503 until it is back (on_redis_down = \"closed\")",
+                    self.name
+                ),
+            }
+        }
+    }
+
+    fn mark_up(&self) -> bool {
+        let came_back = !self.up.swap(true, Ordering::Relaxed);
+        if came_back {
+            self.since_ms.store(unix_ms(), Ordering::Relaxed);
+            tracing::info!("cluster {}: Redis is back; sharing state again", self.name);
+        }
+        came_back
+    }
+
+    /// One shared pick, bounded by [`REDIS_TIMEOUT`].
+    pub async fn pick(
+        &self,
+        keys: &ModelKeys,
+        estimate: u64,
+        deps: &[DepArg<'_>],
+        probe_ttl: Duration,
+    ) -> Result<Picked, Down> {
+        let mut con = self.con.clone();
+        let call = self
+            .scripts
+            .pick(&mut con, keys, None, estimate, deps, probe_ttl);
+        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(Down::Redis(e.to_string())),
+            Err(_) => Err(Down::Timeout(REDIS_TIMEOUT)),
+        }
+    }
+
+    /// Queues the settling of a shared reservation.
+    pub fn settle(&self, keys: ModelKeys, dep: Arc<str>, reservation: Reservation, actual: u64) {
+        let _ = self.ops.send(Op::Settle {
+            keys,
+            dep,
+            reservation,
+            actual,
+        });
+    }
+
+    /// Queues how an attempt went; the change it makes is announced when
+    /// Redis has it.
+    pub fn record(
+        &self,
+        keys: ModelKeys,
+        model: Arc<str>,
+        dep: Arc<str>,
+        verdict: Verdict,
+        policy: RoutingConfig,
+    ) {
+        let _ = self.ops.send(Op::Record {
+            keys,
+            model,
+            dep,
+            verdict,
+            policy,
+        });
+    }
+
+    /// Notes tokens admitted alone, to be added to the shared window later.
+    pub fn admitted_alone(&self, model: &Arc<str>, dep: &Arc<str>, tokens: u64) {
+        let sec = unix_ms() / 1000;
+        let mut log = self
+            .admitted_alone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let entry = log.entry((model.clone(), dep.clone())).or_default();
+        match entry.last_mut() {
+            Some((s, n)) if *s == sec => *n += tokens,
+            _ => entry.push((sec, tokens)),
+        }
+        // Only the last minute can still matter.
+        entry.retain(|(s, _)| s + 60 > sec);
+    }
+
+    /// The shared enabled flag, written; whether it changed.
+    pub async fn toggle(
+        &self,
+        model: &str,
+        dep: &str,
+        enabled: bool,
+        configured: bool,
+    ) -> Result<bool, Down> {
+        let mut con = self.con.clone();
+        let keys = self.keys(model);
+        let call = self
+            .scripts
+            .toggle(&mut con, &keys, dep, enabled, configured);
+        match tokio::time::timeout(REDIS_TIMEOUT * 5, call).await {
+            Ok(Ok(changed)) => Ok(changed),
+            Ok(Err(e)) => Err(Down::Redis(e.to_string())),
+            Err(_) => Err(Down::Timeout(REDIS_TIMEOUT * 5)),
+        }
+    }
+
+    /// The cluster's view of a model's deployments (`(name, enabled in the config)`).
+    pub async fn state(
+        &self,
+        model: &str,
+        deps: &[(&str, bool)],
+    ) -> Result<Vec<SharedStatus>, Down> {
+        let mut con = self.con.clone();
+        let keys = self.keys(model);
+        let call = self.scripts.state(&mut con, &keys, None, deps);
+        match tokio::time::timeout(REDIS_TIMEOUT * 5, call).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(Down::Redis(e.to_string())),
+            Err(_) => Err(Down::Timeout(REDIS_TIMEOUT * 5)),
+        }
+    }
+
+    /// Sends what was admitted alone; after Redis comes back.
+    async fn push_admitted(&self) {
+        let log = std::mem::take(
+            &mut *self
+                .admitted_alone
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for ((model, dep), tokens) in log {
+            let mut con = self.con.clone();
+            let keys = self.keys(&model);
+            if let Err(e) = self
+                .scripts
+                .push(&mut con, &keys, &dep, None, &tokens)
+                .await
+            {
+                tracing::debug!("cluster: could not add what {model}/{dep} admitted alone: {e}");
+            }
+        }
+    }
+
+    /// Runs the off-path writes until the cluster is dropped. Each batch of
+    /// waiting ops goes out side by side over the multiplexed connection.
+    pub async fn write_ops(self: Arc<Self>) {
+        let Some(mut rx) = self.ops_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, 512).await > 0 {
+            let mut running = Vec::with_capacity(batch.len());
+            for op in batch.drain(..) {
+                running.push(self.run_op(op));
+            }
+            futures_util::future::join_all(running).await;
+        }
+    }
+
+    async fn run_op(&self, op: Op) {
+        let mut con = self.con.clone();
+        let scripts = &self.scripts;
+        match op {
+            Op::Settle {
+                keys,
+                dep,
+                reservation,
+                actual,
+            } => {
+                let call = scripts.settle(&mut con, &keys, &dep, None, reservation, actual);
+                match tokio::time::timeout(REDIS_TIMEOUT * 10, call).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!("cluster: a settle was lost: {e}"),
+                    Err(_) => tracing::debug!("cluster: a settle timed out"),
+                }
+            }
+            Op::Record {
+                keys,
+                model,
+                dep,
+                verdict,
+                policy,
+            } => {
+                let call = scripts.record(&mut con, &keys, &dep, None, verdict, &policy);
+                match tokio::time::timeout(REDIS_TIMEOUT * 10, call).await {
+                    Ok(Ok(Some(t))) => self.announce(model, dep, t),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(e)) => tracing::debug!("cluster: an attempt's verdict was lost: {e}"),
+                    Err(_) => tracing::debug!("cluster: an attempt's verdict timed out"),
+                }
+            }
+        }
+    }
+
+    /// A change the cluster's state made, as the local router announces its own.
+    fn announce(&self, model: Arc<str>, deployment: Arc<str>, t: Transition) {
+        let change = match t {
+            Transition::CoolingDown { cause, for_ } => {
+                tracing::warn!(%model, %deployment, ?cause, seconds = for_.as_secs_f64(), "deployment cooling down (cluster)");
+                DeploymentChange::CoolingDown {
+                    cause,
+                    seconds: for_.as_secs_f64(),
+                }
+            }
+            Transition::Recovered => {
+                tracing::info!(%model, %deployment, "deployment recovered (cluster)");
+                DeploymentChange::Recovered
+            }
+        };
+        self.events.publish(Event::Deployment(DeploymentEvent {
+            at_ms: unix_ms(),
+            model,
+            deployment,
+            change,
+        }));
+    }
+
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.con.clone()
+    }
+}
+
+/// What is wrong with a Redis URL, without the URL (it may hold a password).
+fn describe(e: &redis::RedisError) -> String {
+    format!("not a usable Redis URL ({:?})", e.kind())
+}

@@ -52,7 +52,7 @@ pub async fn serve_with_dashboard(
         })
     };
     let source = Local::new(gateway);
-    let first = source.snapshot();
+    let first = source.snapshot().await;
     let result = run(source, first, info).await;
     stop.cancel();
     match tokio::time::timeout(Duration::from_secs(3), server).await {

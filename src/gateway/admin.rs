@@ -32,7 +32,7 @@ pub(super) async fn state(
     peer: Option<Extension<Peer>>,
 ) -> Result<Response, ApiError> {
     guard(&gw, &headers, peer)?;
-    Ok(Json(gw.state()).into_response())
+    Ok(Json(gw.current_state().await).into_response())
 }
 
 pub(super) async fn metrics(

@@ -38,6 +38,9 @@ pub struct StateView {
     pub requests_per_s_history: Vec<u64>,
     #[serde(default)]
     pub gateway: GatewayView,
+    /// In a cluster: its name, Redis, the instances; the figures above are then the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::clustered::ClusterView>,
 }
 
 /// Where the gateway runs and what it runs from.
@@ -86,6 +89,9 @@ pub struct DeploymentView {
     /// Attempts, failures, latency and share of the last 60 s.
     #[serde(default)]
     pub last_minute: DeploymentRates,
+    /// After an add in a cluster: whether the other instances have it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 fn view(up: &Upstream, s: SlotStatus) -> DeploymentView {
@@ -106,6 +112,7 @@ fn view(up: &Upstream, s: SlotStatus) -> DeploymentView {
         failures: s.failures,
         weight: s.weight,
         last_minute: DeploymentRates::default(),
+        cluster: None,
     }
 }
 
@@ -263,8 +270,36 @@ impl Gateway {
     }
 
     /// Enables or disables a deployment: written to the config file first, then
-    /// applied at once. Returns whether anything changed.
+    /// applied at once; in a cluster also to the shared state and the other
+    /// instances. Returns whether anything changed.
     pub async fn set_enabled(
+        &self,
+        model: &str,
+        deployment: &str,
+        enabled: bool,
+    ) -> Result<bool, ApiError> {
+        let changed = self.set_enabled_here(model, deployment, enabled).await?;
+        if let Some(c) = self.cluster() {
+            if let Err(e) = c
+                .toggle(model, deployment, enabled, !enabled || !changed)
+                .await
+            {
+                c.mark_down(&e);
+            }
+            self.share_change(crate::cluster::Change::Toggle {
+                from: c.id.to_string(),
+                model: model.to_string(),
+                deployment: deployment.to_string(),
+                enabled,
+            })
+            .await;
+        }
+        Ok(changed)
+    }
+
+    /// [`Gateway::set_enabled`] on this instance only: its config file and
+    /// its router (a change another instance made arrives here).
+    pub(super) async fn set_enabled_here(
         &self,
         model: &str,
         deployment: &str,
@@ -281,20 +316,51 @@ impl Gateway {
         let _edit = self.shared.edits.lock().await;
         let path = self.config_path().to_path_buf();
         let (m, d) = (model.to_string(), deployment.to_string());
-        tokio::task::spawn_blocking(move || persist::set_enabled(&path, &m, &d, enabled))
-            .await
-            .map_err(|e| ApiError::Internal(format!("config write task failed: {e}")))?
-            .map_err(|e| ApiError::Internal(format!("could not save the change: {e}")))?;
+        let written =
+            tokio::task::spawn_blocking(move || persist::set_enabled(&path, &m, &d, enabled))
+                .await
+                .map_err(|e| ApiError::Internal(format!("config write task failed: {e}")))?;
+        self.wrote_config(written, "the change")?;
         let changed = route.lock().pool.set_enabled(index, enabled);
         if changed {
-            self.publish_change(
-                route.name.clone(),
-                name,
-                DeploymentChange::Enabled { enabled },
-            );
+            self.publish_enabled(&route.name, &name, enabled);
         }
         tracing::info!(model, deployment, enabled, "deployment toggled");
         Ok(changed)
+    }
+
+    /// Whether the config file took a change. Outside a cluster a failed
+    /// write refuses the change; in one the state lives in Redis, so a
+    /// read-only file (a Kubernetes ConfigMap) is noted and the change goes on.
+    fn wrote_config(
+        &self,
+        written: Result<(), persist::PersistError>,
+        what: &str,
+    ) -> Result<(), ApiError> {
+        match (written, self.cluster()) {
+            (Ok(()), _) => Ok(()),
+            (Err(e), None) => Err(ApiError::Internal(format!("could not save {what}: {e}"))),
+            (Err(e), Some(_)) => {
+                if self
+                    .shared
+                    .config_writable
+                    .swap(false, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::warn!(
+                        "{}: {e}; changes live in the cluster's shared state",
+                        self.config_path().display()
+                    );
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// False once the config file refused a change (in a cluster).
+    pub fn config_writable(&self) -> bool {
+        self.shared
+            .config_writable
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The test `add_deployment` would make, and nothing else: for a form
@@ -348,16 +414,58 @@ impl Gateway {
                 });
             }
         }
+        let shareable = spec
+            .api_key
+            .as_deref()
+            .is_none_or(|k| k.starts_with("env:") || k.starts_with("file:"));
+        let mut added = self.insert_deployment(model, &route, &spec, config).await?;
+        if let Some(c) = self.cluster() {
+            if shareable {
+                self.share_change(crate::cluster::Change::Add {
+                    from: c.id.to_string(),
+                    model: model.to_string(),
+                    spec,
+                })
+                .await;
+                added.cluster = Some("added on every instance of the cluster".into());
+            } else {
+                added.cluster = Some(
+                    "added on this instance only: a literal key never leaves the instance it was given to; give it as env: or file: to add it everywhere".into(),
+                );
+            }
+        }
+        Ok(added)
+    }
+
+    /// A deployment another instance added, added here too (untested: it
+    /// was tested where it was added).
+    pub(super) async fn add_deployment_here(
+        &self,
+        model: &str,
+        spec: DeploymentSpec,
+    ) -> Result<DeploymentView, ApiError> {
+        let (route, config) = self.vet(model, &spec)?;
+        self.insert_deployment(model, &route, &spec, config).await
+    }
+
+    /// Writes a vetted deployment to the config file and makes it live.
+    async fn insert_deployment(
+        &self,
+        model: &str,
+        route: &Arc<ModelRoute>,
+        spec: &DeploymentSpec,
+        config: DeploymentConfig,
+    ) -> Result<DeploymentView, ApiError> {
         let _edit = self.shared.edits.lock().await;
         if route.lock().pool.index_of(&spec.name).is_some() {
             return Err(duplicate(model, &spec.name));
         }
         let path = self.config_path().to_path_buf();
         let (m, s) = (model.to_string(), spec.clone());
-        tokio::task::spawn_blocking(move || persist::add_deployment(&path, &m, &s))
+        let written = tokio::task::spawn_blocking(move || persist::add_deployment(&path, &m, &s))
             .await
-            .map_err(|e| ApiError::Internal(format!("config write task failed: {e}")))?
-            .map_err(|e| ApiError::Internal(format!("could not save the deployment: {e}")))?;
+            .map_err(|e| ApiError::Internal(format!("config write task failed: {e}")))?;
+        self.wrote_config(written, "the deployment")?;
         let upstream = Arc::new(Upstream::new(config));
         let now = self.now();
         let added = {

@@ -31,22 +31,22 @@ pub(super) struct Passback {
 
 /// The bookkeeping of one request.
 pub(super) struct Flight {
-    gw: Gateway,
+    pub(super) gw: Gateway,
     pub(super) route: Arc<ModelRoute>,
     id: u64,
     at_ms: u64,
     started: Instant,
-    endpoint: Endpoint,
+    pub(super) endpoint: Endpoint,
     pub(super) stream: bool,
     pub(super) prompt_estimate: u64,
-    estimate: u64,
+    pub(super) estimate: u64,
     /// Deployments not to pick again: tried, or never able to take it.
-    tried: Vec<usize>,
+    pub(super) tried: Vec<usize>,
     /// How many deployments' providers do not offer the endpoint at all.
     incapable: usize,
     pub(super) attempts: Vec<events::Attempt>,
     /// The attempt in progress.
-    current: Option<Current>,
+    pub(super) current: Option<Current>,
     /// The deployment that answered, until its tokens are settled.
     answered: Option<Current>,
     pub(super) last_failure: Option<String>,
@@ -60,11 +60,13 @@ pub(super) struct Flight {
     finished: bool,
 }
 
-struct Current {
-    index: usize,
-    name: Arc<str>,
-    reservation: Reservation,
-    started: Instant,
+pub(super) struct Current {
+    pub(super) index: usize,
+    pub(super) name: Arc<str>,
+    pub(super) reservation: Reservation,
+    /// Where the cluster counted the estimate, when the cluster picked.
+    pub(super) shared: Option<Reservation>,
+    pub(super) started: Instant,
 }
 
 impl Flight {
@@ -119,6 +121,8 @@ impl Flight {
             state.pool.settle(cur.index, now, cur.reservation, 0);
             // No verdict on its health; a probe it was is left to the next request.
             state.pool.record(cur.index, now, Verdict::Abandoned);
+            drop(state);
+            self.share_verdict(&cur, Verdict::Abandoned, Some(0));
         }
         self.refusal = Some(why);
     }
@@ -149,8 +153,13 @@ impl Flight {
             index: pick.index,
             name: upstream.name.clone(),
             reservation: pick.reservation,
+            shared: None,
             started: Instant::now(),
         });
+        if let Some(c) = self.gw.cluster() {
+            // Deciding alone while Redis is away: noted, to add later.
+            c.admitted_alone(&self.route.name, &upstream.name, self.estimate);
+        }
         Ok(upstream)
     }
 
@@ -173,7 +182,14 @@ impl Flight {
             }
             state.pool.record(cur.index, now, verdict)
         };
-        if let Some(t) = transition {
+        let actual = match tokens {
+            Some(Tokens::Actual(a)) => Some(a),
+            _ => None,
+        };
+        // In a cluster the shared state's changes are the ones announced.
+        if !self.share_verdict(&cur, verdict, actual)
+            && let Some(t) = transition
+        {
             self.gw.announce(&self.route.name, &cur.name, t);
         }
         self.attempts.push(events::Attempt {
@@ -194,6 +210,7 @@ impl Flight {
                 .lock()
                 .pool
                 .settle(cur.index, now, cur.reservation, tokens);
+            self.share_settle(&cur, tokens);
         }
     }
 
@@ -206,7 +223,8 @@ impl Flight {
                 .lock()
                 .pool
                 .record(cur.index, now, Verdict::Failed);
-            if let Some(t) = transition {
+            let shared = self.share_verdict(cur, Verdict::Failed, None);
+            if !shared && let Some(t) = transition {
                 self.gw.announce(&self.route.name, &cur.name, t);
             }
         }

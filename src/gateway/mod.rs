@@ -11,6 +11,7 @@ mod admin;
 mod answer;
 mod auth;
 mod client;
+pub mod clustered;
 pub mod control;
 pub mod error;
 mod flight;
@@ -23,6 +24,7 @@ mod relay;
 mod reload;
 pub mod request;
 mod server;
+mod shared;
 pub mod sse;
 pub mod stats;
 pub mod upstream;
@@ -60,6 +62,8 @@ struct Shared {
     /// everything else; see `server`.
     clients: Vec<upstream::Client>,
     events: EventBus,
+    /// `[cluster]`: the routing state shared with other instances.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     metrics: metrics::Metrics,
     epoch: Instant,
     /// Unix time in milliseconds at start.
@@ -67,6 +71,8 @@ struct Shared {
     config_path: PathBuf,
     /// Serialises edits of the config file.
     edits: tokio::sync::Mutex<()>,
+    /// False once the config file refused a change (in a cluster).
+    config_writable: AtomicBool,
     next_id: AtomicU64,
     /// `--allow-unauthenticated`: the operator vouches for whatever is in front.
     open: AtomicBool,
@@ -178,17 +184,27 @@ impl Gateway {
         for model in &config.models {
             table.insert(ModelRoute::new(model, &config.routing));
         }
+        let events = EventBus::new();
+        let cluster = config
+            .cluster
+            .as_ref()
+            .map(|c| {
+                crate::cluster::Cluster::new(c, events.clone(), &config.server.listen.to_string())
+            })
+            .transpose()?;
         Ok(Self {
             shared: Arc::new(Shared {
                 settings: ArcSwap::from_pointee(Settings::from(&config.server)),
                 table: ArcSwap::from_pointee(table),
                 clients,
-                events: EventBus::new(),
+                events,
+                cluster,
                 metrics: metrics::Metrics::new(crate::events::unix_ms()),
                 epoch: Instant::now(),
                 started_ms: crate::events::unix_ms(),
                 config_path: config.path.clone(),
                 edits: tokio::sync::Mutex::new(()),
+                config_writable: AtomicBool::new(true),
                 next_id: AtomicU64::new(1),
                 open: AtomicBool::new(false),
                 stopping: tokio_util::sync::CancellationToken::new(),
@@ -225,6 +241,11 @@ impl Gateway {
 
     pub fn events(&self) -> &EventBus {
         &self.shared.events
+    }
+
+    /// The cluster this instance is part of, if any.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.shared.cluster.as_ref()
     }
 
     pub fn settings(&self) -> arc_swap::Guard<Arc<Settings>> {

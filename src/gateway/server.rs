@@ -74,6 +74,9 @@ impl Gateway {
         }
         let watching = CancellationToken::new();
         tokio::spawn(self.clone().watch_config(watching.clone()));
+        if let Some(cluster) = self.cluster() {
+            self.start_cluster(cluster.clone(), watching.clone());
+        }
         let _watching = watching.drop_guard();
 
         let listener = listener.into_std()?;

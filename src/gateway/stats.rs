@@ -143,6 +143,9 @@ pub struct DeploymentRates {
     pub p95_ms: Option<f64>,
     /// Its part of the model's answered requests, 0 to 1.
     pub share: Option<f64>,
+    /// Requests it answered (what the share is counted from).
+    #[serde(default)]
+    pub answered: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +289,7 @@ impl Stats {
         out.p50_ms = percentile(&hist, answered, 0.50);
         out.p95_ms = percentile(&hist, answered, 0.95);
         out.share = (answered_by_model > 0).then(|| answered as f64 / answered_by_model as f64);
+        out.answered = answered;
         out
     }
 

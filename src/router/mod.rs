@@ -49,6 +49,10 @@ struct Slot {
 pub struct Pool {
     slots: Vec<Slot>,
     policy: RoutingConfig,
+    /// How many instances share the limits while this one decides alone
+    /// (a cluster whose Redis is away): each limit counts as 1/share. 1
+    /// outside a cluster.
+    share: u64,
 }
 
 /// The deployment chosen for an attempt.
@@ -104,6 +108,7 @@ impl Pool {
         Self {
             slots: Vec::new(),
             policy,
+            share: 1,
         }
     }
 
@@ -207,6 +212,35 @@ impl Pool {
         }
     }
 
+    /// Each instance's part of every limit while it decides alone: the
+    /// limits divided by the instances that share them (1: the whole).
+    pub fn set_share(&mut self, instances: u64) {
+        self.share = instances.max(1);
+    }
+
+    /// Counts `tokens` for a deployment another decider chose (the cluster),
+    /// so that this instance knows what it sent if it must decide alone.
+    pub fn reserve(&mut self, index: usize, now: Duration, tokens: u64) -> Reservation {
+        let slot = &mut self.slots[index];
+        slot.requests += 1;
+        slot.window.add(now, tokens)
+    }
+
+    /// The live deployments as a shared pick needs them: index, name,
+    /// weight, limit, enabled.
+    pub fn for_sharing(
+        &self,
+    ) -> impl Iterator<Item = (usize, &Arc<str>, i64, Option<u64>, bool)> + '_ {
+        self.live().map(|i| {
+            let s = &self.slots[i];
+            (i, &s.name, s.weight, s.tpm_limit, s.enabled)
+        })
+    }
+
+    pub fn policy(&self) -> &RoutingConfig {
+        &self.policy
+    }
+
     /// Chooses the deployment for the next attempt of a request estimated at
     /// `estimate` tokens, skipping the ones in `tried`, and counts the estimate
     /// in its window.
@@ -216,6 +250,14 @@ impl Pool {
         estimate: u64,
         tried: &[usize],
     ) -> Result<Pick, Unavailable> {
+        let share = self.share;
+        let own = |limit: u64| {
+            if share > 1 {
+                (limit / share).max(1)
+            } else {
+                limit
+            }
+        };
         let candidates = self
             .slots
             .iter_mut()
@@ -226,7 +268,7 @@ impl Pool {
                     && slot.health.blocked(now).is_none()
                     && slot
                         .tpm_limit
-                        .is_none_or(|limit| slot.window.fits(now, estimate, limit));
+                        .is_none_or(|limit| slot.window.fits(now, estimate, own(limit)));
                 open.then_some(Candidate {
                     index,
                     weight: slot.weight,
@@ -267,6 +309,13 @@ impl Pool {
             if tried.contains(&index) {
                 continue;
             }
+            let own = |limit: u64| {
+                if self.share > 1 {
+                    (limit / self.share).max(1)
+                } else {
+                    limit
+                }
+            };
             let wait = match slot.health.blocked(now) {
                 Some(Blocked::Cooling { cause, remaining }) => {
                     any_limited |= cause == Cause::RateLimited;
@@ -277,7 +326,7 @@ impl Pool {
                 None => match slot.tpm_limit {
                     Some(limit) => {
                         any_limited = true;
-                        slot.window.time_until_fits(now, estimate, limit)
+                        slot.window.time_until_fits(now, estimate, own(limit))
                     }
                     None => Duration::ZERO,
                 },

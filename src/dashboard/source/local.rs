@@ -21,9 +21,10 @@ impl Local {
         Local { gateway }
     }
 
-    /// The gateway's state now, as the run loop takes it.
-    pub fn snapshot(&self) -> Msg {
-        tui::state_msg(self.gateway.state())
+    /// The gateway's state now, as the run loop takes it (a cluster's,
+    /// when the gateway is in one).
+    pub async fn snapshot(&self) -> Msg {
+        tui::state_msg(self.gateway.current_state().await)
     }
 }
 
@@ -34,7 +35,7 @@ impl Source for Local {
     }
 
     async fn state_now(&self) -> Option<Msg> {
-        Some(self.snapshot())
+        Some(self.snapshot().await)
     }
 
     async fn set_enabled(
@@ -86,7 +87,7 @@ async fn snapshots(source: Local, tx: mpsc::Sender<Msg>, stop: CancellationToken
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(source.snapshot()) {
+        if let Err(mpsc::error::TrySendError::Closed(_)) = tx.try_send(source.snapshot().await) {
             break;
         }
     }

@@ -1,0 +1,148 @@
+//! A request's path in a cluster: the pick made by the cluster's state in
+//! Redis (one script call, bounded), the settling and the verdict sent
+//! after, off the path. The local pool keeps counting what this instance
+//! sent, so that when Redis is away the instance can decide alone with its
+//! share of each limit.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::flight::{Current, Flight};
+use super::request::Endpoint;
+use super::upstream::Upstream;
+use crate::cluster::Cluster;
+use crate::cluster::shared::{DepArg, Picked};
+use crate::router::{Reservation, Unavailable, Verdict};
+
+/// A probe the cluster hands out holds its deployment back at most this
+/// long, should the instance that took it never report.
+const PROBE_HOLD: Duration = Duration::from_secs(120);
+
+impl Flight {
+    /// The next deployment, as the cluster decides it.
+    pub(super) async fn pick_in_cluster(
+        &mut self,
+        cluster: &Arc<Cluster>,
+    ) -> Result<Arc<Upstream>, Unavailable> {
+        if !cluster.is_up() {
+            return self.pick_alone(cluster);
+        }
+        let now = self.gw.now();
+        // Known not to offer the endpoint: tried last, as in `Flight::pick`.
+        let (indices, names, deps, avoided) = {
+            let state = self.route.lock();
+            let mut indices = Vec::new();
+            let mut names = Vec::new();
+            let mut deps = Vec::new();
+            let mut avoided = false;
+            for (i, name, weight, limit, enabled) in state.pool.for_sharing() {
+                let not_offering = self.endpoint != Endpoint::ChatCompletions
+                    && state.upstreams[i].known_not_to_offer(self.endpoint, now);
+                avoided |= not_offering && !self.tried.contains(&i);
+                indices.push(i);
+                names.push(name.clone());
+                deps.push((
+                    weight,
+                    limit,
+                    enabled,
+                    self.tried.contains(&i),
+                    not_offering,
+                ));
+            }
+            (indices, names, deps, avoided)
+        };
+        let keys = cluster.keys(&self.route.name);
+        let args = |avoid: bool| -> Vec<DepArg<'_>> {
+            deps.iter()
+                .zip(&names)
+                .map(
+                    |(&(weight, limit, enabled, tried, not_offering), name)| DepArg {
+                        name,
+                        weight,
+                        limit,
+                        tried: tried || (avoid && not_offering),
+                        enabled,
+                    },
+                )
+                .collect()
+        };
+        let mut picked = cluster
+            .pick(&keys, self.estimate, &args(avoided), PROBE_HOLD)
+            .await;
+        if avoided && matches!(picked, Ok(Picked::Unavailable(_))) {
+            picked = cluster
+                .pick(&keys, self.estimate, &args(false), PROBE_HOLD)
+                .await;
+        }
+        match picked {
+            Err(down) => {
+                cluster.mark_down(&down);
+                self.pick_alone(cluster)
+            }
+            Ok(Picked::Unavailable(why)) => Err(why),
+            Ok(Picked::Deployment { index, second, .. }) => {
+                let i = indices[index];
+                let now = self.gw.now();
+                let (upstream, reservation) = {
+                    let mut state = self.route.lock();
+                    let reservation = state.pool.reserve(i, now, self.estimate);
+                    (state.upstreams[i].clone(), reservation)
+                };
+                self.tried.push(i);
+                self.current = Some(Current {
+                    index: i,
+                    name: upstream.name.clone(),
+                    reservation,
+                    shared: Some(Reservation::at(second, self.estimate)),
+                    started: Instant::now(),
+                });
+                Ok(upstream)
+            }
+        }
+    }
+
+    /// Redis is away: this instance decides with its share of each limit.
+    fn pick_alone(&mut self, cluster: &Arc<Cluster>) -> Result<Arc<Upstream>, Unavailable> {
+        self.route.lock().pool.set_share(cluster.share());
+        self.pick()
+    }
+
+    /// Sends how the attempt went to the cluster (with the tokens, when
+    /// known). Returns whether the cluster decided this attempt: then its
+    /// changes, not the local pool's, are the ones to announce.
+    pub(super) fn share_verdict(
+        &self,
+        cur: &Current,
+        verdict: Verdict,
+        actual: Option<u64>,
+    ) -> bool {
+        let (Some(cluster), Some(shared)) = (self.gw.cluster(), cur.shared) else {
+            return false;
+        };
+        let keys = cluster.keys(&self.route.name);
+        if let Some(actual) = actual {
+            cluster.settle(keys.clone(), cur.name.clone(), shared, actual);
+        }
+        let policy = self.route.lock().pool.policy().clone();
+        cluster.record(
+            keys,
+            self.route.name.clone(),
+            cur.name.clone(),
+            verdict,
+            policy,
+        );
+        true
+    }
+
+    /// The tokens an answer really used, to the cluster's window.
+    pub(super) fn share_settle(&self, cur: &Current, tokens: u64) {
+        if let (Some(cluster), Some(shared)) = (self.gw.cluster(), cur.shared) {
+            cluster.settle(
+                cluster.keys(&self.route.name),
+                cur.name.clone(),
+                shared,
+                tokens,
+            );
+        }
+    }
+}

@@ -319,9 +319,9 @@ impl App {
                         Level::Ok,
                         false,
                         format!(
-                            "{name} {} · saved to {}",
+                            "{name} {} · {}",
                             if enabled { "enabled" } else { "disabled" },
-                            file_name(&self.info.config_path)
+                            self.saved_where()
                         ),
                     ),
                     Some(e) => self.say(
@@ -413,10 +413,7 @@ impl App {
                 self.say(
                     Level::Ok,
                     false,
-                    format!(
-                        "added {name} to {model} · live, saved to {}",
-                        file_name(&self.info.config_path)
-                    ),
+                    format!("added {name} to {model} · live, {}", self.saved_where()),
                 );
             }
             Ok(_) => {}
@@ -541,6 +538,19 @@ impl App {
                 let n = self.traffic.visible().len();
                 self.traffic.cursor = moved(self.traffic.cursor, n);
             }
+        }
+    }
+}
+
+impl App {
+    /// Where a change was kept: the config file, and in a cluster the
+    /// shared state (only there when the file is read-only).
+    fn saved_where(&self) -> String {
+        let file = file_name(&self.info.config_path);
+        match &self.state.cluster {
+            None => format!("saved to {file}"),
+            Some(c) if !c.config_writable => format!("in cluster {} ({file} is read-only)", c.name),
+            Some(c) => format!("saved to {file} and cluster {}", c.name),
         }
     }
 }

@@ -8,6 +8,7 @@ use ratatui::widgets::Paragraph;
 
 use super::{Theme, clock, fit_left, percent, rate, tokens};
 use crate::dashboard::app::{App, Link};
+use crate::gateway::clustered::ClusterView;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let [top, bottom] =
@@ -31,6 +32,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             }
         }
         None => spans.push(Span::styled(app.info.address.clone(), theme.accent())),
+    }
+    if let Some(c) = &app.state.cluster {
+        spans.extend(cluster_spans(c, app, theme));
     }
     let used: usize = spans.iter().map(|s| s.width()).sum();
     let label = "  config ";
@@ -87,6 +91,54 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             label_area,
         );
     }
+}
+
+/// `  cluster prod ● redis ok · 3 instances 120 · 118 · 119 req/s`, or
+/// the Redis that is away and what the instances do meanwhile.
+fn cluster_spans(c: &ClusterView, app: &App, theme: &Theme) -> Vec<Span<'static>> {
+    let mut spans = vec![
+        Span::styled("  cluster ", theme.dim()),
+        Span::styled(c.name.clone(), theme.bold()),
+        Span::raw(" "),
+    ];
+    if c.redis == "ok" {
+        spans.push(Span::styled("● redis ok", theme.ok()));
+    } else {
+        spans.push(Span::styled(
+            "○ redis down",
+            theme.bad().patch(theme.bold()),
+        ));
+        spans.push(Span::styled(
+            format!(" since {}", clock(c.since_ms, app.utc_offset_s)),
+            theme.dim(),
+        ));
+        let what = if c.on_redis_down == "closed" {
+            " (answering 503)".to_string()
+        } else {
+            format!(
+                " (each instance alone, 1/{} of each limit)",
+                c.instances.len().max(1)
+            )
+        };
+        spans.push(Span::styled(what, theme.bad()));
+    }
+    let rates: Vec<String> = c.instances.iter().map(|i| rate(i.requests_per_s)).collect();
+    spans.push(Span::styled(
+        format!(
+            " · {} instance{} ",
+            c.instances.len(),
+            if c.instances.len() == 1 { "" } else { "s" }
+        ),
+        theme.dim(),
+    ));
+    spans.push(Span::raw(format!("{} req/s", rates.join(" · "))));
+    if !c.config_writable {
+        spans.push(Span::styled(
+            "  config read-only: changes live in the cluster",
+            theme.warn(),
+        ));
+    }
+    spans
 }
 
 /// `● live since 12:03:04` or `○ reconnecting since 12:03:40 (connection refused)`.

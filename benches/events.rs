@@ -27,6 +27,7 @@ fn request_event(id: u64) -> Event {
         prompt_tokens: 12,
         completion_tokens: 30,
         tokens_estimated: false,
+        instance: None,
     })
 }
 

@@ -6,7 +6,8 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -27,6 +28,26 @@ pub enum Event {
 }
 
 impl Event {
+    /// The instance it happened on, in a cluster.
+    pub fn instance(&self) -> Option<&Arc<str>> {
+        match self {
+            Event::Request(r) => r.instance.as_ref(),
+            Event::Deployment(d) => d.instance.as_ref(),
+            Event::Config(_) | Event::Lagged(_) => None,
+        }
+    }
+
+    fn tag(&mut self, id: &Arc<str>) {
+        let slot = match self {
+            Event::Request(r) => &mut r.instance,
+            Event::Deployment(d) => &mut d.instance,
+            Event::Config(_) | Event::Lagged(_) => return,
+        };
+        if slot.is_none() {
+            *slot = Some(id.clone());
+        }
+    }
+
     /// When it happened (for a request: when it arrived).
     pub fn at_ms(&self) -> u64 {
         match self {
@@ -97,6 +118,9 @@ pub struct RequestEvent {
     pub completion_tokens: u64,
     /// True when the token counts are the gateway's estimate, not the upstream's report.
     pub tokens_estimated: bool,
+    /// In a cluster, the instance that served it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +192,9 @@ pub struct DeploymentEvent {
     pub model: Arc<str>,
     pub deployment: Arc<str>,
     pub change: DeploymentChange,
+    /// In a cluster, the instance that saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,6 +237,21 @@ impl std::ops::Deref for Published {
 pub struct EventBus {
     tx: broadcast::Sender<Published>,
     seq: Arc<AtomicU64>,
+    /// People watching (event streams, dashboards), as opposed to the
+    /// gateway's own subscribers: a cluster relays events only for them.
+    watchers: Arc<AtomicUsize>,
+    /// In a cluster, this instance: every event is tagged with it.
+    instance: Arc<OnceLock<Arc<str>>>,
+}
+
+/// Someone watching the events; counted until dropped.
+#[derive(Debug)]
+pub struct Watching(Arc<AtomicUsize>);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Default for EventBus {
@@ -224,18 +266,44 @@ impl EventBus {
         Self {
             tx,
             seq: Arc::new(AtomicU64::new(0)),
+            watchers: Arc::new(AtomicUsize::new(0)),
+            instance: Arc::new(OnceLock::new()),
         }
     }
 
     /// Never blocks; with nobody watching it costs one atomic add.
-    pub fn publish(&self, event: Event) {
+    pub fn publish(&self, mut event: Event) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         if self.tx.receiver_count() > 0 {
+            if let Some(id) = self.instance.get() {
+                event.tag(id);
+            }
             let _ = self.tx.send(Published {
                 seq,
                 event: Arc::new(event),
             });
         }
+    }
+
+    /// Tags every event from now on with this instance (a cluster's).
+    pub fn set_instance(&self, id: Arc<str>) {
+        let _ = self.instance.set(id);
+    }
+
+    /// This instance, in a cluster.
+    pub fn instance(&self) -> Option<&Arc<str>> {
+        self.instance.get()
+    }
+
+    /// Counts a watcher while the guard lives.
+    pub fn watch(&self) -> Watching {
+        self.watchers.fetch_add(1, Ordering::Relaxed);
+        Watching(self.watchers.clone())
+    }
+
+    /// How many are watching.
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(Ordering::Relaxed)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Published> {
@@ -267,6 +335,7 @@ mod tests {
             model: "m".into(),
             deployment: "d".into(),
             change: DeploymentChange::Enabled { enabled: false },
+            instance: None,
         });
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["type"], "deployment");
@@ -284,6 +353,7 @@ mod tests {
                 model: "m".into(),
                 deployment: "d".into(),
                 change: DeploymentChange::Recovered,
+                instance: None,
             }));
         }
         assert!(matches!(

@@ -138,6 +138,7 @@ fn request(id: u64, at: u64, model: &str, attempts: &[(&str, AttemptOutcome, f64
         prompt_tokens: 120,
         completion_tokens: 60,
         tokens_estimated: false,
+        instance: None,
     }))
 }
 
@@ -185,6 +186,7 @@ fn events() -> Vec<Arc<Event>> {
             cause: Cause::RateLimited,
             seconds: 12.3,
         },
+        instance: None,
     })));
     evs
 }

@@ -89,7 +89,7 @@ fn hostname() -> Option<String> {
 }
 
 impl Cluster {
-    fn tag(&self) -> String {
+    pub(super) fn tag(&self) -> String {
         format!(
             "{{sb:{}}}",
             self.name.replace('{', "%7B").replace('}', "%7D")

@@ -13,6 +13,7 @@
 //! back it rejoins and adds what it admitted meanwhile.
 
 pub mod member;
+mod relay;
 pub mod shared;
 
 use std::collections::HashMap;
@@ -106,9 +107,11 @@ impl Cluster {
         let con = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .map_err(|e| anyhow::anyhow!("cluster.redis_url: {}", describe(&e)))?;
         let (ops, ops_rx) = mpsc::unbounded_channel();
+        let id: Arc<str> = member::instance_id(listen).into();
+        events.set_instance(id.clone());
         Ok(Arc::new(Cluster {
             name: config.name.clone(),
-            id: member::instance_id(listen).into(),
+            id,
             advertise: config.advertise.clone(),
             on_down: config.on_redis_down,
             con,
@@ -365,6 +368,7 @@ impl Cluster {
             model,
             deployment,
             change,
+            instance: None,
         }));
     }
 

@@ -78,9 +78,12 @@ impl Traffic {
 }
 
 /// Whether a traffic line matches one (lowercase) filter term: its model,
-/// a deployment, or a status.
+/// a deployment, a status, or in a cluster its instance.
 fn matches(ev: &Event, term: &str) -> bool {
     let has = |s: &str| s.to_lowercase().contains(term);
+    if ev.instance().is_some_and(|i| has(i)) {
+        return true;
+    }
     match ev {
         Event::Request(r) => {
             has(&r.model)

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::proxy::read_body;
 use super::{Gateway, Peer, auth};
 use crate::config::DeploymentSpec;
-use crate::events::{Event, LaggedEvent, Published, unix_ms};
+use crate::events::{Event, LaggedEvent, Published, Watching, unix_ms};
 
 fn guard(gw: &Gateway, headers: &HeaderMap, peer: Option<Extension<Peer>>) -> Result<(), ApiError> {
     auth::admin_access(
@@ -75,6 +75,7 @@ pub(super) async fn events(
         skip_to: now,
         first: None,
         started: false,
+        _watching: gw.events().watch(),
     };
     if let Some((their_boot, seen)) = resumed {
         stream.first = if their_boot != boot {
@@ -122,6 +123,8 @@ struct EventStream {
     first: Option<LaggedEvent>,
     /// The position has been sent.
     started: bool,
+    /// Counted as a watcher: in a cluster, the others' events come too.
+    _watching: Watching,
 }
 
 impl EventStream {

@@ -96,6 +96,10 @@ impl Gateway {
             let figures = serde_json::to_value(figures_of(&state)).unwrap_or_default();
             (state.last_minute.per_second, figures)
         })));
+        let (relay_on, relay) = tokio::sync::watch::channel(false);
+        until(Box::pin(cluster.clone().watch_marks(relay_on)));
+        until(Box::pin(cluster.clone().relay(relay)));
+        until(Box::pin(cluster.clone().receive_events()));
         let (tx, mut rx) = tokio::sync::mpsc::channel(256);
         until(Box::pin(cluster.clone().listen(tx)));
         let gw = self.clone();

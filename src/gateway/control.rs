@@ -266,6 +266,7 @@ impl Gateway {
             model,
             deployment,
             change,
+            instance: None,
         }));
     }
 

@@ -112,6 +112,11 @@ impl Flight {
         flight
     }
 
+    /// Answers `why` unless a deployment is tried after all.
+    pub(super) fn refuse(&mut self, why: ApiError) {
+        self.refusal = Some(why);
+    }
+
     /// The current deployment was never called (its API cannot take the
     /// request): its reservation is returned, nothing is counted against it.
     pub(super) fn withdraw(&mut self, why: ApiError) {
@@ -255,6 +260,7 @@ impl Flight {
             prompt_tokens: prompt,
             completion_tokens: completion,
             tokens_estimated: estimated,
+            instance: None,
         };
         self.gw.shared.metrics.record(&event);
         self.gw.events().publish(Event::Request(event));

@@ -370,6 +370,7 @@ mod tests {
             prompt_tokens: 10,
             completion_tokens: 5,
             tokens_estimated: false,
+            instance: None,
         }
     }
 

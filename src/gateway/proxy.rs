@@ -182,19 +182,6 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
     let deadline = tokio::time::Instant::from_std(far(started, settings.request_timeout));
     let first_byte = settings.first_byte_timeout;
     drop(settings);
-    if let Some(c) = gw.cluster()
-        && !c.is_up()
-        && c.on_down == crate::config::OnRedisDown::Closed
-    {
-        return ApiError::Unavailable {
-            message: format!(
-                "The cluster `{}` cannot reach its Redis, and on_redis_down is \"closed\".",
-                c.name
-            ),
-            retry_after: Some(Duration::from_secs(1)),
-        }
-        .into_response();
-    }
     let cluster = gw.cluster().cloned();
     let mut flight = Flight::new(gw.clone(), route, endpoint, &req, started);
     loop {

@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::error::ApiError;
 use super::flight::{Current, Flight};
 use super::request::Endpoint;
 use super::upstream::Upstream;
 use crate::cluster::Cluster;
 use crate::cluster::shared::{DepArg, Picked};
+use crate::config::OnRedisDown;
 use crate::router::{Reservation, Unavailable, Verdict};
 
 /// A probe the cluster hands out holds its deployment back at most this
@@ -102,7 +104,19 @@ impl Flight {
     }
 
     /// Redis is away: this instance decides with its share of each limit.
+    /// Without Redis: alone with this instance's share of each limit, or
+    /// (`on_redis_down = "closed"`) not at all.
     fn pick_alone(&mut self, cluster: &Arc<Cluster>) -> Result<Arc<Upstream>, Unavailable> {
+        if cluster.on_down == OnRedisDown::Closed {
+            self.refuse(ApiError::Unavailable {
+                message: format!(
+                    "The cluster `{}` cannot reach its Redis, and on_redis_down is \"closed\".",
+                    cluster.name
+                ),
+                retry_after: Some(Duration::from_secs(1)),
+            });
+            return Err(Unavailable::Exhausted);
+        }
         self.route.lock().pool.set_share(cluster.share());
         self.pick()
     }

@@ -360,6 +360,7 @@ mod tests {
             prompt_tokens: 100,
             completion_tokens: 50,
             tokens_estimated: false,
+            instance: None,
         }
     }
 

@@ -98,6 +98,8 @@ async fn snapshots(source: Local, tx: mpsc::Sender<Msg>, stop: CancellationToken
 /// behind, the broadcast channel drops the oldest events and says how many.
 async fn routing_events(gateway: Gateway, tx: mpsc::Sender<Msg>, stop: CancellationToken) {
     let mut rx = gateway.events().subscribe();
+    // In a cluster, this brings the other instances' events too.
+    let _watching = gateway.events().watch();
     drop(gateway);
     loop {
         let first = tokio::select! {

@@ -76,30 +76,48 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .max()
         .unwrap_or(6)
         .clamp(6, model_cap) as u16;
+    // In a cluster, which instance served each line.
+    let instance_width = app.state.cluster.as_ref().map(|c| {
+        c.instances
+            .iter()
+            .map(|i| i.id.chars().count())
+            .max()
+            .unwrap_or(8)
+            .clamp(8, INSTANCE_CAP)
+    });
     let right = |s: &str| Cell::from(Line::from(s.to_string()).right_aligned());
-    let heading = Row::new(vec![
-        Cell::from("time"),
+    let mut heading = vec![Cell::from("time")];
+    if instance_width.is_some() {
+        heading.push(Cell::from("instance"));
+    }
+    heading.extend([
         Cell::from("model"),
         Cell::from("route"),
         right("status"),
         right("latency"),
         right("tokens"),
-    ])
-    .style(theme.dim());
+    ]);
+    let heading = Row::new(heading).style(theme.dim());
 
-    let lines = rows
-        .iter()
-        .skip(offset)
-        .take(visible)
-        .map(|ev| row(ev, model_width as usize, app.utc_offset_s, theme));
-    let widths = [
-        Constraint::Length(8),
+    let lines = rows.iter().skip(offset).take(visible).map(|ev| {
+        let mut row = row(ev, model_width as usize, app.utc_offset_s, theme);
+        if let Some(width) = instance_width {
+            let name = ev.instance().map(|i| tail(i, width)).unwrap_or_default();
+            row.insert(1, Cell::from(Span::styled(name, theme.dim())));
+        }
+        Row::new(row)
+    });
+    let mut widths = vec![Constraint::Length(8)];
+    if let Some(width) = instance_width {
+        widths.push(Constraint::Length(width as u16));
+    }
+    widths.extend([
         Constraint::Length(model_width),
         Constraint::Fill(1),
         Constraint::Length(6),
         Constraint::Length(7),
         Constraint::Length(6),
-    ];
+    ]);
     let table = Table::new(lines, widths)
         .header(heading)
         .block(block)
@@ -115,7 +133,20 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
-fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Row<'static> {
+/// The widest an instance's name is shown.
+const INSTANCE_CAP: usize = 16;
+
+/// The end of an instance id, where `host-port-nonce` differs.
+fn tail(id: &str, width: usize) -> String {
+    let n = id.chars().count();
+    if n <= width {
+        return id.to_string();
+    }
+    let kept: String = id.chars().skip(n - width + 1).collect();
+    format!("…{kept}")
+}
+
+fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Vec<Cell<'static>> {
     match ev {
         Event::Request(r) => {
             let (status, style) = status(r, theme);
@@ -124,7 +155,7 @@ fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Row<'sta
             } else {
                 tokens(r.prompt_tokens + r.completion_tokens)
             };
-            Row::new(vec![
+            vec![
                 // When it ended: the order of the lines.
                 Cell::from(Span::styled(
                     clock(r.at_ms + r.latency_ms as u64, offset_s),
@@ -135,7 +166,7 @@ fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Row<'sta
                 Cell::from(Line::styled(status, style).right_aligned()),
                 Cell::from(Line::from(millis(r.latency_ms)).right_aligned()),
                 Cell::from(Line::from(tokens_text).right_aligned()),
-            ])
+            ]
         }
         Event::Deployment(d) => {
             let (text, style) = match &d.change {
@@ -162,11 +193,11 @@ fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Row<'sta
                     theme.accent(),
                 ),
             };
-            Row::new(vec![
+            vec![
                 Cell::from(Span::styled(clock(d.at_ms, offset_s), theme.dim())),
                 Cell::from(fit(&d.model, model_width)),
                 Cell::from(Line::styled(text, style)),
-            ])
+            ]
         }
         Event::Config(c) => {
             let (text, style) = if c.applied {
@@ -174,17 +205,17 @@ fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Row<'sta
             } else {
                 (format!("⚙ config not reloaded: {}", c.message), theme.bad())
             };
-            Row::new(vec![
+            vec![
                 Cell::from(Span::styled(clock(c.at_ms, offset_s), theme.dim())),
                 Cell::from(""),
                 Cell::from(Line::styled(text, style)),
-            ])
+            ]
         }
-        Event::Lagged(l) => Row::new(vec![
+        Event::Lagged(l) => vec![
             Cell::from(Span::styled(clock(l.at_ms, offset_s), theme.dim())),
             Cell::from(""),
             Cell::from(Line::styled(format!("⚠ {}", l.describe()), theme.warn())),
-        ]),
+        ],
     }
 }
 
@@ -243,8 +274,12 @@ fn details(ev: &Event) -> String {
                 .collect::<Vec<_>>()
                 .join(" → ");
             format!(
-                " #{} {}{} · {} · {}+{} tokens{} ",
+                " #{}{} {}{} · {} · {}+{} tokens{} ",
                 r.id,
+                r.instance
+                    .as_ref()
+                    .map(|i| format!(" on {i}"))
+                    .unwrap_or_default(),
                 r.endpoint,
                 if r.stream { " (stream)" } else { "" },
                 if attempts.is_empty() {

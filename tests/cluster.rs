@@ -685,3 +685,26 @@ async fn a_redis_restarted_empty_keeps_the_toggles_and_starts_the_windows_afresh
     assert_eq!(b.stats().requests, before, "b is still disabled");
     assert!((0..2).all(|i| cluster.deployment(i, "b")["enabled"] == false));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_was_admitted_alone_joins_the_shared_window_as_it_was_used_not_as_estimated() {
+    let mut redis = Redis::start();
+    // Requests ask for up to 200 tokens and use 5: estimates far above use.
+    let m = mock_with(|o| o.tokens = 5).await;
+    let cluster = fleet(
+        2,
+        Some(&redis),
+        &model(&[deployment("a", &m, "tpm_limit = 100000")]),
+    );
+    redis.stop();
+    assert_eq!(burst(&cluster, 20, 2, 200).await, vec![200; 20]);
+    let used_alone = served_tokens(&m);
+    assert!(used_alone > 0 && used_alone < 20 * 50, "{used_alone}");
+    redis.restart();
+    wait_until("both rejoined", || {
+        (0..2).all(|i| cluster.state(i)["cluster"]["redis"] == "ok")
+    });
+    wait_until("what they admitted alone is pushed", || {
+        cluster.deployment(0, "a")["tpm_used"].as_u64() == Some(used_alone)
+    });
+}

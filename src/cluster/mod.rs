@@ -224,8 +224,9 @@ impl Cluster {
         });
     }
 
-    /// Notes tokens admitted alone, to be added to the shared window later.
-    pub fn admitted_alone(&self, model: &Arc<str>, dep: &Arc<str>, tokens: u64) {
+    /// Notes tokens admitted alone, to be added to the shared window later;
+    /// where they were noted, to correct them to the usage.
+    pub fn admitted_alone(&self, model: &Arc<str>, dep: &Arc<str>, tokens: u64) -> Reservation {
         let sec = unix_ms() / 1000;
         let mut log = self
             .admitted_alone
@@ -238,6 +239,22 @@ impl Cluster {
         }
         // Only the last minute can still matter.
         entry.retain(|(s, _)| s + 60 > sec);
+        Reservation::at(sec, tokens)
+    }
+
+    /// An estimate admitted alone, corrected to what the request used. When
+    /// it was pushed meanwhile the correction is lost: the shared window
+    /// then counts the estimate, which errs on the safe side.
+    pub fn settle_alone(&self, model: &Arc<str>, dep: &Arc<str>, r: Reservation, actual: u64) {
+        let mut log = self
+            .admitted_alone
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = log.get_mut(&(model.clone(), dep.clone()))
+            && let Some((_, n)) = entry.iter_mut().find(|(s, _)| *s == r.second())
+        {
+            *n = (*n + actual).saturating_sub(r.tokens());
+        }
     }
 
     /// The shared enabled flag, written; whether it changed.

@@ -66,6 +66,9 @@ pub(super) struct Current {
     pub(super) reservation: Reservation,
     /// Where the cluster counted the estimate, when the cluster picked.
     pub(super) shared: Option<Reservation>,
+    /// Where the cluster noted the estimate, when this instance picked
+    /// alone (Redis away).
+    pub(super) alone: Option<Reservation>,
     pub(super) started: Instant,
 }
 
@@ -154,17 +157,19 @@ impl Flight {
         let upstream = state.upstreams[pick.index].clone();
         drop(guard);
         self.tried.push(pick.index);
+        // Deciding alone while Redis is away: noted, to add later.
+        let alone = self
+            .gw
+            .cluster()
+            .map(|c| c.admitted_alone(&self.route.name, &upstream.name, self.estimate));
         self.current = Some(Current {
             index: pick.index,
             name: upstream.name.clone(),
             reservation: pick.reservation,
             shared: None,
+            alone,
             started: Instant::now(),
         });
-        if let Some(c) = self.gw.cluster() {
-            // Deciding alone while Redis is away: noted, to add later.
-            c.admitted_alone(&self.route.name, &upstream.name, self.estimate);
-        }
         Ok(upstream)
     }
 

@@ -96,6 +96,7 @@ impl Flight {
                     name: upstream.name.clone(),
                     reservation,
                     shared: Some(Reservation::at(second, self.estimate)),
+                    alone: None,
                     started: Instant::now(),
                 });
                 Ok(upstream)
@@ -130,7 +131,13 @@ impl Flight {
         verdict: Verdict,
         actual: Option<u64>,
     ) -> bool {
-        let (Some(cluster), Some(shared)) = (self.gw.cluster(), cur.shared) else {
+        let Some(cluster) = self.gw.cluster() else {
+            return false;
+        };
+        let Some(shared) = cur.shared else {
+            if let (Some(alone), Some(actual)) = (cur.alone, actual) {
+                cluster.settle_alone(&self.route.name, &cur.name, alone, actual);
+            }
             return false;
         };
         let keys = cluster.keys(&self.route.name);
@@ -150,13 +157,18 @@ impl Flight {
 
     /// The tokens an answer really used, to the cluster's window.
     pub(super) fn share_settle(&self, cur: &Current, tokens: u64) {
-        if let (Some(cluster), Some(shared)) = (self.gw.cluster(), cur.shared) {
+        let Some(cluster) = self.gw.cluster() else {
+            return;
+        };
+        if let Some(shared) = cur.shared {
             cluster.settle(
                 cluster.keys(&self.route.name),
                 cur.name.clone(),
                 shared,
                 tokens,
             );
+        } else if let Some(alone) = cur.alone {
+            cluster.settle_alone(&self.route.name, &cur.name, alone, tokens);
         }
     }
 }

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use redis::Redis;
-use switchboard::cluster::shared::{DepArg, ModelKeys, Picked, Scripts};
+use switchboard::cluster::shared::{DepSpec, Mark, ModelKeys, PickRequest, Picked, Scripts};
 use switchboard::config::RoutingConfig;
-use switchboard::router::{Pool, Reservation, Verdict};
+use switchboard::router::{Pick, Pool, Reservation, Unavailable, Verdict};
 
 const LIMITS: [Option<u64>; 3] = [Some(6_000), Some(3_000), None];
 
@@ -21,7 +21,11 @@ enum Op {
     Pick {
         estimate: u64,
         tried: u8,
+        /// Known not to offer the endpoint: tried last.
+        avoid: u8,
     },
+    /// Concurrent requests' picks, batched into one script call.
+    PickMany(Vec<u64>),
     Settle {
         pick: usize,
         actual: u64,
@@ -40,7 +44,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => prop_oneof![0u64..1500, Just(61_000u64), 1000u64..20_000].prop_map(Op::Advance),
-        5 => (0u64..2500, 0u8..8).prop_map(|(estimate, tried)| Op::Pick { estimate, tried }),
+        5 => (0u64..2500, 0u8..8, prop_oneof![3 => Just(0u8), 1 => 0u8..8]).prop_map(|(estimate, tried, avoid)| Op::Pick { estimate, tried, avoid: avoid & !tried }),
+        1 => prop::collection::vec(0u64..2500, 1..6).prop_map(Op::PickMany),
         2 => (0usize..64, 0u64..3000).prop_map(|(pick, actual)| Op::Settle { pick, actual }),
         4 => (0usize..3, 0u8..4, prop::option::of(0u64..30_000)).prop_map(|(dep, verdict, hint_ms)| Op::Record { dep, verdict, hint_ms }),
         1 => (0usize..3, any::<bool>()).prop_map(|(dep, enabled)| Op::Toggle { dep, enabled }),
@@ -57,6 +62,55 @@ fn verdict(v: u8, hint_ms: Option<u64>) -> Verdict {
 }
 
 const NAMES: [&str; 3] = ["east", "west", "local"];
+const HOLD: Duration = Duration::from_secs(3600);
+
+/// The deployments as the gateway hands them to the cluster.
+fn specs(pool: &mut Pool, now: Duration) -> Vec<DepSpec> {
+    pool.statuses(now)
+        .iter()
+        .zip(LIMITS)
+        .map(|(s, limit)| DepSpec {
+            name: s.name.clone(),
+            weight: s.weight,
+            limit,
+            enabled: true,
+        })
+        .collect()
+}
+
+/// The same decision, both ways; a pick joins those to settle.
+fn compare(
+    local: Result<Pick, Unavailable>,
+    shared: Picked,
+    step: usize,
+    op: &Op,
+    picks: &mut Vec<(usize, Reservation)>,
+) -> Result<(), TestCaseError> {
+    match (local, shared) {
+        (
+            Ok(l),
+            Picked::Deployment {
+                index,
+                second,
+                probe,
+            },
+        ) => {
+            prop_assert_eq!(
+                (l.index, l.probe, l.reservation.second()),
+                (index, probe, second),
+                "step {}: {:?}",
+                step,
+                op
+            );
+            picks.push((index, l.reservation));
+        }
+        (Err(l), Picked::Unavailable(s)) => {
+            prop_assert_eq!(format!("{l:?}"), format!("{s:?}"), "step {}", step)
+        }
+        (l, s) => prop_assert!(false, "step {}: {:?} vs {:?}", step, l, s),
+    }
+    Ok(())
+}
 
 async fn run(
     con: &mut ::redis::aio::MultiplexedConnection,
@@ -76,52 +130,59 @@ async fn run(
         let now = Duration::from_millis(now_ms);
         match op {
             Op::Advance(ms) => now_ms += ms,
-            Op::Pick { estimate, tried } => {
-                let tried_list: Vec<usize> = (0..3).filter(|i| tried & (1 << i) != 0).collect();
-                let weights: Vec<i64> = pool.statuses(now).iter().map(|s| s.weight).collect();
-                let deps: Vec<DepArg> = (0..3)
-                    .map(|i| DepArg {
-                        name: NAMES[i],
-                        weight: weights[i],
-                        limit: LIMITS[i],
-                        tried: tried_list.contains(&i),
-                        enabled: true,
+            Op::Pick {
+                estimate,
+                tried,
+                avoid,
+            } => {
+                let set =
+                    |mask: u8| -> Vec<usize> { (0..3).filter(|i| mask & (1 << i) != 0).collect() };
+                // As a flight picks: the ones not offering the endpoint last.
+                let local = match pool.pick(now, *estimate, &set(tried | avoid)) {
+                    Err(_) if *avoid != 0 => pool.pick(now, *estimate, &set(*tried)),
+                    first => first,
+                };
+                let marks = (0..3)
+                    .map(|i| match (tried & (1 << i) != 0, avoid & (1 << i) != 0) {
+                        (true, _) => Mark::Tried,
+                        (false, true) => Mark::NotOffering,
+                        _ => Mark::Open,
                     })
                     .collect();
-                let local = pool.pick(now, *estimate, &tried_list);
+                let request = PickRequest {
+                    estimate: *estimate,
+                    marks,
+                };
                 let shared = scripts
-                    .pick(
+                    .pick_many(
                         con,
                         &keys,
                         Some(now_ms),
-                        *estimate,
-                        &deps,
-                        Duration::from_secs(3600),
+                        &specs(&mut pool, now),
+                        HOLD,
+                        &[request],
                     )
                     .await
                     .unwrap();
-                match (local, shared) {
-                    (
-                        Ok(l),
-                        Picked::Deployment {
-                            index,
-                            second,
-                            probe,
-                        },
-                    ) => {
-                        prop_assert_eq!(
-                            (l.index, l.probe, l.reservation.second()),
-                            (index, probe, second),
-                            "step {}: {:?}",
-                            step,
-                            op
-                        );
-                        picks.push((index, l.reservation));
-                    }
-                    (Err(l), Picked::Unavailable(s)) => {
-                        prop_assert_eq!(format!("{l:?}"), format!("{s:?}"), "step {}", step)
-                    }
-                    (l, s) => prop_assert!(false, "step {}: {:?} vs {:?}", step, l, s),
+                compare(local, shared[0], step, op, &mut picks)?;
+            }
+            Op::PickMany(estimates) => {
+                let requests: Vec<PickRequest> = estimates
+                    .iter()
+                    .map(|e| PickRequest {
+                        estimate: *e,
+                        marks: vec![Mark::Open; 3],
+                    })
+                    .collect();
+                let specs = specs(&mut pool, now);
+                let shared = scripts
+                    .pick_many(con, &keys, Some(now_ms), &specs, HOLD, &requests)
+                    .await
+                    .unwrap();
+                prop_assert_eq!(shared.len(), estimates.len());
+                for (e, s) in estimates.iter().zip(shared) {
+                    let local = pool.pick(now, *e, &[]);
+                    compare(local, s, step, op, &mut picks)?;
                 }
             }
             Op::Settle { pick, actual } => {

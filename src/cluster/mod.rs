@@ -12,6 +12,7 @@
 //! (`on_redis_down = "local"`) or answers 503 (`"closed"`); when Redis is
 //! back it rejoins and adds what it admitted meanwhile.
 
+mod batch;
 pub mod member;
 mod relay;
 pub mod shared;
@@ -29,7 +30,7 @@ use crate::config::{ClusterConfig, OnRedisDown, RoutingConfig};
 use crate::events::{DeploymentChange, DeploymentEvent, Event, EventBus, unix_ms};
 use crate::router::{Reservation, Transition, Verdict};
 pub use member::{Change, Instance};
-use shared::{DepArg, ModelKeys, Picked, Scripts, SharedStatus};
+use shared::{DepSpec, ModelKeys, PickRequest, Picked, Scripts, SharedStatus};
 
 /// The longest a request waits for Redis: a hung or unreachable Redis
 /// costs a request no more than this before the instance decides alone.
@@ -44,25 +45,36 @@ pub enum Down {
     Redis(String),
 }
 
+type Receivers = (
+    mpsc::UnboundedReceiver<Op>,
+    mpsc::UnboundedReceiver<batch::PickJob>,
+);
+
 /// Per model and deployment, tokens by second: (Unix second, tokens).
 type AdmittedAlone = HashMap<(Arc<str>, Arc<str>), Vec<(u64, u64)>>;
 
 /// Work for Redis that does not hold up a request.
-enum Op {
+pub(super) struct Op {
+    keys: ModelKeys,
+    dep: Arc<str>,
+    what: What,
+}
+
+enum What {
     Settle {
-        keys: ModelKeys,
-        dep: Arc<str>,
         reservation: Reservation,
         actual: u64,
     },
     Record {
-        keys: ModelKeys,
         model: Arc<str>,
-        dep: Arc<str>,
         verdict: Verdict,
         policy: RoutingConfig,
     },
 }
+
+/// A probe the cluster hands out holds its deployment back at most this
+/// long, should the instance that took it never report.
+pub const PROBE_HOLD: Duration = Duration::from_secs(120);
 
 pub struct Cluster {
     pub name: String,
@@ -80,7 +92,9 @@ pub struct Cluster {
     /// The instances seen at the last heartbeat, this one included.
     instances: ArcSwap<Vec<Instance>>,
     ops: mpsc::UnboundedSender<Op>,
-    ops_rx: Mutex<Option<mpsc::UnboundedReceiver<Op>>>,
+    picks: mpsc::UnboundedSender<batch::PickJob>,
+    /// Taken by [`Cluster::run_batches`].
+    receivers: Mutex<Option<Receivers>>,
     events: EventBus,
     /// Tokens admitted alone while Redis was down, per model and
     /// deployment: (second, tokens), pushed when it is back.
@@ -95,8 +109,17 @@ impl Cluster {
         events: EventBus,
         listen: &str,
     ) -> anyhow::Result<Arc<Cluster>> {
-        let client = redis::Client::open(config.redis_url.expose())
+        use redis::IntoConnectionInfo;
+        let info = config
+            .redis_url
+            .expose()
+            .into_connection_info()
             // Not the URL: it may hold a password.
+            .map_err(|e| anyhow::anyhow!("cluster.redis_url: {}", describe(&e)))?
+            // Each pick is one small request waiting for its answer: Nagle
+            // would hold it back for the answer to the one before.
+            .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        let client = redis::Client::open(info)
             .map_err(|e| anyhow::anyhow!("cluster.redis_url: {}", describe(&e)))?;
         let manager = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
@@ -107,6 +130,7 @@ impl Cluster {
         let con = ConnectionManager::new_lazy_with_config(client.clone(), manager)
             .map_err(|e| anyhow::anyhow!("cluster.redis_url: {}", describe(&e)))?;
         let (ops, ops_rx) = mpsc::unbounded_channel();
+        let (picks, picks_rx) = mpsc::unbounded_channel();
         let id: Arc<str> = member::instance_id(listen).into();
         events.set_instance(id.clone());
         Ok(Arc::new(Cluster {
@@ -122,7 +146,8 @@ impl Cluster {
             since_ms: AtomicU64::new(unix_ms()),
             instances: ArcSwap::from_pointee(Vec::new()),
             ops,
-            ops_rx: Mutex::new(Some(ops_rx)),
+            picks,
+            receivers: Mutex::new(Some((ops_rx, picks_rx))),
             events,
             admitted_alone: Mutex::new(HashMap::new()),
         }))
@@ -176,32 +201,39 @@ impl Cluster {
         came_back
     }
 
-    /// One shared pick, bounded by [`REDIS_TIMEOUT`].
+    /// One shared pick, bounded by [`REDIS_TIMEOUT`]: batched with the
+    /// picks of other requests of the model waiting at the same time.
     pub async fn pick(
         &self,
-        keys: &ModelKeys,
-        estimate: u64,
-        deps: &[DepArg<'_>],
-        probe_ttl: Duration,
+        keys: ModelKeys,
+        deps: Vec<DepSpec>,
+        request: PickRequest,
     ) -> Result<Picked, Down> {
-        let mut con = self.con.clone();
-        let call = self
-            .scripts
-            .pick(&mut con, keys, None, estimate, deps, probe_ttl);
-        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(e)) => Err(Down::Redis(e.to_string())),
-            Err(_) => Err(Down::Timeout(REDIS_TIMEOUT)),
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = batch::PickJob {
+            keys,
+            deps,
+            request,
+            reply,
+        };
+        if self.picks.send(job).is_err() {
+            return Err(Down::Redis("the cluster is stopping".into()));
+        }
+        match tokio::time::timeout(REDIS_TIMEOUT, answer).await {
+            Ok(Ok(picked)) => picked,
+            Ok(Err(_)) | Err(_) => Err(Down::Timeout(REDIS_TIMEOUT)),
         }
     }
 
     /// Queues the settling of a shared reservation.
     pub fn settle(&self, keys: ModelKeys, dep: Arc<str>, reservation: Reservation, actual: u64) {
-        let _ = self.ops.send(Op::Settle {
+        let _ = self.ops.send(Op {
             keys,
             dep,
-            reservation,
-            actual,
+            what: What::Settle {
+                reservation,
+                actual,
+            },
         });
     }
 
@@ -215,12 +247,14 @@ impl Cluster {
         verdict: Verdict,
         policy: RoutingConfig,
     ) {
-        let _ = self.ops.send(Op::Record {
+        let _ = self.ops.send(Op {
             keys,
-            model,
             dep,
-            verdict,
-            policy,
+            what: What::Record {
+                model,
+                verdict,
+                policy,
+            },
         });
     }
 
@@ -314,55 +348,17 @@ impl Cluster {
         }
     }
 
-    /// Runs the off-path writes until the cluster is dropped. Each batch of
-    /// waiting ops goes out side by side over the multiplexed connection.
-    pub async fn write_ops(self: Arc<Self>) {
-        let Some(mut rx) = self.ops_rx.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+    /// Runs the batched picks and off-path writes until the cluster is dropped.
+    pub async fn run_batches(self: Arc<Self>) {
+        let taken = self
+            .receivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some((ops, picks)) = taken else {
             return;
         };
-        let mut batch = Vec::new();
-        while rx.recv_many(&mut batch, 512).await > 0 {
-            let mut running = Vec::with_capacity(batch.len());
-            for op in batch.drain(..) {
-                running.push(self.run_op(op));
-            }
-            futures_util::future::join_all(running).await;
-        }
-    }
-
-    async fn run_op(&self, op: Op) {
-        let mut con = self.con.clone();
-        let scripts = &self.scripts;
-        match op {
-            Op::Settle {
-                keys,
-                dep,
-                reservation,
-                actual,
-            } => {
-                let call = scripts.settle(&mut con, &keys, &dep, None, reservation, actual);
-                match tokio::time::timeout(REDIS_TIMEOUT * 10, call).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => tracing::debug!("cluster: a settle was lost: {e}"),
-                    Err(_) => tracing::debug!("cluster: a settle timed out"),
-                }
-            }
-            Op::Record {
-                keys,
-                model,
-                dep,
-                verdict,
-                policy,
-            } => {
-                let call = scripts.record(&mut con, &keys, &dep, None, verdict, &policy);
-                match tokio::time::timeout(REDIS_TIMEOUT * 10, call).await {
-                    Ok(Ok(Some(t))) => self.announce(model, dep, t),
-                    Ok(Ok(None)) => {}
-                    Ok(Err(e)) => tracing::debug!("cluster: an attempt's verdict was lost: {e}"),
-                    Err(_) => tracing::debug!("cluster: an attempt's verdict timed out"),
-                }
-            }
-        }
+        tokio::join!(self.clone().write_ops(ops), self.clone().run_picks(picks));
     }
 
     /// A change the cluster's state made, as the local router announces its own.

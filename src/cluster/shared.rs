@@ -4,10 +4,11 @@
 //! the server with the server's clock. `tests/cluster_model.rs` runs both
 //! implementations on random operation sequences and compares them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::Script;
 use redis::aio::ConnectionLike;
+use redis::{Script, ScriptInvocation};
 
 use crate::config::RoutingConfig;
 use crate::router::{Cause, Reservation, Transition, Unavailable, Verdict};
@@ -22,8 +23,7 @@ macro_rules! script {
 /// server lost them, as after a restart).
 pub struct Scripts {
     pick: Script,
-    record: Script,
-    settle: Script,
+    apply: Script,
     state: Script,
     toggle: Script,
     push: Script,
@@ -33,8 +33,7 @@ impl Default for Scripts {
     fn default() -> Self {
         Scripts {
             pick: Script::new(script!("lua/pick.lua")),
-            record: Script::new(script!("lua/record.lua")),
-            settle: Script::new(script!("lua/settle.lua")),
+            apply: Script::new(script!("lua/apply.lua")),
             state: Script::new(script!("lua/state.lua")),
             toggle: Script::new(script!("lua/toggle.lua")),
             push: Script::new(script!("lua/push.lua")),
@@ -44,7 +43,7 @@ impl Default for Scripts {
 
 /// The keys of one model: one hash tag, so that Redis Cluster keeps them
 /// on one slot and a script may touch them all.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelKeys {
     tag: String,
 }
@@ -72,15 +71,55 @@ impl ModelKeys {
     }
 }
 
-/// One deployment as a pick sees it.
-#[derive(Debug, Clone)]
-pub struct DepArg<'a> {
-    pub name: &'a str,
+/// One deployment as every pick of a model sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepSpec {
+    pub name: Arc<str>,
     pub weight: i64,
     pub limit: Option<u64>,
-    pub tried: bool,
     /// Enabled in this instance's config: what counts until the cluster says otherwise.
     pub enabled: bool,
+}
+
+/// What one request's pick knows of each deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    Open,
+    Tried,
+    /// Known not to offer the endpoint: tried last.
+    NotOffering,
+}
+
+impl Mark {
+    fn byte(self) -> u8 {
+        match self {
+            Mark::Open => b'0',
+            Mark::Tried => b'1',
+            Mark::NotOffering => b'2',
+        }
+    }
+}
+
+/// One request's pick: its estimate and a mark per deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PickRequest {
+    pub estimate: u64,
+    pub marks: Vec<Mark>,
+}
+
+/// Something that happened after a pick, for [`Scripts::apply`].
+#[derive(Debug, Clone)]
+pub enum Applied<'a> {
+    /// The reserved estimate replaced by the usage.
+    Settle {
+        reservation: Reservation,
+        actual: u64,
+    },
+    /// How an attempt went.
+    Record {
+        verdict: Verdict,
+        policy: &'a RoutingConfig,
+    },
 }
 
 /// What a shared pick decided.
@@ -118,57 +157,141 @@ fn cause_of(c: &str) -> Option<Cause> {
     }
 }
 
+/// KEYS and ARGV every script starts with (see `lua/lib.lua`).
+fn header<'a, 'b>(
+    inv: &'b mut ScriptInvocation<'a>,
+    keys: &ModelKeys,
+    now_ms: Option<u64>,
+    names: &[&str],
+) -> &'b mut ScriptInvocation<'a> {
+    inv.key(keys.key("s"));
+    inv.arg(now_arg(now_ms)).arg(names.len());
+    for name in names {
+        inv.key(keys.dep("w", name)).key(keys.dep("p", name));
+        inv.arg(*name);
+    }
+    inv
+}
+
+fn int(v: Option<&redis::Value>) -> i64 {
+    match v {
+        Some(redis::Value::Int(n)) => *n,
+        _ => 0,
+    }
+}
+
+fn text(v: Option<&redis::Value>) -> String {
+    match v {
+        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(redis::Value::SimpleString(s)) => s.clone(),
+        _ => String::new(),
+    }
+}
+
 impl Scripts {
-    /// `Pool::pick`. `now_ms` None: the server's clock (tests pass theirs).
-    pub async fn pick<C: ConnectionLike + Send>(
+    /// `Pool::pick` for one request or several of one model, in order, in
+    /// one script call (concurrent requests' picks, batched). `now_ms`
+    /// None: the server's clock (tests pass theirs).
+    pub async fn pick_many<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         keys: &ModelKeys,
         now_ms: Option<u64>,
-        estimate: u64,
-        deps: &[DepArg<'_>],
+        deps: &[DepSpec],
         probe_ttl: Duration,
-    ) -> redis::RedisResult<Picked> {
+        requests: &[PickRequest],
+    ) -> redis::RedisResult<Vec<Picked>> {
+        let names: Vec<&str> = deps.iter().map(|d| &*d.name).collect();
         let mut inv = self.pick.prepare_invoke();
-        inv.key(keys.key("en")).key(keys.key("cr"));
-        inv.arg(now_arg(now_ms))
-            .arg(estimate)
-            .arg(deps.len())
-            .arg(probe_ttl.as_millis().max(1) as u64);
+        header(&mut inv, keys, now_ms, &names).arg(probe_ttl.as_millis().max(1) as u64);
         for d in deps {
-            inv.key(keys.dep("w", d.name))
-                .key(keys.dep("h", d.name))
-                .key(keys.dep("p", d.name));
-            let flags = u8::from(d.tried) | (u8::from(d.enabled) << 1);
-            inv.arg(d.name)
-                .arg(d.weight)
+            inv.arg(d.weight)
                 .arg(d.limit.unwrap_or(0))
-                .arg(flags);
+                .arg(u8::from(d.enabled));
+        }
+        inv.arg(requests.len());
+        for r in requests {
+            let marks: Vec<u8> = r.marks.iter().map(|m| m.byte()).collect();
+            inv.arg(r.estimate).arg(marks);
         }
         let reply: Vec<redis::Value> = inv.invoke_async(con).await?;
-        let int = |i: usize| match reply.get(i) {
-            Some(redis::Value::Int(n)) => *n,
-            _ => 0,
-        };
-        let text = |i: usize| match reply.get(i) {
-            Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
-            Some(redis::Value::SimpleString(s)) => s.clone(),
-            _ => String::new(),
-        };
-        if int(0) == 1 {
-            return Ok(Picked::Deployment {
-                index: (int(1) - 1) as usize,
-                second: int(2) as u64,
-                probe: int(3) == 1,
-            });
+        Ok(reply
+            .chunks(4)
+            .map(|r| {
+                if int(r.first()) == 1 {
+                    return Picked::Deployment {
+                        index: (int(r.get(1)) - 1).max(0) as usize,
+                        second: int(r.get(2)).max(0) as u64,
+                        probe: int(r.get(3)) == 1,
+                    };
+                }
+                let retry_after = Duration::from_millis(int(r.get(2)).max(0) as u64);
+                Picked::Unavailable(match text(r.get(1)).as_str() {
+                    "none" => Unavailable::NoneEnabled,
+                    "exhausted" => Unavailable::Exhausted,
+                    "rate" => Unavailable::RateLimited { retry_after },
+                    _ => Unavailable::Failing { retry_after },
+                })
+            })
+            .collect())
+    }
+
+    /// Settles and verdicts of one model's deployments (`names`), in order,
+    /// in one script call; per op, the change to announce.
+    pub async fn apply<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        keys: &ModelKeys,
+        now_ms: Option<u64>,
+        names: &[&str],
+        ops: &[(usize, Applied<'_>)],
+    ) -> redis::RedisResult<Vec<Option<Transition>>> {
+        let mut inv = self.apply.prepare_invoke();
+        header(&mut inv, keys, now_ms, names);
+        for (dep, op) in ops {
+            match op {
+                Applied::Settle {
+                    reservation,
+                    actual,
+                } => {
+                    inv.arg("s")
+                        .arg(dep + 1)
+                        .arg(reservation.second())
+                        .arg(reservation.tokens())
+                        .arg(*actual);
+                }
+                Applied::Record { verdict, policy } => {
+                    let (v, hint) = match verdict {
+                        Verdict::Answered => ("a", -1i64),
+                        Verdict::RateLimited(hint) => {
+                            ("r", hint.map_or(-1, |h| h.as_millis() as i64))
+                        }
+                        Verdict::Failed => ("f", -1),
+                        Verdict::Abandoned | Verdict::NotOffered => ("x", -1),
+                    };
+                    inv.arg("r")
+                        .arg(dep + 1)
+                        .arg(v)
+                        .arg(hint)
+                        .arg(policy.failure_threshold)
+                        .arg(policy.cooldown.as_millis() as u64)
+                        .arg(policy.max_cooldown.as_millis() as u64)
+                        .arg(policy.rate_limit_cooldown.as_millis() as u64);
+                }
+            }
         }
-        let retry_after = Duration::from_millis(int(2).max(0) as u64);
-        Ok(Picked::Unavailable(match text(1).as_str() {
-            "none" => Unavailable::NoneEnabled,
-            "exhausted" => Unavailable::Exhausted,
-            "rate" => Unavailable::RateLimited { retry_after },
-            _ => Unavailable::Failing { retry_after },
-        }))
+        let reply: Vec<redis::Value> = inv.invoke_async(con).await?;
+        Ok(reply
+            .chunks(3)
+            .map(|r| match int(r.first()) {
+                1 => cause_of(&text(r.get(1))).map(|cause| Transition::CoolingDown {
+                    cause,
+                    for_: Duration::from_millis(int(r.get(2)).max(0) as u64),
+                }),
+                2 => Some(Transition::Recovered),
+                _ => None,
+            })
+            .collect())
     }
 
     /// `Pool::record`: how an attempt went; the change to announce.
@@ -181,43 +304,9 @@ impl Scripts {
         verdict: Verdict,
         policy: &RoutingConfig,
     ) -> redis::RedisResult<Option<Transition>> {
-        let (v, hint) = match verdict {
-            Verdict::Answered => ("a", -1i64),
-            Verdict::RateLimited(hint) => ("r", hint.map_or(-1, |h| h.as_millis() as i64)),
-            Verdict::Failed => ("f", -1),
-            Verdict::Abandoned | Verdict::NotOffered => ("x", -1),
-        };
-        let reply: Vec<redis::Value> = self
-            .record
-            .key(keys.dep("h", dep))
-            .key(keys.dep("p", dep))
-            .arg(now_arg(now_ms))
-            .arg(v)
-            .arg(hint)
-            .arg(policy.failure_threshold)
-            .arg(policy.cooldown.as_millis() as u64)
-            .arg(policy.max_cooldown.as_millis() as u64)
-            .arg(policy.rate_limit_cooldown.as_millis() as u64)
-            .invoke_async(con)
-            .await?;
-        Ok(match reply.first() {
-            Some(redis::Value::Int(1)) => {
-                let cause = match reply.get(1) {
-                    Some(redis::Value::BulkString(b)) => cause_of(&String::from_utf8_lossy(b)),
-                    _ => None,
-                };
-                let ms = match reply.get(2) {
-                    Some(redis::Value::Int(n)) => *n as u64,
-                    _ => 0,
-                };
-                cause.map(|cause| Transition::CoolingDown {
-                    cause,
-                    for_: Duration::from_millis(ms),
-                })
-            }
-            Some(redis::Value::Int(2)) => Some(Transition::Recovered),
-            _ => None,
-        })
+        let op = Applied::Record { verdict, policy };
+        let mut done = self.apply(con, keys, now_ms, &[dep], &[(0, op)]).await?;
+        Ok(done.pop().flatten())
     }
 
     /// `Pool::settle`: the reserved estimate replaced by `actual`.
@@ -230,15 +319,11 @@ impl Scripts {
         reservation: Reservation,
         actual: u64,
     ) -> redis::RedisResult<()> {
-        let _: i64 = self
-            .settle
-            .key(keys.dep("w", dep))
-            .arg(now_arg(now_ms))
-            .arg(reservation.second())
-            .arg(reservation.tokens())
-            .arg(actual)
-            .invoke_async(con)
-            .await?;
+        let op = Applied::Settle {
+            reservation,
+            actual,
+        };
+        self.apply(con, keys, now_ms, &[dep], &[(0, op)]).await?;
         Ok(())
     }
 
@@ -251,17 +336,11 @@ impl Scripts {
         enabled: bool,
         configured: bool,
     ) -> redis::RedisResult<bool> {
-        let changed: i64 = self
-            .toggle
-            .key(keys.key("en"))
-            .key(keys.key("cr"))
-            .key(keys.dep("h", dep))
-            .key(keys.dep("p", dep))
-            .arg(dep)
+        let mut inv = self.toggle.prepare_invoke();
+        header(&mut inv, keys, None, &[dep])
             .arg(u8::from(enabled))
-            .arg(u8::from(configured))
-            .invoke_async(con)
-            .await?;
+            .arg(u8::from(configured));
+        let changed: i64 = inv.invoke_async(con).await?;
         Ok(changed == 1)
     }
 
@@ -273,14 +352,11 @@ impl Scripts {
         now_ms: Option<u64>,
         deps: &[(&str, bool)],
     ) -> redis::RedisResult<Vec<SharedStatus>> {
+        let names: Vec<&str> = deps.iter().map(|(n, _)| *n).collect();
         let mut inv = self.state.prepare_invoke();
-        inv.key(keys.key("en"));
-        inv.arg(now_arg(now_ms)).arg(deps.len());
-        for (name, enabled) in deps {
-            inv.key(keys.dep("w", name))
-                .key(keys.dep("h", name))
-                .key(keys.dep("p", name));
-            inv.arg(*name).arg(u8::from(*enabled));
+        header(&mut inv, keys, now_ms, &names);
+        for (_, enabled) in deps {
+            inv.arg(u8::from(*enabled));
         }
         let rows: Vec<(i64, u64, String, u64, u32, u64, u64)> = inv.invoke_async(con).await?;
         Ok(rows
@@ -308,7 +384,7 @@ impl Scripts {
         tokens: &[(u64, u64)],
     ) -> redis::RedisResult<()> {
         let mut inv = self.push.prepare_invoke();
-        inv.key(keys.dep("w", dep)).arg(now_arg(now_ms));
+        header(&mut inv, keys, now_ms, &[dep]);
         for (second, n) in tokens {
             inv.arg(*second).arg(*n);
         }
@@ -325,8 +401,8 @@ mod tests {
     fn keys_share_one_hash_tag_whatever_the_names() {
         let k = ModelKeys::new("prod", "gpt-4o}{x");
         let tag = |key: &str| key[key.find('{').unwrap() + 1..key.find('}').unwrap()].to_string();
-        assert_eq!(tag(&k.key("en")), tag(&k.dep("w", "east}")));
-        assert_eq!(tag(&k.key("en")), "sb:prod:gpt-4o%7D%7Bx");
+        assert_eq!(tag(&k.key("s")), tag(&k.dep("w", "east}")));
+        assert_eq!(tag(&k.key("s")), "sb:prod:gpt-4o%7D%7Bx");
         assert_ne!(k.dep("w", "a"), k.dep("w", "b"));
     }
 }

@@ -12,13 +12,9 @@ use super::flight::{Current, Flight};
 use super::request::Endpoint;
 use super::upstream::Upstream;
 use crate::cluster::Cluster;
-use crate::cluster::shared::{DepArg, Picked};
+use crate::cluster::shared::{DepSpec, Mark, PickRequest, Picked};
 use crate::config::OnRedisDown;
 use crate::router::{Reservation, Unavailable, Verdict};
-
-/// A probe the cluster hands out holds its deployment back at most this
-/// long, should the instance that took it never report.
-const PROBE_HOLD: Duration = Duration::from_secs(120);
 
 impl Flight {
     /// The next deployment, as the cluster decides it.
@@ -30,52 +26,39 @@ impl Flight {
             return self.pick_alone(cluster);
         }
         let now = self.gw.now();
-        // Known not to offer the endpoint: tried last, as in `Flight::pick`.
-        let (indices, names, deps, avoided) = {
+        let (indices, deps, marks) = {
             let state = self.route.lock();
             let mut indices = Vec::new();
-            let mut names = Vec::new();
             let mut deps = Vec::new();
-            let mut avoided = false;
+            let mut marks = Vec::new();
             for (i, name, weight, limit, enabled) in state.pool.for_sharing() {
-                let not_offering = self.endpoint != Endpoint::ChatCompletions
-                    && state.upstreams[i].known_not_to_offer(self.endpoint, now);
-                avoided |= not_offering && !self.tried.contains(&i);
                 indices.push(i);
-                names.push(name.clone());
-                deps.push((
+                deps.push(DepSpec {
+                    name: name.clone(),
                     weight,
                     limit,
                     enabled,
-                    self.tried.contains(&i),
-                    not_offering,
-                ));
+                });
+                // Known not to offer the endpoint: tried last, as in `Flight::pick`.
+                marks.push(if self.tried.contains(&i) {
+                    Mark::Tried
+                } else if self.endpoint != Endpoint::ChatCompletions
+                    && state.upstreams[i].known_not_to_offer(self.endpoint, now)
+                {
+                    Mark::NotOffering
+                } else {
+                    Mark::Open
+                });
             }
-            (indices, names, deps, avoided)
+            (indices, deps, marks)
         };
-        let keys = cluster.keys(&self.route.name);
-        let args = |avoid: bool| -> Vec<DepArg<'_>> {
-            deps.iter()
-                .zip(&names)
-                .map(
-                    |(&(weight, limit, enabled, tried, not_offering), name)| DepArg {
-                        name,
-                        weight,
-                        limit,
-                        tried: tried || (avoid && not_offering),
-                        enabled,
-                    },
-                )
-                .collect()
+        let request = PickRequest {
+            estimate: self.estimate,
+            marks,
         };
-        let mut picked = cluster
-            .pick(&keys, self.estimate, &args(avoided), PROBE_HOLD)
+        let picked = cluster
+            .pick(cluster.keys(&self.route.name), deps, request)
             .await;
-        if avoided && matches!(picked, Ok(Picked::Unavailable(_))) {
-            picked = cluster
-                .pick(&keys, self.estimate, &args(false), PROBE_HOLD)
-                .await;
-        }
         match picked {
             Err(down) => {
                 cluster.mark_down(&down);
@@ -104,7 +87,6 @@ impl Flight {
         }
     }
 
-    /// Redis is away: this instance decides with its share of each limit.
     /// Without Redis: alone with this instance's share of each limit, or
     /// (`on_redis_down = "closed"`) not at all.
     fn pick_alone(&mut self, cluster: &Arc<Cluster>) -> Result<Arc<Upstream>, Unavailable> {

@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
-use tokio::sync::mpsc;
 
 use crate::config::{ClusterConfig, OnRedisDown, RoutingConfig};
 use crate::events::{DeploymentChange, DeploymentEvent, Event, EventBus, unix_ms};
@@ -44,11 +43,6 @@ pub enum Down {
     #[error("Redis: {0}")]
     Redis(String),
 }
-
-type Receivers = (
-    mpsc::UnboundedReceiver<Op>,
-    mpsc::UnboundedReceiver<batch::PickJob>,
-);
 
 /// Per model and deployment, tokens by second: (Unix second, tokens).
 type AdmittedAlone = HashMap<(Arc<str>, Arc<str>), Vec<(u64, u64)>>;
@@ -91,10 +85,8 @@ pub struct Cluster {
     since_ms: AtomicU64,
     /// The instances seen at the last heartbeat, this one included.
     instances: ArcSwap<Vec<Instance>>,
-    ops: mpsc::UnboundedSender<Op>,
-    picks: mpsc::UnboundedSender<batch::PickJob>,
-    /// Taken by [`Cluster::run_batches`].
-    receivers: Mutex<Option<Receivers>>,
+    /// Itself, for the tasks of the lanes it starts (see [`batch`]).
+    this: std::sync::Weak<Cluster>,
     events: EventBus,
     /// Tokens admitted alone while Redis was down, per model and
     /// deployment: (second, tokens), pushed when it is back.
@@ -121,19 +113,11 @@ impl Cluster {
             .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client = redis::Client::open(info)
             .map_err(|e| anyhow::anyhow!("cluster.redis_url: {}", describe(&e)))?;
-        let manager = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let con = ConnectionManager::new_lazy_with_config(client.clone(), manager)
+        let con = ConnectionManager::new_lazy_with_config(client.clone(), manager_config())
             .map_err(|e| anyhow::anyhow!("cluster.redis_url: {}", describe(&e)))?;
-        let (ops, ops_rx) = mpsc::unbounded_channel();
-        let (picks, picks_rx) = mpsc::unbounded_channel();
         let id: Arc<str> = member::instance_id(listen).into();
         events.set_instance(id.clone());
-        Ok(Arc::new(Cluster {
+        Ok(Arc::new_cyclic(|this| Cluster {
             name: config.name.clone(),
             id,
             advertise: config.advertise.clone(),
@@ -145,9 +129,7 @@ impl Cluster {
             up: AtomicBool::new(true),
             since_ms: AtomicU64::new(unix_ms()),
             instances: ArcSwap::from_pointee(Vec::new()),
-            ops,
-            picks,
-            receivers: Mutex::new(Some((ops_rx, picks_rx))),
+            this: this.clone(),
             events,
             admitted_alone: Mutex::new(HashMap::new()),
         }))
@@ -216,7 +198,8 @@ impl Cluster {
             request,
             reply,
         };
-        if self.picks.send(job).is_err() {
+        let sent = self.lane().is_some_and(|lane| lane.picks.send(job).is_ok());
+        if !sent {
             return Err(Down::Redis("the cluster is stopping".into()));
         }
         match tokio::time::timeout(REDIS_TIMEOUT, answer).await {
@@ -227,14 +210,14 @@ impl Cluster {
 
     /// Queues the settling of a shared reservation.
     pub fn settle(&self, keys: ModelKeys, dep: Arc<str>, reservation: Reservation, actual: u64) {
-        let _ = self.ops.send(Op {
+        self.queue(Op {
             keys,
             dep,
             what: What::Settle {
                 reservation,
                 actual,
             },
-        });
+        })
     }
 
     /// Queues how an attempt went; the change it makes is announced when
@@ -247,7 +230,7 @@ impl Cluster {
         verdict: Verdict,
         policy: RoutingConfig,
     ) {
-        let _ = self.ops.send(Op {
+        self.queue(Op {
             keys,
             dep,
             what: What::Record {
@@ -348,19 +331,6 @@ impl Cluster {
         }
     }
 
-    /// Runs the batched picks and off-path writes until the cluster is dropped.
-    pub async fn run_batches(self: Arc<Self>) {
-        let taken = self
-            .receivers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let Some((ops, picks)) = taken else {
-            return;
-        };
-        tokio::join!(self.clone().write_ops(ops), self.clone().run_picks(picks));
-    }
-
     /// A change the cluster's state made, as the local router announces its own.
     fn announce(&self, model: Arc<str>, deployment: Arc<str>, t: Transition) {
         let change = match t {
@@ -388,6 +358,16 @@ impl Cluster {
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.con.clone()
     }
+}
+
+/// Every connection's: bounded connects and answers, quick reconnects.
+fn manager_config() -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500))
 }
 
 /// What is wrong with a Redis URL, without the URL (it may hold a password).

@@ -89,7 +89,6 @@ impl Gateway {
                 }
             });
         };
-        until(Box::pin(cluster.clone().run_batches()));
         let gw = self.clone();
         until(Box::pin(cluster.clone().heartbeat(move || {
             let state = gw.state();

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use redis::Redis;
-use switchboard::cluster::shared::{DepSpec, Mark, ModelKeys, PickRequest, Picked, Scripts};
+use switchboard::cluster::shared::{
+    Applied, DepSpec, Mark, ModelKeys, PickRequest, Picked, Scripts,
+};
 use switchboard::config::RoutingConfig;
 use switchboard::router::{Pick, Pool, Reservation, Unavailable, Verdict};
 
@@ -24,16 +26,23 @@ enum Op {
         /// Known not to offer the endpoint: tried last.
         avoid: u8,
     },
-    /// Concurrent requests' picks, batched into one script call.
-    PickMany(Vec<u64>),
+    /// Concurrent requests' picks, batched into one script call, with an
+    /// earlier request's settle riding along when `ride`.
+    PickMany {
+        estimates: Vec<u64>,
+        ride: bool,
+    },
+    /// `ride`: sent as a pick's rider (with no requests), not on its own.
     Settle {
         pick: usize,
         actual: u64,
+        ride: bool,
     },
     Record {
         dep: usize,
         verdict: u8,
         hint_ms: Option<u64>,
+        ride: bool,
     },
     Toggle {
         dep: usize,
@@ -45,9 +54,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => prop_oneof![0u64..1500, Just(61_000u64), 1000u64..20_000].prop_map(Op::Advance),
         5 => (0u64..2500, 0u8..8, prop_oneof![3 => Just(0u8), 1 => 0u8..8]).prop_map(|(estimate, tried, avoid)| Op::Pick { estimate, tried, avoid: avoid & !tried }),
-        1 => prop::collection::vec(0u64..2500, 1..6).prop_map(Op::PickMany),
-        2 => (0usize..64, 0u64..3000).prop_map(|(pick, actual)| Op::Settle { pick, actual }),
-        4 => (0usize..3, 0u8..4, prop::option::of(0u64..30_000)).prop_map(|(dep, verdict, hint_ms)| Op::Record { dep, verdict, hint_ms }),
+        1 => (prop::collection::vec(0u64..2500, 1..6), any::<bool>()).prop_map(|(estimates, ride)| Op::PickMany { estimates, ride }),
+        2 => (0usize..64, 0u64..3000, any::<bool>()).prop_map(|(pick, actual, ride)| Op::Settle { pick, actual, ride }),
+        4 => (0usize..3, 0u8..4, prop::option::of(0u64..30_000), any::<bool>()).prop_map(|(dep, verdict, hint_ms, ride)| Op::Record { dep, verdict, hint_ms, ride }),
         1 => (0usize..3, any::<bool>()).prop_map(|(dep, enabled)| Op::Toggle { dep, enabled }),
     ]
 }
@@ -153,7 +162,7 @@ async fn run(
                     estimate: *estimate,
                     marks,
                 };
-                let shared = scripts
+                let (shared, _) = scripts
                     .pick_many(
                         con,
                         &keys,
@@ -161,12 +170,13 @@ async fn run(
                         &specs(&mut pool, now),
                         HOLD,
                         &[request],
+                        &[],
                     )
                     .await
                     .unwrap();
                 compare(local, shared[0], step, op, &mut picks)?;
             }
-            Op::PickMany(estimates) => {
+            Op::PickMany { estimates, ride } => {
                 let requests: Vec<PickRequest> = estimates
                     .iter()
                     .map(|e| PickRequest {
@@ -174,27 +184,61 @@ async fn run(
                         marks: vec![Mark::Open; 3],
                     })
                     .collect();
+                // The rider happened first: settled first, both ways.
+                let mut riders = Vec::new();
+                if *ride && !picks.is_empty() {
+                    let (index, reservation) = picks.remove(0);
+                    let actual = reservation.tokens() / 2;
+                    pool.settle(index, now, reservation, actual);
+                    riders.push((
+                        index,
+                        Applied::Settle {
+                            reservation,
+                            actual,
+                        },
+                    ));
+                }
                 let specs = specs(&mut pool, now);
-                let shared = scripts
-                    .pick_many(con, &keys, Some(now_ms), &specs, HOLD, &requests)
+                let (shared, applied) = scripts
+                    .pick_many(con, &keys, Some(now_ms), &specs, HOLD, &requests, &riders)
                     .await
                     .unwrap();
                 prop_assert_eq!(shared.len(), estimates.len());
+                prop_assert_eq!(applied.len(), riders.len());
                 for (e, s) in estimates.iter().zip(shared) {
                     let local = pool.pick(now, *e, &[]);
                     compare(local, s, step, op, &mut picks)?;
                 }
             }
-            Op::Settle { pick, actual } => {
+            Op::Settle { pick, actual, ride } => {
                 if picks.is_empty() {
                     continue;
                 }
                 let (index, reservation) = picks[pick % picks.len()];
                 pool.settle(index, now, reservation, *actual);
-                scripts
-                    .settle(con, &keys, NAMES[index], Some(now_ms), reservation, *actual)
-                    .await
-                    .unwrap();
+                if *ride {
+                    let settle = Applied::Settle {
+                        reservation,
+                        actual: *actual,
+                    };
+                    scripts
+                        .pick_many(
+                            con,
+                            &keys,
+                            Some(now_ms),
+                            &specs(&mut pool, now),
+                            HOLD,
+                            &[],
+                            &[(index, settle)],
+                        )
+                        .await
+                        .unwrap();
+                } else {
+                    scripts
+                        .settle(con, &keys, NAMES[index], Some(now_ms), reservation, *actual)
+                        .await
+                        .unwrap();
+                }
                 // A reservation settles once.
                 picks.remove(pick % picks.len());
             }
@@ -202,13 +246,35 @@ async fn run(
                 dep,
                 verdict: v,
                 hint_ms,
+                ride,
             } => {
                 let v = verdict(*v, *hint_ms);
                 let local = pool.record(*dep, now, v);
-                let shared = scripts
-                    .record(con, &keys, NAMES[*dep], Some(now_ms), v, &policy)
-                    .await
-                    .unwrap();
+                let shared = if *ride {
+                    let record = Applied::Record {
+                        verdict: v,
+                        policy: &policy,
+                    };
+                    let specs = specs(&mut pool, now);
+                    let (_, mut applied) = scripts
+                        .pick_many(
+                            con,
+                            &keys,
+                            Some(now_ms),
+                            &specs,
+                            HOLD,
+                            &[],
+                            &[(*dep, record)],
+                        )
+                        .await
+                        .unwrap();
+                    applied.pop().flatten()
+                } else {
+                    scripts
+                        .record(con, &keys, NAMES[*dep], Some(now_ms), v, &policy)
+                        .await
+                        .unwrap()
+                };
                 prop_assert_eq!(
                     format!("{local:?}"),
                     format!("{shared:?}"),

@@ -16,8 +16,8 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::shared::{Applied, DepSpec, ModelKeys, PickRequest, Picked};
@@ -28,6 +28,9 @@ use redis::aio::ConnectionManager;
 const MAX_PICKS: usize = 128;
 /// Batches of picks out at once: while they are, the next one fills.
 const IN_FLIGHT: usize = 2;
+/// How long settles and verdicts wait for a pick of their model to take
+/// them along; under load one comes within a millisecond.
+const OPS_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
 /// The most settles and verdicts taken at once.
 const MAX_OPS: usize = 1024;
 
@@ -39,12 +42,14 @@ pub(super) struct PickJob {
     pub reply: oneshot::Sender<Result<Picked, Down>>,
 }
 
-/// Picks of one model with the same deployments, in arrival order.
+/// Picks of one model with the same deployments, in arrival order, and
+/// the settles and verdicts of the model that ride along.
 struct Group {
     keys: ModelKeys,
     deps: Vec<DepSpec>,
     requests: Vec<PickRequest>,
     replies: Vec<oneshot::Sender<Result<Picked, Down>>>,
+    ops: Vec<Op>,
 }
 
 fn group(jobs: Vec<PickJob>) -> Vec<Group> {
@@ -68,6 +73,7 @@ fn group(jobs: Vec<PickJob>) -> Vec<Group> {
                 deps: job.deps,
                 requests: vec![job.request],
                 replies: vec![job.reply],
+                ops: Vec::new(),
             }),
         }
     }
@@ -109,10 +115,7 @@ impl Cluster {
                 ) else {
                     return;
                 };
-                tokio::join!(
-                    me.clone().run_picks(picks_rx, con.clone()),
-                    me.write_ops(ops_rx, con)
-                );
+                me.run_lane(picks_rx, ops_rx, con).await;
             });
             let lane = Lane {
                 cluster: key,
@@ -131,108 +134,204 @@ impl Cluster {
         }
     }
 
-    /// Runs a lane's picks until its thread's runtime stops.
-    async fn run_picks(
+    /// Runs a lane until its thread's runtime stops. Settles and verdicts
+    /// wait up to [`OPS_WAIT`] to ride along with a pick of their model;
+    /// the ones no pick takes go out on their own.
+    async fn run_lane(
         self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<PickJob>,
+        mut picks: mpsc::UnboundedReceiver<PickJob>,
+        mut ops: mpsc::UnboundedReceiver<Op>,
         con: ConnectionManager,
     ) {
         let mut jobs = Vec::new();
+        let mut arrived = Vec::new();
+        // In arrival order, with when each arrived.
+        let mut pending: Vec<(tokio::time::Instant, Op)> = Vec::new();
         let mut out = FuturesUnordered::new();
         loop {
+            let due = pending.first().map(|(at, _)| *at + OPS_WAIT);
             tokio::select! {
-                n = rx.recv_many(&mut jobs, MAX_PICKS), if out.len() < IN_FLIGHT => {
+                n = picks.recv_many(&mut jobs, MAX_PICKS), if out.len() < IN_FLIGHT => {
                     if n == 0 {
                         break;
                     }
-                    out.push(self.pick_batch(std::mem::take(&mut jobs), con.clone()));
+                    let mut groups = group(std::mem::take(&mut jobs));
+                    for g in &mut groups {
+                        let rides = pending.extract_if(.., |(_, op)| {
+                            op.keys == g.keys && g.deps.iter().any(|d| d.name == op.dep)
+                        });
+                        g.ops.extend(rides.map(|(_, op)| op));
+                    }
+                    out.push(self.clone().pick_batch(groups, con.clone()).boxed());
+                }
+                n = ops.recv_many(&mut arrived, MAX_OPS) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = tokio::time::Instant::now();
+                    // A 429 or a failure moves the other instances' traffic:
+                    // it does not wait for a ride.
+                    let urgent = arrived.iter().any(Op::is_urgent);
+                    pending.extend(arrived.drain(..).map(|op| (now, op)));
+                    if urgent || pending.len() >= MAX_OPS {
+                        let all = pending.drain(..).map(|(_, op)| op).collect();
+                        out.push(self.clone().write_ops(all, con.clone()).boxed());
+                    }
+                }
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    let all = pending.drain(..).map(|(_, op)| op).collect();
+                    out.push(self.clone().write_ops(all, con.clone()).boxed());
                 }
                 Some(()) = out.next(), if !out.is_empty() => {}
             }
         }
+        while out.next().await.is_some() {}
     }
 
-    async fn pick_batch(&self, jobs: Vec<PickJob>, con: ConnectionManager) {
-        let calls = group(jobs).into_iter().map(|g| {
+    async fn pick_batch(self: Arc<Self>, groups: Vec<Group>, con: ConnectionManager) {
+        let calls = groups.into_iter().map(|g| {
             let mut con = con.clone();
+            let this = &self;
             async move {
-                let call = self.scripts.pick_many(
-                    &mut con,
-                    &g.keys,
-                    None,
-                    &g.deps,
-                    PROBE_HOLD,
-                    &g.requests,
-                );
+                let (names, applied) = ops_of(&g.ops, Some(&g.deps));
+                debug_assert_eq!(names.len(), g.deps.len());
+                let call = async {
+                    let mut tries = 0;
+                    loop {
+                        let answer = this
+                            .scripts
+                            .pick_many(
+                                &mut con,
+                                &g.keys,
+                                None,
+                                &g.deps,
+                                PROBE_HOLD,
+                                &g.requests,
+                                &applied,
+                            )
+                            .await;
+                        tries += 1;
+                        match answer {
+                            // A connection that died while Redis was away is
+                            // found dead by its next command, which makes the
+                            // manager reconnect: once more, within the timeout.
+                            Err(e)
+                                if tries == 1 && (e.is_connection_dropped() || e.is_io_error()) => {
+                            }
+                            answer => return answer,
+                        }
+                    }
+                };
                 match tokio::time::timeout(REDIS_TIMEOUT, call).await {
-                    Ok(Ok(picked)) => {
+                    Ok(Ok((picked, changes))) => {
                         for (p, reply) in picked.into_iter().zip(g.replies) {
                             let _ = reply.send(Ok(p));
                         }
+                        this.announce_all(&g.ops, changes);
                     }
                     Ok(Err(e)) => {
                         let down = Down::Redis(e.to_string());
                         for reply in g.replies {
                             let _ = reply.send(Err(down.clone()));
                         }
+                        tracing::debug!("cluster: {} settles and verdicts lost: {e}", g.ops.len());
                     }
                     // The requests' own timeouts answer them.
-                    Err(_) => {}
+                    Err(_) => {
+                        tracing::debug!("cluster: {} settles and verdicts timed out", g.ops.len())
+                    }
                 }
             }
         });
         futures_util::future::join_all(calls).await;
     }
 
-    /// Runs a lane's off-path writes: what is waiting goes out as one
-    /// script call per model, the models' side by side over the
-    /// multiplexed connection.
-    async fn write_ops(
-        self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<Op>,
-        con: ConnectionManager,
-    ) {
-        let mut batch = Vec::new();
-        while rx.recv_many(&mut batch, MAX_OPS).await > 0 {
-            let mut models: Vec<(ModelKeys, Vec<Op>)> = Vec::new();
-            for op in batch.drain(..) {
-                match models.iter_mut().find(|(k, _)| *k == op.keys) {
-                    Some((_, ops)) => ops.push(op),
-                    None => models.push((op.keys.clone(), vec![op])),
-                }
+    /// Settles and verdicts no pick took: one script call per model, the
+    /// models' side by side over the multiplexed connection.
+    async fn write_ops(self: Arc<Self>, batch: Vec<Op>, con: ConnectionManager) {
+        let mut models: Vec<(ModelKeys, Vec<Op>)> = Vec::new();
+        for op in batch {
+            match models.iter_mut().find(|(k, _)| *k == op.keys) {
+                Some((_, ops)) => ops.push(op),
+                None => models.push((op.keys.clone(), vec![op])),
             }
-            let calls = models
-                .into_iter()
-                .map(|(keys, ops)| self.apply_ops(keys, ops, con.clone()));
-            futures_util::future::join_all(calls).await;
         }
-    }
-
-    async fn apply_ops(&self, keys: ModelKeys, ops: Vec<Op>, mut con: ConnectionManager) {
-        let mut names: Vec<&str> = Vec::new();
-        let mut applied = Vec::with_capacity(ops.len());
-        for op in &ops {
-            let i = match names.iter().position(|n| *n == &*op.dep) {
-                Some(i) => i,
-                None => {
-                    names.push(&op.dep);
-                    names.len() - 1
-                }
-            };
-            applied.push((i, op.what.as_applied()));
-        }
-        let call = self.scripts.apply(&mut con, &keys, None, &names, &applied);
-        match tokio::time::timeout(REDIS_TIMEOUT * 10, call).await {
-            Ok(Ok(changes)) => {
-                for (op, change) in ops.iter().zip(changes) {
-                    if let (Some(t), super::What::Record { model, .. }) = (change, &op.what) {
-                        self.announce(model.clone(), op.dep.clone(), t);
+        let calls = models.into_iter().map(|(keys, ops)| {
+            let mut con = con.clone();
+            let this = &self;
+            async move {
+                let (names, applied) = ops_of(&ops, None);
+                let call = async {
+                    let first = this
+                        .scripts
+                        .apply(&mut con, &keys, None, &names, &applied)
+                        .await;
+                    match first {
+                        // As for picks: a connection found dead reconnects.
+                        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                            this.scripts
+                                .apply(&mut con, &keys, None, &names, &applied)
+                                .await
+                        }
+                        answer => answer,
+                    }
+                };
+                match tokio::time::timeout(REDIS_TIMEOUT * 10, call).await {
+                    Ok(Ok(changes)) => this.announce_all(&ops, changes),
+                    Ok(Err(e)) => {
+                        tracing::debug!("cluster: {} settles and verdicts lost: {e}", ops.len())
+                    }
+                    Err(_) => {
+                        tracing::debug!("cluster: {} settles and verdicts timed out", ops.len())
                     }
                 }
             }
-            Ok(Err(e)) => tracing::debug!("cluster: {} settles and verdicts lost: {e}", ops.len()),
-            Err(_) => tracing::debug!("cluster: {} settles and verdicts timed out", ops.len()),
+        });
+        futures_util::future::join_all(calls).await;
+    }
+
+    fn announce_all(&self, ops: &[Op], changes: Vec<Option<crate::router::Transition>>) {
+        for (op, change) in ops.iter().zip(changes) {
+            if let (Some(t), super::What::Record { model, .. }) = (change, &op.what) {
+                self.announce(model.clone(), op.dep.clone(), t);
+            }
         }
+    }
+}
+
+/// The deployments `ops` name (after `deps`, when given, whose order the
+/// indices then follow) and the ops as the scripts take them.
+fn ops_of<'a>(
+    ops: &'a [Op],
+    deps: Option<&'a [DepSpec]>,
+) -> (Vec<&'a str>, Vec<(usize, Applied<'a>)>) {
+    let mut names: Vec<&str> = deps
+        .map(|d| d.iter().map(|d| &*d.name).collect())
+        .unwrap_or_default();
+    let mut applied = Vec::with_capacity(ops.len());
+    for op in ops {
+        let i = match names.iter().position(|n| *n == &*op.dep) {
+            Some(i) => i,
+            None => {
+                names.push(&op.dep);
+                names.len() - 1
+            }
+        };
+        applied.push((i, op.what.as_applied()));
+    }
+    (names, applied)
+}
+
+impl Op {
+    /// A verdict that can cool a deployment down.
+    fn is_urgent(&self) -> bool {
+        matches!(
+            self.what,
+            super::What::Record {
+                verdict: crate::router::Verdict::RateLimited(_) | crate::router::Verdict::Failed,
+                ..
+            }
+        )
     }
 }
 

@@ -188,10 +188,60 @@ fn text(v: Option<&redis::Value>) -> String {
     }
 }
 
+/// Settles and verdicts as the scripts read them (see `lua/apply.lua`).
+fn push_ops(inv: &mut ScriptInvocation<'_>, ops: &[(usize, Applied<'_>)]) {
+    for (dep, op) in ops {
+        match op {
+            Applied::Settle {
+                reservation,
+                actual,
+            } => {
+                inv.arg("s")
+                    .arg(dep + 1)
+                    .arg(reservation.second())
+                    .arg(reservation.tokens())
+                    .arg(*actual);
+            }
+            Applied::Record { verdict, policy } => {
+                let (v, hint) = match verdict {
+                    Verdict::Answered => ("a", -1i64),
+                    Verdict::RateLimited(hint) => ("r", hint.map_or(-1, |h| h.as_millis() as i64)),
+                    Verdict::Failed => ("f", -1),
+                    Verdict::Abandoned | Verdict::NotOffered => ("x", -1),
+                };
+                inv.arg("r")
+                    .arg(dep + 1)
+                    .arg(v)
+                    .arg(hint)
+                    .arg(policy.failure_threshold)
+                    .arg(policy.cooldown.as_millis() as u64)
+                    .arg(policy.max_cooldown.as_millis() as u64)
+                    .arg(policy.rate_limit_cooldown.as_millis() as u64);
+            }
+        }
+    }
+}
+
+/// Per op, the change to announce.
+fn transitions(reply: &[redis::Value]) -> Vec<Option<Transition>> {
+    reply
+        .chunks(3)
+        .map(|r| match int(r.first()) {
+            1 => cause_of(&text(r.get(1))).map(|cause| Transition::CoolingDown {
+                cause,
+                for_: Duration::from_millis(int(r.get(2)).max(0) as u64),
+            }),
+            2 => Some(Transition::Recovered),
+            _ => None,
+        })
+        .collect()
+}
+
 impl Scripts {
     /// `Pool::pick` for one request or several of one model, in order, in
     /// one script call (concurrent requests' picks, batched). `now_ms`
     /// None: the server's clock (tests pass theirs).
+    #[allow(clippy::too_many_arguments)] // the script's inputs, each its own
     pub async fn pick_many<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
@@ -200,7 +250,8 @@ impl Scripts {
         deps: &[DepSpec],
         probe_ttl: Duration,
         requests: &[PickRequest],
-    ) -> redis::RedisResult<Vec<Picked>> {
+        ops: &[(usize, Applied<'_>)],
+    ) -> redis::RedisResult<(Vec<Picked>, Vec<Option<Transition>>)> {
         let names: Vec<&str> = deps.iter().map(|d| &*d.name).collect();
         let mut inv = self.pick.prepare_invoke();
         header(&mut inv, keys, now_ms, &names).arg(probe_ttl.as_millis().max(1) as u64);
@@ -214,8 +265,10 @@ impl Scripts {
             let marks: Vec<u8> = r.marks.iter().map(|m| m.byte()).collect();
             inv.arg(r.estimate).arg(marks);
         }
+        push_ops(&mut inv, ops);
         let reply: Vec<redis::Value> = inv.invoke_async(con).await?;
-        Ok(reply
+        let (picks, applied) = reply.split_at((requests.len() * 4).min(reply.len()));
+        let picks = picks
             .chunks(4)
             .map(|r| {
                 if int(r.first()) == 1 {
@@ -233,7 +286,8 @@ impl Scripts {
                     _ => Unavailable::Failing { retry_after },
                 })
             })
-            .collect())
+            .collect();
+        Ok((picks, transitions(applied)))
     }
 
     /// Settles and verdicts of one model's deployments (`names`), in order,
@@ -248,50 +302,9 @@ impl Scripts {
     ) -> redis::RedisResult<Vec<Option<Transition>>> {
         let mut inv = self.apply.prepare_invoke();
         header(&mut inv, keys, now_ms, names);
-        for (dep, op) in ops {
-            match op {
-                Applied::Settle {
-                    reservation,
-                    actual,
-                } => {
-                    inv.arg("s")
-                        .arg(dep + 1)
-                        .arg(reservation.second())
-                        .arg(reservation.tokens())
-                        .arg(*actual);
-                }
-                Applied::Record { verdict, policy } => {
-                    let (v, hint) = match verdict {
-                        Verdict::Answered => ("a", -1i64),
-                        Verdict::RateLimited(hint) => {
-                            ("r", hint.map_or(-1, |h| h.as_millis() as i64))
-                        }
-                        Verdict::Failed => ("f", -1),
-                        Verdict::Abandoned | Verdict::NotOffered => ("x", -1),
-                    };
-                    inv.arg("r")
-                        .arg(dep + 1)
-                        .arg(v)
-                        .arg(hint)
-                        .arg(policy.failure_threshold)
-                        .arg(policy.cooldown.as_millis() as u64)
-                        .arg(policy.max_cooldown.as_millis() as u64)
-                        .arg(policy.rate_limit_cooldown.as_millis() as u64);
-                }
-            }
-        }
+        push_ops(&mut inv, ops);
         let reply: Vec<redis::Value> = inv.invoke_async(con).await?;
-        Ok(reply
-            .chunks(3)
-            .map(|r| match int(r.first()) {
-                1 => cause_of(&text(r.get(1))).map(|cause| Transition::CoolingDown {
-                    cause,
-                    for_: Duration::from_millis(int(r.get(2)).max(0) as u64),
-                }),
-                2 => Some(Transition::Recovered),
-                _ => None,
-            })
-            .collect())
+        Ok(transitions(&reply))
     }
 
     /// `Pool::record`: how an attempt went; the change to announce.

@@ -214,3 +214,23 @@ local function record(i, now, verdict, hint, threshold, cooldown, max_cooldown, 
     return {0}
   end
 end
+
+-- Settles and verdicts from ARGV[a] to the end (the format is apply.lua's);
+-- per op, 3 values appended to out.
+local function apply_ops(a, now, sec, out)
+  while a <= #ARGV do
+    local kind, i = ARGV[a], tonumber(ARGV[a + 1])
+    local r = {0}
+    if kind == 's' then
+      settle(i, sec, tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]))
+      a = a + 5
+    else
+      r = record(i, now, ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
+        tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]))
+      a = a + 8
+    end
+    out[#out + 1] = r[1]
+    out[#out + 1] = r[2] or ''
+    out[#out + 1] = r[3] or 0
+  end
+end

@@ -4,14 +4,16 @@
 -- ARGV (after the names): probe_ttl_ms, per deployment weight, limit (0 =
 --   none), enabled in the config (0/1); then k, and per request: estimate,
 --   marks (one character per deployment: 0 open, 1 tried, 2 known not to
---   offer the endpoint: tried last).
+--   offer the endpoint: tried last); then, to the end, settles and verdicts
+--   of earlier requests in apply.lua's format, applied first (they ride
+--   along instead of costing a call of their own).
 -- Returns per request 4 values: 1, index (1-based), second, probe; or 0,
 -- kind, retry_ms, 0 with kind 'none' (none enabled), 'exhausted' (all
--- tried), 'rate', 'fail'.
+-- tried), 'rate', 'fail'; then per op apply.lua's 3 values.
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
 local probe_ttl = tonumber(ARGV[A])
-prefetch('echtukn')
+prefetch('echtuknfqx')
 local deps = {}
 for i = 1, N do
   local a = A + 1 + (i - 1) * 3
@@ -78,8 +80,9 @@ local function try(estimate, marks, avoiding)
   return {0, 'fail', soonest, 0}
 end
 
-local out = {}
+local out, applied = {}, {}
 local k = tonumber(ARGV[A + 1 + N * 3])
+apply_ops(A + 2 + N * 3 + k * 2, now, sec, applied)
 for r = 1, k do
   local at = A + 1 + N * 3 + (r - 1) * 2
   local estimate, marks = tonumber(ARGV[at + 1]), ARGV[at + 2]
@@ -92,5 +95,6 @@ for r = 1, k do
   end
   for _, v in ipairs(result) do out[#out + 1] = v end
 end
+for _, v in ipairs(applied) do out[#out + 1] = v end
 flush()
 return out

@@ -86,6 +86,7 @@ fn spec(name: &str, api_base: &str) -> DeploymentSpec {
         model_id: "fallback-model".into(),
         tpm_limit: Some(40_000),
         enabled: None,
+        ..DeploymentSpec::default()
     }
 }
 

@@ -709,6 +709,7 @@ fn spec(name: &str) -> DeploymentSpec {
         model_id: "gpt-4o-mini".to_string(),
         tpm_limit: Some(5000),
         enabled: None,
+        ..DeploymentSpec::default()
     }
 }
 

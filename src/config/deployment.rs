@@ -10,6 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::cloud::credentials_path;
 use super::secret::ApiKey;
 
 /// Which API a deployment's upstream speaks, and so how the gateway calls
@@ -25,11 +26,22 @@ pub enum Provider {
     Azure,
     /// Anthropic's Messages API, translated both ways.
     Anthropic,
+    /// Amazon Bedrock's Converse API: AWS SigV4 or a Bedrock API key.
+    Bedrock,
+    /// Google Vertex AI: Claude through rawPredict, other models through
+    /// its OpenAI-compatible endpoint; OAuth from a service-account file.
+    Vertex,
 }
 
 impl Provider {
     /// Every provider, in the order the dashboard's form offers them.
-    pub const ALL: [Provider; 3] = [Provider::OpenAi, Provider::Azure, Provider::Anthropic];
+    pub const ALL: [Provider; 5] = [
+        Provider::OpenAi,
+        Provider::Azure,
+        Provider::Anthropic,
+        Provider::Bedrock,
+        Provider::Vertex,
+    ];
 
     /// The name used in the config file and the admin API.
     pub fn as_str(&self) -> &'static str {
@@ -37,14 +49,20 @@ impl Provider {
             Provider::OpenAi => "openai",
             Provider::Azure => "azure",
             Provider::Anthropic => "anthropic",
+            Provider::Bedrock => "bedrock",
+            Provider::Vertex => "vertex",
         }
     }
 
     /// The `api_base` used when a deployment gives none, for providers with
-    /// one well-known endpoint.
-    pub fn default_api_base(&self) -> Option<&'static str> {
+    /// a well-known endpoint (per region for the clouds).
+    pub fn default_api_base(&self, region: Option<&str>) -> Option<String> {
         match self {
-            Provider::Anthropic => Some("https://api.anthropic.com"),
+            Provider::Anthropic => Some("https://api.anthropic.com".into()),
+            Provider::Bedrock => {
+                region.map(|r| format!("https://bedrock-runtime.{r}.amazonaws.com"))
+            }
+            Provider::Vertex => region.map(|r| format!("https://{r}-aiplatform.googleapis.com")),
             Provider::OpenAi | Provider::Azure => None,
         }
     }
@@ -55,6 +73,8 @@ impl Provider {
             Provider::OpenAi => "https://api.openai.com/v1",
             Provider::Azure => "https://NAME.openai.azure.com (with api_version) or …/openai/v1",
             Provider::Anthropic => "https://api.anthropic.com",
+            Provider::Bedrock => "https://bedrock-runtime.REGION.amazonaws.com (the default)",
+            Provider::Vertex => "https://REGION-aiplatform.googleapis.com (the default)",
         }
     }
 }
@@ -81,6 +101,23 @@ pub struct DeploymentConfig {
     /// Tokens per minute; greater than zero when present.
     pub tpm_limit: Option<u64>,
     pub enabled: bool,
+    /// Bedrock's and Vertex's region (`us-east-1`, `europe-west4`).
+    pub region: Option<String>,
+    /// Bedrock with AWS keys (else `api_key` is a Bedrock API key).
+    pub aws: Option<AwsKeys>,
+    /// Vertex: the Google Cloud project.
+    pub project: Option<String>,
+    /// Vertex: the service-account file (read when the deployment is
+    /// planned; its content never appears in a message).
+    pub credentials: Option<std::path::PathBuf>,
+}
+
+/// AWS credentials for SigV4, each resolved like an API key.
+#[derive(Debug, Clone)]
+pub struct AwsKeys {
+    pub access_key_id: ApiKey,
+    pub secret_access_key: ApiKey,
+    pub session_token: Option<ApiKey>,
 }
 
 /// What a user submits for a deployment: the raw fields, with `api_key`
@@ -106,6 +143,22 @@ pub struct DeploymentSpec {
     /// Default: true.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// Bedrock and Vertex: the region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Bedrock: AWS keys, each a reference like `api_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_secret_access_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_session_token: Option<String>,
+    /// Vertex: the Google Cloud project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Vertex: `file:PATH` of a service-account key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
 }
 
 /// A field that failed validation, named as in the config (`api_base`,
@@ -146,6 +199,37 @@ impl DeploymentSpec {
             model_id: self.model_id.clone(),
             tpm_limit: checked.tpm_limit,
             enabled: self.enabled.unwrap_or(true),
+            region: self.region.as_ref().map(|r| r.trim().to_string()),
+            aws: self.aws_keys(base_dir)?,
+            project: self.project.as_ref().map(|p| p.trim().to_string()),
+            credentials: self
+                .credentials
+                .as_deref()
+                .map(|c| credentials_path(c, base_dir))
+                .transpose()
+                .map_err(|m| FieldError::new("credentials", m))?,
+        })
+    }
+
+    fn aws_keys(&self, base_dir: &Path) -> Result<Option<AwsKeys>, FieldError> {
+        let key = |field: &str, reference: &Option<String>| {
+            reference
+                .as_deref()
+                .map(|r| ApiKey::parse(r, base_dir))
+                .transpose()
+                .map_err(|m| FieldError::new(field, m))
+        };
+        let id = key("aws_access_key_id", &self.aws_access_key_id)?;
+        let secret = key("aws_secret_access_key", &self.aws_secret_access_key)?;
+        let token = key("aws_session_token", &self.aws_session_token)?;
+        Ok(match (id, secret) {
+            (Some(access_key_id), Some(secret_access_key)) => Some(AwsKeys {
+                access_key_id,
+                secret_access_key,
+                session_token: token,
+            }),
+            // check() made sure they come together.
+            _ => None,
         })
     }
 
@@ -157,8 +241,10 @@ impl DeploymentSpec {
 
     fn check(&self) -> Result<Checked, FieldError> {
         check_name(&self.name).map_err(|m| FieldError::new("name", m))?;
-        let api_base = match (self.api_base.trim(), self.provider.default_api_base()) {
-            ("", Some(default)) => default.to_string(),
+        super::cloud::check(self)?;
+        let region = self.region.as_deref().map(str::trim);
+        let api_base = match (self.api_base.trim(), self.provider.default_api_base(region)) {
+            ("", Some(default)) => default,
             ("", None) => {
                 return Err(FieldError::new(
                     "api_base",

@@ -12,6 +12,7 @@
 //!
 //! [`persist`] writes changes back into the user's file.
 
+mod cloud;
 mod deployment;
 mod locate;
 pub mod persist;
@@ -23,7 +24,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use deployment::{DeploymentConfig, DeploymentSpec, FieldError, Provider};
+pub use deployment::{AwsKeys, DeploymentConfig, DeploymentSpec, FieldError, Provider};
 pub use secret::{ApiKey, KeySource};
 
 use locate::{FieldPath, SpannedDoc};

@@ -399,8 +399,18 @@ fn deployment_fields(spec: &DeploymentSpec) -> Vec<(&'static str, Value)> {
     if let Some(version) = &spec.api_version {
         fields.push(("api_version", Value::from(version.as_str())));
     }
-    if let Some(key) = &spec.api_key {
-        fields.push(("api_key", Value::from(key.as_str())));
+    for (field, value) in [
+        ("region", &spec.region),
+        ("project", &spec.project),
+        ("credentials", &spec.credentials),
+        ("api_key", &spec.api_key),
+        ("aws_access_key_id", &spec.aws_access_key_id),
+        ("aws_secret_access_key", &spec.aws_secret_access_key),
+        ("aws_session_token", &spec.aws_session_token),
+    ] {
+        if let Some(v) = value {
+            fields.push((field, Value::from(v.as_str())));
+        }
     }
     fields.push(("model_id", Value::from(spec.model_id.as_str())));
     if let Some(limit) = spec.tpm_limit {

@@ -14,7 +14,16 @@ use secrecy::{ExposeSecret, SecretString};
 
 /// The config fields that hold keys (or references to them), wherever they
 /// appear: their values are never quoted in a message.
-pub(crate) const SECRET_FIELDS: [&str; 4] = ["api_key", "api_keys", "admin_key", "redis_url"];
+pub(crate) const SECRET_FIELDS: [&str; 8] = [
+    "api_key",
+    "api_keys",
+    "admin_key",
+    "redis_url",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "credentials",
+];
 
 const ENV_PREFIX: &str = "env:";
 const FILE_PREFIX: &str = "file:";

@@ -15,7 +15,13 @@ pub enum Field {
     Provider,
     ApiBase,
     ApiVersion,
+    Region,
+    Project,
+    Credentials,
     ApiKey,
+    AwsAccessKeyId,
+    AwsSecretAccessKey,
+    AwsSessionToken,
     ModelId,
     TpmLimit,
     Enabled,
@@ -23,12 +29,18 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 9] = [
+    pub const ALL: [Field; 15] = [
         Field::Name,
         Field::Provider,
         Field::ApiBase,
         Field::ApiVersion,
+        Field::Region,
+        Field::Project,
+        Field::Credentials,
         Field::ApiKey,
+        Field::AwsAccessKeyId,
+        Field::AwsSecretAccessKey,
+        Field::AwsSessionToken,
         Field::ModelId,
         Field::TpmLimit,
         Field::Enabled,
@@ -41,7 +53,13 @@ impl Field {
             Field::Provider => "Provider",
             Field::ApiBase => "API base",
             Field::ApiVersion => "API version",
+            Field::Region => "Region",
+            Field::Project => "Project",
+            Field::Credentials => "Credentials",
             Field::ApiKey => "API key",
+            Field::AwsAccessKeyId => "AWS key ID",
+            Field::AwsSecretAccessKey => "AWS secret",
+            Field::AwsSessionToken => "AWS session",
             Field::ModelId => "Model ID",
             Field::TpmLimit => "TPM limit",
             Field::Enabled => "Enabled",
@@ -55,7 +73,13 @@ impl Field {
             Field::Name => "e.g. westus-fallback",
             Field::ApiBase => "https://….openai.azure.com/openai/v1",
             Field::ApiVersion => "e.g. 2024-10-21 for the classic API; empty for /openai/v1",
+            Field::Region => "e.g. us-east-1 (Bedrock), us-east5 (Vertex)",
+            Field::Project => "the Google Cloud project ID",
+            Field::Credentials => "file:PATH of a service-account key file",
             Field::ApiKey => "env:VAR, file:PATH or the key (optional)",
+            Field::AwsAccessKeyId => "env:AWS_ACCESS_KEY_ID, file:PATH or the key ID",
+            Field::AwsSecretAccessKey => "env:AWS_SECRET_ACCESS_KEY, file:PATH or the secret",
+            Field::AwsSessionToken => "env:AWS_SESSION_TOKEN … (optional)",
             Field::ModelId => "what the upstream calls the model",
             Field::TpmLimit => "tokens per minute (optional)",
             _ => "",
@@ -69,7 +93,13 @@ impl Field {
             Field::Provider => "provider",
             Field::ApiBase => "api_base",
             Field::ApiVersion => "api_version",
+            Field::Region => "region",
+            Field::Project => "project",
+            Field::Credentials => "credentials",
             Field::ApiKey => "api_key",
+            Field::AwsAccessKeyId => "aws_access_key_id",
+            Field::AwsSecretAccessKey => "aws_secret_access_key",
+            Field::AwsSessionToken => "aws_session_token",
             Field::ModelId => "model_id",
             Field::TpmLimit => "tpm_limit",
             Field::Enabled => "enabled",
@@ -95,6 +125,13 @@ impl Field {
     pub fn applies_to(self, provider: Provider) -> bool {
         match self {
             Field::ApiVersion => provider == Provider::Azure,
+            Field::Region => matches!(provider, Provider::Bedrock | Provider::Vertex),
+            Field::Project | Field::Credentials => provider == Provider::Vertex,
+            // Vertex signs in with its credentials file.
+            Field::ApiKey => provider != Provider::Vertex,
+            Field::AwsAccessKeyId | Field::AwsSecretAccessKey | Field::AwsSessionToken => {
+                provider == Provider::Bedrock
+            }
             _ => true,
         }
     }
@@ -127,7 +164,13 @@ pub struct Form {
     pub provider: Provider,
     pub api_base: Input,
     pub api_version: Input,
+    pub region: Input,
+    pub project: Input,
+    pub credentials: Input,
     pub api_key: Input,
+    pub aws_access_key_id: Input,
+    pub aws_secret_access_key: Input,
+    pub aws_session_token: Input,
     pub model_id: Input,
     pub tpm_limit: Input,
     /// The model ID is still the suggestion from the model's other
@@ -161,7 +204,13 @@ impl Form {
             provider: Provider::OpenAi,
             api_base: Input::default(),
             api_version: Input::default(),
+            region: Input::default(),
+            project: Input::default(),
+            credentials: Input::default(),
             api_key: Input::default(),
+            aws_access_key_id: Input::default(),
+            aws_secret_access_key: Input::default(),
+            aws_session_token: Input::default(),
             model_id: Input::new(model_id.unwrap_or_default().to_string()),
             tpm_limit: Input::default(),
             model_id_suggested: model_id.is_some_and(|m| !m.is_empty()),
@@ -179,7 +228,13 @@ impl Form {
             Field::Name => Some(&self.name),
             Field::ApiBase => Some(&self.api_base),
             Field::ApiVersion => Some(&self.api_version),
+            Field::Region => Some(&self.region),
+            Field::Project => Some(&self.project),
+            Field::Credentials => Some(&self.credentials),
             Field::ApiKey => Some(&self.api_key),
+            Field::AwsAccessKeyId => Some(&self.aws_access_key_id),
+            Field::AwsSecretAccessKey => Some(&self.aws_secret_access_key),
+            Field::AwsSessionToken => Some(&self.aws_session_token),
             Field::ModelId => Some(&self.model_id),
             Field::TpmLimit => Some(&self.tpm_limit),
             _ => None,
@@ -191,7 +246,13 @@ impl Form {
             Field::Name => Some(&mut self.name),
             Field::ApiBase => Some(&mut self.api_base),
             Field::ApiVersion => Some(&mut self.api_version),
+            Field::Region => Some(&mut self.region),
+            Field::Project => Some(&mut self.project),
+            Field::Credentials => Some(&mut self.credentials),
             Field::ApiKey => Some(&mut self.api_key),
+            Field::AwsAccessKeyId => Some(&mut self.aws_access_key_id),
+            Field::AwsSecretAccessKey => Some(&mut self.aws_secret_access_key),
+            Field::AwsSessionToken => Some(&mut self.aws_session_token),
             Field::ModelId => Some(&mut self.model_id),
             Field::TpmLimit => Some(&mut self.tpm_limit),
             _ => None,
@@ -312,6 +373,8 @@ impl Form {
     pub fn spec(&self) -> Result<DeploymentSpec, (Field, String)> {
         let text = |i: &Input| i.value().trim().to_string();
         let optional = |i: &Input| Some(text(i)).filter(|s| !s.is_empty());
+        // What a field of another provider still holds is not sent.
+        let shown = |f: Field, i: &Input| optional(i).filter(|_| f.applies_to(self.provider));
         let tpm_limit = match optional(&self.tpm_limit) {
             None => None,
             Some(s) => match s.replace(['_', ','], "").parse::<i64>() {
@@ -329,10 +392,16 @@ impl Form {
             provider: self.provider,
             api_base: text(&self.api_base),
             api_version: optional(&self.api_version).filter(|_| self.provider == Provider::Azure),
-            api_key: optional(&self.api_key),
+            api_key: shown(Field::ApiKey, &self.api_key),
             model_id: text(&self.model_id),
             tpm_limit,
             enabled: Some(self.enabled),
+            region: shown(Field::Region, &self.region),
+            aws_access_key_id: shown(Field::AwsAccessKeyId, &self.aws_access_key_id),
+            aws_secret_access_key: shown(Field::AwsSecretAccessKey, &self.aws_secret_access_key),
+            aws_session_token: shown(Field::AwsSessionToken, &self.aws_session_token),
+            project: shown(Field::Project, &self.project),
+            credentials: shown(Field::Credentials, &self.credentials),
         };
         spec.validate().map_err(|e| {
             let field = Field::from_config_name(&e.field).unwrap_or(Field::Button);

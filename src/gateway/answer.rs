@@ -2,7 +2,7 @@
 //! deadlines, the start of a stream up to its first event worth sending,
 //! an error status classified by the deployment's provider.
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
@@ -129,7 +129,10 @@ pub(super) async fn start_stream(
     first_deadline: tokio::time::Instant,
 ) -> Attempted {
     let status = response.status();
-    let headers = Passed::from(response.headers());
+    let mut headers = Passed::from(response.headers());
+    if decoder.translates() {
+        headers.content_type = Some(HeaderValue::from_static("text/event-stream"));
+    }
     let mut rest: ByteStream = Box::pin(http_body_util::BodyDataStream::new(response.into_body()));
     // Wait for the first bytes worth sending: until then, failing over is invisible to the client.
     loop {
@@ -152,6 +155,14 @@ pub(super) async fn start_stream(
                     }
                     if decoder.saw_error() {
                         let text = String::from_utf8_lossy(&first).trim().to_string();
+                        if decoder.rate_limited() {
+                            return Attempted::Failed {
+                                outcome: AttemptOutcome::Status { status: 429 },
+                                verdict: Verdict::RateLimited(None),
+                                detail: format!("streamed a throttling error: {text}"),
+                                tokens: Tokens::Actual(0),
+                            };
+                        }
                         return failed(
                             AttemptOutcome::InvalidResponse,
                             format!("streamed an error: {text}"),

@@ -527,13 +527,24 @@ impl Gateway {
             .first_byte_timeout
             .min(Duration::from_secs(30));
         let started = Instant::now();
-        let body = bytes::Bytes::from(body.to_string());
+        let mut body = bytes::Bytes::from(body.to_string());
+        // Anthropic takes this OpenAI body as it is; Converse needs its own.
+        if up.plan.dialect == crate::gateway::provider::Dialect::Bedrock
+            && let Ok(converse) = crate::gateway::provider::bedrock::request::translate(&body)
+        {
+            body = converse;
+        }
         let sent = tokio::time::timeout(timeout, async {
             use http_body_util::BodyExt;
             let response = up
-                .request(self.client(), endpoint, body)
+                .request(self.client(), endpoint, false, body)
                 .await
-                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)?;
+                .map_err(|e| match e {
+                    super::upstream::Sent::Http(e) => {
+                        Box::new(e) as Box<dyn std::error::Error + Send + Sync>
+                    }
+                    super::upstream::Sent::Auth(why) => why.into(),
+                })?;
             let status = response.status();
             // A test answer is small; cap it all the same.
             let limited = http_body_util::Limited::new(response.into_body(), 1 << 20);
@@ -577,7 +588,7 @@ impl Gateway {
                 } else {
                     let message = parsed
                         .as_ref()
-                        .and_then(|v| v.pointer("/error/message"))
+                        .and_then(|v| v.pointer("/error/message").or_else(|| v.get("message")))
                         .and_then(|m| m.as_str())
                         .map(String::from)
                         .unwrap_or_else(|| {

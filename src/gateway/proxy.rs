@@ -23,7 +23,7 @@ use super::provider::{AnswerContext, Decoder};
 use super::relay::{ByteStream, Relay};
 use super::request::{self, Endpoint, Inspected};
 use super::sse::Usage;
-use super::upstream::Upstream;
+use super::upstream::{Sent, Upstream};
 use super::{Gateway, auth};
 use crate::events::{AttemptOutcome, RequestOutcome};
 use crate::router::{Unavailable, Verdict};
@@ -327,7 +327,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
 
 /// The upstream headers passed on to the client; the rest are the upstream's business.
 pub(crate) struct Passed {
-    content_type: Option<HeaderValue>,
+    pub(super) content_type: Option<HeaderValue>,
     cache_control: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
 }
@@ -486,8 +486,11 @@ async fn attempt(
     };
     let first_deadline =
         tokio::time::Instant::from_std(far(Instant::now(), first_byte)).min(deadline);
-    let sent =
-        tokio::time::timeout_at(first_deadline, up.request(gw.client(), endpoint, payload)).await;
+    let sent = tokio::time::timeout_at(
+        first_deadline,
+        up.request(gw.client(), endpoint, req.stream, payload),
+    )
+    .await;
     let response = match sent {
         Err(_) => {
             return failed(
@@ -496,14 +499,17 @@ async fn attempt(
                 Tokens::Estimate,
             );
         }
-        Ok(Err(e)) if e.is_connect() => {
+        Ok(Err(Sent::Auth(why))) => {
+            return failed(AttemptOutcome::Connect, why, Tokens::Actual(0));
+        }
+        Ok(Err(Sent::Http(e))) if e.is_connect() => {
             return failed(
                 AttemptOutcome::Connect,
                 format!("could not connect: {}", root_cause(&e)),
                 Tokens::Actual(0),
             );
         }
-        Ok(Err(e)) => {
+        Ok(Err(Sent::Http(e))) => {
             return failed(
                 AttemptOutcome::Connect,
                 format!("request failed: {}", root_cause(&e)),

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::dns::Name;
 
-use super::provider::{Plan, Target, slot};
+use super::provider::{Auth, Plan, Target, slot};
 use super::request::{Endpoint, json_string};
 use crate::config::DeploymentConfig;
 
@@ -198,8 +198,30 @@ impl Upstream {
         &self,
         client: &Client,
         endpoint: Endpoint,
+        stream: bool,
         body: Bytes,
-    ) -> Result<Response, super::client::Error> {
+    ) -> Result<Response, Sent> {
+        static NOWHERE: std::sync::LazyLock<Target> =
+            std::sync::LazyLock::new(|| Target::new("http://invalid.invalid/"));
+        let t = self.plan.target_for(endpoint, stream).unwrap_or(&NOWHERE);
+        let signed = match &self.plan.auth {
+            Auth::Static => Vec::new(),
+            Auth::SigV4(signer) => {
+                let host = self
+                    .host
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default();
+                signer
+                    .sign(
+                        &t.url.to_string(),
+                        host,
+                        &body,
+                        std::time::SystemTime::now(),
+                    )
+                    .map_err(Sent::Auth)?
+            }
+        };
         let mut req = axum::http::Request::new(Full::new(body));
         *req.method_mut() = axum::http::Method::POST;
         let headers = req.headers_mut();
@@ -210,9 +232,9 @@ impl Upstream {
         for (name, value) in &self.plan.headers {
             headers.insert(name.clone(), value.clone());
         }
-        static NOWHERE: std::sync::LazyLock<Target> =
-            std::sync::LazyLock::new(|| Target::new("http://invalid.invalid/"));
-        let t = self.plan.target(endpoint).unwrap_or(&NOWHERE);
+        for (name, value) in signed {
+            headers.insert(name, value);
+        }
         let target = super::client::Target {
             origin: &self.origin,
             url: &t.url,
@@ -221,8 +243,16 @@ impl Upstream {
         };
         // Boxed so the futures of the proxy that await this stay small:
         // they are moved as a whole, and inline this one is ~1.2 KB.
-        Box::pin(client.send(target, req)).await
+        Box::pin(client.send(target, req)).await.map_err(Sent::Http)
     }
+}
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum Sent {
+    /// The deployment's auth could not be worked out (it is never sent).
+    Auth(String),
+    Http(super::client::Error),
 }
 
 #[cfg(test)]

@@ -63,7 +63,8 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
             _ => {
                 let input = form.input(field).expect("a text field");
                 if input.value().is_empty() {
-                    let placeholder = match (field, form.provider.default_api_base()) {
+                    let placeholder = match (field, form.provider.default_api_base(Some("REGION")))
+                    {
                         (Field::ApiBase, Some(default)) => format!("{default} (the default)"),
                         _ => field.placeholder().to_string(),
                     };
@@ -73,7 +74,13 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
                     }
                 } else {
                     let scroll = input.visual_scroll(value_width);
-                    let value = if field == Field::ApiKey {
+                    let value = if matches!(
+                        field,
+                        Field::ApiKey
+                            | Field::AwsAccessKeyId
+                            | Field::AwsSecretAccessKey
+                            | Field::AwsSessionToken
+                    ) {
                         masked_key(input.value())
                     } else {
                         input.value().to_string()

@@ -15,6 +15,7 @@
 //! providers that need it.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod chat;
 pub mod chunk;
 pub mod limits;
@@ -58,9 +59,23 @@ pub struct Plan {
     /// Per endpoint (chat completions, completions, embeddings); None when
     /// the provider does not offer it.
     targets: [Option<Target>; 3],
-    /// Sent with every request: auth (marked sensitive) and API versions.
+    /// Chat completions that stream, for providers with a URL of their own
+    /// for them (Bedrock's `converse-stream`); None: the same URL.
+    streaming: Option<Target>,
+    /// Sent with every request: static auth (marked sensitive) and API versions.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub dialect: Dialect,
+    /// Auth that changes per request.
+    pub auth: Auth,
+}
+
+/// Auth worked out per attempt, beyond the plan's static headers.
+#[derive(Debug)]
+pub enum Auth {
+    /// The static headers are all.
+    Static,
+    /// AWS SigV4 over the body and the time.
+    SigV4(Box<bedrock::sign::Signer>),
 }
 
 pub(super) fn slot(endpoint: Endpoint) -> usize {
@@ -76,11 +91,28 @@ impl Plan {
         match config.provider {
             Provider::OpenAi | Provider::Azure => openai::plan(config),
             Provider::Anthropic => anthropic::plan(config),
+            Provider::Bedrock => bedrock::plan(config),
+            // Until Vertex has its module: offers nothing, so never picked.
+            Provider::Vertex => Plan {
+                targets: [None, None, None],
+                streaming: None,
+                headers: vec![],
+                dialect: Dialect::OpenAi,
+                auth: Auth::Static,
+            },
         }
     }
 
     pub fn target(&self, endpoint: Endpoint) -> Option<&Target> {
         self.targets[slot(endpoint)].as_ref()
+    }
+
+    /// The URL a request goes to: streamed chat may have its own.
+    pub fn target_for(&self, endpoint: Endpoint, stream: bool) -> Option<&Target> {
+        match (&self.streaming, endpoint, stream) {
+            (Some(t), Endpoint::ChatCompletions, true) => Some(t),
+            _ => self.target(endpoint),
+        }
     }
 
     /// Whether the deployment's provider has `endpoint` at all.
@@ -109,6 +141,8 @@ pub enum Dialect {
     OpenAi,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Bedrock's Converse API, its streams in AWS's event-stream framing.
+    Bedrock,
 }
 
 /// What a translated answer needs to know about the request.
@@ -156,6 +190,7 @@ impl Dialect {
         match self {
             Dialect::OpenAi => Ok(req.rewrite(body, model_json)),
             Dialect::Anthropic => anthropic::request::translate(body, model_id),
+            Dialect::Bedrock => bedrock::request::translate(body),
         }
     }
 
@@ -168,6 +203,7 @@ impl Dialect {
         match self {
             Dialect::OpenAi => openai::answer(body),
             Dialect::Anthropic => anthropic::answer::translate(&body, cx),
+            Dialect::Bedrock => bedrock::answer::translate(&body, cx),
         }
     }
 
@@ -178,6 +214,7 @@ impl Dialect {
             Dialect::Anthropic => {
                 Decoder::Anthropic(Box::new(anthropic::stream::Translator::new(cx)))
             }
+            Dialect::Bedrock => Decoder::Bedrock(Box::new(bedrock::stream::Translator::new(cx))),
         }
     }
 
@@ -192,6 +229,7 @@ impl Dialect {
         match self {
             Dialect::OpenAi => openai::error(endpoint, status, headers, body),
             Dialect::Anthropic => anthropic::error(status, headers, body),
+            Dialect::Bedrock => bedrock::error(status, headers, body),
         }
     }
 }
@@ -200,6 +238,7 @@ impl Dialect {
 pub enum Decoder {
     Pass(SseScanner),
     Anthropic(Box<anthropic::stream::Translator>),
+    Bedrock(Box<bedrock::stream::Translator>),
 }
 
 impl Decoder {
@@ -208,6 +247,7 @@ impl Decoder {
         match self {
             Decoder::Pass(s) => s.feed(chunk),
             Decoder::Anthropic(t) => t.feed(&chunk),
+            Decoder::Bedrock(t) => t.feed(&chunk),
         }
     }
 
@@ -216,6 +256,7 @@ impl Decoder {
         match self {
             Decoder::Pass(s) => s.finish(),
             Decoder::Anthropic(t) => t.finish(),
+            Decoder::Bedrock(t) => t.finish(),
         }
     }
 
@@ -224,6 +265,7 @@ impl Decoder {
         match self {
             Decoder::Pass(s) => s.usage,
             Decoder::Anthropic(t) => t.usage(),
+            Decoder::Bedrock(t) => t.usage(),
         }
     }
 
@@ -232,6 +274,7 @@ impl Decoder {
         match self {
             Decoder::Pass(s) => s.done,
             Decoder::Anthropic(t) => t.done(),
+            Decoder::Bedrock(t) => t.done(),
         }
     }
 
@@ -240,6 +283,7 @@ impl Decoder {
         match self {
             Decoder::Pass(s) => s.frames,
             Decoder::Anthropic(t) => t.frames(),
+            Decoder::Bedrock(t) => t.frames(),
         }
     }
 
@@ -248,6 +292,7 @@ impl Decoder {
         match self {
             Decoder::Pass(s) => s.saw_error,
             Decoder::Anthropic(t) => t.error().is_some(),
+            Decoder::Bedrock(t) => t.error().is_some(),
         }
     }
 
@@ -256,6 +301,22 @@ impl Decoder {
         match self {
             Decoder::Pass(s) => s.saw_invalid,
             Decoder::Anthropic(t) => t.invalid(),
+            Decoder::Bedrock(t) => t.invalid(),
         }
+    }
+
+    /// The upstream's error said it is throttled (Bedrock's
+    /// `throttlingException` in the stream): a rate limit, not a failure.
+    pub fn rate_limited(&self) -> bool {
+        match self {
+            Decoder::Bedrock(t) => t.throttled(),
+            _ => false,
+        }
+    }
+
+    /// Whether the gateway writes the stream itself (so it is
+    /// `text/event-stream`, whatever the upstream's content type).
+    pub fn translates(&self) -> bool {
+        !matches!(self, Decoder::Pass(_))
     }
 }

@@ -48,6 +48,8 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
         targets,
         headers: auth.into_iter().collect(),
         dialect: super::Dialect::OpenAi,
+        streaming: None,
+        auth: super::Auth::Static,
     }
 }
 

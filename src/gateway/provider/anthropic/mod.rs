@@ -35,6 +35,8 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
         ],
         headers,
         dialect: Dialect::Anthropic,
+        streaming: None,
+        auth: super::Auth::Static,
     }
 }
 

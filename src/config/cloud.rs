@@ -1,0 +1,216 @@
+//! The fields only the cloud providers take: Bedrock's region and AWS keys,
+//! Vertex's project, region and service-account file. Each belongs to its
+//! providers; on another one it is a mistake, named as such.
+
+use std::path::{Path, PathBuf};
+
+use super::deployment::{DeploymentSpec, FieldError, Provider};
+
+/// Checks the provider-specific fields of `spec` (no I/O).
+pub(super) fn check(spec: &DeploymentSpec) -> Result<(), FieldError> {
+    let p = spec.provider;
+    let only = |field: &str, given: bool, allowed: &[Provider]| {
+        if given && !allowed.contains(&p) {
+            let names: Vec<&str> = allowed.iter().map(Provider::as_str).collect();
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "only {} deployments take {field} (this one is {p})",
+                    names.join(" and ")
+                ),
+            ));
+        }
+        Ok(())
+    };
+    use Provider::{Bedrock, Vertex};
+    only("region", spec.region.is_some(), &[Bedrock, Vertex])?;
+    only(
+        "aws_access_key_id",
+        spec.aws_access_key_id.is_some(),
+        &[Bedrock],
+    )?;
+    only(
+        "aws_secret_access_key",
+        spec.aws_secret_access_key.is_some(),
+        &[Bedrock],
+    )?;
+    only(
+        "aws_session_token",
+        spec.aws_session_token.is_some(),
+        &[Bedrock],
+    )?;
+    only("project", spec.project.is_some(), &[Vertex])?;
+    only("credentials", spec.credentials.is_some(), &[Vertex])?;
+    match p {
+        Bedrock => {
+            let region = required(spec.region.as_deref(), "region", "us-east-1", p)?;
+            check_token(region, "region")?;
+            match (
+                spec.aws_access_key_id.is_some(),
+                spec.aws_secret_access_key.is_some(),
+            ) {
+                (true, true) | (false, false) => {}
+                (true, false) => {
+                    return Err(FieldError::new(
+                        "aws_secret_access_key",
+                        "is needed with aws_access_key_id",
+                    ));
+                }
+                (false, true) => {
+                    return Err(FieldError::new(
+                        "aws_access_key_id",
+                        "is needed with aws_secret_access_key",
+                    ));
+                }
+            }
+            if spec.aws_session_token.is_some() && spec.aws_access_key_id.is_none() {
+                return Err(FieldError::new(
+                    "aws_session_token",
+                    "goes with aws_access_key_id and aws_secret_access_key",
+                ));
+            }
+            if spec.aws_access_key_id.is_some() && spec.api_key.is_some() {
+                return Err(FieldError::new(
+                    "api_key",
+                    "a Bedrock deployment signs with its AWS keys or sends a Bedrock API key, not both",
+                ));
+            }
+            for (field, value) in [
+                ("aws_access_key_id", &spec.aws_access_key_id),
+                ("aws_secret_access_key", &spec.aws_secret_access_key),
+                ("aws_session_token", &spec.aws_session_token),
+            ] {
+                if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    return Err(FieldError::new(field, "is empty"));
+                }
+            }
+        }
+        Vertex => {
+            let region = required(spec.region.as_deref(), "region", "us-east5", p)?;
+            check_token(region, "region")?;
+            let project = required(spec.project.as_deref(), "project", "my-project", p)?;
+            check_token(project, "project")?;
+            required(
+                spec.credentials.as_deref(),
+                "credentials",
+                "file:/path/to/service-account.json",
+                p,
+            )?;
+            if spec.api_key.is_some() {
+                return Err(FieldError::new(
+                    "api_key",
+                    "Vertex deployments authenticate with their credentials file, not an api_key",
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn required<'a>(
+    value: Option<&'a str>,
+    field: &str,
+    example: &str,
+    p: Provider,
+) -> Result<&'a str, FieldError> {
+    match value.map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(FieldError::new(
+            field,
+            format!("is needed for provider {p}, e.g. \"{example}\""),
+        )),
+    }
+}
+
+/// Regions and projects go into host names and paths: letters, digits and `-`.
+fn check_token(value: &str, field: &str) -> Result<(), FieldError> {
+    if value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("\"{value}\" is not a {field} name (letters, digits and -)"),
+        ))
+    }
+}
+
+/// `credentials = "file:PATH"`, relative to the config's folder. Only a
+/// file: the key inside must never be written into the config itself.
+pub(super) fn credentials_path(reference: &str, base_dir: &Path) -> Result<PathBuf, String> {
+    let Some(path) = reference.trim().strip_prefix("file:") else {
+        return Err(
+            "must be a file: reference to a service-account key file, e.g. \"file:/etc/switchboard/vertex.json\""
+                .into(),
+        );
+    };
+    let path = Path::new(path.trim());
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    };
+    if let Err(e) = std::fs::metadata(&path) {
+        return Err(format!("cannot read {}: {e}", path.display()));
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(provider: Provider) -> DeploymentSpec {
+        DeploymentSpec {
+            name: "d".into(),
+            provider,
+            model_id: "m".into(),
+            ..DeploymentSpec::default()
+        }
+    }
+
+    #[test]
+    fn bedrock_needs_a_region_and_keys_in_pairs() {
+        let mut s = spec(Provider::Bedrock);
+        assert_eq!(check(&s).unwrap_err().field, "region");
+        s.region = Some("us-east-1".into());
+        assert!(check(&s).is_ok(), "no keys at all: an api_key or none");
+        s.aws_access_key_id = Some("env:AWS_ACCESS_KEY_ID".into());
+        assert_eq!(check(&s).unwrap_err().field, "aws_secret_access_key");
+        s.aws_secret_access_key = Some("env:AWS_SECRET_ACCESS_KEY".into());
+        assert!(check(&s).is_ok());
+        s.api_key = Some("k".into());
+        assert_eq!(check(&s).unwrap_err().field, "api_key");
+        s.api_key = None;
+        s.region = Some("us east".into());
+        assert_eq!(check(&s).unwrap_err().field, "region");
+    }
+
+    #[test]
+    fn vertex_needs_project_region_and_a_credentials_file() {
+        let mut s = spec(Provider::Vertex);
+        s.region = Some("us-east5".into());
+        assert_eq!(check(&s).unwrap_err().field, "project");
+        s.project = Some("p".into());
+        assert_eq!(check(&s).unwrap_err().field, "credentials");
+        s.credentials = Some("file:sa.json".into());
+        assert!(check(&s).is_ok());
+        let e = credentials_path("{\"private_key\": \"x\"}", Path::new(".")).unwrap_err();
+        assert!(!e.contains("private_key"), "{e}");
+    }
+
+    #[test]
+    fn cloud_fields_on_other_providers_are_named_mistakes() {
+        let mut s = spec(Provider::OpenAi);
+        s.region = Some("us-east-1".into());
+        let e = check(&s).unwrap_err();
+        assert_eq!(e.field, "region");
+        assert!(e.message.contains("bedrock and vertex"), "{e}");
+        let mut s = spec(Provider::Anthropic);
+        s.aws_secret_access_key = Some("x".into());
+        assert_eq!(check(&s).unwrap_err().field, "aws_secret_access_key");
+    }
+}

@@ -50,7 +50,7 @@ pub enum Change {
     Add {
         from: String,
         model: String,
-        spec: DeploymentSpec,
+        spec: Box<DeploymentSpec>,
     },
 }
 

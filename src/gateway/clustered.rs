@@ -126,7 +126,7 @@ impl Gateway {
             }
             Change::Add { from, model, spec } => {
                 let name = spec.name.clone();
-                match self.add_deployment_here(&model, spec).await {
+                match self.add_deployment_here(&model, *spec).await {
                     Ok(_) => {
                         tracing::info!(%model, deployment = %name, %from, "added by another instance")
                     }

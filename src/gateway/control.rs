@@ -415,17 +415,25 @@ impl Gateway {
                 });
             }
         }
-        let shareable = spec
-            .api_key
-            .as_deref()
-            .is_none_or(|k| k.starts_with("env:") || k.starts_with("file:"));
+        // Every secret field, not only api_key: AWS keys are keys too.
+        let shareable = [
+            &spec.api_key,
+            &spec.aws_access_key_id,
+            &spec.aws_secret_access_key,
+            &spec.aws_session_token,
+        ]
+        .iter()
+        .all(|k| {
+            k.as_deref()
+                .is_none_or(|k| k.starts_with("env:") || k.starts_with("file:"))
+        });
         let mut added = self.insert_deployment(model, &route, &spec, config).await?;
         if let Some(c) = self.cluster() {
             if shareable {
                 self.share_change(crate::cluster::Change::Add {
                     from: c.id.to_string(),
                     model: model.to_string(),
-                    spec,
+                    spec: Box::new(spec),
                 })
                 .await;
                 added.cluster = Some("added on every instance of the cluster".into());

@@ -15,6 +15,7 @@
 //! test of the real binary can steer it.
 
 mod anthropic;
+mod bedrock;
 mod body;
 mod handler;
 mod openai;
@@ -76,6 +77,12 @@ pub struct MockOptions {
     /// cache (`cache_read_input_tokens`).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub cache_read_tokens: u64,
+    /// Bedrock: the AWS access key ID whose SigV4 signatures are accepted.
+    #[arg(long, value_name = "ID", requires = "aws_secret_access_key")]
+    pub aws_access_key_id: Option<String>,
+    /// Bedrock: the secret access key that signatures are checked with.
+    #[arg(long, value_name = "SECRET", requires = "aws_access_key_id")]
+    pub aws_secret_access_key: Option<String>,
 }
 
 /// The API `mock-upstream` speaks (`--provider`).
@@ -90,6 +97,9 @@ pub enum MockProvider {
     Azure,
     /// Anthropic's Messages API (`/v1/messages`).
     Anthropic,
+    /// Amazon Bedrock's Converse API (`/model/ID/converse`, `/converse-stream`),
+    /// SigV4 checked against --aws-access-key-id / --aws-secret-access-key.
+    Bedrock,
 }
 
 /// An API endpoint the mock may be told not to serve (`--without`).
@@ -117,6 +127,8 @@ impl MockOptions {
             without: Vec::new(),
             provider: MockProvider::Openai,
             cache_read_tokens: 0,
+            aws_access_key_id: None,
+            aws_secret_access_key: None,
         }
     }
 
@@ -181,9 +193,14 @@ pub enum Mode {
     /// body, framed as complete.
     TruncatedStream { after_chunks: u32 },
     /// Streams: send `after_chunks` chunks, then the provider's error event
-    /// (Anthropic's `overloaded_error`, an OpenAI error frame) and end.
+    /// (Anthropic's `overloaded_error`, an OpenAI error frame, Bedrock's
+    /// `exception`, default `modelStreamErrorException`) and end.
     /// Non-streams answer normally.
-    ErrorMidStream { after_chunks: u32 },
+    ErrorMidStream {
+        after_chunks: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exception: Option<String>,
+    },
 }
 
 /// Counters since the mock started.

@@ -106,7 +106,10 @@ async fn an_anthropic_error_before_the_first_byte_fails_over_and_after_it_ends_t
     let stream =
         json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
     // An error as the first event: nothing reached the client, so another deployment answers.
-    a.set_mode(Mode::ErrorMidStream { after_chunks: 0 });
+    a.set_mode(Mode::ErrorMidStream {
+        after_chunks: 0,
+        exception: None,
+    });
     for _ in 0..3 {
         let r = gw.post("/v1/chat/completions", stream.clone()).await;
         assert_eq!(r.status(), 200);
@@ -115,7 +118,10 @@ async fn an_anthropic_error_before_the_first_byte_fails_over_and_after_it_ends_t
         assert_eq!(frames.last().unwrap(), "[DONE]", "{deployment}: {frames:?}");
     }
     // After the first events: the client hears an error event, not a clean end.
-    a.set_mode(Mode::ErrorMidStream { after_chunks: 4 });
+    a.set_mode(Mode::ErrorMidStream {
+        after_chunks: 4,
+        exception: None,
+    });
     let gw2 = gateway(&one_model("", &[anthropic("claude", &a)])).await;
     let r = gw2.post("/v1/chat/completions", stream).await;
     assert_eq!(r.status(), 200);

@@ -20,7 +20,7 @@ use super::openai::{self, ApiError, EmbeddingJob, Generation, Kind, Reply, Strea
 use super::refusal::{admit, fail_response, rate_limited};
 use super::server::Conn;
 use super::state::Shared;
-use super::{MockEndpoint, MockProvider, Mode, anthropic};
+use super::{MockEndpoint, MockProvider, Mode, anthropic, bedrock};
 
 /// Larger request bodies get a 413; no real prompt comes close.
 const MAX_BODY_BYTES: usize = 32 << 20;
@@ -51,6 +51,9 @@ enum Endpoint {
     Models,
     /// Anthropic's Messages API.
     Messages,
+    /// Bedrock's Converse and ConverseStream.
+    Converse,
+    ConverseStream,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,10 @@ fn route(path: &str) -> Route {
         p if p.ends_with("/embeddings") => Route::Api(Endpoint::Embeddings),
         p if p.ends_with("/models") => Route::Api(Endpoint::Models),
         p if p.ends_with("/v1/messages") => Route::Api(Endpoint::Messages),
+        p if p.starts_with("/model/") && p.ends_with("/converse") => Route::Api(Endpoint::Converse),
+        p if p.starts_with("/model/") && p.ends_with("/converse-stream") => {
+            Route::Api(Endpoint::ConverseStream)
+        }
         _ => Route::NotFound,
     }
 }
@@ -162,6 +169,30 @@ async fn api(
         _ => {}
     }
     match (shared.opts.provider, endpoint) {
+        (MockProvider::Bedrock, Endpoint::Converse | Endpoint::ConverseStream) => {
+            return Ok(bedrock::answer(
+                shared,
+                &mode,
+                parts.uri.path(),
+                parts.uri.query(),
+                &parts.headers,
+                &body,
+                endpoint == Endpoint::ConverseStream,
+            ));
+        }
+        (MockProvider::Bedrock, _) => {
+            return Ok(bedrock::error(
+                StatusCode::NOT_FOUND,
+                "UnknownOperationException",
+                &format!("Unknown operation {} {}", parts.method, parts.uri.path()),
+            ));
+        }
+        (_, Endpoint::Converse | Endpoint::ConverseStream) => {
+            return Ok(error_response(&ApiError::not_found(
+                &parts.method,
+                parts.uri.path(),
+            )));
+        }
         (MockProvider::Anthropic, Endpoint::Messages) => {
             return Ok(anthropic::answer(shared, &mode, &parts.headers, &body));
         }
@@ -200,7 +231,9 @@ async fn api(
         Endpoint::Chat => MockEndpoint::Chat,
         Endpoint::Completions => MockEndpoint::Completions,
         Endpoint::Embeddings => MockEndpoint::Embeddings,
-        Endpoint::Models | Endpoint::Messages => MockEndpoint::Chat,
+        Endpoint::Models | Endpoint::Messages | Endpoint::Converse | Endpoint::ConverseStream => {
+            MockEndpoint::Chat
+        }
     };
     if endpoint != Endpoint::Models && shared.opts.without.contains(&served) {
         // What OpenAI answers for a path it does not know.
@@ -219,7 +252,9 @@ async fn api(
             generate(shared, &mode, Kind::Text, openai::parse_completion(&body))
         }
         Endpoint::Embeddings => embed(shared, &mode, openai::parse_embeddings(&body)),
-        Endpoint::Messages => unreachable!("answered above"),
+        Endpoint::Messages | Endpoint::Converse | Endpoint::ConverseStream => {
+            unreachable!("answered above")
+        }
     })
 }
 
@@ -400,7 +435,7 @@ fn stream_body(mode: &Mode, reply: &Reply<'_>, usage: StreamUsage, gap: Duration
             gap,
             End::Clean,
         ),
-        Mode::ErrorMidStream { after_chunks } => {
+        Mode::ErrorMidStream { after_chunks, .. } => {
             let mut frames = openai::stream_frames(reply, usage).cut_after(*after_chunks);
             frames.push(Bytes::from_static(
                 b"data: {\"error\":{\"message\":\"The server had an error while processing your request.\",\"type\":\"server_error\",\"param\":null,\"code\":null}}\n\n",

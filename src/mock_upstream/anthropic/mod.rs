@@ -153,7 +153,7 @@ pub(crate) fn answer(
             Mode::TruncatedStream { after_chunks } => {
                 MockBody::stream(cut(frames, *after_chunks), gap, End::Clean)
             }
-            Mode::ErrorMidStream { after_chunks } => {
+            Mode::ErrorMidStream { after_chunks, .. } => {
                 let mut frames = cut(frames, *after_chunks);
                 frames.push(reply::error_event("overloaded_error", "Overloaded"));
                 MockBody::stream(frames, gap, End::Clean)

@@ -1,0 +1,360 @@
+//! Checking an AWS Signature Version 4 the way AWS does, written from the
+//! specification and independent of the gateway's signer (which uses the
+//! `aws-sigv4` crate): the canonical request is rebuilt from what arrived
+//! (method, path encoded once more, sorted query, the signed headers,
+//! the body's SHA-256), signed with the key derived from the secret, the
+//! date, the region and the service, and compared in constant time.
+
+use std::time::{Duration, SystemTime};
+
+use hyper::header::HeaderMap;
+use ring::{digest, hmac};
+
+/// How far a request's `x-amz-date` may be from the mock's clock (AWS's
+/// own allowance).
+const MAX_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// Why a request is refused: the exception AWS names and its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) exception: &'static str,
+    pub(crate) message: String,
+}
+
+fn refused(exception: &'static str, message: impl Into<String>) -> Refused {
+    Refused {
+        exception,
+        message: message.into(),
+    }
+}
+
+/// The credentials the mock accepts.
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    pub(crate) access_key_id: String,
+    pub(crate) secret_access_key: String,
+}
+
+pub(crate) fn verify(
+    keys: &Keys,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(), Refused> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(auth) = text("authorization") else {
+        return Err(refused(
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ));
+    };
+    let Some(fields) = auth.strip_prefix("AWS4-HMAC-SHA256 ") else {
+        return Err(refused(
+            "IncompleteSignatureException",
+            "Authorization header requires the AWS4-HMAC-SHA256 algorithm",
+        ));
+    };
+    let mut credential = None;
+    let mut signed_headers = None;
+    let mut signature = None;
+    for part in fields.split(',') {
+        let part = part.trim();
+        if let Some(v) = part.strip_prefix("Credential=") {
+            credential = Some(v);
+        } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
+            signed_headers = Some(v);
+        } else if let Some(v) = part.strip_prefix("Signature=") {
+            signature = Some(v);
+        }
+    }
+    let (Some(credential), Some(signed_headers), Some(signature)) =
+        (credential, signed_headers, signature)
+    else {
+        return Err(refused(
+            "IncompleteSignatureException",
+            "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters",
+        ));
+    };
+    let scope: Vec<&str> = credential.split('/').collect();
+    let [key_id, date, region, service, terminator] = scope[..] else {
+        return Err(refused(
+            "IncompleteSignatureException",
+            "Credential should be scoped to a valid region, service and date",
+        ));
+    };
+    if terminator != "aws4_request" || service != "bedrock" {
+        return Err(refused(
+            "InvalidSignatureException",
+            format!("Credential should be scoped to correct service: 'bedrock' (got '{service}')"),
+        ));
+    }
+    if key_id != keys.access_key_id {
+        return Err(refused(
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
+    }
+    let Some(amz_date) = text("x-amz-date") else {
+        return Err(refused(
+            "IncompleteSignatureException",
+            "Date must be in ISO-8601 'basic format'; no x-amz-date header",
+        ));
+    };
+    let at = parse_amz_date(amz_date).ok_or_else(|| {
+        refused(
+            "IncompleteSignatureException",
+            format!("Date must be in ISO-8601 'basic format'. Got '{amz_date}'"),
+        )
+    })?;
+    if !amz_date.starts_with(date) {
+        return Err(refused(
+            "InvalidSignatureException",
+            "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP",
+        ));
+    }
+    let skew = now
+        .duration_since(at)
+        .or_else(|_| at.duration_since(now))
+        .unwrap_or_default();
+    if skew > MAX_SKEW {
+        return Err(refused(
+            "InvalidSignatureException",
+            format!(
+                "Signature expired: {amz_date} is now earlier or later than 15 minutes from the server's time"
+            ),
+        ));
+    }
+    let names: Vec<&str> = signed_headers.split(';').collect();
+    if !names.contains(&"host") {
+        return Err(refused(
+            "InvalidSignatureException",
+            "'Host' must be a signed header",
+        ));
+    }
+    let mut canonical = String::new();
+    canonical.push_str(method);
+    canonical.push('\n');
+    canonical.push_str(&uri_encode(path, false));
+    canonical.push('\n');
+    canonical.push_str(&canonical_query(query.unwrap_or_default()));
+    canonical.push('\n');
+    for name in &names {
+        let values: Vec<String> = headers
+            .get_all(*name)
+            .iter()
+            .map(|v| collapse(&String::from_utf8_lossy(v.as_bytes())))
+            .collect();
+        canonical.push_str(name);
+        canonical.push(':');
+        canonical.push_str(&values.join(","));
+        canonical.push('\n');
+    }
+    canonical.push('\n');
+    canonical.push_str(signed_headers);
+    canonical.push('\n');
+    let payload_hash = match text("x-amz-content-sha256") {
+        Some(h) => h.to_string(),
+        None => hex::encode(digest::digest(&digest::SHA256, body)),
+    };
+    canonical.push_str(&payload_hash);
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/{service}/aws4_request\n{}",
+        hex::encode(digest::digest(&digest::SHA256, canonical.as_bytes()))
+    );
+    let mut key = format!("AWS4{}", keys.secret_access_key).into_bytes();
+    for part in [date, region, service, "aws4_request"] {
+        key = sign(&key, part.as_bytes());
+    }
+    let expected = hex::encode(sign(&key, to_sign.as_bytes()));
+    use subtle::ConstantTimeEq;
+    if !bool::from(expected.as_bytes().ct_eq(signature.as_bytes())) {
+        return Err(refused(
+            "InvalidSignatureException",
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+        ));
+    }
+    Ok(())
+}
+
+fn sign(key: &[u8], data: &[u8]) -> Vec<u8> {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data)
+        .as_ref()
+        .to_vec()
+}
+
+/// Percent-encodes all but the unreserved characters (and `/` in a path).
+fn uri_encode(s: &str, encode_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (b == b'/' && !encode_slash)
+        {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn canonical_query(query: &str) -> String {
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (uri_encode(&decode(k), true), uri_encode(&decode(v), true))
+        })
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Trimmed, with runs of spaces as one.
+fn collapse(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `20150830T123600Z` as a time.
+fn parse_amz_date(s: &str) -> Option<SystemTime> {
+    if s.len() != 16 || &s[8..9] != "T" || !s.ends_with('Z') {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(4..6)?, n(6..8)?);
+    let (hh, mm, ss) = (n(9..11)?, n(11..13)?, n(13..15)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ApiKey, AwsKeys};
+    use crate::gateway::provider::bedrock::sign::Signer;
+
+    fn keys() -> Keys {
+        Keys {
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+        }
+    }
+
+    fn signed(secret: &str, at: SystemTime) -> HeaderMap {
+        let signer = Signer::new(
+            &AwsKeys {
+                access_key_id: ApiKey::literal("AKIDEXAMPLE"),
+                secret_access_key: ApiKey::literal(secret),
+                session_token: None,
+            },
+            "us-east-1",
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "127.0.0.1:4300".parse().unwrap());
+        headers.insert("content-type", "application/json".parse().unwrap());
+        for (k, v) in signer
+            .sign(
+                "http://127.0.0.1:4300/model/anthropic.claude-v2%3A1/converse",
+                "127.0.0.1:4300",
+                b"{\"messages\":[]}",
+                at,
+            )
+            .unwrap()
+        {
+            headers.insert(k, v);
+        }
+        headers
+    }
+
+    const PATH: &str = "/model/anthropic.claude-v2%3A1/converse";
+
+    #[test]
+    fn the_gateways_signature_is_accepted_and_anything_else_is_refused() {
+        let now = SystemTime::now();
+        let good = signed("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", now);
+        let body = b"{\"messages\":[]}";
+        assert_eq!(
+            verify(&keys(), "POST", PATH, None, &good, body, now),
+            Ok(())
+        );
+        let tampered = verify(
+            &keys(),
+            "POST",
+            PATH,
+            None,
+            &good,
+            b"{\"messages\":[1]}",
+            now,
+        );
+        assert_eq!(tampered.unwrap_err().exception, "InvalidSignatureException");
+        let wrong = signed("not-the-secret", now);
+        assert_eq!(
+            verify(&keys(), "POST", PATH, None, &wrong, body, now)
+                .unwrap_err()
+                .exception,
+            "InvalidSignatureException"
+        );
+        let later = now + Duration::from_secs(20 * 60);
+        assert!(
+            verify(&keys(), "POST", PATH, None, &good, body, later)
+                .unwrap_err()
+                .message
+                .contains("expired")
+        );
+        assert_eq!(
+            verify(&keys(), "POST", PATH, None, &HeaderMap::new(), body, now)
+                .unwrap_err()
+                .exception,
+            "MissingAuthenticationTokenException"
+        );
+    }
+
+    #[test]
+    fn dates_parse() {
+        assert_eq!(
+            parse_amz_date("20150830T123600Z"),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160))
+        );
+        assert_eq!(parse_amz_date("2015-08-30"), None);
+    }
+}

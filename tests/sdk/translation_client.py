@@ -2,7 +2,9 @@
 speak Anthropic's and Azure's APIs (mock-upstream --provider ...): what a
 user of a translated provider sees.
 
-Usage: python3 translation_client.py BASE_URL MODEL
+Usage: python3 translation_client.py BASE_URL MODEL [converse]
+("converse": the model is on Bedrock, which takes no image URLs and has no
+way to ask for one tool call per turn: those are checked to be refused.)
 Prints one JSON object; tests/provider_sdks.rs asserts on it.
 """
 import json
@@ -12,6 +14,7 @@ import openai
 from openai import OpenAI
 
 base_url, model = sys.argv[1], sys.argv[2]
+converse = sys.argv[3:] == ["converse"]
 client = OpenAI(base_url=base_url, api_key="sk-anything", max_retries=0, timeout=20)
 out = {}
 
@@ -81,8 +84,11 @@ out["tools"] = {
     "args": [json.loads(c.function.arguments) for c in calls],
     "content": called.choices[0].message.content,
 }
-single = client.chat.completions.create(model=model, messages=asked, tools=tools, tool_choice="required", parallel_tool_calls=False)
-out["single"] = len(single.choices[0].message.tool_calls or [])
+try:
+    single = client.chat.completions.create(model=model, messages=asked, tools=tools, tool_choice="required", parallel_tool_calls=False)
+    out["single"] = len(single.choices[0].message.tool_calls or [])
+except openai.BadRequestError as e:
+    out["single"] = "refused: " + str(e.param)
 named = client.chat.completions.create(model=model, messages=asked, tools=tools, tool_choice={"type": "function", "function": {"name": "get_time"}})
 out["named"] = [c.function.name for c in named.choices[0].message.tool_calls]
 
@@ -107,15 +113,21 @@ out["stream_tools"] = {
     "finish": final.choices[0].finish_reason,
 }
 
+images = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+url_image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+if not converse:
+    images.append(url_image)
 image = client.chat.completions.create(
     model=model,
-    messages=[{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
-        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
-    ]}],
+    messages=[{"role": "user", "content": [{"type": "text", "text": "What is this?"}] + images}],
 )
 out["image"] = image.choices[0].finish_reason
+if converse:
+    try:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": [url_image]}])
+        out["refused_image_url"] = None
+    except openai.BadRequestError as e:
+        out["refused_image_url"] = e.param
 
 for name, kwargs in [("n", {"n": 2}), ("logprobs", {"logprobs": True}), ("presence_penalty", {"presence_penalty": 0.5})]:
     try:

@@ -306,7 +306,8 @@ fn tool_specs(config: Option<&Value>) -> Check<Vec<(String, Value)>> {
     Ok(out)
 }
 
-/// `auto`: the tools the last user text names; `any`: the first; `tool`: that one.
+/// `auto`: the tools the last user text names; `any`: the first two (as
+/// Claude calls them, in parallel); `tool`: that one.
 fn choose(
     tools: &[(String, Value)],
     choice: Option<&Value>,
@@ -315,7 +316,7 @@ fn choose(
     let empty = Map::new();
     let choice = choice.and_then(Value::as_object).unwrap_or(&empty);
     let picked: Vec<&(String, Value)> = if choice.contains_key("any") {
-        tools.iter().take(1).collect()
+        tools.iter().take(2).collect()
     } else if let Some(t) = choice.get("tool") {
         let name = t.get("name").and_then(Value::as_str).unwrap_or_default();
         let found: Vec<_> = tools.iter().filter(|(n, _)| n == name).collect();

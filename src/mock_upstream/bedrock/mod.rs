@@ -91,7 +91,7 @@ pub(crate) fn answer(
     stream: bool,
 ) -> Response<MockBody> {
     if let Err(r) = authorized(shared, path, query, headers, body) {
-        return r;
+        return *r;
     }
     if let Mode::Fail {
         status, message, ..
@@ -199,7 +199,7 @@ fn authorized(
     query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), Response<MockBody>> {
+) -> Result<(), Box<Response<MockBody>>> {
     let opts = &shared.opts;
     let bearer = headers
         .get(hyper::header::AUTHORIZATION)
@@ -209,11 +209,11 @@ fn authorized(
         return if key == given {
             Ok(())
         } else {
-            Err(error(
+            Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "UnrecognizedClientException",
                 "Invalid API Key format: Must start with pre-defined prefix",
-            ))
+            )))
         };
     }
     let keys = match (&opts.aws_access_key_id, &opts.aws_secret_access_key) {
@@ -222,16 +222,16 @@ fn authorized(
             secret_access_key: secret.clone(),
         },
         _ if opts.api_key.is_some() => {
-            return Err(error(
+            return Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "MissingAuthenticationTokenException",
                 "Missing Authentication Token",
-            ));
+            )));
         }
         _ => return Ok(()),
     };
     sigv4::verify(&keys, "POST", path, query, headers, body, SystemTime::now())
-        .map_err(|r| error(StatusCode::FORBIDDEN, r.exception, &r.message))
+        .map_err(|r| Box::new(error(StatusCode::FORBIDDEN, r.exception, &r.message)))
 }
 
 /// Everything one answer is made from.

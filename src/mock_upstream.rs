@@ -22,6 +22,7 @@ mod openai;
 mod refusal;
 mod server;
 mod state;
+mod vertex;
 mod window;
 
 use std::net::SocketAddr;
@@ -83,6 +84,13 @@ pub struct MockOptions {
     /// Bedrock: the secret access key that signatures are checked with.
     #[arg(long, value_name = "SECRET", requires = "aws_access_key_id")]
     pub aws_secret_access_key: Option<String>,
+    /// Vertex: how long the access tokens it issues last, in seconds.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+    pub token_ttl_s: u64,
+    /// Vertex: write a service-account key file for this mock (its
+    /// token_uri pointing here) to PATH, mode 0600.
+    #[arg(long, value_name = "PATH")]
+    pub write_credentials: Option<std::path::PathBuf>,
 }
 
 /// The API `mock-upstream` speaks (`--provider`).
@@ -100,6 +108,9 @@ pub enum MockProvider {
     /// Amazon Bedrock's Converse API (`/model/ID/converse`, `/converse-stream`),
     /// SigV4 checked against --aws-access-key-id / --aws-secret-access-key.
     Bedrock,
+    /// Google Vertex AI: its own OAuth token endpoint (`/token`), Claude's
+    /// rawPredict / streamRawPredict and the OpenAI-compatible endpoint.
+    Vertex,
 }
 
 /// An API endpoint the mock may be told not to serve (`--without`).
@@ -129,6 +140,8 @@ impl MockOptions {
             cache_read_tokens: 0,
             aws_access_key_id: None,
             aws_secret_access_key: None,
+            token_ttl_s: 3600,
+            write_credentials: None,
         }
     }
 
@@ -223,6 +236,9 @@ pub struct MockStats {
     pub last_model: Option<String>,
     /// The last POST request body as received, for tests of the gateway's rewrite.
     pub last_body: Option<String>,
+    /// Vertex: requests to the token endpoint.
+    #[serde(default)]
+    pub token_requests: u64,
 }
 
 /// A running mock; dropping it stops the server and its connections.
@@ -264,6 +280,11 @@ impl MockHandle {
         }
     }
 
+    /// Vertex: a service-account key file whose tokens this mock issues.
+    pub fn credentials_json(&self) -> String {
+        vertex::credentials_json(self.addr)
+    }
+
     /// Stops accepting and closes every open connection.
     pub fn shutdown(self) {
         // Dropping the guard cancels the token every task watches.
@@ -277,6 +298,10 @@ pub async fn spawn(opts: MockOptions) -> std::io::Result<MockHandle> {
     let listener = TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
     let shared = Arc::new(Shared::new(opts));
+    let _ = shared.addr.set(addr);
+    if let Some(path) = &shared.opts.write_credentials {
+        write_private(path, &vertex::credentials_json(addr))?;
+    }
     let stop = CancellationToken::new();
     tokio::spawn(server::accept_loop(listener, shared.clone(), stop.clone()));
     Ok(MockHandle {
@@ -304,6 +329,19 @@ pub async fn run(opts: MockOptions) -> anyhow::Result<()> {
     crate::shutdown::signal().await;
     handle.shutdown();
     Ok(())
+}
+
+/// Writes a file only its owner can read (it holds a private key).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 #[cfg(test)]

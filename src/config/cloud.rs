@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use secrecy::SecretString;
+
 use super::deployment::{DeploymentSpec, FieldError, Provider};
 
 /// Checks the provider-specific fields of `spec` (no I/O).
@@ -159,6 +161,93 @@ pub(super) fn credentials_path(reference: &str, base_dir: &Path) -> Result<PathB
     Ok(path)
 }
 
+/// `credentials` resolved: the reference checked, the file read.
+pub(super) fn credentials(
+    reference: &str,
+    base_dir: &Path,
+) -> Result<std::sync::Arc<ServiceAccount>, String> {
+    let path = credentials_path(reference, base_dir)?;
+    service_account(&path).map(std::sync::Arc::new)
+}
+
+/// A Google service-account key file, read when the config is loaded.
+/// `Debug` shows the file and the account, never the key.
+pub struct ServiceAccount {
+    pub path: PathBuf,
+    pub client_email: String,
+    pub private_key_id: Option<String>,
+    pub private_key: SecretString,
+    /// Where access tokens are fetched (the file's own, honoured).
+    pub token_uri: String,
+}
+
+impl std::fmt::Debug for ServiceAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccount")
+            .field("path", &self.path)
+            .field("client_email", &self.client_email)
+            .field("token_uri", &self.token_uri)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct KeyFile {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    client_email: Option<String>,
+    #[serde(default)]
+    private_key_id: Option<String>,
+    #[serde(default)]
+    private_key: Option<String>,
+    #[serde(default)]
+    token_uri: Option<String>,
+}
+
+/// Reads and checks a service-account key file. Messages name the file
+/// and the field, and quote nothing of its content (serde's own messages
+/// can quote a value, so only their line and column are kept).
+pub(super) fn service_account(path: &Path) -> Result<ServiceAccount, String> {
+    let shown = path.display();
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let file: KeyFile = serde_json::from_slice(&text).map_err(|e| {
+        format!(
+            "{shown} is not a service-account key file (not JSON of that shape at line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    if file.kind.as_deref() != Some("service_account") {
+        return Err(format!(
+            "{shown} is not a service-account key file (its \"type\" is not \"service_account\"); create a key for a service account in the Google Cloud console"
+        ));
+    }
+    let need = |v: Option<String>, field: &str| {
+        v.filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| format!("{shown} has no {field}"))
+    };
+    let client_email = need(file.client_email, "client_email")?;
+    let private_key = need(file.private_key, "private_key")?;
+    if !private_key.contains("PRIVATE KEY-----") {
+        return Err(format!("{shown}: private_key is not a PEM private key"));
+    }
+    let token_uri = file
+        .token_uri
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "https://oauth2.googleapis.com/token".into());
+    if !(token_uri.starts_with("https://") || token_uri.starts_with("http://")) {
+        return Err(format!("{shown}: token_uri is not an http(s) URL"));
+    }
+    Ok(ServiceAccount {
+        path: path.to_path_buf(),
+        client_email,
+        private_key_id: file.private_key_id,
+        private_key: private_key.into(),
+        token_uri,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,5 +301,36 @@ mod tests {
         let mut s = spec(Provider::Anthropic);
         s.aws_secret_access_key = Some("x".into());
         assert_eq!(check(&s).unwrap_err().field, "aws_secret_access_key");
+    }
+}
+
+#[cfg(test)]
+mod key_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_key_file_is_read_and_its_faults_named_without_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sa.json");
+        let write = |v: serde_json::Value| std::fs::write(&path, v.to_string()).unwrap();
+        write(
+            serde_json::json!({"type": "service_account", "client_email": "a@p.iam.gserviceaccount.com",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nSECRETSTUFF\n-----END PRIVATE KEY-----\n", "token_uri": "http://127.0.0.1:1/token"}),
+        );
+        let sa = service_account(&path).unwrap();
+        assert_eq!(sa.token_uri, "http://127.0.0.1:1/token");
+        assert!(!format!("{sa:?}").contains("SECRETSTUFF"));
+        write(serde_json::json!({"type": "authorized_user", "private_key": "SECRETSTUFF"}));
+        let e = service_account(&path).unwrap_err();
+        assert!(e.contains("sa.json") && !e.contains("SECRETSTUFF"), "{e}");
+        std::fs::write(
+            &path,
+            "{\"type\": \"service_account\", \"private_key\": 12, \"x\": \"SECRETSTUFF\"}",
+        )
+        .unwrap();
+        let e = service_account(&path).unwrap_err();
+        assert!(!e.contains("SECRETSTUFF") && e.contains("line 1"), "{e}");
+        let e = service_account(&dir.path().join("missing.json")).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
     }
 }

@@ -10,7 +10,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::cloud::credentials_path;
 use super::secret::ApiKey;
 
 /// Which API a deployment's upstream speaks, and so how the gateway calls
@@ -107,9 +106,9 @@ pub struct DeploymentConfig {
     pub aws: Option<AwsKeys>,
     /// Vertex: the Google Cloud project.
     pub project: Option<String>,
-    /// Vertex: the service-account file (read when the deployment is
-    /// planned; its content never appears in a message).
-    pub credentials: Option<std::path::PathBuf>,
+    /// Vertex: the service-account key file, read at load (its content
+    /// never appears in a message).
+    pub credentials: Option<std::sync::Arc<super::cloud::ServiceAccount>>,
 }
 
 /// AWS credentials for SigV4, each resolved like an API key.
@@ -205,7 +204,7 @@ impl DeploymentSpec {
             credentials: self
                 .credentials
                 .as_deref()
-                .map(|c| credentials_path(c, base_dir))
+                .map(|c| super::cloud::credentials(c, base_dir))
                 .transpose()
                 .map_err(|m| FieldError::new("credentials", m))?,
         })

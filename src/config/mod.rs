@@ -24,6 +24,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cloud::ServiceAccount;
 pub use deployment::{AwsKeys, DeploymentConfig, DeploymentSpec, FieldError, Provider};
 pub use secret::{ApiKey, KeySource};
 

@@ -536,11 +536,18 @@ impl Gateway {
             .min(Duration::from_secs(30));
         let started = Instant::now();
         let mut body = bytes::Bytes::from(body.to_string());
-        // Anthropic takes this OpenAI body as it is; Converse needs its own.
-        if up.plan.dialect == crate::gateway::provider::Dialect::Bedrock
-            && let Ok(converse) = crate::gateway::provider::bedrock::request::translate(&body)
+        // Anthropic takes this OpenAI body as it is; Converse and Vertex's
+        // rawPredict need their own.
         {
-            body = converse;
+            use crate::gateway::provider::{Dialect, anthropic, bedrock};
+            let translated = match up.plan.dialect {
+                Dialect::Bedrock => bedrock::request::translate(&body).ok(),
+                Dialect::VertexClaude => anthropic::request::translate_for_vertex(&body).ok(),
+                Dialect::OpenAi | Dialect::Anthropic => None,
+            };
+            if let Some(t) = translated {
+                body = t;
+            }
         }
         let sent = tokio::time::timeout(timeout, async {
             use http_body_util::BodyExt;

@@ -221,6 +221,16 @@ impl Upstream {
                     )
                     .map_err(Sent::Auth)?
             }
+            Auth::Google(tokens) => {
+                use secrecy::ExposeSecret;
+                // Boxed: the exchange's future is large, and would otherwise
+                // grow every request's future, whatever its provider.
+                let token = Box::pin(tokens.token()).await.map_err(Sent::Auth)?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+                    .map_err(|_| Sent::Auth("the access token is not a header value".into()))?;
+                value.set_sensitive(true);
+                vec![(axum::http::header::AUTHORIZATION, value)]
+            }
         };
         let mut req = axum::http::Request::new(Full::new(body));
         *req.method_mut() = axum::http::Method::POST;

@@ -20,7 +20,7 @@ use super::openai::{self, ApiError, EmbeddingJob, Generation, Kind, Reply, Strea
 use super::refusal::{admit, fail_response, rate_limited};
 use super::server::Conn;
 use super::state::Shared;
-use super::{MockEndpoint, MockProvider, Mode, anthropic, bedrock};
+use super::{MockEndpoint, MockProvider, Mode, anthropic, bedrock, vertex};
 
 /// Larger request bodies get a 413; no real prompt comes close.
 const MAX_BODY_BYTES: usize = 32 << 20;
@@ -54,6 +54,9 @@ enum Endpoint {
     /// Bedrock's Converse and ConverseStream.
     Converse,
     ConverseStream,
+    /// Vertex AI: the token endpoint, Claude's rawPredict and its stream.
+    Token,
+    RawPredict,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +82,10 @@ fn route(path: &str) -> Route {
         p if p.ends_with("/embeddings") => Route::Api(Endpoint::Embeddings),
         p if p.ends_with("/models") => Route::Api(Endpoint::Models),
         p if p.ends_with("/v1/messages") => Route::Api(Endpoint::Messages),
+        "/token" => Route::Api(Endpoint::Token),
+        p if p.ends_with(":rawPredict") || p.ends_with(":streamRawPredict") => {
+            Route::Api(Endpoint::RawPredict)
+        }
         p if p.starts_with("/model/") && p.ends_with("/converse") => Route::Api(Endpoint::Converse),
         p if p.starts_with("/model/") && p.ends_with("/converse-stream") => {
             Route::Api(Endpoint::ConverseStream)
@@ -168,7 +175,47 @@ async fn api(
         }
         _ => {}
     }
+    let vertex = shared.opts.provider == MockProvider::Vertex;
     match (shared.opts.provider, endpoint) {
+        (MockProvider::Vertex, Endpoint::Token) => {
+            return Ok(vertex::token(shared, shared.addr.get().copied(), &body));
+        }
+        (MockProvider::Vertex, Endpoint::RawPredict | Endpoint::Chat) => {
+            if let Err(refused) = vertex::authorized(shared, &parts.headers) {
+                return Ok(*refused);
+            }
+            if let Mode::Fail {
+                status, message, ..
+            } = &*mode
+            {
+                let status = StatusCode::from_u16(*status)
+                    .ok()
+                    .filter(|s| s.is_client_error() || s.is_server_error())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let text = message
+                    .as_deref()
+                    .unwrap_or(vertex::default_message(status));
+                return Ok(vertex::google_error(status, text));
+            }
+            if endpoint == Endpoint::RawPredict {
+                return Ok(anthropic::messages(shared, &mode, &body, true));
+            }
+        }
+        (MockProvider::Vertex, _) => {
+            return Ok(vertex::google_error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "The requested URL {} was not found on this server.",
+                    parts.uri.path()
+                ),
+            ));
+        }
+        (_, Endpoint::Token | Endpoint::RawPredict) => {
+            return Ok(error_response(&ApiError::not_found(
+                &parts.method,
+                parts.uri.path(),
+            )));
+        }
         (MockProvider::Bedrock, Endpoint::Converse | Endpoint::ConverseStream) => {
             return Ok(bedrock::answer(
                 shared,
@@ -216,7 +263,7 @@ async fn api(
         }
         _ => {}
     }
-    if !authorized(shared.opts.api_key.as_deref(), &parts.headers) {
+    if !vertex && !authorized(shared.opts.api_key.as_deref(), &parts.headers) {
         return Ok(error_response(&ApiError::invalid_api_key()));
     }
     if let Mode::Fail {
@@ -231,9 +278,12 @@ async fn api(
         Endpoint::Chat => MockEndpoint::Chat,
         Endpoint::Completions => MockEndpoint::Completions,
         Endpoint::Embeddings => MockEndpoint::Embeddings,
-        Endpoint::Models | Endpoint::Messages | Endpoint::Converse | Endpoint::ConverseStream => {
-            MockEndpoint::Chat
-        }
+        Endpoint::Models
+        | Endpoint::Messages
+        | Endpoint::Converse
+        | Endpoint::ConverseStream
+        | Endpoint::Token
+        | Endpoint::RawPredict => MockEndpoint::Chat,
     };
     if endpoint != Endpoint::Models && shared.opts.without.contains(&served) {
         // What OpenAI answers for a path it does not know.
@@ -252,7 +302,11 @@ async fn api(
             generate(shared, &mode, Kind::Text, openai::parse_completion(&body))
         }
         Endpoint::Embeddings => embed(shared, &mode, openai::parse_embeddings(&body)),
-        Endpoint::Messages | Endpoint::Converse | Endpoint::ConverseStream => {
+        Endpoint::Messages
+        | Endpoint::Converse
+        | Endpoint::ConverseStream
+        | Endpoint::Token
+        | Endpoint::RawPredict => {
             unreachable!("answered above")
         }
     })

@@ -27,6 +27,10 @@ pub(super) struct Shared {
     /// The fail-rate draws: the n-th draw is a pure function of (seed, n).
     fail_draws: AtomicU64,
     fail_seed: u64,
+    /// Vertex: the access tokens issued.
+    pub(super) issued: super::vertex::Issued,
+    /// Where it listens, once bound (Vertex's token audience).
+    pub(super) addr: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 #[derive(Default)]
@@ -55,6 +59,8 @@ impl Shared {
             id_salt: random_u64(),
             fail_draws: AtomicU64::new(0),
             fail_seed,
+            issued: Default::default(),
+            addr: Default::default(),
         }
     }
 
@@ -128,6 +134,7 @@ impl Shared {
             completion_tokens: c.completion_tokens.load(Relaxed),
             last_model: last_body.as_deref().and_then(model_of),
             last_body: last_body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+            token_requests: self.issued.requests.load(Relaxed),
         }
     }
 

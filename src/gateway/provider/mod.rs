@@ -20,6 +20,7 @@ pub mod chat;
 pub mod chunk;
 pub mod limits;
 pub mod openai;
+pub mod vertex;
 
 use std::time::Duration;
 
@@ -76,6 +77,8 @@ pub enum Auth {
     Static,
     /// AWS SigV4 over the body and the time.
     SigV4(Box<bedrock::sign::Signer>),
+    /// A Google OAuth access token, cached and refreshed.
+    Google(std::sync::Arc<vertex::token::TokenSource>),
 }
 
 pub(super) fn slot(endpoint: Endpoint) -> usize {
@@ -92,14 +95,7 @@ impl Plan {
             Provider::OpenAi | Provider::Azure => openai::plan(config),
             Provider::Anthropic => anthropic::plan(config),
             Provider::Bedrock => bedrock::plan(config),
-            // Until Vertex has its module: offers nothing, so never picked.
-            Provider::Vertex => Plan {
-                targets: [None, None, None],
-                streaming: None,
-                headers: vec![],
-                dialect: Dialect::OpenAi,
-                auth: Auth::Static,
-            },
+            Provider::Vertex => vertex::plan(config),
         }
     }
 
@@ -143,6 +139,8 @@ pub enum Dialect {
     Anthropic,
     /// Bedrock's Converse API, its streams in AWS's event-stream framing.
     Bedrock,
+    /// Claude on Vertex AI: Anthropic's format, the version in the body.
+    VertexClaude,
 }
 
 /// What a translated answer needs to know about the request.
@@ -191,6 +189,7 @@ impl Dialect {
             Dialect::OpenAi => Ok(req.rewrite(body, model_json)),
             Dialect::Anthropic => anthropic::request::translate(body, model_id),
             Dialect::Bedrock => bedrock::request::translate(body),
+            Dialect::VertexClaude => anthropic::request::translate_for_vertex(body),
         }
     }
 
@@ -202,7 +201,7 @@ impl Dialect {
     ) -> Result<(Bytes, Option<Usage>), Invalid> {
         match self {
             Dialect::OpenAi => openai::answer(body),
-            Dialect::Anthropic => anthropic::answer::translate(&body, cx),
+            Dialect::Anthropic | Dialect::VertexClaude => anthropic::answer::translate(&body, cx),
             Dialect::Bedrock => bedrock::answer::translate(&body, cx),
         }
     }
@@ -211,7 +210,7 @@ impl Dialect {
     pub fn decoder(&self, req: &Inspected, cx: &AnswerContext) -> Decoder {
         match self {
             Dialect::OpenAi => Decoder::Pass(SseScanner::new(req.adds_usage())),
-            Dialect::Anthropic => {
+            Dialect::Anthropic | Dialect::VertexClaude => {
                 Decoder::Anthropic(Box::new(anthropic::stream::Translator::new(cx)))
             }
             Dialect::Bedrock => Decoder::Bedrock(Box::new(bedrock::stream::Translator::new(cx))),
@@ -230,6 +229,7 @@ impl Dialect {
             Dialect::OpenAi => openai::error(endpoint, status, headers, body),
             Dialect::Anthropic => anthropic::error(status, headers, body),
             Dialect::Bedrock => bedrock::error(status, headers, body),
+            Dialect::VertexClaude => vertex::error(status, headers, body),
         }
     }
 }

@@ -116,7 +116,18 @@ pub(crate) fn answer(
     {
         return fail(*status, *retry_after_s, message.as_deref());
     }
-    let req = match request::parse(body, false) {
+    messages(shared, mode, body, false)
+}
+
+/// Answers a Messages body whose caller is authorized: Anthropic's own,
+/// or Vertex AI's rawPredict (`vertex`: the version in the body, no model).
+pub(crate) fn messages(
+    shared: &Shared,
+    mode: &Mode,
+    body: &Bytes,
+    vertex: bool,
+) -> Response<MockBody> {
+    let req = match request::parse(body, vertex) {
         Ok(r) => r,
         Err(e) => return e.response(),
     };

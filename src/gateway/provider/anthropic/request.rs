@@ -130,6 +130,18 @@ pub fn translate(body: &[u8], model_id: &str) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(serde_json::to_vec(&out).unwrap_or_default()))
 }
 
+/// The body for Vertex AI's `:rawPredict` / `:streamRawPredict`: the
+/// version in the body, the model only in the URL.
+pub fn translate_for_vertex(body: &[u8]) -> Result<Bytes, ApiError> {
+    let req = chat::parse(body, Provider::Vertex)?;
+    let out = build(
+        &req,
+        None,
+        Some(crate::gateway::provider::vertex::ANTHROPIC_VERSION),
+    )?;
+    Ok(Bytes::from(serde_json::to_vec(&out).unwrap_or_default()))
+}
+
 /// The Messages request for `req`; `model` None for Vertex, which names the
 /// model in the URL.
 pub fn build<'a>(

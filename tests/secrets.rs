@@ -187,3 +187,151 @@ async fn keys_stay_out_of_logs_events_state_metrics_and_errors() {
     assert!(log.contains("attempt failed"), "debug log was on: {log}");
     assert_clean("the log", &log);
 }
+
+const AWS_SECRET: &str = "LEAKCHECKawsSecretKey0123456789abcdefABCD";
+const AWS_TOKEN: &str = "LEAKCHECKsessionToken0123456789abcdefABCDEFGH";
+const AWS_KEY_ID: &str = "AKIALEAKCHECK0123456";
+
+/// The cloud providers' secrets: an AWS secret and session token (one
+/// deployment signing right, one signing with a secret Bedrock refuses,
+/// one whose upstream echoes the secret in a client error), and a Vertex
+/// service-account key with the tokens issued for it.
+#[tokio::test]
+async fn aws_secrets_and_service_account_keys_stay_out_of_everything() {
+    use switchboard::mock_upstream::MockProvider;
+    let bedrock = |secret: &'static str| {
+        mock_with(move |o| {
+            o.provider = MockProvider::Bedrock;
+            o.aws_access_key_id = Some(AWS_KEY_ID.into());
+            o.aws_secret_access_key = Some(secret.into());
+        })
+    };
+    let good = bedrock(AWS_SECRET).await;
+    let refusing = bedrock("some-other-secret").await;
+    let echoing = bedrock(AWS_SECRET).await;
+    echoing.set_mode(fail(
+        400,
+        None,
+        Some(&format!(
+            "malformed request signed with {AWS_SECRET} / {AWS_TOKEN}"
+        )),
+    ));
+    let vertex = mock_with(|o| o.provider = MockProvider::Vertex).await;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("sa.json");
+    let credentials_text = vertex.credentials_json();
+    std::fs::write(&credentials, &credentials_text).unwrap();
+    let key_line: String =
+        serde_json::from_str::<serde_json::Value>(&credentials_text).unwrap()["private_key"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let aws = |name: &str, m: &switchboard::mock_upstream::MockHandle| {
+        format!(
+            "\n[[models.deployments]]\nname = \"{name}\"\nprovider = \"bedrock\"\nregion = \"us-east-1\"\napi_base = \"{}\"\naws_access_key_id = \"{AWS_KEY_ID}\"\naws_secret_access_key = \"{AWS_SECRET}\"\naws_session_token = \"{AWS_TOKEN}\"\nmodel_id = \"anthropic.claude-v2:1\"\n",
+            m.base_url()
+        )
+    };
+    let config = dir.path().join("sb.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_key = \"{ADMIN}\"\n\n[[models]]\nname = \"m\"\n{}{}\n[[models.deployments]]\nname = \"vertex\"\nprovider = \"vertex\"\nproject = \"p\"\nregion = \"us-east5\"\napi_base = \"{}\"\ncredentials = \"file:sa.json\"\nmodel_id = \"claude-sonnet-4-5\"\n\n[[models]]\nname = \"m2\"\n{}",
+            aws("refused", &refusing),
+            aws("good", &good),
+            vertex.base_url(),
+            aws("echoing", &echoing),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stderr.log");
+    let server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let mut server = Reap(server);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let clean = |what: &str, text: &str| {
+        for secret in [
+            AWS_SECRET,
+            AWS_TOKEN,
+            AWS_KEY_ID,
+            key_line.as_str(),
+            "ya29.mock",
+            ADMIN,
+        ] {
+            assert!(!text.contains(secret), "{what} leaks {secret}:\n{text}");
+        }
+    };
+    let mut seen = String::new();
+    for model in ["m", "m", "m", "m", "m", "m", "m2"] {
+        let r = client
+            .post(format!("{base}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        if model == "m" {
+            assert_eq!(r.status(), 200, "the refused signature fails over");
+        } else {
+            assert_eq!(r.status(), 400, "the echoing upstream's client error");
+        }
+        seen.push_str(&format!("{:?}", r.headers()));
+        seen.push_str(&r.text().await.unwrap());
+    }
+    assert!(vertex.stats().token_requests >= 1, "vertex took traffic");
+    clean("client responses", &seen);
+    for path in ["/admin/state", "/metrics"] {
+        let text = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if path == "/admin/state" {
+            assert!(
+                text.contains("\"aws_access_key_id\":\"AKI"),
+                "masked: {text}"
+            );
+            assert!(text.contains("sa.json"), "{text}");
+        }
+        clean(path, &text);
+    }
+    Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    let stop = Instant::now() + Duration::from_secs(15);
+    while server.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < stop, "the gateway stops");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("InvalidSignatureException"),
+        "debug log was on: {log}"
+    );
+    clean("the log", &log);
+}

@@ -75,6 +75,19 @@ pub struct DeploymentView {
     pub model_id: String,
     /// Masked, e.g. `sk-…3456`.
     pub api_key: Option<String>,
+    /// Bedrock and Vertex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Vertex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// Bedrock with SigV4: the key ID, masked (the secret and the session
+    /// token are never shown, not even masked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_access_key_id: Option<String>,
+    /// Vertex: where the service-account file is (nothing of its content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
     pub enabled: bool,
     pub tpm_limit: Option<u64>,
     pub tpm_used: u64,
@@ -101,6 +114,14 @@ fn view(up: &Upstream, s: SlotStatus) -> DeploymentView {
         api_base: up.config.api_base.clone(),
         model_id: up.config.model_id.clone(),
         api_key: up.config.api_key.as_ref().map(|k| k.masked()),
+        region: up.config.region.clone(),
+        project: up.config.project.clone(),
+        aws_access_key_id: up.config.aws.as_ref().map(|a| a.access_key_id.masked()),
+        credentials: up
+            .config
+            .credentials
+            .as_ref()
+            .map(|c| format!("file:{}", c.path.display())),
         enabled: s.enabled,
         tpm_limit: s.tpm_limit,
         tpm_used: s.tpm_used,

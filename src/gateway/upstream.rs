@@ -128,21 +128,31 @@ pub fn clients(connect_timeout: Duration, n: usize) -> Result<Vec<Client>, rustl
 impl Upstream {
     /// What the upstream said, with this deployment's key masked if it
     /// echoed it (some servers quote the key they rejected).
-    pub fn scrub(&self, text: String) -> String {
-        match &self.config.api_key {
-            Some(key) => match key.scrub(&text) {
-                std::borrow::Cow::Borrowed(_) => text,
-                std::borrow::Cow::Owned(clean) => clean,
-            },
-            None => text,
-        }
+    /// Every secret of the deployment: its key, and its AWS keys.
+    fn secrets(&self) -> impl Iterator<Item = &crate::config::ApiKey> {
+        let aws = self.config.aws.as_ref();
+        self.config
+            .api_key
+            .iter()
+            .chain(aws.map(|a| &a.secret_access_key))
+            .chain(aws.and_then(|a| a.session_token.as_ref()))
+            .chain(aws.map(|a| &a.access_key_id))
     }
 
-    pub fn scrub_bytes(&self, body: Bytes) -> Bytes {
-        match &self.config.api_key {
-            Some(key) => key.scrub_bytes(body),
-            None => body,
+    pub fn scrub(&self, mut text: String) -> String {
+        for key in self.secrets() {
+            if let std::borrow::Cow::Owned(clean) = key.scrub(&text) {
+                text = clean;
+            }
         }
+        text
+    }
+
+    pub fn scrub_bytes(&self, mut body: Bytes) -> Bytes {
+        for key in self.secrets() {
+            body = key.scrub_bytes(body);
+        }
+        body
     }
 
     pub fn new(config: DeploymentConfig) -> Self {

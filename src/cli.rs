@@ -376,9 +376,12 @@ fn check(path: &Path) -> anyhow::Result<()> {
                 .tpm_limit
                 .map_or("no TPM limit".to_string(), |l| format!("{l} TPM"));
             let state = if d.enabled { "enabled" } else { "disabled" };
-            let provider = match &d.api_version {
-                Some(v) => format!("{} {v}", d.provider),
-                None => d.provider.to_string(),
+            let provider = match (&d.api_version, &d.region, &d.project) {
+                (Some(v), _, _) => format!("{} {v}", d.provider),
+                (_, Some(r), Some(p)) => format!("{} {p}/{r}", d.provider),
+                (_, Some(r), None) if d.aws.is_some() => format!("{} {r}, SigV4", d.provider),
+                (_, Some(r), None) => format!("{} {r}", d.provider),
+                _ => d.provider.to_string(),
             };
             println!(
                 "    - {} → {} ({provider}, {}, {}, {})",

@@ -72,6 +72,30 @@ const SIMS: &[SimUpstream] = &[
         provider: MockProvider::Anthropic,
     },
     SimUpstream {
+        model: "claude",
+        deployment: "anthropic-direct",
+        latency_ms: 300,
+        fail_rate: 0.0,
+        tpm_limit: Some(5_000),
+        provider: MockProvider::Anthropic,
+    },
+    SimUpstream {
+        model: "claude",
+        deployment: "bedrock-east",
+        latency_ms: 450,
+        fail_rate: 0.0,
+        tpm_limit: Some(2_000),
+        provider: MockProvider::Bedrock,
+    },
+    SimUpstream {
+        model: "claude",
+        deployment: "vertex-east5",
+        latency_ms: 380,
+        fail_rate: 0.05,
+        tpm_limit: None,
+        provider: MockProvider::Vertex,
+    },
+    SimUpstream {
         model: "text-embedding-3-small",
         deployment: "emb-a",
         latency_ms: 20,
@@ -142,6 +166,37 @@ model_id = "claude-sonnet-4-5"
 tpm_limit = 15000
 
 [[models]]
+name = "claude"                # one Claude model three ways: Anthropic, Bedrock, Vertex AI
+
+[[models.deployments]]
+name = "anthropic-direct"
+provider = "anthropic"
+api_base = "http://127.0.0.1:{anthropic-direct}"
+api_key = "sk-ant-demo-0005"
+model_id = "claude-sonnet-4-5"
+tpm_limit = 12000
+
+[[models.deployments]]
+name = "bedrock-east"          # SigV4-signed; its upstream throttles (ThrottlingException)
+provider = "bedrock"
+region = "us-east-1"
+api_base = "http://127.0.0.1:{bedrock-east}"
+aws_access_key_id = "AKIADEMO0000000000001"
+aws_secret_access_key = "demo-secret-access-key-0006"
+model_id = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+tpm_limit = 8000
+
+[[models.deployments]]
+name = "vertex-east5"          # an OAuth token from the service-account file the demo writes
+provider = "vertex"
+project = "mock-project"
+region = "us-east5"
+api_base = "http://127.0.0.1:{vertex-east5}"
+credentials = "file:{vertex-credentials}"
+model_id = "claude-sonnet-4-5@20250929"
+tpm_limit = 8000
+
+[[models]]
 name = "text-embedding-3-small"
 
 [[models.deployments]]
@@ -160,16 +215,35 @@ api_base = "http://127.0.0.1:{emb-c}/v1"
 model_id = "text-embedding-3-small"
 "#;
 
-/// The demo config with the simulated upstreams on `ports` (in `SIMS` order).
-pub fn demo_config(ports: &[u16]) -> String {
+/// The demo's simulated Bedrock accepts these keys (those of its config).
+const DEMO_AWS_KEY_ID: &str = "AKIADEMO0000000000001";
+const DEMO_AWS_SECRET: &str = "demo-secret-access-key-0006";
+
+/// The demo config with the simulated upstreams on `ports` (in `SIMS`
+/// order), and the Vertex deployment's service-account file named.
+pub fn demo_config(ports: &[u16], vertex_credentials: &str) -> String {
     SIMS.iter()
         .zip(ports)
         .fold(DEMO_CONFIG.to_string(), |text, (sim, port)| {
             text.replace(&format!("{{{}}}", sim.deployment), &port.to_string())
         })
+        .replace("{vertex-credentials}", vertex_credentials)
 }
 
-async fn start_upstream(i: usize, sim: &SimUpstream, port: u16) -> anyhow::Result<MockHandle> {
+/// Where the simulated Vertex writes its service-account file: next to the
+/// demo config, named after it.
+fn credentials_path(config: &Path) -> PathBuf {
+    let mut name = config.file_stem().unwrap_or_default().to_os_string();
+    name.push("-vertex-sa.json");
+    config.with_file_name(name)
+}
+
+async fn start_upstream(
+    i: usize,
+    sim: &SimUpstream,
+    port: u16,
+    config: &Path,
+) -> anyhow::Result<MockHandle> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut opts = MockOptions::new(addr);
     opts.latency_ms = sim.latency_ms;
@@ -179,6 +253,15 @@ async fn start_upstream(i: usize, sim: &SimUpstream, port: u16) -> anyhow::Resul
     opts.chunk_delay_ms = 15;
     opts.seed = Some(i as u64 + 1);
     opts.provider = sim.provider;
+    match sim.provider {
+        MockProvider::Bedrock => {
+            opts.aws_access_key_id = Some(DEMO_AWS_KEY_ID.into());
+            opts.aws_secret_access_key = Some(DEMO_AWS_SECRET.into());
+        }
+        // Rewritten on every start: its token_uri names this run's port.
+        MockProvider::Vertex => opts.write_credentials = Some(credentials_path(config)),
+        _ => {}
+    }
     mock_upstream::spawn(opts).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot start the simulated upstream `{}` on {addr}: {e} (is another demo running on this config?)",
@@ -213,7 +296,7 @@ async fn prepare(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, Config, Vec
         let config = Config::load(&path)?;
         for (i, sim) in SIMS.iter().enumerate() {
             if let Some(port) = sim_port(&config, sim) {
-                upstreams.push(start_upstream(i, sim, port).await?);
+                upstreams.push(start_upstream(i, sim, port, &path).await?);
             }
         }
         if upstreams.is_empty() {
@@ -227,11 +310,16 @@ async fn prepare(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, Config, Vec
     }
     let mut ports = Vec::new();
     for (i, sim) in SIMS.iter().enumerate() {
-        let handle = start_upstream(i, sim, 0).await?;
+        let handle = start_upstream(i, sim, 0, &path).await?;
         ports.push(handle.addr.port());
         upstreams.push(handle);
     }
-    write_new(&path, &demo_config(&ports))?;
+    let credentials = credentials_path(&path);
+    let credentials = credentials
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy();
+    write_new(&path, &demo_config(&ports, &credentials))?;
     let config = Config::load(&path)?;
     Ok((path, config, upstreams))
 }
@@ -406,7 +494,7 @@ async fn traffic(addr: SocketAddr, stop: CancellationToken) {
             rng.random_range(120..400)
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let (path, body) = if n % 3 == 2 {
+        let (path, body) = if n % 4 == 3 {
             (
                 "embeddings",
                 serde_json::json!({"model": "text-embedding-3-small", "input": "the quick brown fox"}),
@@ -416,7 +504,8 @@ async fn traffic(addr: SocketAddr, stop: CancellationToken) {
             (
                 "chat/completions",
                 serde_json::json!({
-                    "model": "gpt-4o",
+                    // Half the traffic on gpt-4o, a quarter on claude.
+                    "model": if n % 4 == 2 { "claude" } else { "gpt-4o" },
                     "stream": stream,
                     "max_tokens": 100,
                     "messages": [{"role": "user", "content": "Tell me about routing. ".repeat(rng.random_range(5..30))}],

@@ -590,6 +590,8 @@ fn the_example_config_parses() {
         "ANTHROPIC_API_KEY",
         "EMBEDDINGS_PRIMARY_KEY",
         "EMBEDDINGS_BACKUP_KEY",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
     ] {
         assert!(EXAMPLE_CONFIG.contains(&format!("env:{var}")), "{var}");
         set_env(var, &format!("sk-example-{}", var.to_lowercase()));
@@ -599,6 +601,14 @@ fn the_example_config_parses() {
     fs::write(
         dir.path().join("keys/openai.key"),
         "sk-example-openai-key\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("keys/vertex-sa.json"),
+        serde_json::json!({"type": "service_account", "client_email": "sb@my-project.iam.gserviceaccount.com",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+            "token_uri": "https://oauth2.googleapis.com/token"})
+        .to_string(),
     )
     .unwrap();
 
@@ -653,6 +663,11 @@ fn the_example_config_parses() {
         "api_base",
         "api_version",
         "api_key",
+        "region",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "project",
+        "credentials",
         "model_id",
         "tpm_limit",
         "enabled",

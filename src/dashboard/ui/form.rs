@@ -66,6 +66,9 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
                     let placeholder = match (field, form.provider.default_api_base(Some("REGION")))
                     {
                         (Field::ApiBase, Some(default)) => format!("{default} (the default)"),
+                        (Field::ApiKey, _) if form.provider == Provider::Bedrock => {
+                            "a Bedrock API key, or none with AWS keys below".to_string()
+                        }
                         _ => field.placeholder().to_string(),
                     };
                     spans.push(Span::styled(placeholder, theme.dim()));

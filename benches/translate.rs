@@ -1,6 +1,8 @@
 //! Translating for providers that do not speak OpenAI's API: a chat request
 //! into Anthropic's Messages, an Anthropic answer back, and one streamed
-//! text delta into an OpenAI chunk.
+//! text delta into an OpenAI chunk; for Bedrock, the SigV4 signing of a
+//! typical request and one event-stream frame decoded (CRCs checked) and
+//! translated into a chunk.
 //! `cargo bench --bench translate`
 
 use std::hint::black_box;
@@ -57,5 +59,50 @@ fn translate(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, translate);
+fn bedrock(c: &mut Criterion) {
+    use switchboard::config::{ApiKey, AwsKeys};
+    use switchboard::gateway::provider::bedrock::{self, sign::Signer, stream};
+    let body = chat_2kb();
+    c.bench_function("bedrock/request_2kb", |b| {
+        b.iter(|| bedrock::request::translate(black_box(body.as_bytes())).unwrap())
+    });
+    let converse = bedrock::request::translate(body.as_bytes()).unwrap();
+    let signer = Signer::new(
+        &AwsKeys {
+            access_key_id: ApiKey::literal("AKIAIOSFODNN7EXAMPLE"),
+            secret_access_key: ApiKey::literal("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            session_token: None,
+        },
+        "us-east-1",
+    );
+    let url = "https://bedrock-runtime.us-east-1.amazonaws.com/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse";
+    c.bench_function("bedrock/sigv4_sign_2kb", |b| {
+        b.iter(|| {
+            signer
+                .sign(
+                    black_box(url),
+                    "bedrock-runtime.us-east-1.amazonaws.com",
+                    &converse,
+                    std::time::SystemTime::now(),
+                )
+                .unwrap()
+        })
+    });
+    let cx = AnswerContext {
+        model: "claude",
+        created: 1_700_000_000,
+        wants_usage: false,
+    };
+    let mut t = stream::Translator::new(&cx);
+    t.feed(&stream::frame("messageStart", br#"{"role":"assistant"}"#));
+    let delta = stream::frame(
+        "contentBlockDelta",
+        br#"{"contentBlockIndex":0,"delta":{"text":" gateway"}}"#,
+    );
+    c.bench_function("bedrock/stream_frame_text_delta", |b| {
+        b.iter(|| t.feed(black_box(&delta)).unwrap())
+    });
+}
+
+criterion_group!(benches, translate, bedrock);
 criterion_main!(benches);

@@ -123,6 +123,11 @@ impl Translator {
         }
     }
 
+    /// The id the gateway gave this answer (Converse gives none).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     pub fn usage(&self) -> Option<Usage> {
         self.writer.as_ref().map(|_| self.tokens.usage())
     }

@@ -177,38 +177,23 @@ async fn api(
     }
     let vertex = shared.opts.provider == MockProvider::Vertex;
     match (shared.opts.provider, endpoint) {
-        (MockProvider::Vertex, Endpoint::Token) => {
-            return Ok(vertex::token(shared, shared.addr.get().copied(), &body));
-        }
-        (MockProvider::Vertex, Endpoint::RawPredict | Endpoint::Chat) => {
-            if let Err(refused) = vertex::authorized(shared, &parts.headers) {
-                return Ok(*refused);
-            }
-            if let Mode::Fail {
-                status, message, ..
-            } = &*mode
-            {
-                let status = StatusCode::from_u16(*status)
-                    .ok()
-                    .filter(|s| s.is_client_error() || s.is_server_error())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                let text = message
-                    .as_deref()
-                    .unwrap_or(vertex::default_message(status));
-                return Ok(vertex::google_error(status, text));
-            }
-            if endpoint == Endpoint::RawPredict {
-                return Ok(anthropic::messages(shared, &mode, &body, true));
-            }
-        }
         (MockProvider::Vertex, _) => {
-            return Ok(vertex::google_error(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "The requested URL {} was not found on this server.",
-                    parts.uri.path()
-                ),
-            ));
+            let which = match endpoint {
+                Endpoint::Token => vertex::Route::Token,
+                Endpoint::RawPredict => vertex::Route::RawPredict,
+                Endpoint::Chat => vertex::Route::Chat,
+                _ => vertex::Route::Other,
+            };
+            if let Some(answer) = vertex::route(
+                shared,
+                &mode,
+                which,
+                &parts.headers,
+                parts.uri.path(),
+                &body,
+            ) {
+                return Ok(answer);
+            }
         }
         (_, Endpoint::Token | Endpoint::RawPredict) => {
             return Ok(error_response(&ApiError::not_found(

@@ -23,6 +23,7 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::json;
 
+use super::Mode;
 use super::body::MockBody;
 use super::state::Shared;
 
@@ -52,6 +53,55 @@ pub fn credentials_json(addr: std::net::SocketAddr) -> String {
         "universe_domain": "googleapis.com",
     })
     .to_string()
+}
+
+/// Which of Vertex's routes a request is for.
+pub(crate) enum Route {
+    Token,
+    RawPredict,
+    /// The OpenAI-compatible endpoint's chat completions.
+    Chat,
+    Other,
+}
+
+/// Answers a Vertex request, after the connection faults; None: an
+/// authorized request to the OpenAI-compatible endpoint, which the OpenAI
+/// mock answers.
+pub(crate) fn route(
+    shared: &Shared,
+    mode: &Mode,
+    which: Route,
+    headers: &HeaderMap,
+    path: &str,
+    body: &Bytes,
+) -> Option<Response<MockBody>> {
+    if let Route::Token = which {
+        return Some(token(shared, shared.addr.get().copied(), body));
+    }
+    if let Route::Other = which {
+        return Some(google_error(
+            StatusCode::NOT_FOUND,
+            &format!("The requested URL {path} was not found on this server."),
+        ));
+    }
+    if let Err(refused) = authorized(shared, headers) {
+        return Some(*refused);
+    }
+    if let Mode::Fail {
+        status, message, ..
+    } = mode
+    {
+        let status = StatusCode::from_u16(*status)
+            .ok()
+            .filter(|s| s.is_client_error() || s.is_server_error())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let text = message.as_deref().unwrap_or(default_message(status));
+        return Some(google_error(status, text));
+    }
+    match which {
+        Route::RawPredict => Some(super::anthropic::messages(shared, mode, body, true)),
+        _ => None,
+    }
 }
 
 /// A Google API error: `{"error": {"code", "message", "status"}}`.

@@ -254,3 +254,76 @@ async fn one_model_on_anthropic_bedrock_and_vertex_fails_over_on_each_ones_own_s
         "RESOURCE_EXHAUSTED: {d}"
     );
 }
+
+/// The "done when": one model on Anthropic, Bedrock (SigV4 and an
+/// API key) and Vertex answers the openai SDK, streams and tool calls
+/// included, whichever deployment each request reaches. What Bedrock
+/// cannot honour (one tool call per turn, an image URL) goes to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_model_on_anthropic_bedrock_both_ways_and_vertex_answers_the_openai_sdk() {
+    if !sdk_available("openai") {
+        return;
+    }
+    let anthropic = mock_with(|o| {
+        o.provider = MockProvider::Anthropic;
+        o.api_key = Some("sk-ant-test-0123456789".into());
+        o.tokens = 6;
+    })
+    .await;
+    let bedrock = mock_with(|o| {
+        o.provider = MockProvider::Bedrock;
+        o.aws_access_key_id = Some("AKIDTEST".into());
+        o.aws_secret_access_key = Some("bedrock-secret".into());
+        o.api_key = Some("bedrock-api-key-0123456789".into());
+        o.tokens = 6;
+    })
+    .await;
+    let (vertex_m, _dir, credentials) = vertex_mock(6).await;
+    let bedrock_d = |name: &str, auth: &str| {
+        format!(
+            "\n[[models.deployments]]\nname = \"{name}\"\nprovider = \"bedrock\"\nregion = \"us-east-1\"\napi_base = \"{}\"\n{auth}\nmodel_id = \"anthropic.claude-sonnet-4-5-20250929-v1:0\"\n",
+            bedrock.base_url()
+        )
+    };
+    let gw = gateway(&format!(
+        "[[models]]\nname = \"claude\"\n\n[[models.deployments]]\nname = \"anthropic\"\nprovider = \"anthropic\"\napi_base = \"{}\"\napi_key = \"sk-ant-test-0123456789\"\nmodel_id = \"claude-sonnet-4-5\"\n{}{}{}",
+        anthropic.base_url(),
+        bedrock_d(
+            "bedrock-sigv4",
+            "aws_access_key_id = \"AKIDTEST\"\naws_secret_access_key = \"bedrock-secret\""
+        ),
+        bedrock_d("bedrock-api-key", "api_key = \"bedrock-api-key-0123456789\""),
+        vertex("vertex", &vertex_m, &credentials, "claude-sonnet-4-5@20250929"),
+    ))
+    .await;
+    let seen = python(
+        "translation_client.py",
+        vec![gw.url("/v1"), "claude".into()],
+    )
+    .await;
+    assert_eq!(seen["chat"]["model"], "claude", "{seen}");
+    assert_eq!(seen["stream"]["text"], seen["chat"]["content"], "{seen}");
+    assert_eq!(seen["final"], seen["chat"]["content"]);
+    assert_eq!(seen["tools"]["finish"], "tool_calls", "{seen}");
+    assert_eq!(seen["tools"]["names"], json!(["get_weather", "get_time"]));
+    assert_eq!(seen["stream_tools"]["args"], seen["tools"]["args"]);
+    assert_eq!(
+        seen["single"], 1,
+        "refused by Bedrock, answered by the others"
+    );
+    assert_eq!(seen["image"], "stop", "the URL image too");
+    assert_eq!(seen["followup"], "stop");
+    let served: Vec<u64> = [&anthropic, &bedrock, &vertex_m]
+        .iter()
+        .map(|m| m.stats().ok)
+        .collect();
+    assert!(
+        served.iter().all(|n| *n > 0),
+        "every provider answered: {served:?}"
+    );
+    for name in ["bedrock-sigv4", "bedrock-api-key"] {
+        let d = gw.deployment(name).await;
+        assert!(d["requests"].as_u64().unwrap() > 0, "{d}");
+        assert_eq!(d["failures"], 0, "{d}");
+    }
+}

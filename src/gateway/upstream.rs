@@ -202,6 +202,36 @@ impl Upstream {
         }
     }
 
+    /// The per-request auth headers: a SigV4 signature over `body`, or a
+    /// Google access token (fetched when the cached one is due).
+    async fn authorize(
+        &self,
+        t: &Target,
+        body: &Bytes,
+    ) -> Result<Vec<(axum::http::HeaderName, HeaderValue)>, Sent> {
+        match &self.plan.auth {
+            Auth::Static => Ok(Vec::new()),
+            Auth::SigV4(signer) => {
+                let host = self
+                    .host
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default();
+                signer
+                    .sign(&t.url.to_string(), host, body, std::time::SystemTime::now())
+                    .map_err(Sent::Auth)
+            }
+            Auth::Google(tokens) => {
+                use secrecy::ExposeSecret;
+                let token = tokens.token().await.map_err(Sent::Auth)?;
+                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+                    .map_err(|_| Sent::Auth("the access token is not a header value".into()))?;
+                value.set_sensitive(true);
+                Ok(vec![(axum::http::header::AUTHORIZATION, value)])
+            }
+        }
+    }
+
     /// Sends `body` to the endpoint; resolves when the response headers are in.
     /// The caller only sends to endpoints the plan offers.
     pub async fn request(
@@ -214,33 +244,10 @@ impl Upstream {
         static NOWHERE: std::sync::LazyLock<Target> =
             std::sync::LazyLock::new(|| Target::new("http://invalid.invalid/"));
         let t = self.plan.target_for(endpoint, stream).unwrap_or(&NOWHERE);
+        // The OpenAI path has static auth only: it pays for one check.
         let signed = match &self.plan.auth {
-            Auth::Static => Vec::new(),
-            Auth::SigV4(signer) => {
-                let host = self
-                    .host
-                    .as_ref()
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or_default();
-                signer
-                    .sign(
-                        &t.url.to_string(),
-                        host,
-                        &body,
-                        std::time::SystemTime::now(),
-                    )
-                    .map_err(Sent::Auth)?
-            }
-            Auth::Google(tokens) => {
-                use secrecy::ExposeSecret;
-                // Boxed: the exchange's future is large, and would otherwise
-                // grow every request's future, whatever its provider.
-                let token = Box::pin(tokens.token()).await.map_err(Sent::Auth)?;
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
-                    .map_err(|_| Sent::Auth("the access token is not a header value".into()))?;
-                value.set_sensitive(true);
-                vec![(axum::http::header::AUTHORIZATION, value)]
-            }
+            Auth::Static => None,
+            _ => Some(Box::pin(self.authorize(t, &body)).await?),
         };
         let mut req = axum::http::Request::new(Full::new(body));
         *req.method_mut() = axum::http::Method::POST;
@@ -252,7 +259,7 @@ impl Upstream {
         for (name, value) in &self.plan.headers {
             headers.insert(name.clone(), value.clone());
         }
-        for (name, value) in signed {
+        for (name, value) in signed.into_iter().flatten() {
             headers.insert(name, value);
         }
         let target = super::client::Target {

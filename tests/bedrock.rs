@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::sdk::{python, sdk_available};
 use common::*;
 use serde_json::{Value, json};
 use switchboard::mock_upstream::{MockHandle, MockProvider, Mode};
@@ -17,40 +18,6 @@ const KEY_ID: &str = "AKIDSWITCHBOARDTEST";
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzSWITCH";
 const API_KEY: &str = "bedrock-api-key-0123456789";
 const MODEL_ID: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
-
-fn sdk_available(module: &str) -> bool {
-    let found = std::process::Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have the {module} SDK installed"
-        );
-        eprintln!("SKIPPED: the {module} Python package is not installed");
-    }
-    found
-}
-
-async fn python(script: &str, args: Vec<String>) -> Value {
-    let script = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .args(args)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 async fn bedrock_mock(
     tune: impl FnOnce(&mut switchboard::mock_upstream::MockOptions),

@@ -10,43 +10,10 @@
 
 mod common;
 
+use common::sdk::{python, sdk_available};
 use common::*;
 use serde_json::{Value, json};
 use switchboard::mock_upstream::{MockHandle, MockProvider};
-
-fn sdk_available(module: &str) -> bool {
-    let found = std::process::Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have the {module} Python package installed"
-        );
-        eprintln!("SKIPPED: the {module} Python package is not installed");
-    }
-    found
-}
-
-async fn python(script: &str, args: Vec<String>) -> Value {
-    let script = format!("{}/tests/sdk/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .arg(script)
-            .args(args)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 /// A Vertex mock and the service-account file it issues tokens for.
 async fn vertex_mock(tokens: u32) -> (MockHandle, tempfile::TempDir, String) {

@@ -1,6 +1,8 @@
 //! Test harness: real mock upstreams and a real gateway on loopback ports.
 #![allow(dead_code)]
 
+pub mod sdk;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 

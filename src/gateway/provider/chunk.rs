@@ -263,6 +263,15 @@ impl ChunkWriter {
 }
 
 /// `s` as a JSON string literal.
+/// An OpenAI-style error event, as a translated stream ends with one.
+pub fn error_event(out: &mut Vec<u8>, message: &str, code: &str) {
+    out.extend_from_slice(b"data: {\"error\":{\"message\":");
+    push_json(out, message);
+    out.extend_from_slice(b",\"type\":\"upstream_error\",\"param\":null,\"code\":");
+    push_json(out, code);
+    out.extend_from_slice(b"}}\n\n");
+}
+
 pub fn push_json(out: &mut Vec<u8>, s: &str) {
     // Writing a str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);

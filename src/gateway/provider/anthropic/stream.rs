@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::answer::AnthropicUsage;
 use crate::gateway::provider::AnswerContext;
-use crate::gateway::provider::chunk::{ChunkWriter, Finish, Tokens, push_json};
+use crate::gateway::provider::chunk::{ChunkWriter, Finish, Tokens, error_event};
 use crate::gateway::sse::Usage;
 
 /// The most one event may hold before the stream is taken as broken.
@@ -346,11 +346,7 @@ impl Translator {
 
     /// An OpenAI-style error event; the stream ends with it.
     fn fail(&mut self, message: String, code: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"data: {\"error\":{\"message\":");
-        push_json(out, &message);
-        out.extend_from_slice(b",\"type\":\"upstream_error\",\"param\":null,\"code\":");
-        push_json(out, code);
-        out.extend_from_slice(b"}}\n\n");
+        error_event(out, &message, code);
         self.error = Some(message);
     }
 }

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::answer::BedrockUsage;
 use crate::gateway::provider::AnswerContext;
-use crate::gateway::provider::chunk::{ChunkWriter, Finish, Tokens, push_json};
+use crate::gateway::provider::chunk::{ChunkWriter, Finish, Tokens, error_event};
 use crate::gateway::sse::Usage;
 
 /// The largest frame AWS sends is 16 MiB; anything claiming more is broken.
@@ -348,11 +348,7 @@ impl Translator {
     }
 
     fn fail(&mut self, message: String, code: &str, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"data: {\"error\":{\"message\":");
-        push_json(out, &message);
-        out.extend_from_slice(b",\"type\":\"upstream_error\",\"param\":null,\"code\":");
-        push_json(out, code);
-        out.extend_from_slice(b"}}\n\n");
+        error_event(out, &message, code);
         self.error = Some(message);
     }
 }

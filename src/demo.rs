@@ -284,6 +284,27 @@ fn sim_port(config: &Config, sim: &SimUpstream) -> Option<u16> {
     rest.split('/').next()?.parse().ok()
 }
 
+/// The loopback port of deployment `name` in the config at `path`, read
+/// without validating the rest.
+fn raw_port(path: &Path, name: &str) -> Option<u16> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let value: toml::Value = toml::from_str(&text).ok()?;
+    let base = value
+        .get("models")?
+        .as_array()?
+        .iter()
+        .filter_map(|m| m.get("deployments")?.as_array())
+        .flatten()
+        .find(|d| d.get("name").and_then(|n| n.as_str()) == Some(name))?
+        .get("api_base")?
+        .as_str()?;
+    base.strip_prefix("http://127.0.0.1:")?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The demo's config and its simulated upstreams: a fresh config with
 /// upstreams on free ports, or an existing one with its upstreams on the
 /// ports it names.
@@ -293,12 +314,24 @@ async fn prepare(given: Option<PathBuf>) -> anyhow::Result<(PathBuf, Config, Vec
     });
     let mut upstreams = Vec::new();
     if path.exists() {
+        // The simulated Vertex writes the service-account file its
+        // deployment names, and the config does not load without it: it
+        // starts first, on the port the file gives it.
+        let vertex = SIMS.iter().position(|s| s.provider == MockProvider::Vertex);
+        let early = match vertex.and_then(|i| Some((i, raw_port(&path, SIMS[i].deployment)?))) {
+            Some((i, port)) => Some((i, start_upstream(i, &SIMS[i], port, &path).await?)),
+            None => None,
+        };
         let config = Config::load(&path)?;
         for (i, sim) in SIMS.iter().enumerate() {
+            if early.as_ref().is_some_and(|(j, _)| *j == i) {
+                continue;
+            }
             if let Some(port) = sim_port(&config, sim) {
                 upstreams.push(start_upstream(i, sim, port, &path).await?);
             }
         }
+        upstreams.extend(early.map(|(_, h)| h));
         if upstreams.is_empty() {
             anyhow::bail!(
                 "{} is not a demo config: none of its deployments is one of the demo's simulated upstreams, and the demo does not send generated traffic elsewhere. Run the dashboard on it with `switchboard --config {}`, or give the demo a new file.",

@@ -27,6 +27,7 @@ mod server;
 mod shared;
 pub mod sse;
 pub mod stats;
+pub mod testing;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -45,8 +46,9 @@ use crate::config::{ApiKey, Config, ServerConfig};
 use crate::events::EventBus;
 use crate::router::Pool;
 pub use auth::check_exposure;
-pub use control::{DeploymentView, GatewayView, ModelView, StateView, TestReport};
+pub use control::{DeploymentView, GatewayView, ModelView, StateView};
 pub use error::ApiError;
+pub use testing::TestReport;
 use upstream::Upstream;
 
 /// Cheap to clone; all clones share one gateway.

@@ -202,3 +202,56 @@ async fn our_own_writes_do_not_announce_a_reload() {
     assert_eq!(seen.len(), 1, "only the toggle itself: {seen:?}");
     assert_eq!(gw.deployment("b").await["enabled"], false);
 }
+
+/// A fixed AWS secret, a new region or API version in the file is a new way
+/// to call the deployment: applied, not ignored because the limit is the same.
+#[tokio::test]
+async fn an_edit_to_a_cloud_deployments_keys_or_region_is_applied() {
+    use switchboard::mock_upstream::MockProvider;
+    let m = mock_with(|o| {
+        o.provider = MockProvider::Bedrock;
+        o.aws_access_key_id = Some("AKIDRELOAD".into());
+        o.aws_secret_access_key = Some("the-right-secret".into());
+    })
+    .await;
+    let bedrock = |secret: &str, region: &str| {
+        format!(
+            "\n[[models.deployments]]\nname = \"b\"\nprovider = \"bedrock\"\nregion = \"{region}\"\napi_base = \"{}\"\naws_access_key_id = \"AKIDRELOAD\"\naws_secret_access_key = \"{secret}\"\nmodel_id = \"anthropic.claude-v2:1\"\n",
+            m.base_url()
+        )
+    };
+    let gw = gateway(&one_model("", &[bedrock("a-wrong-secret", "us-east-1")])).await;
+    assert_eq!(
+        gw.chat("m").await.status(),
+        502,
+        "the wrong secret is refused"
+    );
+    let mut rx = gw.gateway.events().subscribe();
+    std::fs::write(
+        &gw.config_path,
+        one_model("", &[bedrock("the-right-secret", "us-east-1")]),
+    )
+    .unwrap();
+    let event = next_config_event(&mut rx).await;
+    assert!(event.message.contains("m/b updated"), "{}", event.message);
+    assert!(
+        !event.message.contains("the-right-secret"),
+        "{}",
+        event.message
+    );
+    // Its failure cooldown stays (the router's), so ask the deployment itself.
+    let r = gw
+        .post("/admin/models/m/deployments/b/test", serde_json::json!({}))
+        .await;
+    let v = json(r).await;
+    assert_eq!(v["ok"], true, "{v}");
+
+    std::fs::write(
+        &gw.config_path,
+        one_model("", &[bedrock("the-right-secret", "eu-west-1")]),
+    )
+    .unwrap();
+    let event = next_config_event(&mut rx).await;
+    assert!(event.message.contains("m/b updated"), "{}", event.message);
+    assert_eq!(gw.deployment("b").await["region"], "eu-west-1");
+}

@@ -257,14 +257,44 @@ impl Gateway {
 }
 
 /// Whether requests would go out the same way (the enabled flag and the TPM
-/// limit are the router's, not the connection's).
+/// limit are the router's, not the connection's): every field that shapes
+/// a request, its URL or its auth.
 fn same_endpoint(a: &DeploymentConfig, b: &DeploymentConfig) -> bool {
-    a.provider == b.provider
-        && a.api_base == b.api_base
-        && a.model_id == b.model_id
-        && match (&a.api_key, &b.api_key) {
+    use secrecy::ExposeSecret;
+    fn key(x: Option<&crate::config::ApiKey>, y: Option<&crate::config::ApiKey>) -> bool {
+        match (x, y) {
             (None, None) => true,
             (Some(x), Some(y)) => x.expose() == y.expose(),
             _ => false,
         }
+    }
+    let aws = match (&a.aws, &b.aws) {
+        (None, None) => true,
+        (Some(x), Some(y)) => {
+            key(Some(&x.access_key_id), Some(&y.access_key_id))
+                && key(Some(&x.secret_access_key), Some(&y.secret_access_key))
+                && key(x.session_token.as_ref(), y.session_token.as_ref())
+        }
+        _ => false,
+    };
+    let credentials = match (&a.credentials, &b.credentials) {
+        (None, None) => true,
+        (Some(x), Some(y)) => {
+            x.path == y.path
+                && x.client_email == y.client_email
+                && x.token_uri == y.token_uri
+                && x.private_key_id == y.private_key_id
+                && x.private_key.expose_secret() == y.private_key.expose_secret()
+        }
+        _ => false,
+    };
+    a.provider == b.provider
+        && a.api_base == b.api_base
+        && a.api_version == b.api_version
+        && a.model_id == b.model_id
+        && a.region == b.region
+        && a.project == b.project
+        && key(a.api_key.as_ref(), b.api_key.as_ref())
+        && aws
+        && credentials
 }

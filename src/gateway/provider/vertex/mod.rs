@@ -67,14 +67,25 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
 /// Deployments with the same service account share one token source, so
 /// the token endpoint sees one refresh per account, not per deployment.
 fn shared_source(account: &Arc<crate::config::ServiceAccount>) -> Arc<token::TokenSource> {
-    type Key = (std::path::PathBuf, String, String);
+    // The key's fingerprint too: an edited file must not get the old key's tokens.
+    type Key = (std::path::PathBuf, String, String, Vec<u8>);
     static SOURCES: std::sync::LazyLock<
         std::sync::Mutex<std::collections::HashMap<Key, std::sync::Weak<token::TokenSource>>>,
     > = std::sync::LazyLock::new(Default::default);
+    let fingerprint = {
+        use secrecy::ExposeSecret;
+        ring::digest::digest(
+            &ring::digest::SHA256,
+            account.private_key.expose_secret().as_bytes(),
+        )
+        .as_ref()
+        .to_vec()
+    };
     let key = (
         account.path.clone(),
         account.client_email.clone(),
         account.token_uri.clone(),
+        fingerprint,
     );
     let mut sources = SOURCES.lock().unwrap_or_else(|e| e.into_inner());
     sources.retain(|_, s| s.strong_count() > 0);

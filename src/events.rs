@@ -159,6 +159,9 @@ pub enum AttemptOutcome {
     },
     Timeout,
     Connect,
+    /// The deployment's auth could not be worked out (a Vertex token
+    /// endpoint that refused or failed): nothing was sent to the model.
+    Auth,
     /// The upstream answered something that is not a valid response.
     InvalidResponse,
     /// The client left while this attempt was running.
@@ -178,6 +181,7 @@ impl AttemptOutcome {
             AttemptOutcome::Status { status } => format!("✗{status}"),
             AttemptOutcome::Timeout => "✗timeout".to_string(),
             AttemptOutcome::Connect => "✗connect".to_string(),
+            AttemptOutcome::Auth => "✗auth".to_string(),
             AttemptOutcome::InvalidResponse => "✗invalid".to_string(),
             AttemptOutcome::Cancelled => "✗cancelled".to_string(),
             AttemptOutcome::NotOffered { status } => format!("⊘{status}"),

@@ -606,7 +606,7 @@ fn the_example_config_parses() {
     fs::write(
         dir.path().join("keys/vertex-sa.json"),
         serde_json::json!({"type": "service_account", "client_email": "sb@my-project.iam.gserviceaccount.com",
-            "private_key": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+            "private_key": include_str!("../assets/mock-vertex-key.pem"),
             "token_uri": "https://oauth2.googleapis.com/token"})
         .to_string(),
     )

@@ -294,3 +294,40 @@ async fn one_model_on_anthropic_bedrock_both_ways_and_vertex_answers_the_openai_
         assert_eq!(d["failures"], 0, "{d}");
     }
 }
+
+/// A service account the token endpoint refuses: the attempt fails as an
+/// auth failure naming the file, not as an unreachable upstream.
+#[tokio::test]
+async fn a_refused_service_account_is_said_to_be_an_auth_failure_naming_the_file() {
+    let (m, dir, _) = vertex_mock(4).await;
+    let mut sa: Value = serde_json::from_str(&m.credentials_json()).unwrap();
+    sa["client_email"] = json!("someone-else@mock-project.iam.gserviceaccount.com");
+    let path = dir.path().join("other-sa.json");
+    std::fs::write(&path, sa.to_string()).unwrap();
+    let gw = gateway(&one_model(
+        "",
+        &[vertex(
+            "v",
+            &m,
+            &path.display().to_string(),
+            "claude-sonnet-4-5",
+        )],
+    ))
+    .await;
+    let r = gw.chat("m").await;
+    assert_eq!(r.status(), 502);
+    let body = json(r).await.to_string();
+    assert!(body.contains("could not authenticate"), "{body}");
+    let r = gw
+        .post("/admin/models/m/deployments/v/test", json!({}))
+        .await;
+    let v = json(r).await;
+    let e = v["error"].as_str().unwrap();
+    assert!(
+        e.starts_with("could not authenticate")
+            && e.contains("other-sa.json")
+            && e.contains("invalid_grant"),
+        "{v}"
+    );
+    assert!(!e.contains("PRIVATE KEY"), "{v}");
+}

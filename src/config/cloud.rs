@@ -71,6 +71,12 @@ pub(super) fn check(spec: &DeploymentSpec) -> Result<(), FieldError> {
                     "goes with aws_access_key_id and aws_secret_access_key",
                 ));
             }
+            if spec.aws_access_key_id.is_none() && spec.api_key.is_none() {
+                return Err(FieldError::new(
+                    "aws_access_key_id",
+                    "is needed, with aws_secret_access_key, for SigV4; or give a Bedrock API key as api_key (Bedrock answers every unauthenticated request 403)",
+                ));
+            }
             if spec.aws_access_key_id.is_some() && spec.api_key.is_some() {
                 return Err(FieldError::new(
                     "api_key",
@@ -149,6 +155,9 @@ pub(super) fn credentials_path(reference: &str, base_dir: &Path) -> Result<PathB
                 .into(),
         );
     };
+    if path.trim().is_empty() {
+        return Err("\"file:\" needs a path, e.g. \"file:/etc/switchboard/vertex.json\"".into());
+    }
     let path = Path::new(path.trim());
     let path = if path.is_absolute() {
         path.to_path_buf()
@@ -229,8 +238,10 @@ pub(super) fn service_account(path: &Path) -> Result<ServiceAccount, String> {
     };
     let client_email = need(file.client_email, "client_email")?;
     let private_key = need(file.private_key, "private_key")?;
-    if !private_key.contains("PRIVATE KEY-----") {
-        return Err(format!("{shown}: private_key is not a PEM private key"));
+    if jsonwebtoken::EncodingKey::from_rsa_pem(private_key.as_bytes()).is_err() {
+        return Err(format!(
+            "{shown}: private_key is not an RSA private key in PEM form; download a new JSON key for the service account"
+        ));
     }
     let token_uri = file
         .token_uri
@@ -266,7 +277,14 @@ mod tests {
         let mut s = spec(Provider::Bedrock);
         assert_eq!(check(&s).unwrap_err().field, "region");
         s.region = Some("us-east-1".into());
-        assert!(check(&s).is_ok(), "no keys at all: an api_key or none");
+        assert_eq!(
+            check(&s).unwrap_err().field,
+            "aws_access_key_id",
+            "no auth at all"
+        );
+        s.api_key = Some("bedrock-key".into());
+        assert!(check(&s).is_ok(), "a Bedrock API key");
+        s.api_key = None;
         s.aws_access_key_id = Some("env:AWS_ACCESS_KEY_ID".into());
         assert_eq!(check(&s).unwrap_err().field, "aws_secret_access_key");
         s.aws_secret_access_key = Some("env:AWS_SECRET_ACCESS_KEY".into());
@@ -313,13 +331,14 @@ mod key_file_tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sa.json");
         let write = |v: serde_json::Value| std::fs::write(&path, v.to_string()).unwrap();
+        let key = include_str!("../../assets/mock-vertex-key.pem");
         write(
             serde_json::json!({"type": "service_account", "client_email": "a@p.iam.gserviceaccount.com",
-            "private_key": "-----BEGIN PRIVATE KEY-----\nSECRETSTUFF\n-----END PRIVATE KEY-----\n", "token_uri": "http://127.0.0.1:1/token"}),
+            "private_key": key, "token_uri": "http://127.0.0.1:1/token"}),
         );
         let sa = service_account(&path).unwrap();
         assert_eq!(sa.token_uri, "http://127.0.0.1:1/token");
-        assert!(!format!("{sa:?}").contains("SECRETSTUFF"));
+        assert!(!format!("{sa:?}").contains(&key[40..80]));
         write(serde_json::json!({"type": "authorized_user", "private_key": "SECRETSTUFF"}));
         let e = service_account(&path).unwrap_err();
         assert!(e.contains("sa.json") && !e.contains("SECRETSTUFF"), "{e}");
@@ -330,6 +349,15 @@ mod key_file_tests {
         .unwrap();
         let e = service_account(&path).unwrap_err();
         assert!(!e.contains("SECRETSTUFF") && e.contains("line 1"), "{e}");
+        write(
+            serde_json::json!({"type": "service_account", "client_email": "a@p.iam.gserviceaccount.com",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nGARBAGE\n-----END PRIVATE KEY-----\n"}),
+        );
+        let e = service_account(&path).unwrap_err();
+        assert!(
+            e.contains("not an RSA private key") && !e.contains("GARBAGE"),
+            "{e}"
+        );
         let e = service_account(&dir.path().join("missing.json")).unwrap_err();
         assert!(e.contains("cannot read"), "{e}");
     }

@@ -313,7 +313,13 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 detail,
                 tokens,
             } => {
-                tracing::debug!(model = %flight.route.name, deployment = %upstream.name, %detail, "attempt failed");
+                if matches!(outcome, AttemptOutcome::Status { status: 401 | 403 }) {
+                    // A refused key or signature is the operator's to fix: said
+                    // at the default level (the cooldown keeps it to a few lines).
+                    tracing::warn!(model = %flight.route.name, deployment = %upstream.name, %detail, "attempt refused by the upstream");
+                } else {
+                    tracing::debug!(model = %flight.route.name, deployment = %upstream.name, %detail, "attempt failed");
+                }
                 flight.last_failure =
                     Some(format!("{} {}", upstream.name, outcome_summary(&outcome)));
                 flight.conclude(outcome, verdict, Some(tokens));
@@ -422,6 +428,7 @@ fn outcome_summary(outcome: &AttemptOutcome) -> String {
         AttemptOutcome::Status { status } => format!("answered {status}"),
         AttemptOutcome::Timeout => "timed out".into(),
         AttemptOutcome::Connect => "could not be reached".into(),
+        AttemptOutcome::Auth => "could not authenticate".into(),
         AttemptOutcome::InvalidResponse => "sent an invalid answer".into(),
         AttemptOutcome::NotOffered { status } => format!("does not offer this endpoint ({status})"),
         AttemptOutcome::Ok { .. } | AttemptOutcome::Cancelled => "did not answer".into(),
@@ -500,7 +507,9 @@ async fn attempt(
             );
         }
         Ok(Err(Sent::Auth(why))) => {
-            return failed(AttemptOutcome::Connect, why, Tokens::Actual(0));
+            // The operator must hear why without turning debug logs on.
+            tracing::warn!(deployment = %up.name, "cannot authenticate: {why}");
+            return failed(AttemptOutcome::Auth, why, Tokens::Actual(0));
         }
         Ok(Err(Sent::Http(e))) if e.is_connect() => {
             return failed(

@@ -102,7 +102,7 @@ impl Gateway {
                     super::upstream::Sent::Http(e) => {
                         Box::new(e) as Box<dyn std::error::Error + Send + Sync>
                     }
-                    super::upstream::Sent::Auth(why) => why.into(),
+                    super::upstream::Sent::Auth(why) => Box::new(AuthFailed(why)),
                 })?;
             let status = response.status();
             // A test answer is small; cap it all the same.
@@ -124,6 +124,9 @@ impl Gateway {
                 None,
                 format!("no answer within {:.0}s", timeout.as_secs_f64()),
             ),
+            Ok(Err(e)) if e.is::<AuthFailed>() => {
+                fail(None, format!("could not authenticate: {e}"))
+            }
             Ok(Err(e)) => fail(
                 None,
                 format!("could not reach {}: {}", config.api_base, root_cause(&*e)),
@@ -163,3 +166,16 @@ impl Gateway {
         }
     }
 }
+
+/// A deployment whose auth could not be worked out: said as such, not as
+/// an unreachable upstream.
+#[derive(Debug)]
+struct AuthFailed(String);
+
+impl std::fmt::Display for AuthFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AuthFailed {}

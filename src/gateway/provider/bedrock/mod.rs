@@ -201,6 +201,7 @@ mod tests {
             name: "b".into(),
             provider: crate::config::Provider::Bedrock,
             region: Some("us-east-1".into()),
+            api_key: Some("bedrock-api-key".into()),
             model_id: "anthropic.claude-3-5-sonnet-20240620-v1:0".into(),
             ..Default::default()
         };

@@ -85,7 +85,7 @@ impl TokenSource {
         let key = EncodingKey::from_rsa_pem(account.private_key.expose_secret().as_bytes())
             .map_err(|_| {
                 format!(
-                    "{}: private_key is not an RSA key jsonwebtoken can sign with",
+                    "{}: private_key is not an RSA private key in PEM form",
                     account.path.display()
                 )
             });

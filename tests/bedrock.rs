@@ -252,4 +252,29 @@ async fn throttling_cools_bedrock_down_over_http_and_inside_the_stream() {
             .any(|f| f.contains("modelStreamErrorException")),
         "{frames:?}"
     );
+    assert_eq!(
+        gw.deployment("bedrock").await["state"],
+        "healthy",
+        "one failure"
+    );
+
+    // Throttled after the first byte: the client's stream ends with the
+    // error, and the deployment cools down as for a 429.
+    throttled.set_mode(Mode::ErrorMidStream {
+        after_chunks: 3,
+        exception: Some("throttlingException".into()),
+    });
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    let frames = sse_data(r).await;
+    assert!(
+        frames.iter().any(|f| f.contains("throttlingException")),
+        "{frames:?}"
+    );
+    let d = gw.deployment("bedrock").await;
+    assert_eq!(d["cooldown_cause"], "rate_limited", "{d}");
 }

@@ -225,15 +225,11 @@ impl Flight {
     }
 
     /// A stream broke after it was committed: the deployment failed after all.
-    pub(super) fn fail_answering(&mut self) {
+    pub(super) fn fail_answering(&mut self, verdict: Verdict) {
         if let Some(cur) = &self.answered {
             let now = self.gw.now();
-            let transition = self
-                .route
-                .lock()
-                .pool
-                .record(cur.index, now, Verdict::Failed);
-            let shared = self.share_verdict(cur, Verdict::Failed, None);
+            let transition = self.route.lock().pool.record(cur.index, now, verdict);
+            let shared = self.share_verdict(cur, verdict, None);
             if !shared && let Some(t) = transition {
                 self.gw.announce(&self.route.name, &cur.name, t);
             }

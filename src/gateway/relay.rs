@@ -69,7 +69,14 @@ impl Relay {
             .map_or(prompt + completion, |u| u.total());
         // Before settling: settling releases the record of who answered.
         if outcome == RequestOutcome::StreamInterrupted {
-            self.flight.fail_answering();
+            // Throttled mid-stream (Bedrock's throttlingException): a rate
+            // limit, which cools the deployment down at once.
+            let verdict = if self.decoder.rate_limited() {
+                crate::router::Verdict::RateLimited(None)
+            } else {
+                crate::router::Verdict::Failed
+            };
+            self.flight.fail_answering(verdict);
         }
         self.flight.settle(total);
         self.flight

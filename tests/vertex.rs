@@ -331,3 +331,38 @@ async fn a_refused_service_account_is_said_to_be_an_auth_failure_naming_the_file
     );
     assert!(!e.contains("PRIVATE KEY"), "{v}");
 }
+
+/// A parameter no deployment of the model can honour: refused by the
+/// gateway itself, naming no deployment, in words about the model.
+#[tokio::test]
+async fn what_no_deployment_can_honour_is_refused_without_naming_one() {
+    let bedrock = mock_with(|o| {
+        o.provider = MockProvider::Bedrock;
+        o.api_key = Some("bedrock-api-key-0123456789".into());
+    })
+    .await;
+    let (vertex_m, _dir, credentials) = vertex_mock(4).await;
+    let gw = gateway(&format!(
+        "[[models]]\nname = \"m\"\n\n[[models.deployments]]\nname = \"bedrock\"\nprovider = \"bedrock\"\nregion = \"us-east-1\"\napi_base = \"{}\"\napi_key = \"bedrock-api-key-0123456789\"\nmodel_id = \"anthropic.claude-v2:1\"\n{}",
+        bedrock.base_url(),
+        vertex("vertex", &vertex_m, &credentials, "claude-sonnet-4-5"),
+    ))
+    .await;
+    for _ in 0..2 {
+        let r = gw
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "m", "n": 2, "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        assert!(r.headers().get("x-switchboard-deployment").is_none());
+        let v = json(r).await;
+        assert_eq!(v["error"]["param"], "n", "{v}");
+        assert_eq!(
+            v["error"]["message"], "`n` = 2: none of the deployments of `m` can honour it",
+            "{v}"
+        );
+    }
+    assert_eq!(bedrock.stats().requests + vertex_m.stats().requests, 0);
+}

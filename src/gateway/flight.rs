@@ -57,6 +57,8 @@ pub(super) struct Flight {
     /// Why a deployment's API could not take the request, for the client
     /// when no other deployment could either.
     refusal: Option<ApiError>,
+    /// Deployments withdrawn for that.
+    withdrawn: usize,
     finished: bool,
 }
 
@@ -99,6 +101,7 @@ impl Flight {
             not_offered: Vec::new(),
             not_offered_answer: None,
             refusal: None,
+            withdrawn: 0,
             finished: false,
         };
         // Every provider offers chat completions; for the other endpoints,
@@ -132,6 +135,7 @@ impl Flight {
             drop(state);
             self.share_verdict(&cur, Verdict::Abandoned, Some(0));
         }
+        self.withdrawn += 1;
         self.refusal = Some(why);
     }
 
@@ -308,7 +312,19 @@ impl Flight {
             && let Some(refusal) = self.refusal.take()
         {
             // The only deployments that could have taken it cannot honour it.
-            refusal
+            match refusal {
+                // Refused by more than one: not one provider's shortcoming.
+                ApiError::Unsupported { message, param } if self.withdrawn > 1 => {
+                    let what = message.split(": ").next().unwrap_or(&message).to_string();
+                    ApiError::Unsupported {
+                        message: format!(
+                            "{what}: none of the deployments of `{model}` can honour it"
+                        ),
+                        param,
+                    }
+                }
+                refusal => refusal,
+            }
         } else if tried == 0 && self.incapable > 0 && why == Unavailable::Exhausted {
             ApiError::EndpointNotOffered(format!(
                 "No deployment of `{model}` offers {}: {} of its deployments are of providers without it (only chat completions go to every provider).",
@@ -369,7 +385,11 @@ impl Flight {
         let status = error.status().as_u16();
         self.finish(status, RequestOutcome::Failed, 0, 0, false);
         let mut response = error.into_response();
-        if let Some(last) = self.tried.last() {
+        // Only an answer after an attempt names a deployment: a refusal the
+        // gateway made itself (nothing sent) names none.
+        if attempts > 0
+            && let Some(last) = self.tried.last()
+        {
             let state = self.route.lock();
             response
                 .headers_mut()

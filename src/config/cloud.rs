@@ -221,8 +221,12 @@ pub(super) fn service_account(path: &Path) -> Result<ServiceAccount, String> {
     let shown = path.display();
     let text = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let file: KeyFile = serde_json::from_slice(&text).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => "a field of the wrong type",
+            _ => "not JSON",
+        };
         format!(
-            "{shown} is not a service-account key file (not JSON of that shape at line {}, column {})",
+            "{shown} is not a service-account key file ({what} at line {}, column {})",
             e.line(),
             e.column()
         )

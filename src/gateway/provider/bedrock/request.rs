@@ -331,12 +331,12 @@ fn user_blocks<'a>(i: usize, parts: &'a [Part<'_>]) -> Result<Vec<Block<'a>>, Ap
             Part::Image(url) => {
                 let param = format!("messages[{i}].content[{j}].image_url.url");
                 let image = image(url).ok_or_else(|| {
-                    unsupported(
-                        format!(
-                            "`{param}` must be a base64 data: URI of a png, jpeg, gif or webp image: Bedrock takes no image URLs"
-                        ),
-                        &param,
-                    )
+                    let why = if url.starts_with("data:") {
+                        "must be a base64 data: URI of a png, jpeg, gif or webp image, the formats Bedrock takes"
+                    } else {
+                        "must be a base64 data: URI: Bedrock takes no image URLs (and the gateway downloads nothing)"
+                    };
+                    unsupported(format!("`{param}` {why}"), &param)
                 })?;
                 blocks.push(Block::Image(image));
             }

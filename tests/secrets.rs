@@ -32,6 +32,32 @@ impl Drop for Reap {
     }
 }
 
+/// The real binary serving `config` on `port`, its debug log in `log`,
+/// once it answers.
+async fn serve_logging(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    port: u16,
+) -> (Reap, String) {
+    let server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "debug")
+        .env("NO_COLOR", "1")
+        .stderr(Stdio::from(std::fs::File::create(log).unwrap()))
+        .spawn()
+        .unwrap();
+    let server = Reap(server);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.get(format!("{base}/health")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (server, base)
+}
+
 fn assert_clean(what: &str, text: &str) {
     for key in [KEY_A, KEY_B, KEY_C, KEY_D, ADMIN] {
         assert!(!text.contains(key), "{what} leaks {key}:\n{text}");
@@ -78,22 +104,8 @@ async fn keys_stay_out_of_logs_events_state_metrics_and_errors() {
     )
     .unwrap();
     let log = dir.path().join("stderr.log");
-    let server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "debug")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let mut server = Reap(server);
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut server, base) = serve_logging(&config, &log, port).await;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client.get(format!("{base}/health")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 
     // Watch the events while the traffic runs.
     let events = client
@@ -257,22 +269,8 @@ async fn aws_secrets_and_service_account_keys_stay_out_of_everything() {
     )
     .unwrap();
     let log = dir.path().join("stderr.log");
-    let server = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "debug")
-        .env("NO_COLOR", "1")
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let mut server = Reap(server);
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut server, base) = serve_logging(&config, &log, port).await;
     let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client.get(format!("{base}/health")).send().await.is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let clean = |what: &str, text: &str| {
         for secret in [
             AWS_SECRET,

@@ -254,6 +254,40 @@ fn unsupported(provider: Provider, param: &str, why: &str) -> ApiError {
     }
 }
 
+/// A schema for a tool that gives none: no arguments.
+pub fn empty_schema() -> &'static RawValue {
+    static EMPTY: std::sync::LazyLock<Box<RawValue>> = std::sync::LazyLock::new(|| {
+        RawValue::from_string(r#"{"type":"object","properties":{}}"#.into()).expect("valid JSON")
+    });
+    &EMPTY
+}
+
+/// A tool call's arguments as the JSON object Anthropic's and Bedrock's
+/// APIs take as its input (none: an empty object); `who` names the API in
+/// the 400 when they are not one.
+pub fn tool_input<'a>(
+    call: &'a ToolCall<'_>,
+    i: usize,
+    j: usize,
+    who: &str,
+) -> Result<&'a RawValue, ApiError> {
+    let arguments = if call.arguments.trim().is_empty() {
+        "{}"
+    } else {
+        &call.arguments
+    };
+    serde_json::from_str(arguments)
+        .ok()
+        .filter(|v: &&RawValue| v.get().trim_start().starts_with('{'))
+        .ok_or_else(|| {
+            let param = format!("messages[{i}].tool_calls[{j}].function.arguments");
+            ApiError::BadRequest {
+                message: format!("`{param}` must be a JSON object, as {who} takes tool input"),
+                param: None,
+            }
+        })
+}
+
 fn bad(message: String) -> ApiError {
     ApiError::BadRequest {
         message,

@@ -114,14 +114,6 @@ fn bad(message: String, param: &str) -> ApiError {
     }
 }
 
-/// A schema for a tool that gives none: no arguments.
-fn empty_schema() -> &'static RawValue {
-    static EMPTY: std::sync::LazyLock<Box<RawValue>> = std::sync::LazyLock::new(|| {
-        RawValue::from_string(r#"{"type":"object","properties":{}}"#.into()).expect("valid JSON")
-    });
-    &EMPTY
-}
-
 /// The body for `POST /v1/messages`.
 pub fn translate(body: &[u8], model_id: &str) -> Result<Bytes, ApiError> {
     let req = chat::parse(body, Provider::Anthropic)?;
@@ -174,23 +166,7 @@ pub fn build<'a>(
             Role::Assistant => {
                 let mut blocks = text_blocks(&m.parts);
                 for (j, call) in m.tool_calls.iter().enumerate() {
-                    let arguments = if call.arguments.trim().is_empty() {
-                        "{}"
-                    } else {
-                        &call.arguments
-                    };
-                    let input: &RawValue = serde_json::from_str(arguments)
-                        .ok()
-                        .filter(|v: &&RawValue| v.get().trim_start().starts_with('{'))
-                        .ok_or_else(|| {
-                            let param = format!("messages[{i}].tool_calls[{j}].function.arguments");
-                            ApiError::BadRequest {
-                                message: format!(
-                                    "`{param}` must be a JSON object, as Anthropic takes tool input"
-                                ),
-                                param: None,
-                            }
-                        })?;
+                    let input = chat::tool_input(call, i, j, "Anthropic")?;
                     blocks.push(Block::ToolUse {
                         id: &call.id,
                         name: &call.name,
@@ -231,7 +207,7 @@ pub fn build<'a>(
         .map(|t| ToolDef {
             name: &t.name,
             description: t.description.as_deref(),
-            input_schema: t.parameters.unwrap_or_else(|| empty_schema()),
+            input_schema: t.parameters.unwrap_or_else(|| chat::empty_schema()),
         })
         .collect();
     let single = req.parallel_tool_calls == Some(false);

@@ -160,13 +160,6 @@ fn unsupported(message: String, param: &str) -> ApiError {
     }
 }
 
-fn empty_schema() -> &'static RawValue {
-    static EMPTY: std::sync::LazyLock<Box<RawValue>> = std::sync::LazyLock::new(|| {
-        RawValue::from_string(r#"{"type":"object","properties":{}}"#.into()).expect("valid JSON")
-    });
-    &EMPTY
-}
-
 /// The body for `POST {api_base}/model/{model_id}/converse[-stream]`.
 pub fn translate(body: &[u8]) -> Result<Bytes, ApiError> {
     let req = chat::parse(body, Provider::Bedrock)?;
@@ -208,20 +201,7 @@ fn build<'a>(req: &'a ChatRequest<'_>) -> Result<Converse<'a>, ApiError> {
             Role::Assistant => {
                 let mut blocks = text_blocks(&m.parts);
                 for (j, call) in m.tool_calls.iter().enumerate() {
-                    let arguments = if call.arguments.trim().is_empty() {
-                        "{}"
-                    } else {
-                        &call.arguments
-                    };
-                    let input: &RawValue = serde_json::from_str(arguments)
-                        .ok()
-                        .filter(|v: &&RawValue| v.get().trim_start().starts_with('{'))
-                        .ok_or_else(|| ApiError::BadRequest {
-                            message: format!(
-                                "`messages[{i}].tool_calls[{j}].function.arguments` must be a JSON object, as Bedrock takes tool input"
-                            ),
-                            param: None,
-                        })?;
+                    let input = chat::tool_input(call, i, j, "Bedrock")?;
                     has_tool_blocks = true;
                     blocks.push(Block::ToolUse(ToolUse {
                         tool_use_id: &call.id,
@@ -303,7 +283,7 @@ fn tools<'a>(
                     name: &t.name,
                     description: t.description.as_deref(),
                     input_schema: Schema {
-                        json: t.parameters.unwrap_or_else(|| empty_schema()),
+                        json: t.parameters.unwrap_or_else(|| chat::empty_schema()),
                     },
                 },
             })

@@ -252,3 +252,65 @@ fn without_a_terminal_or_a_config_it_says_what_to_do() {
     assert!(!ok);
     assert!(err.contains("--headless"), "{err}");
 }
+
+/// PUTs a mode to a simulated upstream's control API.
+fn put_mode(port: u16, mode: &str) {
+    let addr = format!("127.0.0.1:{port}");
+    let mut s = TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "PUT /mock/mode HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{mode}",
+        mode.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 204"), "{text}");
+}
+
+/// The port a deployment of the demo config points at.
+fn port_of(config: &str, deployment: &str) -> u16 {
+    let at = config.find(&format!("name = \"{deployment}\"")).unwrap();
+    let base = &config[at..][config[at..].find("api_base = \"http://127.0.0.1:").unwrap() + 29..];
+    base[..base.find(|c: char| !c.is_ascii_digit()).unwrap()]
+        .parse()
+        .unwrap()
+}
+
+/// The demo's claude model on Anthropic, Bedrock and Vertex: each one
+/// throttled in turn shows as cooling down in the dashboard while the
+/// others take the traffic.
+#[test]
+fn throttling_each_claude_provider_in_turn_shows_in_the_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tmux, config) = demo(dir.path(), 130, 40);
+    tmux.wait_for("claude");
+    let text = std::fs::read_to_string(&config).unwrap();
+    tmux.keys(&["Down"]);
+    tmux.wait_for("Deployments · claude");
+    let throttle = r#"{"mode":"fail","status":429,"retry_after_s":600}"#;
+    put_mode(port_of(&text, "anthropic-direct"), throttle);
+    let screen = tmux.wait("anthropic-direct cooling down", |s| {
+        s.lines()
+            .any(|l| l.contains("anthropic-direct") && l.contains("cooling"))
+    });
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("vertex-east5") && l.contains("healthy")),
+        "{screen}"
+    );
+    put_mode(port_of(&text, "bedrock-east"), throttle);
+    tmux.wait("bedrock-east cooling down too", |s| {
+        s.lines()
+            .any(|l| l.contains("bedrock-east") && l.contains("cooling"))
+            && s.lines()
+                .any(|l| l.contains("anthropic-direct") && l.contains("cooling"))
+    });
+    // The traffic pane shows requests still answered, by the one left.
+    tmux.wait("vertex-east5 answering", |s| {
+        s.lines()
+            .any(|l| l.contains("claude") && l.contains("vertex-east5 ✓"))
+    });
+    tmux.keys(&["q"]);
+}

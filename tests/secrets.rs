@@ -58,6 +58,21 @@ async fn serve_logging(
     (server, base)
 }
 
+impl Reap {
+    /// SIGTERM, and wait for the gateway to stop (its log is then complete).
+    async fn terminate(&mut self) {
+        Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        let stop = Instant::now() + Duration::from_secs(15);
+        while self.0.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < stop, "the gateway stops");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 fn assert_clean(what: &str, text: &str) {
     for key in [KEY_A, KEY_B, KEY_C, KEY_D, ADMIN] {
         assert!(!text.contains(key), "{what} leaks {key}:\n{text}");
@@ -186,15 +201,7 @@ async fn keys_stay_out_of_logs_events_state_metrics_and_errors() {
     );
     assert_clean("/admin/events", &events);
 
-    Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    let stop = Instant::now() + Duration::from_secs(15);
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < stop, "the gateway stops");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.terminate().await;
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(
         log.contains("attempt refused by the upstream"),
@@ -321,15 +328,7 @@ async fn aws_secrets_and_service_account_keys_stay_out_of_everything() {
         }
         clean(path, &text);
     }
-    Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    let stop = Instant::now() + Duration::from_secs(15);
-    while server.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < stop, "the gateway stops");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.terminate().await;
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(
         log.contains("InvalidSignatureException"),

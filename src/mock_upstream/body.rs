@@ -85,6 +85,55 @@ impl MockBody {
         body
     }
 
+    /// A whole answer, spoiled as `mode` says (every provider's mock alike).
+    pub(super) fn answer(mode: &super::Mode, json: Vec<u8>) -> Self {
+        use super::Mode;
+        match mode {
+            Mode::Garbage => MockBody::full(Bytes::from_static(super::openai::GARBAGE_BODY)),
+            Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
+            Mode::ResetMidStream { .. } => MockBody::first_half(json, End::Abort),
+            Mode::TruncatedStream { .. } => MockBody::first_half(json, End::Clean),
+            _ => MockBody::full(json),
+        }
+    }
+
+    /// A stream of `frames`, spoiled as `mode` says: `garbage` instead of
+    /// them, cut, or cut and ended with the provider's `error` frame (made
+    /// from the mode's exception name, if it gives one).
+    pub(super) fn spoiled(
+        mode: &super::Mode,
+        mut frames: Vec<Bytes>,
+        gap: Duration,
+        garbage: impl FnOnce() -> Vec<Bytes>,
+        error: impl FnOnce(Option<&str>) -> Bytes,
+    ) -> Self {
+        use super::Mode;
+        let cut = |frames: &mut Vec<Bytes>, n: u32| {
+            frames.truncate(usize::try_from(n).unwrap_or(usize::MAX))
+        };
+        match mode {
+            Mode::Garbage => MockBody::stream(garbage(), gap, End::Clean),
+            Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
+            Mode::ResetMidStream { after_chunks } => {
+                cut(&mut frames, *after_chunks);
+                MockBody::stream(frames, gap, End::Abort)
+            }
+            Mode::TruncatedStream { after_chunks } => {
+                cut(&mut frames, *after_chunks);
+                MockBody::stream(frames, gap, End::Clean)
+            }
+            Mode::ErrorMidStream {
+                after_chunks,
+                exception,
+            } => {
+                cut(&mut frames, *after_chunks);
+                frames.push(error(exception.as_deref()));
+                MockBody::stream(frames, gap, End::Clean)
+            }
+            _ => MockBody::stream(frames, gap, End::Clean),
+        }
+    }
+
     /// The first half of `full`, announced with its whole length, then `end`.
     pub(super) fn first_half(full: Vec<u8>, end: End) -> Self {
         let length = full.len() as u64;

@@ -405,7 +405,7 @@ fn generate(
         respond(
             StatusCode::OK,
             JSON,
-            json_body(mode, openai::completion_json(&reply)),
+            MockBody::answer(mode, openai::completion_json(&reply)),
         )
     };
     if let Some(limit) = limit {
@@ -436,23 +436,12 @@ fn embed(
     let mut response = respond(
         StatusCode::OK,
         JSON,
-        json_body(mode, openai::embeddings_json(&job, model)),
+        MockBody::answer(mode, openai::embeddings_json(&job, model)),
     );
     if let Some(limit) = limit {
         limit.apply(response.headers_mut());
     }
     response
-}
-
-/// A JSON answer, spoiled as the mode says.
-fn json_body(mode: &Mode, json: Vec<u8>) -> MockBody {
-    match mode {
-        Mode::Garbage => MockBody::full(Bytes::from_static(openai::GARBAGE_BODY)),
-        Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
-        Mode::ResetMidStream { .. } => MockBody::first_half(json, End::Abort),
-        Mode::TruncatedStream { .. } => MockBody::first_half(json, End::Clean),
-        _ => MockBody::full(json),
-    }
 }
 
 /// An SSE answer, spoiled as the mode says.

@@ -171,6 +171,21 @@ pub enum ErrorVerdict {
     Failed { message: String },
 }
 
+impl ErrorVerdict {
+    /// The client's mistake as the upstream put it, in OpenAI's error shape.
+    pub fn client(message: &str, kind: &str, code: Option<&str>) -> ErrorVerdict {
+        let body = serde_json::json!({"error": {
+            "message": message,
+            "type": kind,
+            "param": null,
+            "code": code,
+        }});
+        ErrorVerdict::Client {
+            body: Bytes::from(body.to_string()),
+        }
+    }
+}
+
 /// Why an answer with a success status cannot be used.
 pub type Invalid = String;
 

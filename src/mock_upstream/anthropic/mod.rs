@@ -17,7 +17,7 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::Mode;
-use super::body::{End, MockBody};
+use super::body::MockBody;
 use super::state::Shared;
 use super::window::{self, Admission};
 
@@ -154,23 +154,13 @@ pub(crate) fn messages(
     shared.count_tokens(reply.input_tokens, reply.output_tokens);
     let gap = Duration::from_millis(shared.opts.chunk_delay_ms);
     let mut response = if req.stream {
-        let frames = reply.stream_frames();
-        let body = match mode {
-            Mode::Garbage => MockBody::stream(garbage(reply.output_tokens + 2), gap, End::Clean),
-            Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
-            Mode::ResetMidStream { after_chunks } => {
-                MockBody::stream(cut(frames, *after_chunks), gap, End::Abort)
-            }
-            Mode::TruncatedStream { after_chunks } => {
-                MockBody::stream(cut(frames, *after_chunks), gap, End::Clean)
-            }
-            Mode::ErrorMidStream { after_chunks, .. } => {
-                let mut frames = cut(frames, *after_chunks);
-                frames.push(reply::error_event("overloaded_error", "Overloaded"));
-                MockBody::stream(frames, gap, End::Clean)
-            }
-            _ => MockBody::stream(frames, gap, End::Clean),
-        };
+        let body = MockBody::spoiled(
+            mode,
+            reply.stream_frames(),
+            gap,
+            || garbage(reply.output_tokens + 2),
+            |_| reply::error_event("overloaded_error", "Overloaded"),
+        );
         let mut r = Response::new(body);
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
@@ -178,14 +168,7 @@ pub(crate) fn messages(
         );
         r
     } else {
-        let json = reply.json();
-        let body = match mode {
-            Mode::Garbage => MockBody::full(Bytes::from_static(super::openai::GARBAGE_BODY)),
-            Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
-            Mode::ResetMidStream { .. } => MockBody::first_half(json, End::Abort),
-            Mode::TruncatedStream { .. } => MockBody::first_half(json, End::Clean),
-            _ => MockBody::full(json),
-        };
+        let body = MockBody::answer(mode, reply.json());
         let mut r = Response::new(body);
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
@@ -197,11 +180,6 @@ pub(crate) fn messages(
         limits.apply(response.headers_mut(), false);
     }
     response
-}
-
-fn cut(mut frames: Vec<Bytes>, after: u32) -> Vec<Bytes> {
-    frames.truncate(usize::try_from(after).unwrap_or(usize::MAX));
-    frames
 }
 
 fn garbage(count: u64) -> Vec<Bytes> {

@@ -19,7 +19,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::Mode;
-use super::body::{End, MockBody};
+use super::body::MockBody;
 use super::state::Shared;
 use crate::gateway::provider::bedrock::stream::{exception_frame, frame};
 use crate::mock_upstream::openai::WORDS;
@@ -127,42 +127,25 @@ pub(crate) fn answer(
     shared.count_tokens(reply.input_tokens, reply.output_tokens);
     let gap = Duration::from_millis(shared.opts.chunk_delay_ms);
     let mut response = if stream {
-        let frames = reply.frames();
-        let cut = |mut f: Vec<Bytes>, n: u32| {
-            f.truncate(usize::try_from(n).unwrap_or(usize::MAX));
-            f
-        };
-        let body = match mode {
-            Mode::Garbage => MockBody::stream(
+        let body = MockBody::spoiled(
+            mode,
+            reply.frames(),
+            gap,
+            || {
                 vec![Bytes::from_static(
                     b"\x00\x00\x00\x20not an event stream frame......",
-                )],
-                gap,
-                End::Clean,
-            ),
-            Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
-            Mode::ResetMidStream { after_chunks } => {
-                MockBody::stream(cut(frames, *after_chunks), gap, End::Abort)
-            }
-            Mode::TruncatedStream { after_chunks } => {
-                MockBody::stream(cut(frames, *after_chunks), gap, End::Clean)
-            }
-            Mode::ErrorMidStream {
-                after_chunks,
-                exception,
-            } => {
-                let mut frames = cut(frames, *after_chunks);
-                let kind = exception.as_deref().unwrap_or("modelStreamErrorException");
+                )]
+            },
+            |exception| {
+                let kind = exception.unwrap_or("modelStreamErrorException");
                 let message = match kind {
                     "throttlingException" => "Too many tokens, please wait before trying again.",
                     "serviceUnavailableException" => "Bedrock is unable to process your request.",
                     _ => "The model stream failed.",
                 };
-                frames.push(exception_frame(kind, message));
-                MockBody::stream(frames, gap, End::Clean)
-            }
-            _ => MockBody::stream(frames, gap, End::Clean),
-        };
+                exception_frame(kind, message)
+            },
+        );
         let mut r = Response::new(body);
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
@@ -170,14 +153,7 @@ pub(crate) fn answer(
         );
         r
     } else {
-        let json = reply.json();
-        let body = match mode {
-            Mode::Garbage => MockBody::full(Bytes::from_static(super::openai::GARBAGE_BODY)),
-            Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
-            Mode::ResetMidStream { .. } => MockBody::first_half(json, End::Abort),
-            Mode::TruncatedStream { .. } => MockBody::first_half(json, End::Clean),
-            _ => MockBody::full(json),
-        };
+        let body = MockBody::answer(mode, reply.json());
         let mut r = Response::new(body);
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,

@@ -8,7 +8,6 @@ pub mod request;
 pub mod stream;
 
 use axum::http::{HeaderMap, StatusCode};
-use bytes::Bytes;
 use serde::Deserialize;
 
 use super::{Dialect, ErrorVerdict, Plan, Target, header, limits};
@@ -86,17 +85,11 @@ pub fn error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ErrorVerdi
         },
         401 | 403 | 404 | 408 => ErrorVerdict::Failed { message: text },
         _ if status.is_server_error() || code == 529 => ErrorVerdict::Failed { message: text },
-        _ if status.is_client_error() => {
-            let body = serde_json::json!({"error": {
-                "message": text,
-                "type": kind.unwrap_or_else(|| "invalid_request_error".into()),
-                "param": null,
-                "code": null,
-            }});
-            ErrorVerdict::Client {
-                body: Bytes::from(body.to_string()),
-            }
-        }
+        _ if status.is_client_error() => ErrorVerdict::client(
+            &text,
+            kind.as_deref().unwrap_or("invalid_request_error"),
+            None,
+        ),
         _ => ErrorVerdict::Failed { message: text },
     }
 }

@@ -13,7 +13,6 @@ pub mod sign;
 pub mod stream;
 
 use axum::http::{HeaderMap, StatusCode};
-use bytes::Bytes;
 
 use super::openai::path_segment;
 use super::{Auth, Dialect, ErrorVerdict, Plan, Target, header, limits};
@@ -104,15 +103,7 @@ pub fn error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ErrorVerdi
         },
         401 | 403 | 404 | 408 | 424 => ErrorVerdict::Failed { message: text },
         _ if status.is_client_error() => {
-            let body = serde_json::json!({"error": {
-                "message": text,
-                "type": "invalid_request_error",
-                "param": null,
-                "code": kind,
-            }});
-            ErrorVerdict::Client {
-                body: Bytes::from(body.to_string()),
-            }
+            ErrorVerdict::client(&text, "invalid_request_error", kind.as_deref())
         }
         _ => ErrorVerdict::Failed { message: text },
     }

@@ -10,7 +10,6 @@ pub mod token;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
-use bytes::Bytes;
 
 use super::openai::path_segment;
 use super::{Auth, Dialect, ErrorVerdict, Plan, Target, limits};
@@ -141,13 +140,9 @@ pub fn error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ErrorVerdi
     }
     match code {
         401 | 403 | 404 | 408 => ErrorVerdict::Failed { message: text },
-        _ if status.is_client_error() => ErrorVerdict::Client {
-            body: Bytes::from(
-                serde_json::json!({"error": {"message": text, "type": "invalid_request_error",
-                    "param": null, "code": kind}})
-                .to_string(),
-            ),
-        },
+        _ if status.is_client_error() => {
+            ErrorVerdict::client(&text, "invalid_request_error", kind.as_deref())
+        }
         _ => ErrorVerdict::Failed { message: text },
     }
 }

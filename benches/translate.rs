@@ -64,9 +64,17 @@ fn bedrock(c: &mut Criterion) {
     use switchboard::gateway::provider::bedrock::{self, sign::Signer, stream};
     let body = chat_2kb();
     c.bench_function("bedrock/request_2kb", |b| {
-        b.iter(|| bedrock::request::translate(black_box(body.as_bytes())).unwrap())
+        b.iter(|| {
+            bedrock::request::translate(
+                black_box(body.as_bytes()),
+                "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            )
+            .unwrap()
+        })
     });
-    let converse = bedrock::request::translate(body.as_bytes()).unwrap();
+    let converse =
+        bedrock::request::translate(body.as_bytes(), "anthropic.claude-sonnet-4-5-20250929-v1:0")
+            .unwrap();
     let signer = Signer::new(
         &AwsKeys {
             access_key_id: ApiKey::literal("AKIAIOSFODNN7EXAMPLE"),

@@ -79,20 +79,17 @@ impl Gateway {
             .first_byte_timeout
             .min(Duration::from_secs(30));
         let started = Instant::now();
-        let mut body = bytes::Bytes::from(body.to_string());
-        // Anthropic takes this OpenAI body as it is; Converse and Vertex's
-        // rawPredict need their own.
-        {
-            use crate::gateway::provider::{Dialect, anthropic, bedrock};
-            let translated = match up.plan.dialect {
-                Dialect::Bedrock => bedrock::request::translate(&body).ok(),
-                Dialect::VertexClaude => anthropic::request::translate_for_vertex(&body).ok(),
-                Dialect::OpenAi | Dialect::Anthropic => None,
-            };
-            if let Some(t) = translated {
-                body = t;
-            }
-        }
+        let body = bytes::Bytes::from(body.to_string());
+        // The test request goes out as a real one would: through the
+        // provider's own translation.
+        let body = match super::request::inspect(&body, endpoint) {
+            Ok(req) => up
+                .plan
+                .dialect
+                .body(&req, &body, &up.model_json, &config.model_id)
+                .unwrap_or(body),
+            Err(_) => body,
+        };
         let sent = tokio::time::timeout(timeout, async {
             use http_body_util::BodyExt;
             let response = up

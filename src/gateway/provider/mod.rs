@@ -203,7 +203,7 @@ impl Dialect {
         match self {
             Dialect::OpenAi => Ok(req.rewrite(body, model_json)),
             Dialect::Anthropic => anthropic::request::translate(body, model_id),
-            Dialect::Bedrock => bedrock::request::translate(body),
+            Dialect::Bedrock => bedrock::request::translate(body, model_id),
             Dialect::VertexClaude => anthropic::request::translate_for_vertex(body),
         }
     }

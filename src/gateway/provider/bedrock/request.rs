@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 
 use crate::config::Provider;
 use crate::gateway::error::ApiError;
+use crate::gateway::provider::anthropic::request::DEFAULT_MAX_TOKENS;
 use crate::gateway::provider::chat::{self, ChatRequest, Part, Role, ToolChoice};
 
 #[derive(Serialize)]
@@ -161,9 +162,13 @@ fn unsupported(message: String, param: &str) -> ApiError {
 }
 
 /// The body for `POST {api_base}/model/{model_id}/converse[-stream]`.
-pub fn translate(body: &[u8]) -> Result<Bytes, ApiError> {
+pub fn translate(body: &[u8], model_id: &str) -> Result<Bytes, ApiError> {
     let req = chat::parse(body, Provider::Bedrock)?;
-    let out = build(&req)?;
+    let mut out = build(&req)?;
+    // A model ID or inference profile of Claude (`us.anthropic.claude-…`).
+    if out.inference_config.max_tokens.is_none() && model_id.contains("anthropic.claude") {
+        out.inference_config.max_tokens = Some(DEFAULT_MAX_TOKENS);
+    }
     Ok(Bytes::from(serde_json::to_vec(&out).unwrap_or_default()))
 }
 
@@ -349,12 +354,12 @@ mod tests {
     use serde_json::{Value, json};
 
     fn translated(body: Value) -> Value {
-        let out = translate(body.to_string().as_bytes()).unwrap();
+        let out = translate(body.to_string().as_bytes(), "meta.llama3-70b-instruct-v1:0").unwrap();
         serde_json::from_slice(&out).unwrap()
     }
 
     fn refused(body: Value) -> String {
-        match translate(body.to_string().as_bytes()) {
+        match translate(body.to_string().as_bytes(), "meta.llama3-70b-instruct-v1:0") {
             Err(ApiError::Unsupported { param, .. }) => param,
             other => panic!("{other:?}"),
         }
@@ -439,6 +444,20 @@ mod tests {
         let none = translated(json!({"model": "m", "tool_choice": "none",
             "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [{"role": "user", "content": "hi"}]}));
         assert!(none.get("toolConfig").is_none(), "{none}");
+        let claude = |id: &str| {
+            let out = translate(
+                br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+                id,
+            )
+            .unwrap();
+            serde_json::from_slice::<Value>(&out).unwrap()["inferenceConfig"]["maxTokens"].clone()
+        };
+        assert_eq!(claude("anthropic.claude-sonnet-4-5-20250929-v1:0"), 4096);
+        assert_eq!(claude("us.anthropic.claude-sonnet-4-5-20250929-v1:0"), 4096);
+        assert!(
+            claude("amazon.nova-pro-v1:0").is_null(),
+            "other models: their own default"
+        );
     }
 
     #[test]

@@ -217,13 +217,14 @@ impl Translator {
 
     fn message(&mut self, message: &Message, out: &mut Vec<u8>) {
         self.messages += 1;
+        // Borrowed: two headers are read per frame, on every streamed token.
         let header = |name: &str| {
             message
                 .headers()
                 .iter()
                 .find(|h| h.name().as_str() == name)
                 .and_then(|h| match h.value() {
-                    HeaderValue::String(s) => Some(s.as_str().to_string()),
+                    HeaderValue::String(s) => Some(s.as_str()),
                     _ => None,
                 })
         };
@@ -232,14 +233,14 @@ impl Translator {
         if kind == "exception" || kind == "error" {
             let name = header(":exception-type")
                 .or_else(|| header(":error-code"))
-                .unwrap_or_else(|| "exception".into());
+                .unwrap_or("exception");
             let text = serde_json::from_slice::<Event>(payload)
                 .ok()
                 .and_then(|e| e.message.map(Cow::into_owned))
-                .or_else(|| header(":error-message"))
-                .unwrap_or_else(|| name.clone());
+                .or_else(|| header(":error-message").map(String::from))
+                .unwrap_or_else(|| name.to_string());
             self.throttled = name == "throttlingException";
-            self.fail(format!("{name}: {text}"), &name, out);
+            self.fail(format!("{name}: {text}"), name, out);
             return;
         }
         let Some(event_type) = header(":event-type") else {
@@ -272,7 +273,7 @@ impl Translator {
             );
             return;
         }
-        match event_type.as_str() {
+        match event_type {
             "messageStart" if self.writer.is_some() => self.fail(
                 "the upstream started a second message in one stream".into(),
                 "stream_invalid",

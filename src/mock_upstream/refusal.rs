@@ -116,15 +116,21 @@ fn set_retry_headers(headers: &mut HeaderMap, secs: u64, wait: Duration, rate_li
 
 /// `Mode::Fail`'s answer. Statuses that are not errors become 500: a 1xx or
 /// a 204 with a body would break the framing, not test the gateway.
+/// `Mode::Fail`'s status as answered: an error status, else 500 (a 204
+/// with a body would break the framing, not test the gateway).
+pub(super) fn fail_status(status: u16) -> StatusCode {
+    StatusCode::from_u16(status)
+        .ok()
+        .filter(|s| s.is_client_error() || s.is_server_error())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
 pub(super) fn fail_response(
     status: u16,
     retry_after_s: Option<f64>,
     message: Option<&str>,
 ) -> Response<MockBody> {
-    let status = StatusCode::from_u16(status)
-        .ok()
-        .filter(|s| s.is_client_error() || s.is_server_error())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = fail_status(status);
     let mut response = error_response(&ApiError::for_status(status, message));
     let wait = retry_after_s.and_then(|s| Duration::try_from_secs_f64(s).ok());
     if let Some(wait) = wait {

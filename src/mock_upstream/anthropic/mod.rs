@@ -271,10 +271,7 @@ fn rate_limited(limits: Limits) -> Response<MockBody> {
 
 /// `Mode::Fail` in Anthropic's words.
 fn fail(status: u16, retry_after_s: Option<f64>, message: Option<&str>) -> Response<MockBody> {
-    let status = StatusCode::from_u16(status)
-        .ok()
-        .filter(|s| s.is_client_error() || s.is_server_error())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = super::refusal::fail_status(status);
     let mut r = ErrorBody::for_status(status, message).response();
     if let Some(wait) = retry_after_s.and_then(|s| Duration::try_from_secs_f64(s).ok()) {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

@@ -97,10 +97,7 @@ pub(crate) fn answer(
         status, message, ..
     } = mode
     {
-        let status = StatusCode::from_u16(*status)
-            .ok()
-            .filter(|s| s.is_client_error() || s.is_server_error())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = super::refusal::fail_status(*status);
         return for_status(status, message.as_deref());
     }
     let req = match request::parse(body) {

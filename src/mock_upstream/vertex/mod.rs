@@ -91,10 +91,7 @@ pub(crate) fn route(
         status, message, ..
     } = mode
     {
-        let status = StatusCode::from_u16(*status)
-            .ok()
-            .filter(|s| s.is_client_error() || s.is_server_error())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = super::refusal::fail_status(*status);
         let text = message.as_deref().unwrap_or(default_message(status));
         return Some(google_error(status, text));
     }

@@ -55,7 +55,7 @@ impl Field {
             Field::ApiVersion => "API version",
             Field::Region => "Region",
             Field::Project => "Project",
-            Field::Credentials => "Credentials",
+            Field::Credentials => "Key file",
             Field::ApiKey => "API key",
             Field::AwsAccessKeyId => "AWS key",
             Field::AwsSecretAccessKey => "Secret",

@@ -75,7 +75,7 @@ const HOLD: Duration = Duration::from_secs(3600);
 
 /// The deployments as the gateway hands them to the cluster.
 fn specs(pool: &mut Pool, now: Duration) -> Vec<DepSpec> {
-    pool.statuses(now)
+    pool.statuses(now, HOLD)
         .iter()
         .zip(LIMITS)
         .map(|(s, limit)| DepSpec {
@@ -83,6 +83,7 @@ fn specs(pool: &mut Pool, now: Duration) -> Vec<DepSpec> {
             weight: s.weight,
             limit,
             enabled: true,
+            priority: s.priority,
         })
         .collect()
 }
@@ -294,7 +295,7 @@ async fn run(
         }
         // After every step, every deployment looks the same in both.
         let now = Duration::from_millis(now_ms);
-        let local = pool.statuses(now);
+        let local = pool.statuses(now, HOLD);
         let deps: Vec<(&str, bool)> = NAMES.iter().map(|n| (*n, true)).collect();
         let shared = scripts
             .state(con, &keys, Some(now_ms), &deps)

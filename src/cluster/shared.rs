@@ -79,6 +79,8 @@ pub struct DepSpec {
     pub limit: Option<u64>,
     /// Enabled in this instance's config: what counts until the cluster says otherwise.
     pub enabled: bool,
+    /// Its tier (lower is tried first).
+    pub priority: u32,
 }
 
 /// What one request's pick knows of each deployment.

@@ -109,7 +109,24 @@ pub struct DeploymentConfig {
     /// Vertex: the service-account key file, read at load (its content
     /// never appears in a message).
     pub credentials: Option<std::sync::Arc<super::cloud::ServiceAccount>>,
+    /// The tier: a lower number is tried first (default 1).
+    pub priority: u32,
+    /// Timeouts of its own, overriding the server's where set.
+    pub timeouts: Timeouts,
 }
+
+/// Per-deployment overrides of the server's timeouts (`None`: the server's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    pub first_byte: Option<std::time::Duration>,
+    pub request: Option<std::time::Duration>,
+    pub stream_idle: Option<std::time::Duration>,
+}
+
+/// The tier every deployment is in unless it says otherwise.
+pub const DEFAULT_PRIORITY: u32 = 1;
+/// Tiers beyond this are a typo, not a plan.
+pub const MAX_PRIORITY: i64 = 1000;
 
 /// AWS credentials for SigV4, each resolved like an API key.
 #[derive(Debug, Clone)]
@@ -158,6 +175,15 @@ pub struct DeploymentSpec {
     /// Vertex: `file:PATH` of a service-account key file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<String>,
+    /// The tier (default 1); signed so that a negative value gets our message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_timeout_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_timeout_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_idle_timeout_s: Option<f64>,
 }
 
 /// A field that failed validation, named as in the config (`api_base`,
@@ -207,6 +233,8 @@ impl DeploymentSpec {
                 .map(|c| super::cloud::credentials(c, base_dir))
                 .transpose()
                 .map_err(|m| FieldError::new("credentials", m))?,
+            priority: checked.priority,
+            timeouts: checked.timeouts,
         })
     }
 
@@ -272,9 +300,32 @@ impl DeploymentSpec {
         }
         let tpm_limit =
             check_tpm_limit(self.tpm_limit).map_err(|m| FieldError::new("tpm_limit", m))?;
+        let priority = match self.priority {
+            None => DEFAULT_PRIORITY,
+            Some(p) if (0..=MAX_PRIORITY).contains(&p) => p as u32,
+            Some(p) => {
+                return Err(FieldError::new(
+                    "priority",
+                    format!("must be a whole number from 0 to {MAX_PRIORITY} (got {p}); lower is tried first"),
+                ));
+            }
+        };
+        let seconds = |field: &str, value: Option<f64>| {
+            value
+                .map(positive_seconds)
+                .transpose()
+                .map_err(|m| FieldError::new(field, m))
+        };
+        let timeouts = Timeouts {
+            first_byte: seconds("first_byte_timeout_s", self.first_byte_timeout_s)?,
+            request: seconds("request_timeout_s", self.request_timeout_s)?,
+            stream_idle: seconds("stream_idle_timeout_s", self.stream_idle_timeout_s)?,
+        };
         Ok(Checked {
             api_base,
             tpm_limit,
+            priority,
+            timeouts,
         })
     }
 }
@@ -283,6 +334,19 @@ impl DeploymentSpec {
 struct Checked {
     api_base: String,
     tpm_limit: Option<u64>,
+    priority: u32,
+    timeouts: Timeouts,
+}
+
+/// A timeout as written: seconds, integer or fractional, greater than zero.
+pub(crate) fn positive_seconds(seconds: f64) -> Result<std::time::Duration, String> {
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Err(format!(
+            "must be a positive number of seconds (got {seconds})"
+        ));
+    }
+    std::time::Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{seconds} seconds is too long"))
 }
 
 /// Names appear in URLs, headers and the dashboard: a blank, padded or

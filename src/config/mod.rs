@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cloud::ServiceAccount;
-pub use deployment::{AwsKeys, DeploymentConfig, DeploymentSpec, FieldError, Provider};
+pub use deployment::{
+    AwsKeys, DEFAULT_PRIORITY, DeploymentConfig, DeploymentSpec, FieldError, Provider, Timeouts,
+};
 pub use secret::{ApiKey, KeySource};
 
 use locate::{FieldPath, SpannedDoc};
@@ -81,6 +83,9 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// `first_byte_timeout_s`, default 60 s.
     pub first_byte_timeout: Duration,
+    /// `stream_idle_timeout_s`: a stream silent this long between chunks
+    /// fails; unset, only the request timeout bounds a silent stream.
+    pub stream_idle_timeout: Option<Duration>,
     /// `header_read_timeout_s`, default 30 s: a client must send a request's
     /// headers within this (slow-header clients are cut off); an idle
     /// keep-alive connection is closed after it too.
@@ -103,6 +108,7 @@ impl Default for ServerConfig {
             admin_key: None,
             request_timeout: Duration::from_secs(600),
             first_byte_timeout: Duration::from_secs(60),
+            stream_idle_timeout: None,
             header_read_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             max_body_bytes: 32 * 1024 * 1024,
@@ -141,7 +147,47 @@ pub struct ModelConfig {
     pub name: String,
     /// May be empty: fallbacks can be added at run time.
     pub deployments: Vec<DeploymentConfig>,
+    /// Other models tried in order once every deployment of this one is
+    /// unavailable for a request or has failed it.
+    pub fallbacks: Vec<String>,
+    /// Where a "prompt too long" 400 goes instead of back to the client.
+    pub context_window_fallbacks: Vec<String>,
+    /// Where a content-policy refusal goes (empty: back to the client).
+    pub content_policy_fallbacks: Vec<String>,
+    /// The answer's `model` names the model that served, not the one asked for.
+    pub report_served_model: bool,
+    pub affinity: Affinity,
+    /// An idle session's pin expires after this.
+    pub affinity_ttl: Duration,
 }
+
+impl ModelConfig {
+    /// A model with these deployments and every other setting at its default.
+    pub fn new(name: impl Into<String>, deployments: Vec<DeploymentConfig>) -> ModelConfig {
+        ModelConfig {
+            name: name.into(),
+            deployments,
+            fallbacks: Vec::new(),
+            context_window_fallbacks: Vec::new(),
+            content_policy_fallbacks: Vec::new(),
+            report_served_model: false,
+            affinity: Affinity::Session,
+            affinity_ttl: DEFAULT_AFFINITY_TTL,
+        }
+    }
+}
+
+/// Whether a session's requests stick to one deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Affinity {
+    Session,
+    Off,
+}
+
+/// The shortest prompt-cache lifetime of the providers: a pin outliving it
+/// keeps a session on a deployment whose cache has already gone cold.
+pub const DEFAULT_AFFINITY_TTL: Duration = Duration::from_secs(300);
 
 /// Why a config could not be loaded: `{file}:{line}: {field}: {message}`,
 /// the parts that are known. One paragraph, never a secret.

@@ -416,7 +416,19 @@ fn deployment_fields(spec: &DeploymentSpec) -> Vec<(&'static str, Value)> {
     if let Some(limit) = spec.tpm_limit {
         fields.push(("tpm_limit", Value::from(limit)));
     }
+    if let Some(priority) = spec.priority {
+        fields.push(("priority", Value::from(priority)));
+    }
     fields.push(("enabled", Value::from(spec.enabled.unwrap_or(true))));
+    for (field, value) in [
+        ("first_byte_timeout_s", spec.first_byte_timeout_s),
+        ("request_timeout_s", spec.request_timeout_s),
+        ("stream_idle_timeout_s", spec.stream_idle_timeout_s),
+    ] {
+        if let Some(v) = value {
+            fields.push((field, Value::from(v)));
+        }
+    }
     fields
 }
 

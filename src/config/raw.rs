@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::deployment::{DeploymentSpec, check_name};
+use super::deployment::{DeploymentSpec, check_name, positive_seconds};
 use super::locate::FieldPath;
 use super::secret::ApiKey;
-use super::{ClusterConfig, ModelConfig, OnRedisDown, RoutingConfig, ServerConfig};
+use super::{Affinity, ClusterConfig, ModelConfig, OnRedisDown, RoutingConfig, ServerConfig};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -50,6 +50,7 @@ struct RawServer {
     /// Seconds as f64: serde accepts TOML integers and floats alike.
     request_timeout_s: Option<f64>,
     first_byte_timeout_s: Option<f64>,
+    stream_idle_timeout_s: Option<f64>,
     header_read_timeout_s: Option<f64>,
     shutdown_timeout_s: Option<f64>,
     max_body_mb: Option<f64>,
@@ -71,6 +72,16 @@ struct RawRouting {
 #[serde(deny_unknown_fields, expecting = "a [[models]] table")]
 struct RawModel {
     name: String,
+    #[serde(default)]
+    fallbacks: Vec<String>,
+    #[serde(default)]
+    context_window_fallbacks: Vec<String>,
+    #[serde(default)]
+    content_policy_fallbacks: Vec<String>,
+    #[serde(default)]
+    report_served_model: bool,
+    affinity: Option<String>,
+    affinity_ttl_s: Option<f64>,
     #[serde(default)]
     deployments: Vec<DeploymentSpec>,
 }
@@ -192,6 +203,11 @@ impl RawServer {
                 defaults.first_byte_timeout,
                 &at.key("first_byte_timeout_s"),
             )?,
+            stream_idle_timeout: self
+                .stream_idle_timeout_s
+                .map(positive_seconds)
+                .transpose()
+                .map_err(|m| Invalid::new(at.key("stream_idle_timeout_s"), m))?,
             header_read_timeout: seconds_or(
                 self.header_read_timeout_s,
                 defaults.header_read_timeout,
@@ -289,10 +305,58 @@ fn validate_models(
         }
         let deployments =
             validate_deployments(&model.deployments, &at.key("deployments"), base_dir)?;
+        let affinity = match model.affinity.as_deref() {
+            None | Some("session") => Affinity::Session,
+            Some("off") => Affinity::Off,
+            Some(other) => {
+                return Err(Invalid::new(
+                    at.key("affinity"),
+                    format!("\"{other}\" is not one of \"session\", \"off\""),
+                ));
+            }
+        };
         models.push(ModelConfig {
             name: model.name,
             deployments,
+            fallbacks: model.fallbacks,
+            context_window_fallbacks: model.context_window_fallbacks,
+            content_policy_fallbacks: model.content_policy_fallbacks,
+            report_served_model: model.report_served_model,
+            affinity,
+            affinity_ttl: seconds_or(
+                model.affinity_ttl_s,
+                super::DEFAULT_AFFINITY_TTL,
+                &at.key("affinity_ttl_s"),
+            )?,
         });
+    }
+    // Fallbacks may name models defined further down: checked once all are known.
+    for (i, model) in models.iter().enumerate() {
+        let at = at.index(i);
+        for (field, list) in [
+            ("fallbacks", &model.fallbacks),
+            ("context_window_fallbacks", &model.context_window_fallbacks),
+            ("content_policy_fallbacks", &model.content_policy_fallbacks),
+        ] {
+            for (k, name) in list.iter().enumerate() {
+                let at = at.key(field).index(k);
+                if *name == model.name {
+                    return Err(Invalid::new(
+                        at,
+                        format!("\"{name}\" is this model itself; a fallback must be another model"),
+                    ));
+                }
+                if !models.iter().any(|m| m.name == *name) {
+                    return Err(Invalid::new(
+                        at,
+                        format!("no model is named \"{name}\" in this config"),
+                    ));
+                }
+                if list[..k].contains(name) {
+                    return Err(Invalid::new(at, format!("\"{name}\" is listed twice")));
+                }
+            }
+        }
     }
     Ok(models)
 }
@@ -341,14 +405,6 @@ fn seconds_or(value: Option<f64>, default: Duration, at: &FieldPath) -> Result<D
     }
 }
 
-fn positive_seconds(seconds: f64) -> Result<Duration, String> {
-    if seconds.is_nan() || seconds <= 0.0 {
-        return Err(format!(
-            "must be a positive number of seconds (got {seconds})"
-        ));
-    }
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{seconds} seconds is too long"))
-}
 
 fn mebibytes(mb: f64) -> Result<usize, String> {
     if mb.is_nan() || mb <= 0.0 {

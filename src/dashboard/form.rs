@@ -402,6 +402,7 @@ impl Form {
             aws_session_token: shown(Field::AwsSessionToken, &self.aws_session_token),
             project: shown(Field::Project, &self.project),
             credentials: shown(Field::Credentials, &self.credentials),
+            ..DeploymentSpec::default()
         };
         spec.validate().map_err(|e| {
             let field = Field::from_config_name(&e.field).unwrap_or(Field::Button);

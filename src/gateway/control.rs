@@ -62,6 +62,18 @@ pub struct ModelView {
     #[serde(default)]
     pub last_minute: Rates,
     pub deployments: Vec<DeploymentView>,
+    /// The tier its traffic spills to while its best tier has no room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spilling_to: Option<u32>,
+    /// The models tried, in order, once this one has nothing left.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default = "session_affinity")]
+    pub affinity: crate::config::Affinity,
+}
+
+fn session_affinity() -> crate::config::Affinity {
+    crate::config::Affinity::Session
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +100,12 @@ pub struct DeploymentView {
     pub enabled: bool,
     pub tpm_limit: Option<u64>,
     pub tpm_used: u64,
+    /// Its tier: lower is tried first.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    /// Sessions whose last request it served (their pins still alive).
+    #[serde(default)]
+    pub pinned_sessions: u32,
     pub state: State,
     pub cooldown_remaining_s: f64,
     pub cooldown_cause: Option<Cause>,
@@ -102,6 +120,10 @@ pub struct DeploymentView {
     /// After an add in a cluster: whether the other instances have it too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+}
+
+fn default_priority() -> u32 {
+    crate::config::DEFAULT_PRIORITY
 }
 
 fn view(up: &Upstream, s: SlotStatus) -> DeploymentView {
@@ -122,6 +144,8 @@ fn view(up: &Upstream, s: SlotStatus) -> DeploymentView {
         enabled: s.enabled,
         tpm_limit: s.tpm_limit,
         tpm_used: s.tpm_used,
+        priority: s.priority,
+        pinned_sessions: s.pinned_sessions,
         state: s.state,
         cooldown_remaining_s: (s.cooldown_remaining_s * 10.0).ceil() / 10.0,
         cooldown_cause: s.cooldown_cause,
@@ -199,18 +223,22 @@ impl Gateway {
             .iter()
             .map(|route| {
                 let mut state = route.lock();
+                let ttl = state.policy.affinity_ttl;
                 let live: Vec<usize> = state.pool.live().collect();
+                let statuses = state.pool.statuses(now, ttl);
                 let deployments = live
                     .into_iter()
-                    .map(|i| {
-                        let status = state.pool.status(i, now);
-                        view(&state.upstreams[i], status)
-                    })
+                    .zip(statuses)
+                    .map(|(i, status)| view(&state.upstreams[i], status))
                     .collect();
+                let policy = &state.policy;
                 ModelView {
                     name: route.name.to_string(),
                     last_minute: Rates::default(),
                     deployments,
+                    spilling_to: state.pool.spilled_to(),
+                    fallbacks: policy.fallbacks.iter().map(|f| f.to_string()).collect(),
+                    affinity: policy.affinity,
                 }
             })
             .collect();
@@ -227,7 +255,11 @@ impl Gateway {
         table
             .models
             .iter()
-            .map(|route| (route.name.to_string(), route.lock().pool.statuses(now)))
+            .map(|route| {
+                let mut state = route.lock();
+                let ttl = state.policy.affinity_ttl;
+                (route.name.to_string(), state.pool.statuses(now, ttl))
+            })
             .collect()
     }
 
@@ -477,6 +509,7 @@ impl Gateway {
                 upstream.config.tpm_limit,
                 upstream.config.enabled,
             );
+            state.pool.set_priority(index, upstream.config.priority);
             state.upstreams.push(upstream.clone());
             let status = state.pool.status(index, now);
             view(&upstream, status)

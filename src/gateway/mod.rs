@@ -95,6 +95,7 @@ pub struct Settings {
     pub admin_key: Option<ApiKey>,
     pub request_timeout: Duration,
     pub first_byte_timeout: Duration,
+    pub stream_idle_timeout: Option<Duration>,
     pub header_read_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub max_body_bytes: usize,
@@ -109,6 +110,7 @@ impl From<&ServerConfig> for Settings {
             admin_key: s.admin_key.clone(),
             request_timeout: s.request_timeout,
             first_byte_timeout: s.first_byte_timeout,
+            stream_idle_timeout: s.stream_idle_timeout,
             header_read_timeout: s.header_read_timeout,
             shutdown_timeout: s.shutdown_timeout,
             max_body_bytes: s.max_body_bytes,
@@ -145,6 +147,33 @@ pub struct ModelRoute {
 struct ModelState {
     pool: Pool,
     upstreams: Vec<Arc<Upstream>>,
+    policy: ModelPolicy,
+}
+
+/// What a model's config says beyond its deployments: where its requests
+/// go when it has nothing left, and whether sessions stick.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelPolicy {
+    pub fallbacks: Arc<[Arc<str>]>,
+    pub context_window_fallbacks: Arc<[Arc<str>]>,
+    pub content_policy_fallbacks: Arc<[Arc<str>]>,
+    pub report_served_model: bool,
+    pub affinity: crate::config::Affinity,
+    pub affinity_ttl: Duration,
+}
+
+impl From<&crate::config::ModelConfig> for ModelPolicy {
+    fn from(m: &crate::config::ModelConfig) -> Self {
+        let names = |list: &[String]| list.iter().map(|n| Arc::from(n.as_str())).collect();
+        Self {
+            fallbacks: names(&m.fallbacks),
+            context_window_fallbacks: names(&m.context_window_fallbacks),
+            content_policy_fallbacks: names(&m.content_policy_fallbacks),
+            report_served_model: m.report_served_model,
+            affinity: m.affinity,
+            affinity_ttl: m.affinity_ttl,
+        }
+    }
 }
 
 impl ModelRoute {
@@ -156,12 +185,17 @@ impl ModelRoute {
         let mut upstreams = Vec::new();
         for d in &model.deployments {
             let up = Upstream::new(d.clone());
-            pool.push(up.name.clone(), d.tpm_limit, d.enabled);
+            let index = pool.push(up.name.clone(), d.tpm_limit, d.enabled);
+            pool.set_priority(index, d.priority);
             upstreams.push(Arc::new(up));
         }
         Arc::new(ModelRoute {
             name: model.name.as_str().into(),
-            state: Mutex::new(ModelState { pool, upstreams }),
+            state: Mutex::new(ModelState {
+                pool,
+                upstreams,
+                policy: ModelPolicy::from(model),
+            }),
         })
     }
 

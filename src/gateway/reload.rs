@@ -210,10 +210,12 @@ impl Gateway {
         {
             let mut state = route.lock();
             state.pool.set_policy(routing.clone());
+            state.policy = super::ModelPolicy::from(model);
             for d in &model.deployments {
                 let Some(i) = state.pool.index_of(&d.name) else {
                     let up = Arc::new(Upstream::new(d.clone()));
-                    state.pool.push(up.name.clone(), d.tpm_limit, d.enabled);
+                    let index = state.pool.push(up.name.clone(), d.tpm_limit, d.enabled);
+                    state.pool.set_priority(index, d.priority);
                     state.upstreams.push(up.clone());
                     changes.push(format!("{}/{} added", model.name, d.name));
                     events.push((up.name.clone(), DeploymentChange::Added));
@@ -221,7 +223,12 @@ impl Gateway {
                 };
                 let name = state.pool.name(i).clone();
                 let limit_changed = state.pool.set_limit(i, d.tpm_limit);
-                if limit_changed || !same_endpoint(&state.upstreams[i].config, d) {
+                let tier_changed = state.pool.set_priority(i, d.priority);
+                if limit_changed
+                    || tier_changed
+                    || state.upstreams[i].config.timeouts != d.timeouts
+                    || !same_endpoint(&state.upstreams[i].config, d)
+                {
                     // Requests in flight keep the old Upstream they hold.
                     state.upstreams[i] = Arc::new(Upstream::new(d.clone()));
                     changes.push(format!("{}/{} updated", model.name, d.name));

@@ -31,13 +31,14 @@ impl Flight {
             let mut indices = Vec::new();
             let mut deps = Vec::new();
             let mut marks = Vec::new();
-            for (i, name, weight, limit, enabled) in state.pool.for_sharing() {
+            for (i, name, weight, limit, enabled, priority) in state.pool.for_sharing() {
                 indices.push(i);
                 deps.push(DepSpec {
                     name: name.clone(),
                     weight,
                     limit,
                     enabled,
+                    priority,
                 });
                 // Known not to offer the endpoint: tried last, as in `Flight::pick`.
                 marks.push(if self.tried.contains(&i) {

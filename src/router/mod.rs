@@ -12,9 +12,19 @@
 //! - picks follow a smooth weighted round robin among the deployments that may
 //!   take the request right now (enabled, not cooling down, not held back by a
 //!   probe in flight, and with room in their TPM window for the estimate);
-//! - a failed attempt is retried on the next such deployment not yet tried.
+//! - a failed attempt is retried on the next such deployment not yet tried;
+//! - deployments sit in tiers (`priority`, lower first): a pick looks only
+//!   at the best tier that has a deployment able to take the request, so
+//!   lower tiers take what the better ones cannot (see [`TierChange`]);
+//! - a request with a session key goes where the session's last request
+//!   went while that deployment can take it and is in the best tier open;
+//!   a new session goes to the deployment of that tier furthest below its
+//!   share of the tokens, so that shares follow the weights in tokens, not
+//!   in sessions ([`affinity`]).
 
+pub mod affinity;
 pub mod health;
+mod pick;
 pub mod select;
 pub mod window;
 
@@ -22,9 +32,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::RoutingConfig;
+pub use affinity::SessionKey;
+use affinity::Pins;
 use health::Health;
 pub use health::{Blocked, Cause, Transition, Verdict};
-use select::{Candidate, smooth_wrr};
 pub use window::{Reservation, TpmWindow};
 
 /// One deployment's routing state.
@@ -42,6 +53,8 @@ struct Slot {
     /// Removed from the config: takes no traffic and is not shown, but keeps
     /// its index so that requests still in flight settle where they started.
     retired: bool,
+    /// Its tier: lower is tried first.
+    priority: u32,
 }
 
 /// The deployments of one model.
@@ -53,15 +66,42 @@ pub struct Pool {
     /// (a cluster whose Redis is away): each limit counts as 1/share. 1
     /// outside a cluster.
     share: u64,
+    /// The tier traffic spills to while the best one has no room.
+    spilled_to: Option<u32>,
+    /// The live deployments are in more than one tier.
+    tiered: bool,
+    pins: Pins,
 }
 
 /// The deployment chosen for an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pick {
     pub index: usize,
     pub reservation: Reservation,
     /// The first request after a failure cooldown.
     pub probe: bool,
+    /// The model's traffic moved to another tier with this pick.
+    pub tier_change: Option<TierChange>,
+    /// The session had a pin elsewhere, which could not take it.
+    pub repinned_from: Option<usize>,
+}
+
+/// A change of the tier a model's traffic goes to: announced once per
+/// change, not per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TierChange {
+    /// The best tier with an enabled deployment could not take a request;
+    /// `reason` says why of each of its deployments (`ptu at limit`).
+    Spilled { from: u32, to: u32, reason: String },
+    /// A request went to the best tier again.
+    Returned { to: u32 },
+}
+
+/// What a request brings to a pick beyond its size.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Want {
+    /// Its session, with the model's pin lifetime.
+    pub session: Option<(SessionKey, Duration)>,
 }
 
 /// Why no (further) deployment can take the request.
@@ -93,6 +133,9 @@ pub struct SlotStatus {
     pub requests: u64,
     pub failures: u64,
     pub weight: i64,
+    pub priority: u32,
+    /// Sessions whose last request it served (pins still alive).
+    pub pinned_sessions: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -109,6 +152,9 @@ impl Pool {
             slots: Vec::new(),
             policy,
             share: 1,
+            spilled_to: None,
+            tiered: false,
+            pins: Pins::default(),
         }
     }
 
@@ -133,6 +179,7 @@ impl Pool {
             requests: 0,
             failures: 0,
             retired: false,
+            priority: crate::config::DEFAULT_PRIORITY,
         });
         self.reweigh();
         self.slots.len() - 1
@@ -157,7 +204,25 @@ impl Pool {
         let slot = &mut self.slots[index];
         slot.retired = true;
         slot.enabled = false;
+        self.pins.forget(index);
         self.reweigh();
+    }
+
+    /// Moves a deployment to another tier; returns whether it changed.
+    pub fn set_priority(&mut self, index: usize, priority: u32) -> bool {
+        let changed = self.slots[index].priority != priority;
+        self.slots[index].priority = priority;
+        self.reweigh();
+        changed
+    }
+
+    pub fn priority(&self, index: usize) -> u32 {
+        self.slots[index].priority
+    }
+
+    /// The tier traffic is spilling to, while the best one has no room.
+    pub fn spilled_to(&self) -> Option<u32> {
+        self.spilled_to
     }
 
     /// Changes a TPM limit (a config reload); weights follow at once. The
@@ -196,7 +261,15 @@ impl Pool {
         changed
     }
 
+    /// Recomputes what follows from the set of live deployments: weights
+    /// and whether there are tiers.
     fn reweigh(&mut self) {
+        let mut tiers = self.slots.iter().filter(|s| !s.retired).map(|s| s.priority);
+        let first = tiers.next();
+        self.tiered = tiers.any(|p| Some(p) != first);
+        if !self.tiered {
+            self.spilled_to = None;
+        }
         let largest = self
             .slots
             .iter()
@@ -227,118 +300,18 @@ impl Pool {
     }
 
     /// The live deployments as a shared pick needs them: index, name,
-    /// weight, limit, enabled.
+    /// weight, limit, enabled, tier.
     pub fn for_sharing(
         &self,
-    ) -> impl Iterator<Item = (usize, &Arc<str>, i64, Option<u64>, bool)> + '_ {
+    ) -> impl Iterator<Item = (usize, &Arc<str>, i64, Option<u64>, bool, u32)> + '_ {
         self.live().map(|i| {
             let s = &self.slots[i];
-            (i, &s.name, s.weight, s.tpm_limit, s.enabled)
+            (i, &s.name, s.weight, s.tpm_limit, s.enabled, s.priority)
         })
     }
 
     pub fn policy(&self) -> &RoutingConfig {
         &self.policy
-    }
-
-    /// Chooses the deployment for the next attempt of a request estimated at
-    /// `estimate` tokens, skipping the ones in `tried`, and counts the estimate
-    /// in its window.
-    pub fn pick(
-        &mut self,
-        now: Duration,
-        estimate: u64,
-        tried: &[usize],
-    ) -> Result<Pick, Unavailable> {
-        let share = self.share;
-        let own = |limit: u64| {
-            if share > 1 {
-                (limit / share).max(1)
-            } else {
-                limit
-            }
-        };
-        let candidates = self
-            .slots
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(index, slot)| {
-                let open = slot.enabled
-                    && !tried.contains(&index)
-                    && slot.health.blocked(now).is_none()
-                    && slot
-                        .tpm_limit
-                        .is_none_or(|limit| slot.window.fits(now, estimate, own(limit)));
-                open.then_some(Candidate {
-                    index,
-                    weight: slot.weight,
-                    credit: &mut slot.credit,
-                })
-            });
-        match smooth_wrr(candidates) {
-            Some(index) => {
-                let slot = &mut self.slots[index];
-                let probe = slot.health.on_pick();
-                slot.requests += 1;
-                let reservation = slot.window.add(now, estimate);
-                Ok(Pick {
-                    index,
-                    reservation,
-                    probe,
-                })
-            }
-            None => Err(self.why_unavailable(now, estimate, tried)),
-        }
-    }
-
-    /// Why a request of `estimate` tokens could not be placed now, counting
-    /// every enabled deployment (for the Retry-After of a final answer).
-    pub fn pick_hint(&mut self, now: Duration, estimate: u64) -> Unavailable {
-        self.why_unavailable(now, estimate, &[])
-    }
-
-    fn why_unavailable(&mut self, now: Duration, estimate: u64, tried: &[usize]) -> Unavailable {
-        let mut any_enabled = false;
-        let mut any_limited = false;
-        let mut soonest: Option<Duration> = None;
-        for (index, slot) in self.slots.iter_mut().enumerate() {
-            if !slot.enabled {
-                continue;
-            }
-            any_enabled = true;
-            if tried.contains(&index) {
-                continue;
-            }
-            let own = |limit: u64| {
-                if self.share > 1 {
-                    (limit / self.share).max(1)
-                } else {
-                    limit
-                }
-            };
-            let wait = match slot.health.blocked(now) {
-                Some(Blocked::Cooling { cause, remaining }) => {
-                    any_limited |= cause == Cause::RateLimited;
-                    remaining
-                }
-                // A probe answers within a request's time; a second is a fair hint.
-                Some(Blocked::Probing) => Duration::from_secs(1),
-                None => match slot.tpm_limit {
-                    Some(limit) => {
-                        any_limited = true;
-                        slot.window.time_until_fits(now, estimate, own(limit))
-                    }
-                    None => Duration::ZERO,
-                },
-            };
-            soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
-        }
-        match (any_enabled, soonest) {
-            (false, _) => Unavailable::NoneEnabled,
-            (true, None) => Unavailable::Exhausted,
-            (true, Some(retry_after)) if any_limited => Unavailable::RateLimited { retry_after },
-            (true, Some(retry_after)) => Unavailable::Failing { retry_after },
-        }
     }
 
     /// Records how an attempt went; returns a state change to announce.
@@ -377,156 +350,35 @@ impl Pool {
             requests: slot.requests,
             failures: slot.failures,
             weight: slot.weight,
+            priority: slot.priority,
+            pinned_sessions: 0,
         }
     }
 
-    /// The statuses of the live deployments, in order.
-    pub fn statuses(&mut self, now: Duration) -> Vec<SlotStatus> {
+    /// The statuses of the live deployments, in order, with their pinned
+    /// sessions counted under the pin lifetime `ttl`.
+    pub fn statuses(&mut self, now: Duration, ttl: Duration) -> Vec<SlotStatus> {
+        let pins = self.pins.counts(self.slots.len(), now, ttl);
         let live: Vec<usize> = self.live().collect();
-        live.into_iter().map(|i| self.status(i, now)).collect()
+        live.into_iter()
+            .map(|i| SlotStatus {
+                pinned_sessions: pins[i],
+                ..self.status(i, now)
+            })
+            .collect()
+    }
+
+    /// Pins the session to `index`, where another decider (the cluster)
+    /// sent its request.
+    pub fn pin(&mut self, key: SessionKey, index: usize, now: Duration, ttl: Duration) {
+        self.pins.set(key, index, now, ttl);
+    }
+
+    /// The deployment a session is pinned to, if its pin is alive.
+    pub fn pinned(&self, key: SessionKey, now: Duration, ttl: Duration) -> Option<usize> {
+        self.pins.get(key, now, ttl)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn s(v: u64) -> Duration {
-        Duration::from_secs(v)
-    }
-
-    fn pool(limits: &[Option<u64>]) -> Pool {
-        let mut p = Pool::new(RoutingConfig::default());
-        for (i, l) in limits.iter().enumerate() {
-            p.push(format!("d{i}").into(), *l, true);
-        }
-        p
-    }
-
-    fn counts(p: &mut Pool, n: usize) -> Vec<usize> {
-        let mut c = vec![0; p.len()];
-        for _ in 0..n {
-            let pick = p.pick(s(0), 0, &[]).unwrap();
-            c[pick.index] += 1;
-        }
-        c
-    }
-
-    #[test]
-    fn weights_follow_tpm_limits_exactly() {
-        let mut p = pool(&[Some(300_000), Some(100_000)]);
-        assert_eq!(counts(&mut p, 8), vec![6, 2]);
-    }
-
-    #[test]
-    fn no_limits_rotate_evenly() {
-        let mut p = pool(&[None, None, None]);
-        let order: Vec<usize> = (0..6)
-            .map(|_| p.pick(s(0), 10, &[]).unwrap().index)
-            .collect();
-        assert_eq!(order, vec![0, 1, 2, 0, 1, 2]);
-    }
-
-    #[test]
-    fn mixed_unlimited_weighs_as_the_largest_limit() {
-        let mut p = pool(&[Some(100), Some(300), None]);
-        assert_eq!(counts(&mut p, 7), vec![1, 3, 3]);
-    }
-
-    #[test]
-    fn re_enabling_forgets_old_failures() {
-        let mut p = pool(&[None]);
-        for _ in 0..5 {
-            p.record(0, s(0), Verdict::Failed);
-        }
-        p.set_enabled(0, false);
-        p.set_enabled(0, true);
-        assert_eq!(p.status(0, s(0)).state, State::Healthy);
-        assert_eq!(p.status(0, s(0)).consecutive_failures, 0);
-    }
-
-    #[test]
-    fn disabled_deployments_get_nothing() {
-        let mut p = pool(&[None, None]);
-        p.set_enabled(0, false);
-        assert_eq!(counts(&mut p, 4), vec![0, 4]);
-        p.set_enabled(1, false);
-        assert_eq!(p.pick(s(0), 1, &[]), Err(Unavailable::NoneEnabled));
-    }
-
-    #[test]
-    fn failover_skips_tried_deployments() {
-        let mut p = pool(&[None, None, None]);
-        let first = p.pick(s(0), 1, &[]).unwrap().index;
-        let second = p.pick(s(0), 1, &[first]).unwrap().index;
-        let third = p.pick(s(0), 1, &[first, second]).unwrap().index;
-        let mut all = vec![first, second, third];
-        all.sort();
-        assert_eq!(all, vec![0, 1, 2]);
-        assert_eq!(p.pick(s(0), 1, &[0, 1, 2]), Err(Unavailable::Exhausted));
-    }
-
-    #[test]
-    fn a_full_window_is_skipped_until_it_frees() {
-        let mut p = pool(&[Some(1000), Some(1000)]);
-        let a = p.pick(s(0), 900, &[]).unwrap();
-        let b = p.pick(s(0), 900, &[]).unwrap();
-        assert_ne!(a.index, b.index);
-        assert_eq!(
-            p.pick(Duration::from_millis(30_500), 200, &[]),
-            Err(Unavailable::RateLimited {
-                retry_after: Duration::from_millis(29_500)
-            })
-        );
-        // The real usage was lower: the window frees at once.
-        p.settle(a.index, s(31), a.reservation, 100);
-        assert_eq!(p.pick(s(31), 200, &[]).unwrap().index, a.index);
-        assert_eq!(p.status(a.index, s(31)).tpm_used, 300);
-    }
-
-    #[test]
-    fn rate_limited_and_failing_give_different_reasons() {
-        let mut p = pool(&[None, None]);
-        p.record(0, s(0), Verdict::RateLimited(Some(s(7))));
-        for _ in 0..3 {
-            p.record(1, s(0), Verdict::Failed);
-        }
-        assert_eq!(
-            p.pick(s(1), 1, &[]),
-            Err(Unavailable::RateLimited { retry_after: s(4) })
-        );
-        let mut q = pool(&[None]);
-        for _ in 0..3 {
-            q.record(0, s(0), Verdict::Failed);
-        }
-        assert_eq!(
-            q.pick(s(2), 1, &[]),
-            Err(Unavailable::Failing { retry_after: s(3) })
-        );
-        let st = q.status(0, s(2));
-        assert_eq!(st.state, State::CoolingDown);
-        assert_eq!(st.failures, 3);
-    }
-
-    #[test]
-    fn the_first_pick_after_a_cooldown_is_the_only_probe() {
-        let mut p = pool(&[None, None]);
-        for _ in 0..3 {
-            p.record(0, s(0), Verdict::Failed);
-        }
-        assert_eq!(counts(&mut p, 2), vec![0, 2]);
-        let mut probes = 0;
-        let mut to_zero = 0;
-        for _ in 0..4 {
-            let pick = p.pick(s(6), 1, &[]).unwrap();
-            probes += pick.probe as usize;
-            to_zero += (pick.index == 0) as usize;
-        }
-        assert_eq!((probes, to_zero), (1, 1));
-        assert_eq!(
-            p.record(0, s(7), Verdict::Answered),
-            Some(Transition::Recovered)
-        );
-        assert_eq!(p.status(0, s(7)).state, State::Healthy);
-    }
-}
+mod tests;

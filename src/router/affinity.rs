@@ -1,0 +1,133 @@
+//! Session pins: which deployment served a session's last request.
+//!
+//! A provider's prompt cache belongs to one account and region, so the turns
+//! of one conversation should keep going where the first went. A pin lives
+//! until its session has been idle for the model's TTL; their number is
+//! bounded, and when the table is full of live pins the least recently used
+//! one goes. Sessions are known by a 64-bit hash of their key: the client's
+//! session ids never sit in memory (or Redis) longer than a request.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+/// Pins kept per model at most (about 2 MB of table).
+pub const MAX_PINS: usize = 65_536;
+
+/// A session, as the router knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionKey(pub u64);
+
+impl SessionKey {
+    /// The same key for the same text in every instance of a cluster: a
+    /// fixed-seed hash, not a per-process random one.
+    pub fn of(text: &str) -> SessionKey {
+        let mut h = foldhash::fast::FixedState::with_seed(0x5b17_c4a3_e1d2_9f07).build_hasher();
+        h.write(text.as_bytes());
+        SessionKey(h.finish())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pin {
+    index: usize,
+    last: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Pins {
+    map: HashMap<SessionKey, Pin, foldhash::fast::RandomState>,
+}
+
+impl Pins {
+    /// The deployment the session is pinned to, if its pin is still alive.
+    pub fn get(&self, key: SessionKey, now: Duration, ttl: Duration) -> Option<usize> {
+        self.map
+            .get(&key)
+            .filter(|p| now.saturating_sub(p.last) < ttl)
+            .map(|p| p.index)
+    }
+
+    /// Pins the session to `index` as of `now`.
+    pub fn set(&mut self, key: SessionKey, index: usize, now: Duration, ttl: Duration) {
+        if self.map.len() >= MAX_PINS && !self.map.contains_key(&key) {
+            self.make_room(now, ttl);
+        }
+        self.map.insert(key, Pin { index, last: now });
+    }
+
+    /// Drops the pins to a deployment that left (its sessions go elsewhere).
+    pub fn forget(&mut self, index: usize) {
+        self.map.retain(|_, p| p.index != index);
+    }
+
+    /// Live pins per deployment index (`len` entries).
+    pub fn counts(&mut self, len: usize, now: Duration, ttl: Duration) -> Vec<u32> {
+        self.map.retain(|_, p| now.saturating_sub(p.last) < ttl);
+        let mut counts = vec![0u32; len];
+        for p in self.map.values() {
+            if let Some(c) = counts.get_mut(p.index) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
+    /// Expired pins go first; when every pin is live, the one idle longest.
+    #[cold]
+    fn make_room(&mut self, now: Duration, ttl: Duration) {
+        self.map.retain(|_, p| now.saturating_sub(p.last) < ttl);
+        if self.map.len() >= MAX_PINS
+            && let Some(oldest) = self.map.iter().min_by_key(|(_, p)| p.last).map(|(k, _)| *k)
+        {
+            self.map.remove(&oldest);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: u64) -> Duration {
+        Duration::from_secs(v)
+    }
+
+    #[test]
+    fn a_pin_expires_after_its_ttl_of_idleness() {
+        let mut pins = Pins::default();
+        let k = SessionKey::of("conversation-1");
+        pins.set(k, 2, s(0), s(300));
+        assert_eq!(pins.get(k, s(299), s(300)), Some(2));
+        pins.set(k, 2, s(299), s(300));
+        assert_eq!(pins.get(k, s(598), s(300)), Some(2), "a use renews it");
+        assert_eq!(pins.get(k, s(599), s(300)), None);
+    }
+
+    #[test]
+    fn the_table_is_bounded_and_the_longest_idle_goes_first() {
+        let mut pins = Pins::default();
+        for i in 0..MAX_PINS as u64 {
+            pins.set(SessionKey(i), 0, Duration::from_millis(i + 1), s(3600));
+        }
+        pins.set(SessionKey(u64::MAX), 1, s(100), s(3600));
+        assert_eq!(pins.len(), MAX_PINS);
+        assert_eq!(pins.get(SessionKey(0), s(100), s(3600)), None);
+        assert_eq!(pins.get(SessionKey(1), s(100), s(3600)), Some(0));
+        assert_eq!(pins.get(SessionKey(u64::MAX), s(100), s(3600)), Some(1));
+    }
+
+    #[test]
+    fn keys_hash_the_same_everywhere() {
+        assert_eq!(SessionKey::of("abc"), SessionKey::of("abc"));
+        assert_ne!(SessionKey::of("abc"), SessionKey::of("abd"));
+    }
+}

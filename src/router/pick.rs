@@ -1,0 +1,278 @@
+//! Choosing a deployment: the best tier with room, then the session's pin,
+//! the least loaded deployment for a new session, or the smooth weighted
+//! round robin; and why nothing could be chosen.
+
+use std::time::Duration;
+
+use super::health::{Blocked, Cause};
+use super::select::{Candidate, smooth_wrr};
+use super::{Pick, Pool, Slot, TierChange, Unavailable, Want};
+
+impl Pool {
+    /// Chooses the deployment for the next attempt of a request estimated at
+    /// `estimate` tokens, skipping the ones in `tried`, and counts the estimate
+    /// in its window.
+    pub fn pick(
+        &mut self,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+    ) -> Result<Pick, Unavailable> {
+        self.pick_for(now, estimate, tried, Want::default())
+    }
+
+    /// [`Pool::pick`] for a request that may belong to a session.
+    pub fn pick_for(
+        &mut self,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+        want: Want,
+    ) -> Result<Pick, Unavailable> {
+        let share = self.share;
+        // The best tier that has a deployment able to take the request now.
+        // One tier (the common case): no pass over the deployments for it.
+        let tier = if self.tiered {
+            let mut tier: Option<u32> = None;
+            for (index, slot) in self.slots.iter_mut().enumerate() {
+                if tier.is_some_and(|t| t <= slot.priority) {
+                    continue;
+                }
+                if slot.open(index, now, estimate, tried, share) {
+                    tier = Some(slot.priority);
+                }
+            }
+            match tier {
+                Some(tier) => tier,
+                None => return Err(self.why_unavailable(now, estimate, tried)),
+            }
+        } else {
+            self.slots.first().map_or(0, |s| s.priority)
+        };
+        let pinned = want
+            .session
+            .and_then(|(key, ttl)| self.pins.get(key, now, ttl));
+        let keep = pinned.filter(|&i| {
+            let slot = &mut self.slots[i];
+            slot.priority == tier && slot.open(i, now, estimate, tried, share)
+        });
+        let index = match (keep, want.session) {
+            (Some(index), _) => Some(index),
+            (None, Some(_)) => self.least_loaded(now, estimate, tried, tier),
+            (None, None) => self.rotate(now, estimate, tried, tier),
+        };
+        let Some(index) = index else {
+            return Err(self.why_unavailable(now, estimate, tried));
+        };
+        if let Some((key, ttl)) = want.session {
+            self.pins.set(key, index, now, ttl);
+        }
+        let tier_change = if self.tiered {
+            self.note_tier(now, estimate, tried, tier)
+        } else {
+            None
+        };
+        let slot = &mut self.slots[index];
+        let probe = slot.health.on_pick();
+        slot.requests += 1;
+        let reservation = slot.window.add(now, estimate);
+        Ok(Pick {
+            index,
+            reservation,
+            probe,
+            tier_change,
+            repinned_from: pinned.filter(|&p| p != index),
+        })
+    }
+
+    /// The smooth weighted round robin among the tier's open deployments.
+    fn rotate(&mut self, now: Duration, estimate: u64, tried: &[usize], tier: u32) -> Option<usize> {
+        let share = self.share;
+        let candidates = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, slot)| {
+                (slot.priority == tier && slot.open(index, now, estimate, tried, share)).then_some(
+                    Candidate {
+                        index,
+                        weight: slot.weight,
+                        credit: &mut slot.credit,
+                    },
+                )
+            });
+        smooth_wrr(candidates)
+    }
+
+    /// Where a new session goes: the tier's open deployment with the fewest
+    /// tokens in its window for its weight. Sessions differ in length by
+    /// orders of magnitude; counting sessions would let a few long ones
+    /// skew the shares, counting their tokens keeps them.
+    fn least_loaded(
+        &mut self,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+        tier: u32,
+    ) -> Option<usize> {
+        let share = self.share;
+        let mut best: Option<(usize, u128, i64)> = None;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if slot.priority != tier || !slot.open(index, now, estimate, tried, share) {
+                continue;
+            }
+            // used/weight compared as used_a * weight_b < used_b * weight_a.
+            let used = u128::from(slot.window.used(now));
+            let weight = slot.weight.max(1);
+            let better = match best {
+                None => true,
+                Some((_, best_used, best_weight)) => {
+                    let (mine, theirs) = (used * best_weight as u128, best_used * weight as u128);
+                    mine < theirs || (mine == theirs && weight > best_weight)
+                }
+            };
+            if better {
+                best = Some((index, used, weight));
+            }
+        }
+        best.map(|(index, _, _)| index)
+    }
+
+    /// Notes the tier this pick went to: a change from the last one is
+    /// worth an event.
+    fn note_tier(
+        &mut self,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+        tier: u32,
+    ) -> Option<TierChange> {
+        let best = self
+            .slots
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| s.priority)
+            .min()?;
+        if tier <= best {
+            return self
+                .spilled_to
+                .take()
+                .map(|_| TierChange::Returned { to: tier });
+        }
+        if self.spilled_to == Some(tier) {
+            return None;
+        }
+        self.spilled_to = Some(tier);
+        Some(TierChange::Spilled {
+            from: best,
+            to: tier,
+            reason: self.why_not_above(now, estimate, tried, tier),
+        })
+    }
+
+    /// Why each enabled deployment above `tier` could not take a request.
+    #[cold]
+    fn why_not_above(&mut self, now: Duration, estimate: u64, tried: &[usize], tier: u32) -> String {
+        let share = self.share;
+        let mut tiers: Vec<u32> = self
+            .slots
+            .iter()
+            .filter(|s| s.enabled && s.priority < tier)
+            .map(|s| s.priority)
+            .collect();
+        tiers.sort_unstable();
+        tiers.dedup();
+        let mut parts = Vec::new();
+        for t in tiers {
+            let why: Vec<String> = self
+                .slots
+                .iter_mut()
+                .enumerate()
+                .filter(|(_, s)| s.enabled && s.priority == t)
+                .map(|(i, s)| {
+                    let why = s.why_closed(i, now, estimate, tried, share);
+                    format!("{} {why}", s.name)
+                })
+                .collect();
+            parts.push(format!("tier {t} full ({})", why.join(", ")));
+        }
+        parts.join("; ")
+    }
+
+    /// Why a request of `estimate` tokens could not be placed now, counting
+    /// every enabled deployment (for the Retry-After of a final answer).
+    pub fn pick_hint(&mut self, now: Duration, estimate: u64) -> Unavailable {
+        self.why_unavailable(now, estimate, &[])
+    }
+
+    fn why_unavailable(&mut self, now: Duration, estimate: u64, tried: &[usize]) -> Unavailable {
+        let mut any_enabled = false;
+        let mut any_limited = false;
+        let mut soonest: Option<Duration> = None;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if !slot.enabled {
+                continue;
+            }
+            any_enabled = true;
+            if tried.contains(&index) {
+                continue;
+            }
+            let wait = match slot.health.blocked(now) {
+                Some(Blocked::Cooling { cause, remaining }) => {
+                    any_limited |= cause == Cause::RateLimited;
+                    remaining
+                }
+                // A probe answers within a request's time; a second is a fair hint.
+                Some(Blocked::Probing) => Duration::from_secs(1),
+                None => match slot.tpm_limit {
+                    Some(limit) => {
+                        any_limited = true;
+                        slot.window.time_until_fits(now, estimate, own_part(limit, self.share))
+                    }
+                    None => Duration::ZERO,
+                },
+            };
+            soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+        }
+        match (any_enabled, soonest) {
+            (false, _) => Unavailable::NoneEnabled,
+            (true, None) => Unavailable::Exhausted,
+            (true, Some(retry_after)) if any_limited => Unavailable::RateLimited { retry_after },
+            (true, Some(retry_after)) => Unavailable::Failing { retry_after },
+        }
+    }
+}
+
+impl Slot {
+    /// May it take a request of `estimate` tokens now?
+    fn open(&mut self, index: usize, now: Duration, estimate: u64, tried: &[usize], share: u64) -> bool {
+        self.enabled
+            && !tried.contains(&index)
+            && self.health.blocked(now).is_none()
+            && self
+                .tpm_limit
+                .is_none_or(|limit| self.window.fits(now, estimate, own_part(limit, share)))
+    }
+
+    /// Why it cannot take a request now, in a few words.
+    fn why_closed(&mut self, index: usize, now: Duration, estimate: u64, tried: &[usize], share: u64) -> &'static str {
+        if tried.contains(&index) {
+            return "failed this request";
+        }
+        match self.health.blocked(now) {
+            Some(Blocked::Cooling { cause: Cause::RateLimited, .. }) => return "rate limited",
+            Some(Blocked::Cooling { cause: Cause::Failing, .. }) => return "cooling down",
+            Some(Blocked::Probing) => return "being probed",
+            None => {}
+        }
+        match self.tpm_limit {
+            Some(limit) if !self.window.fits(now, estimate, own_part(limit, share)) => "at limit",
+            _ => "busy",
+        }
+    }
+}
+
+/// This instance's part of a limit shared by `share` instances deciding alone.
+fn own_part(limit: u64, share: u64) -> u64 {
+    if share > 1 { (limit / share).max(1) } else { limit }
+}

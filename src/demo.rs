@@ -482,6 +482,7 @@ fn print_event(ev: &Event) -> std::io::Result<()> {
             d.deployment,
             crate::dashboard::app::change_word(&d.change)
         ),
+        Event::Route(r) => writeln!(out, "   {}", r.describe()),
         Event::Config(c) if c.applied => writeln!(out, "   ⚙ config reloaded: {}", c.message),
         Event::Config(c) => writeln!(out, "   ⚙ config not reloaded: {}", c.message),
         Event::Lagged(l) => writeln!(out, "   … {}", l.describe()),

@@ -22,6 +22,9 @@ const CAPACITY: usize = 8192;
 pub enum Event {
     Request(RequestEvent),
     Deployment(DeploymentEvent),
+    /// Where a model's traffic goes changed: a tier spill, a session
+    /// re-pinned, a fallback model.
+    Route(RouteEvent),
     Config(ConfigEvent),
     /// Events this watcher did not get.
     Lagged(LaggedEvent),
@@ -33,6 +36,7 @@ impl Event {
         match self {
             Event::Request(r) => r.instance.as_ref(),
             Event::Deployment(d) => d.instance.as_ref(),
+            Event::Route(r) => r.instance.as_ref(),
             Event::Config(_) | Event::Lagged(_) => None,
         }
     }
@@ -41,6 +45,7 @@ impl Event {
         let slot = match self {
             Event::Request(r) => &mut r.instance,
             Event::Deployment(d) => &mut d.instance,
+            Event::Route(r) => &mut r.instance,
             Event::Config(_) | Event::Lagged(_) => return,
         };
         if slot.is_none() {
@@ -53,6 +58,7 @@ impl Event {
         match self {
             Event::Request(r) => r.at_ms,
             Event::Deployment(d) => d.at_ms,
+            Event::Route(r) => r.at_ms,
             Event::Config(c) => c.at_ms,
             Event::Lagged(l) => l.at_ms,
         }
@@ -185,6 +191,62 @@ impl AttemptOutcome {
             AttemptOutcome::InvalidResponse => "✗invalid".to_string(),
             AttemptOutcome::Cancelled => "✗cancelled".to_string(),
             AttemptOutcome::NotOffered { status } => format!("⊘{status}"),
+        }
+    }
+}
+
+/// A change in where a model's requests go.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RouteEvent {
+    pub at_ms: u64,
+    pub model: Arc<str>,
+    pub change: RouteChange,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RouteChange {
+    /// The best tier could not take a request: traffic goes to a lower one.
+    Spilled {
+        from_tier: u32,
+        to_tier: u32,
+        /// Why, per deployment of the tiers skipped: `ptu at limit`.
+        reason: String,
+    },
+    /// Traffic is back on the best tier.
+    Returned { tier: u32 },
+    /// A session's deployment could not take its request: it moved.
+    Repinned {
+        from: Arc<str>,
+        to: Arc<str>,
+        reason: String,
+    },
+    /// The model had nothing left for a request: another model served it.
+    FellBack {
+        to_model: Arc<str>,
+        reason: String,
+    },
+}
+
+impl RouteEvent {
+    /// `⤵ gpt-4o: tier 1 full (ptu at limit) → tier 2`.
+    pub fn describe(&self) -> String {
+        let m = &self.model;
+        match &self.change {
+            RouteChange::Spilled {
+                from_tier: _,
+                to_tier,
+                reason,
+            } => format!("⤵ {m}: {reason} → tier {to_tier}"),
+            RouteChange::Returned { tier } => format!("⤴ {m}: back to tier {tier}"),
+            RouteChange::Repinned { from, to, reason } => {
+                format!("↻ {m}: a session moved {from} → {to} ({reason})")
+            }
+            RouteChange::FellBack { to_model, reason } => {
+                format!("↪ {m} → {to_model}: {reason}")
+            }
         }
     }
 }

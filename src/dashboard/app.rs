@@ -237,7 +237,7 @@ impl App {
                 Event::Config(c) => {
                     self.say(Level::Ok, false, format!("config reloaded: {}", c.message))
                 }
-                Event::Deployment(_) => {}
+                Event::Deployment(_) | Event::Route(_) => {}
             }
             self.traffic.push(ev.clone());
         }

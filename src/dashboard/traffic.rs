@@ -93,6 +93,7 @@ fn matches(ev: &Event, term: &str) -> bool {
                 })
         }
         Event::Deployment(d) => has(&d.model) || has(&d.deployment) || has(change_word(&d.change)),
+        Event::Route(r) => has(&r.describe()),
         Event::Config(c) => has("config") || has(&c.message),
         Event::Lagged(l) => has("missed") || has(&l.describe()),
     }

@@ -199,6 +199,11 @@ fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Vec<Cell
                 Cell::from(Line::styled(text, style)),
             ]
         }
+        Event::Route(r) => vec![
+            Cell::from(Span::styled(clock(r.at_ms, offset_s), theme.dim())),
+            Cell::from(fit(&r.model, model_width)),
+            Cell::from(Line::styled(r.describe(), theme.warn())),
+        ],
         Event::Config(c) => {
             let (text, style) = if c.applied {
                 (format!("⚙ config reloaded: {}", c.message), theme.accent())
@@ -302,6 +307,7 @@ fn details(ev: &Event) -> String {
             d.deployment,
             change_word(&d.change)
         ),
+        Event::Route(r) => format!(" {} ", r.describe()),
         Event::Config(c) => format!(" config: {} ", c.message),
         Event::Lagged(l) => format!(" {} ", l.describe()),
     }

@@ -17,6 +17,7 @@ fn request_event(id: u64) -> Event {
         endpoint: "chat/completions".into(),
         stream: false,
         attempts: vec![Attempt {
+            model: None,
             deployment: Arc::from("azure-eastus"),
             outcome: AttemptOutcome::Ok { status: 200 },
             latency_ms: 1.5,

@@ -148,6 +148,10 @@ pub enum RequestOutcome {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
+    /// The model of the deployment, when a fallback model's (not the
+    /// request's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Arc<str>>,
     pub deployment: Arc<str>,
     pub outcome: AttemptOutcome,
     pub latency_ms: f64,
@@ -224,10 +228,7 @@ pub enum RouteChange {
         reason: String,
     },
     /// The model had nothing left for a request: another model served it.
-    FellBack {
-        to_model: Arc<str>,
-        reason: String,
-    },
+    FellBack { to_model: Arc<str>, reason: String },
 }
 
 impl RouteEvent {

@@ -127,6 +127,7 @@ fn request(id: u64, at: u64, model: &str, attempts: &[(&str, AttemptOutcome, f64
         attempts: attempts
             .iter()
             .map(|(d, o, l)| Attempt {
+                model: None,
                 deployment: (*d).into(),
                 outcome: *o,
                 latency_ms: *l,

@@ -306,7 +306,9 @@ impl DeploymentSpec {
             Some(p) => {
                 return Err(FieldError::new(
                     "priority",
-                    format!("must be a whole number from 0 to {MAX_PRIORITY} (got {p}); lower is tried first"),
+                    format!(
+                        "must be a whole number from 0 to {MAX_PRIORITY} (got {p}); lower is tried first"
+                    ),
                 ));
             }
         };

@@ -343,7 +343,9 @@ fn validate_models(
                 if *name == model.name {
                     return Err(Invalid::new(
                         at,
-                        format!("\"{name}\" is this model itself; a fallback must be another model"),
+                        format!(
+                            "\"{name}\" is this model itself; a fallback must be another model"
+                        ),
                     ));
                 }
                 if !models.iter().any(|m| m.name == *name) {
@@ -404,7 +406,6 @@ fn seconds_or(value: Option<f64>, default: Duration, at: &FieldPath) -> Result<D
         Some(s) => positive_seconds(s).map_err(|m| Invalid::new(at.clone(), m)),
     }
 }
-
 
 fn mebibytes(mb: f64) -> Result<usize, String> {
     if mb.is_nan() || mb <= 0.0 {

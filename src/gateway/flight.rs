@@ -18,8 +18,10 @@ use super::proxy::{Passed, Tokens, X_ATTEMPTS, X_DEPLOYMENT, respond};
 use super::request::{Endpoint, Inspected};
 use super::upstream::Upstream;
 use super::{Gateway, ModelRoute};
+use crate::config::Affinity;
 use crate::events::{self, AttemptOutcome, Event, RequestEvent, RequestOutcome};
-use crate::router::{Reservation, Unavailable, Verdict};
+use crate::events::{RouteChange, RouteEvent};
+use crate::router::{Pick, Reservation, SessionKey, TierChange, Unavailable, Verdict, Want};
 
 /// An upstream's answer kept to be passed back if nothing better comes.
 pub(super) struct Passback {
@@ -27,6 +29,8 @@ pub(super) struct Passback {
     pub(super) headers: Passed,
     pub(super) body: Bytes,
     pub(super) upstream: Arc<Upstream>,
+    /// `x-switchboard-model`: the model of the deployment that answered.
+    pub(super) model: HeaderValue,
 }
 
 /// The bookkeeping of one request.
@@ -60,6 +64,11 @@ pub(super) struct Flight {
     /// Deployments withdrawn for that.
     withdrawn: usize,
     finished: bool,
+    /// The session the request belongs to, when the client said.
+    pub(super) session: Option<SessionKey>,
+    /// Where the request goes once its model has nothing left; set up by
+    /// the first fallback (see `chain`).
+    pub(super) chain: Option<Box<super::chain::Chain>>,
 }
 
 pub(super) struct Current {
@@ -103,19 +112,27 @@ impl Flight {
             refusal: None,
             withdrawn: 0,
             finished: false,
+            session: None,
+            chain: None,
         };
-        // Every provider offers chat completions; for the other endpoints,
-        // deployments whose provider lacks it are never picked.
-        if endpoint != Endpoint::ChatCompletions {
-            let state = flight.route.lock();
+        flight.skip_incapable();
+        flight
+    }
+
+    /// Every provider offers chat completions; for the other endpoints,
+    /// deployments whose provider lacks it are never picked.
+    pub(super) fn skip_incapable(&mut self) {
+        self.tried.clear();
+        self.incapable = 0;
+        if self.endpoint != Endpoint::ChatCompletions {
+            let state = self.route.lock();
             let lacking: Vec<usize> = (0..state.upstreams.len())
-                .filter(|&i| !state.upstreams[i].plan.offers(endpoint))
+                .filter(|&i| !state.upstreams[i].plan.offers(self.endpoint))
                 .collect();
             drop(state);
-            flight.incapable = lacking.len();
-            flight.tried = lacking;
+            self.incapable = lacking.len();
+            self.tried = lacking;
         }
-        flight
     }
 
     /// Answers `why` unless a deployment is tried after all.
@@ -154,12 +171,25 @@ impl Flight {
             avoid.extend((0..ups.len()).filter(not_offering));
             avoid
         });
-        let pick = match avoid.and_then(|avoid| state.pool.pick(now, self.estimate, &avoid).ok()) {
+        let want = Want {
+            session: self
+                .session
+                .filter(|_| state.policy.affinity == Affinity::Session)
+                .map(|key| (key, state.policy.affinity_ttl)),
+        };
+        let pick = match avoid
+            .and_then(|avoid| state.pool.pick_for(now, self.estimate, &avoid, want).ok())
+        {
             Some(pick) => pick,
-            None => state.pool.pick(now, self.estimate, &self.tried)?,
+            None => state.pool.pick_for(now, self.estimate, &self.tried, want)?,
         };
         let upstream = state.upstreams[pick.index].clone();
+        let changes = (pick.tier_change.is_some() || pick.repinned_from.is_some())
+            .then(|| self.route_changes(&mut state.pool, &pick, now));
         drop(guard);
+        for change in changes.into_iter().flatten() {
+            self.publish_route(change);
+        }
         self.tried.push(pick.index);
         // Deciding alone while Redis is away: noted, to add later.
         let alone = self
@@ -175,6 +205,52 @@ impl Flight {
             started: Instant::now(),
         });
         Ok(upstream)
+    }
+
+    /// What a pick changed in where the model's traffic goes.
+    #[cold]
+    fn route_changes(
+        &self,
+        pool: &mut crate::router::Pool,
+        pick: &Pick,
+        now: Duration,
+    ) -> Vec<RouteChange> {
+        let mut changes = Vec::new();
+        match &pick.tier_change {
+            Some(TierChange::Spilled { from, to, reason }) => {
+                tracing::info!(model = %self.route.name, from, to, %reason, "traffic spills to a lower tier");
+                changes.push(RouteChange::Spilled {
+                    from_tier: *from,
+                    to_tier: *to,
+                    reason: reason.clone(),
+                });
+            }
+            Some(TierChange::Returned { to }) => {
+                tracing::info!(model = %self.route.name, tier = to, "traffic back on the best tier");
+                changes.push(RouteChange::Returned { tier: *to });
+            }
+            None => {}
+        }
+        if let Some(from) = pick.repinned_from {
+            let reason = pool.why_not(from, now, self.estimate, &self.tried);
+            changes.push(RouteChange::Repinned {
+                from: pool.name(from).clone(),
+                to: pool.name(pick.index).clone(),
+                reason: reason.to_string(),
+            });
+        }
+        changes
+    }
+
+    pub(super) fn publish_route(&self, change: RouteChange) {
+        self.gw
+            .events()
+            .publish(crate::events::Event::Route(RouteEvent {
+                at_ms: events::unix_ms(),
+                model: self.route.name.clone(),
+                change,
+                instance: None,
+            }));
     }
 
     /// Records the end of the current attempt. With `tokens`, the window is
@@ -206,7 +282,10 @@ impl Flight {
         {
             self.gw.announce(&self.route.name, &cur.name, t);
         }
+        let model = (self.chain.is_some() && !Arc::ptr_eq(self.origin(), &self.route))
+            .then(|| self.route.name.clone());
         self.attempts.push(events::Attempt {
+            model,
             deployment: cur.name.clone(),
             outcome,
             latency_ms: cur.started.elapsed().as_secs_f64() * 1000.0,
@@ -255,7 +334,7 @@ impl Flight {
         let event = RequestEvent {
             id: self.id,
             at_ms: self.at_ms,
-            model: self.route.name.clone(),
+            model: self.origin().name.clone(),
             endpoint: self.endpoint.name().into(),
             stream: self.stream,
             attempts: std::mem::take(&mut self.attempts),
@@ -273,8 +352,29 @@ impl Flight {
 
     /// Nothing (more) to try: the gateway's own answer.
     pub(super) fn give_up(&mut self, why: Unavailable) -> Response {
-        let model = self.route.name.clone();
+        let why = self.chain_unavailable(why);
         let attempts = self.attempts.len();
+        if let Some(answer) = self.chain.as_mut().and_then(|c| c.refused.take()) {
+            // The client error that sent the request to other models, none
+            // of which could serve it: the client hears the first answer.
+            self.finish(
+                answer.status.as_u16(),
+                RequestOutcome::ClientError,
+                0,
+                0,
+                false,
+            );
+            return respond(
+                answer.status,
+                &answer.headers,
+                Body::from(answer.body),
+                &answer.upstream,
+                attempts,
+                &answer.model,
+            );
+        }
+        let model = self.origin().name.clone();
+        let chained = self.fallbacks_tried();
         // Only failures count here: an attempt whose deployment does not
         // offer the endpoint says nothing about the others.
         let tried = attempts - self.not_offered.len();
@@ -296,6 +396,7 @@ impl Flight {
                 Body::from(answer.body),
                 &answer.upstream,
                 attempts,
+                &answer.model,
             );
         }
         let failures = || {
@@ -318,7 +419,7 @@ impl Flight {
                     let what = message.split(": ").next().unwrap_or(&message).to_string();
                     ApiError::Unsupported {
                         message: format!(
-                            "{what}: none of the deployments of `{model}` can honour it"
+                            "{what}: none of the deployments of `{model}`{chained} can honour it"
                         ),
                         param,
                     }
@@ -327,19 +428,19 @@ impl Flight {
             }
         } else if tried == 0 && self.incapable > 0 && why == Unavailable::Exhausted {
             ApiError::EndpointNotOffered(format!(
-                "No deployment of `{model}` offers {}: {} of its deployments are of providers without it (only chat completions go to every provider).",
+                "No deployment of `{model}`{chained} offers {}: {} of its deployments are of providers without it (only chat completions go to every provider).",
                 self.endpoint.path(),
                 self.incapable
             ))
         } else if tried == 0 {
             match why {
                 Unavailable::NoneEnabled => ApiError::Unavailable {
-                    message: format!("No deployment of model `{model}` is enabled."),
+                    message: format!("No deployment of model `{model}`{chained} is enabled."),
                     retry_after: None,
                 },
                 Unavailable::RateLimited { retry_after } => ApiError::RateLimited {
                     message: format!(
-                        "Every enabled deployment of `{model}`{} is at its tokens-per-minute limit or rate limited; retry after {:.0}s.",
+                        "Every enabled deployment of `{model}`{chained}{} is at its tokens-per-minute limit or rate limited; retry after {:.0}s.",
                         self.offering(),
                         retry_after.as_secs_f64().ceil()
                     ),
@@ -347,13 +448,13 @@ impl Flight {
                 },
                 Unavailable::Failing { retry_after } => ApiError::Unavailable {
                     message: format!(
-                        "Every enabled deployment of `{model}`{} is cooling down after failures.",
+                        "Every enabled deployment of `{model}`{chained}{} is cooling down after failures.",
                         self.offering()
                     ),
                     retry_after: Some(retry_after),
                 },
                 Unavailable::Exhausted => ApiError::Unavailable {
-                    message: format!("No deployment of `{model}` could take the request."),
+                    message: format!("No deployment of `{model}`{chained} could take the request."),
                     retry_after: None,
                 },
             }
@@ -366,18 +467,20 @@ impl Flight {
             let retry_after = self.soonest_free();
             ApiError::RateLimited {
                 message: format!(
-                    "Every deployment of `{model}` tried ({tried}) answered 429 (rate limited)."
+                    "Every deployment of `{model}`{chained} tried ({tried}) answered 429 (rate limited)."
                 ),
                 retry_after,
             }
         } else if all_timed_out {
             ApiError::GatewayTimeout {
-                message: format!("Every deployment of `{model}` tried ({tried}) timed out."),
+                message: format!(
+                    "Every deployment of `{model}`{chained} tried ({tried}) timed out."
+                ),
             }
         } else {
             ApiError::BadGateway {
                 message: format!(
-                    "All {tried} deployment(s) of `{model}` tried failed; last: {}.",
+                    "All {tried} deployment(s) of `{model}`{chained} tried failed; last: {}.",
                     self.last_failure.as_deref().unwrap_or("unknown error")
                 ),
             }

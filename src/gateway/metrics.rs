@@ -129,12 +129,19 @@ impl Metrics {
             .filter(|a| !matches!(a.outcome, AttemptOutcome::NotOffered { .. }));
         model.failovers += tried.count().saturating_sub(1) as u64;
         for a in &e.attempts {
+            let model = inner
+                .models
+                .entry(a.model.as_ref().unwrap_or(&e.model), ModelCounts::default);
             let d = model
                 .deployments
                 .entry(&a.deployment, DeploymentCounts::default);
             *d.attempts.entry(a.outcome.into()).or_default() += 1;
         }
         if let Some(last) = e.attempts.last() {
+            let model = inner.models.entry(
+                last.model.as_ref().unwrap_or(&e.model),
+                ModelCounts::default,
+            );
             let d = model
                 .deployments
                 .entry(&last.deployment, DeploymentCounts::default);
@@ -362,6 +369,7 @@ mod tests {
             attempts: attempts
                 .iter()
                 .map(|(d, o)| Attempt {
+                    model: None,
                     deployment: (*d).into(),
                     outcome: *o,
                     latency_ms: 1.0,

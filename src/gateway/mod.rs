@@ -10,6 +10,7 @@
 mod admin;
 mod answer;
 mod auth;
+mod chain;
 mod client;
 pub mod clustered;
 pub mod control;
@@ -20,6 +21,7 @@ mod metrics;
 mod named;
 pub mod provider;
 mod proxy;
+mod refusal;
 mod relay;
 mod reload;
 pub mod request;
@@ -141,6 +143,9 @@ impl RouteTable {
 /// One model: its name and its routing state.
 pub struct ModelRoute {
     pub name: Arc<str>,
+    /// The name as `x-switchboard-model` carries it (percent-encoded where
+    /// a header cannot hold it, like the deployment's).
+    header_value: axum::http::HeaderValue,
     state: Mutex<ModelState>,
 }
 
@@ -191,6 +196,7 @@ impl ModelRoute {
         }
         Arc::new(ModelRoute {
             name: model.name.as_str().into(),
+            header_value: upstream::header_safe(&model.name),
             state: Mutex::new(ModelState {
                 pool,
                 upstreams,

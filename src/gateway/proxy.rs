@@ -20,6 +20,7 @@ use super::error::ApiError;
 pub(super) use super::flight::Flight;
 use super::flight::Passback;
 use super::provider::{AnswerContext, Decoder};
+use super::refusal;
 use super::relay::{ByteStream, Relay};
 use super::request::{self, Endpoint, Inspected};
 use super::sse::Usage;
@@ -33,6 +34,27 @@ use crate::router::{Unavailable, Verdict};
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(super) const X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-switchboard-deployment");
 pub(super) const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
+pub(super) const X_MODEL: HeaderName = HeaderName::from_static("x-switchboard-model");
+
+/// The headers that name a request's session, in the order they count:
+/// ours, Claude Code's, Codex's.
+const SESSION_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-switchboard-session"),
+    HeaderName::from_static("x-claude-code-session-id"),
+    HeaderName::from_static("session-id"),
+];
+
+/// The request's session: the first session header present, else the
+/// body's `prompt_cache_key`.
+fn session_of(headers: &HeaderMap, req: &Inspected) -> Option<crate::router::SessionKey> {
+    SESSION_HEADERS
+        .iter()
+        .find_map(|name| headers.get(name))
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.is_empty())
+        .map(|v| crate::router::SessionKey::of(&String::from_utf8_lossy(v)))
+        .or(req.cache_key)
+}
 
 /// How long a deployment that answered "endpoint not offered" is tried for
 /// that endpoint only when no other deployment can take the request.
@@ -184,6 +206,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
     drop(settings);
     let cluster = gw.cluster().cloned();
     let mut flight = Flight::new(gw.clone(), route, endpoint, &req, started);
+    flight.session = session_of(&headers, &req);
     loop {
         let picked = match &cluster {
             None => flight.pick(),
@@ -193,7 +216,12 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
         };
         let upstream = match picked {
             Ok(up) => up,
-            Err(why) => return flight.give_up(why),
+            Err(why) => {
+                if flight.fall_back(why, deadline) {
+                    continue;
+                }
+                return flight.give_up(why);
+            }
         };
         let attempted = attempt(
             &gw, &flight, &upstream, endpoint, &req, &body, deadline, first_byte,
@@ -223,9 +251,34 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     (false, None) => Tokens::Estimate,
                 };
                 flight.conclude(outcome, Verdict::Answered, Some(tokens));
-                if !client_error && endpoint != Endpoint::ChatCompletions {
-                    upstream.mark_offered(endpoint);
-                }
+                let (status, headers, body, served) = if client_error {
+                    // A prompt too long or a policy refusal may go to other
+                    // models; anything else goes back to the client.
+                    let kind = refusal::classify(status.as_u16(), &body);
+                    let answer = Passback {
+                        status,
+                        headers,
+                        body,
+                        upstream: upstream.clone(),
+                        model: flight.served_header().clone(),
+                    };
+                    match flight.divert(kind, answer, deadline) {
+                        Ok(()) => continue,
+                        Err(a) => (a.status, a.headers, a.body, a.model),
+                    }
+                } else {
+                    if endpoint != Endpoint::ChatCompletions {
+                        upstream.mark_offered(endpoint);
+                    }
+                    let body = if flight.renames_answer()
+                        && upstream.plan.dialect == super::provider::Dialect::OpenAi
+                    {
+                        super::chain::rename_model(body, &flight.origin().name)
+                    } else {
+                        body
+                    };
+                    (status, headers, body, flight.served_header().clone())
+                };
                 let (prompt, completion, estimated) = match usage {
                     Some(u) => (u.prompt_tokens, u.completion_tokens, false),
                     None if client_error => (0, 0, false),
@@ -242,7 +295,14 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 };
                 let attempts = flight.attempts.len();
                 flight.finish(status.as_u16(), kind, prompt, completion, estimated);
-                return respond(status, &headers, Body::from(body), &upstream, attempts);
+                return respond(
+                    status,
+                    &headers,
+                    Body::from(body),
+                    &upstream,
+                    attempts,
+                    &served,
+                );
             }
             Attempted::Streaming {
                 status,
@@ -265,6 +325,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 // a stream request (`"stream": "yes"` to a lenient server).
                 flight.stream = true;
                 let attempts = flight.attempts.len();
+                let served = flight.served_header().clone();
                 let relay = Relay::new(flight, first, rest, decoder, deadline);
                 return respond(
                     status,
@@ -272,6 +333,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     Body::from_stream(relay),
                     &upstream,
                     attempts,
+                    &served,
                 );
             }
             Attempted::NotOffered {
@@ -296,6 +358,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     headers,
                     body,
                     upstream,
+                    model: flight.served_header().clone(),
                 });
                 if tokio::time::Instant::now() >= deadline {
                     return flight.give_up(Unavailable::Exhausted);
@@ -363,6 +426,7 @@ pub(super) fn respond(
     body: Body,
     up: &Upstream,
     attempts: usize,
+    model: &HeaderValue,
 ) -> Response {
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -378,6 +442,7 @@ pub(super) fn respond(
     }
     h.insert(X_DEPLOYMENT, up.header_name.clone());
     h.insert(X_ATTEMPTS, HeaderValue::from(attempts));
+    h.insert(X_MODEL, model.clone());
     response
 }
 
@@ -532,7 +597,7 @@ async fn attempt(
         return upstream_error(response, dialect, endpoint, first_deadline, deadline).await;
     }
     let cx = AnswerContext {
-        model: &flight.route.name,
+        model: flight.answer_model(),
         // Only translated answers carry a time of ours; passed-through ones have their own.
         created: if dialect == super::provider::Dialect::OpenAi {
             0

@@ -69,6 +69,9 @@ pub struct Inspected {
     pub prompt_estimate: u64,
     /// Prompt estimate plus the completion tokens the request may use.
     pub estimate: u64,
+    /// `prompt_cache_key` (OpenAI's, and Codex's thread id): a session key
+    /// when no header names one.
+    pub cache_key: Option<crate::router::SessionKey>,
     /// The gateway adds `include_usage` to the body it sends upstream.
     add_usage: bool,
     model_span: (usize, usize),
@@ -87,6 +90,7 @@ struct Fields<'a> {
     messages: Option<&'a [u8]>,
     prompt: Option<&'a [u8]>,
     input: Option<&'a [u8]>,
+    prompt_cache_key: Option<&'a [u8]>,
     /// `stream` or `stream_options` appears twice.
     stream_ambiguous: bool,
 }
@@ -109,6 +113,7 @@ impl<'a> Fields<'a> {
                 b"messages" => &mut f.messages,
                 b"prompt" => &mut f.prompt,
                 b"input" => &mut f.input,
+                b"prompt_cache_key" => &mut f.prompt_cache_key,
                 _ => return Ok(()),
             };
             if slot.replace(value).is_some() {
@@ -248,6 +253,11 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest>
         wants_usage,
         prompt_estimate,
         estimate: prompt_estimate.saturating_add(completion),
+        cache_key: fields
+            .prompt_cache_key
+            .and_then(|raw| serde_json::from_slice::<Cow<str>>(raw).ok())
+            .filter(|key| !key.is_empty())
+            .map(|key| crate::router::SessionKey::of(&key)),
         add_usage,
         model_span: span_of(body, raw_model),
         stream_options_span: fields.stream_options.map(|r| span_of(body, r)),

@@ -193,28 +193,51 @@ impl Stats {
         if let Some(c) = model.ring.slot(sec) {
             add(c);
         }
+        let mut fallbacks = false;
         for a in &r.attempts {
-            let ring = model.deployments.entry(&a.deployment, Ring::new);
-            let Some(c) = ring.slot(sec) else { continue };
-            c.attempts += 1;
-            match a.outcome {
-                AttemptOutcome::Ok { .. } => {
-                    c.answered += 1;
-                    if c.latency.is_empty() {
-                        c.latency = vec![0; BINS];
-                    }
-                    c.latency[bin_of(a.latency_ms)] += 1;
+            // A fallback model's deployment: its figures are that model's.
+            if a.model.is_some() {
+                fallbacks = true;
+                continue;
+            }
+            count_attempt(model, a, sec);
+        }
+        if fallbacks {
+            for a in &r.attempts {
+                if let Some(other) = &a.model {
+                    let model = self.models.entry(other, || ModelStats {
+                        ring: Ring::new(),
+                        deployments: Named::default(),
+                    });
+                    count_attempt(model, a, sec);
                 }
-                // The client leaving is nobody's failure; a client error
-                // passed back is an answer, but not a success to share out.
-                AttemptOutcome::Cancelled | AttemptOutcome::NotOffered { .. } => {}
-                AttemptOutcome::Status { status }
-                    if (400..500).contains(&status) && !failover_status(status) => {}
-                _ => c.failures += 1,
             }
         }
     }
+}
 
+fn count_attempt(model: &mut ModelStats, a: &crate::events::Attempt, sec: u64) {
+    let ring = model.deployments.entry(&a.deployment, Ring::new);
+    let Some(c) = ring.slot(sec) else { return };
+    c.attempts += 1;
+    match a.outcome {
+        AttemptOutcome::Ok { .. } => {
+            c.answered += 1;
+            if c.latency.is_empty() {
+                c.latency = vec![0; BINS];
+            }
+            c.latency[bin_of(a.latency_ms)] += 1;
+        }
+        // The client leaving is nobody's failure; a client error
+        // passed back is an answer, but not a success to share out.
+        AttemptOutcome::Cancelled | AttemptOutcome::NotOffered { .. } => {}
+        AttemptOutcome::Status { status }
+            if (400..500).contains(&status) && !failover_status(status) => {}
+        _ => c.failures += 1,
+    }
+}
+
+impl Stats {
     /// The seconds `from..=now` that make the last `span` seconds, and their
     /// length in seconds (shorter at the start).
     fn span(&self, now_ms: u64, seconds: u64) -> (u64, u64, f64) {
@@ -345,6 +368,7 @@ mod tests {
             attempts: attempts
                 .iter()
                 .map(|(d, o, l)| Attempt {
+                    model: None,
                     deployment: (*d).into(),
                     outcome: *o,
                     latency_ms: *l,

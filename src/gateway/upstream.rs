@@ -38,7 +38,7 @@ pub struct Upstream {
 /// A deployment name as a header value: printable ASCII as is, every other
 /// byte of its UTF-8 percent-encoded (`eu-süd` → `eu-s%C3%BCd`), so clients
 /// that read headers as Latin-1 see no mojibake and can decode it.
-fn header_safe(name: &str) -> HeaderValue {
+pub(super) fn header_safe(name: &str) -> HeaderValue {
     let mut out = String::with_capacity(name.len());
     for &b in name.as_bytes() {
         if (b' '..=b'~').contains(&b) && b != b'%' {

@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::RoutingConfig;
-pub use affinity::SessionKey;
 use affinity::Pins;
+pub use affinity::SessionKey;
 use health::Health;
 pub use health::{Blocked, Cause, Transition, Verdict};
 pub use window::{Reservation, TpmWindow};

@@ -86,21 +86,26 @@ impl Pool {
     }
 
     /// The smooth weighted round robin among the tier's open deployments.
-    fn rotate(&mut self, now: Duration, estimate: u64, tried: &[usize], tier: u32) -> Option<usize> {
+    fn rotate(
+        &mut self,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+        tier: u32,
+    ) -> Option<usize> {
         let share = self.share;
-        let candidates = self
-            .slots
-            .iter_mut()
-            .enumerate()
-            .filter_map(|(index, slot)| {
-                (slot.priority == tier && slot.open(index, now, estimate, tried, share)).then_some(
-                    Candidate {
-                        index,
-                        weight: slot.weight,
-                        credit: &mut slot.credit,
-                    },
-                )
-            });
+        let candidates =
+            self.slots
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(index, slot)| {
+                    (slot.priority == tier && slot.open(index, now, estimate, tried, share))
+                        .then_some(Candidate {
+                            index,
+                            weight: slot.weight,
+                            credit: &mut slot.credit,
+                        })
+                });
         smooth_wrr(candidates)
     }
 
@@ -170,9 +175,36 @@ impl Pool {
         })
     }
 
+    /// Why a deployment could not take a request of `estimate` tokens now
+    /// (for a session moved off it), in a few words.
+    #[cold]
+    pub fn why_not(
+        &mut self,
+        index: usize,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+    ) -> &'static str {
+        let share = self.share;
+        let slot = &mut self.slots[index];
+        if !slot.enabled {
+            return "disabled";
+        }
+        if slot.open(index, now, estimate, tried, share) {
+            return "a better tier has room";
+        }
+        slot.why_closed(index, now, estimate, tried, share)
+    }
+
     /// Why each enabled deployment above `tier` could not take a request.
     #[cold]
-    fn why_not_above(&mut self, now: Duration, estimate: u64, tried: &[usize], tier: u32) -> String {
+    fn why_not_above(
+        &mut self,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+        tier: u32,
+    ) -> String {
         let share = self.share;
         let mut tiers: Vec<u32> = self
             .slots
@@ -227,7 +259,8 @@ impl Pool {
                 None => match slot.tpm_limit {
                     Some(limit) => {
                         any_limited = true;
-                        slot.window.time_until_fits(now, estimate, own_part(limit, self.share))
+                        slot.window
+                            .time_until_fits(now, estimate, own_part(limit, self.share))
                     }
                     None => Duration::ZERO,
                 },
@@ -245,7 +278,14 @@ impl Pool {
 
 impl Slot {
     /// May it take a request of `estimate` tokens now?
-    fn open(&mut self, index: usize, now: Duration, estimate: u64, tried: &[usize], share: u64) -> bool {
+    fn open(
+        &mut self,
+        index: usize,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+        share: u64,
+    ) -> bool {
         self.enabled
             && !tried.contains(&index)
             && self.health.blocked(now).is_none()
@@ -255,13 +295,26 @@ impl Slot {
     }
 
     /// Why it cannot take a request now, in a few words.
-    fn why_closed(&mut self, index: usize, now: Duration, estimate: u64, tried: &[usize], share: u64) -> &'static str {
+    fn why_closed(
+        &mut self,
+        index: usize,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+        share: u64,
+    ) -> &'static str {
         if tried.contains(&index) {
             return "failed this request";
         }
         match self.health.blocked(now) {
-            Some(Blocked::Cooling { cause: Cause::RateLimited, .. }) => return "rate limited",
-            Some(Blocked::Cooling { cause: Cause::Failing, .. }) => return "cooling down",
+            Some(Blocked::Cooling {
+                cause: Cause::RateLimited,
+                ..
+            }) => return "rate limited",
+            Some(Blocked::Cooling {
+                cause: Cause::Failing,
+                ..
+            }) => return "cooling down",
             Some(Blocked::Probing) => return "being probed",
             None => {}
         }
@@ -274,5 +327,9 @@ impl Slot {
 
 /// This instance's part of a limit shared by `share` instances deciding alone.
 fn own_part(limit: u64, share: u64) -> u64 {
-    if share > 1 { (limit / share).max(1) } else { limit }
+    if share > 1 {
+        (limit / share).max(1)
+    } else {
+        limit
+    }
 }

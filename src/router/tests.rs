@@ -140,7 +140,6 @@ fn the_first_pick_after_a_cooldown_is_the_only_probe() {
     assert_eq!(p.status(0, s(7)).state, State::Healthy);
 }
 
-
 fn tiered(tiers: &[(u32, Option<u64>)]) -> Pool {
     let mut p = Pool::new(RoutingConfig::default());
     for (i, (tier, limit)) in tiers.iter().enumerate() {
@@ -153,7 +152,9 @@ fn tiered(tiers: &[(u32, Option<u64>)]) -> Pool {
 #[test]
 fn the_best_tier_takes_everything_while_it_has_room() {
     let mut p = tiered(&[(2, Some(100_000)), (1, Some(1_000)), (2, Some(50_000))]);
-    let picks: Vec<usize> = (0..5).map(|_| p.pick(s(0), 100, &[]).unwrap().index).collect();
+    let picks: Vec<usize> = (0..5)
+        .map(|_| p.pick(s(0), 100, &[]).unwrap().index)
+        .collect();
     assert_eq!(picks, vec![1; 5]);
     assert_eq!(p.spilled_to(), None);
 }
@@ -271,7 +272,10 @@ fn a_pin_expires_after_the_ttl() {
 fn new_sessions_go_where_the_tokens_are_fewest_for_the_weight() {
     let mut p = pool(&[Some(300_000), Some(100_000)]);
     // One long session on d0's share of the weight...
-    let a = p.pick_for(s(0), 30_000, &[], session("long")).unwrap().index;
+    let a = p
+        .pick_for(s(0), 30_000, &[], session("long"))
+        .unwrap()
+        .index;
     assert_eq!(a, 0);
     // ...so the next new sessions go to d1 until it has a third as many tokens.
     let b = p.pick_for(s(0), 5_000, &[], session("b")).unwrap().index;

@@ -1,0 +1,286 @@
+//! Fallback models: where a request goes when its model has nothing left.
+//!
+//! A model's `fallbacks` are tried in order once every deployment of the
+//! model (all tiers) is unavailable for the request or has failed it; a
+//! "prompt too long" 400 goes to its `context_window_fallbacks` and a
+//! content-policy refusal to its `content_policy_fallbacks` (empty by
+//! default: back to the client). Only the lists of the model the client
+//! asked for count, a model is never visited twice, and the request's one
+//! deadline covers the whole chain.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use axum::http::HeaderValue;
+
+use super::ModelRoute;
+use super::flight::{Flight, Passback};
+use super::refusal::Refusal;
+use crate::events::RouteChange;
+use crate::router::Unavailable;
+
+/// The state of a request's fallback chain.
+pub(super) struct Chain {
+    /// The model the client asked for.
+    origin: Arc<ModelRoute>,
+    /// Models visited, the origin first.
+    visited: Vec<Arc<str>>,
+    /// Models still to try, in order.
+    queue: VecDeque<Arc<str>>,
+    /// The worst reason a model had nothing: what the client hears when
+    /// the chain runs out without an attempt.
+    unavailable: Option<Unavailable>,
+    /// The client error that sent the request down the chain: passed back
+    /// when no other model serves it.
+    pub(super) refused: Option<Passback>,
+}
+
+/// Which of the two "nothing left" reasons tells the client more: a rate
+/// limit (with the soonest time) before failures, before nothing enabled.
+fn worse(a: Unavailable, b: Unavailable) -> Unavailable {
+    use Unavailable::*;
+    let rank = |u: &Unavailable| match u {
+        RateLimited { .. } => 3,
+        Failing { .. } => 2,
+        Exhausted => 1,
+        NoneEnabled => 0,
+    };
+    match (a, b) {
+        (RateLimited { retry_after: x }, RateLimited { retry_after: y }) => RateLimited {
+            retry_after: x.min(y),
+        },
+        (Failing { retry_after: x }, Failing { retry_after: y }) => Failing {
+            retry_after: x.min(y),
+        },
+        (a, b) if rank(&a) >= rank(&b) => a,
+        (_, b) => b,
+    }
+}
+
+impl Flight {
+    /// The model the client asked for.
+    pub(super) fn origin(&self) -> &Arc<ModelRoute> {
+        self.chain.as_ref().map_or(&self.route, |c| &c.origin)
+    }
+
+    /// The `model` a translated answer names: the one asked for, unless
+    /// that model reports the one that served.
+    pub(super) fn answer_model(&self) -> &str {
+        match &self.chain {
+            Some(c) if !c.origin.lock().policy.report_served_model => &c.origin.name,
+            _ => &self.route.name,
+        }
+    }
+
+    /// Whether the answer is a fallback model's, named as the client asked.
+    pub(super) fn renames_answer(&self) -> bool {
+        self.chain.is_some()
+            && !Arc::ptr_eq(self.origin(), &self.route)
+            && !self.origin().lock().policy.report_served_model
+    }
+
+    /// `x-switchboard-model`: the model whose deployment answered.
+    pub(super) fn served_header(&self) -> &HeaderValue {
+        &self.route.header_value
+    }
+
+    fn chain(&mut self) -> &mut Chain {
+        let route = &self.route;
+        self.chain.get_or_insert_with(|| {
+            let queue = route.lock().policy.fallbacks.iter().cloned().collect();
+            Box::new(Chain {
+                origin: route.clone(),
+                visited: vec![route.name.clone()],
+                queue,
+                unavailable: None,
+                refused: None,
+            })
+        })
+    }
+
+    /// The model had nothing (more) for the request (`why`): moves it to
+    /// the next fallback model, if one is left and time remains. Returns
+    /// whether it did.
+    pub(super) fn fall_back(&mut self, why: Unavailable, deadline: tokio::time::Instant) -> bool {
+        // The common case, a model with no fallbacks: nothing to set up.
+        if self.chain.is_none() && self.route.lock().policy.fallbacks.is_empty() {
+            return false;
+        }
+        let chain = self.chain();
+        chain.unavailable = Some(match chain.unavailable {
+            Some(seen) => worse(seen, why),
+            None => why,
+        });
+        let reason = match why {
+            Unavailable::NoneEnabled => "no deployment enabled".to_string(),
+            Unavailable::RateLimited { .. } => "every deployment at its limit".to_string(),
+            Unavailable::Failing { .. } => "every deployment cooling down".to_string(),
+            Unavailable::Exhausted => "every deployment failed".to_string(),
+        };
+        self.next_model(reason, deadline)
+    }
+
+    /// A client error of `kind` came back: when the model asked for names
+    /// fallbacks for it, the request goes there instead (the answer is
+    /// kept for the client in case none serves). Returns whether it went.
+    pub(super) fn divert(
+        &mut self,
+        kind: Refusal,
+        answer: Passback,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Passback> {
+        let list = {
+            let state = self.origin().lock();
+            let policy = &state.policy;
+            match kind {
+                Refusal::ContextWindow => policy.context_window_fallbacks.clone(),
+                Refusal::ContentPolicy => policy.content_policy_fallbacks.clone(),
+                Refusal::Other => return Err(answer),
+            }
+        };
+        let chain = self.chain();
+        let queue: VecDeque<Arc<str>> = list
+            .iter()
+            .filter(|m| !chain.visited.contains(m))
+            .cloned()
+            .collect();
+        if queue.is_empty() {
+            return Err(answer);
+        }
+        chain.queue = queue;
+        chain.refused = Some(answer);
+        let reason = match kind {
+            Refusal::ContextWindow => "prompt too long for its context window",
+            _ => "refused by its content policy",
+        };
+        if self.next_model(reason.to_string(), deadline) {
+            Ok(())
+        } else {
+            Err(self
+                .chain
+                .as_mut()
+                .and_then(|c| c.refused.take())
+                .expect("kept just above"))
+        }
+    }
+
+    fn next_model(&mut self, reason: String, deadline: tokio::time::Instant) -> bool {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        let table = self.gw.shared.table.load();
+        let from = self.route.name.clone();
+        let next = {
+            let chain = self.chain();
+            let mut next = None;
+            while let Some(name) = chain.queue.pop_front() {
+                // A model removed by a reload since the config was checked
+                // is passed over, like one already visited.
+                if chain.visited.contains(&name) {
+                    continue;
+                }
+                if let Some(route) = table.get(&name) {
+                    chain.visited.push(name.clone());
+                    next = Some((name, route.clone()));
+                    break;
+                }
+            }
+            next
+        };
+        let Some((name, route)) = next else {
+            return false;
+        };
+        tracing::info!(model = %from, fallback = %name, %reason, "falling back to another model");
+        self.publish_route(RouteChange::FellBack {
+            to_model: name,
+            reason,
+        });
+        self.route = route;
+        self.skip_incapable();
+        true
+    }
+
+    /// What the chain has to say when it ran out: the worst reason a model
+    /// had nothing, merged with the last one's.
+    pub(super) fn chain_unavailable(&self, why: Unavailable) -> Unavailable {
+        match self.chain.as_ref().and_then(|c| c.unavailable) {
+            Some(seen) => worse(seen, why),
+            None => why,
+        }
+    }
+
+    /// ` (fallbacks tried: a, b)`, for the final error's message.
+    pub(super) fn fallbacks_tried(&self) -> String {
+        match &self.chain {
+            Some(c) if c.visited.len() > 1 => {
+                let names: Vec<&str> = c.visited[1..].iter().map(|n| &**n).collect();
+                format!(" (fallback models tried: {})", names.join(", "))
+            }
+            _ => String::new(),
+        }
+    }
+}
+
+/// `body` (one JSON object) with its top-level `model` naming `name`: a
+/// fallback model's answer, as the client asked for it. Unchanged when it
+/// has no `model` string.
+pub(super) fn rename_model(body: bytes::Bytes, name: &str) -> bytes::Bytes {
+    let mut span = None;
+    let _ = super::json::object_members(&body, |key, value| {
+        if key == b"model" && value.first() == Some(&b'"') {
+            span = Some((
+                value.as_ptr() as usize - body.as_ptr() as usize,
+                value.len(),
+            ));
+        }
+        Ok(())
+    });
+    let Some((start, len)) = span else {
+        return body;
+    };
+    let quoted = serde_json::to_vec(name).unwrap_or_default();
+    let mut out = Vec::with_capacity(body.len() + quoted.len());
+    out.extend_from_slice(&body[..start]);
+    out.extend_from_slice(&quoted);
+    out.extend_from_slice(&body[start + len..]);
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn the_worse_reason_wins_and_the_soonest_time() {
+        let rl = |s| Unavailable::RateLimited {
+            retry_after: Duration::from_secs(s),
+        };
+        assert_eq!(worse(rl(9), rl(3)), rl(3));
+        assert_eq!(worse(Unavailable::NoneEnabled, rl(9)), rl(9));
+        assert_eq!(
+            worse(
+                Unavailable::Failing {
+                    retry_after: Duration::from_secs(1)
+                },
+                Unavailable::Exhausted
+            ),
+            Unavailable::Failing {
+                retry_after: Duration::from_secs(1)
+            }
+        );
+    }
+
+    #[test]
+    fn a_fallbacks_answer_names_the_model_asked_for() {
+        let body = bytes::Bytes::from_static(
+            br#"{"id":"x","model":"gpt-4o-mini-2024","choices":[{"message":{"model":"inner"}}]}"#,
+        );
+        assert_eq!(
+            &rename_model(body, "gpt-4o")[..],
+            br#"{"id":"x","model":"gpt-4o","choices":[{"message":{"model":"inner"}}]}"#
+        );
+        let none = bytes::Bytes::from_static(br#"{"id":"x"}"#);
+        assert_eq!(&rename_model(none, "gpt-4o")[..], br#"{"id":"x"}"#);
+    }
+}

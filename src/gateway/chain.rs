@@ -145,10 +145,11 @@ impl Flight {
             .cloned()
             .collect();
         if queue.is_empty() {
-            return Err(answer);
+            // The first such answer, from the model asked for, tells most.
+            return Err(chain.refused.take().unwrap_or(answer));
         }
         chain.queue = queue;
-        chain.refused = Some(answer);
+        chain.refused.get_or_insert(answer);
         let reason = match kind {
             Refusal::ContextWindow => "prompt too long for its context window",
             _ => "refused by its content policy",
@@ -206,6 +207,19 @@ impl Flight {
         match self.chain.as_ref().and_then(|c| c.unavailable) {
             Some(seen) => worse(seen, why),
             None => why,
+        }
+    }
+
+    /// The models the request went to, the one asked for first.
+    pub(super) fn visited(&self) -> Vec<Arc<ModelRoute>> {
+        match &self.chain {
+            None => vec![self.route.clone()],
+            Some(c) => {
+                let table = self.gw.shared.table.load();
+                let mut routes = vec![c.origin.clone()];
+                routes.extend(c.visited[1..].iter().filter_map(|n| table.get(n).cloned()));
+                routes
+            }
         }
     }
 

@@ -514,14 +514,20 @@ impl Flight {
         }
     }
 
+    /// When the soonest deployment of the models tried frees.
     fn soonest_free(&self) -> Duration {
         let now = self.gw.now();
-        match self.route.lock().pool.pick_hint(now, self.estimate) {
-            Unavailable::RateLimited { retry_after } | Unavailable::Failing { retry_after } => {
-                retry_after
-            }
-            _ => Duration::from_secs(1),
-        }
+        self.visited()
+            .iter()
+            .filter_map(
+                |route| match route.lock().pool.pick_hint(now, self.estimate) {
+                    Unavailable::RateLimited { retry_after }
+                    | Unavailable::Failing { retry_after } => Some(retry_after),
+                    _ => None,
+                },
+            )
+            .min()
+            .unwrap_or(Duration::from_secs(1))
     }
 }
 

@@ -214,7 +214,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
             // future larger to move, in a cluster or not.
             Some(c) => Box::pin(flight.pick_in_cluster(c)).await,
         };
-        let upstream = match picked {
+        let mut upstream = match picked {
             Ok(up) => up,
             Err(why) => {
                 if flight.fall_back(why, deadline) {
@@ -264,7 +264,11 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     };
                     match flight.divert(kind, answer, deadline) {
                         Ok(()) => continue,
-                        Err(a) => (a.status, a.headers, a.body, a.model),
+                        Err(a) => {
+                            // Perhaps an earlier model's answer (see `divert`).
+                            upstream = a.upstream;
+                            (a.status, a.headers, a.body, a.model)
+                        }
                     }
                 } else {
                     if endpoint != Endpoint::ChatCompletions {

@@ -1,0 +1,421 @@
+//! Priority tiers, fallback models and sticky sessions through real HTTP:
+//! a gateway on loopback in front of mock upstreams.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use serde_json::json;
+use switchboard::events::{Event, RouteChange};
+use switchboard::mock_upstream::Mode;
+
+/// The route events published so far (the receiver was made before).
+fn route_events(
+    rx: &mut tokio::sync::broadcast::Receiver<switchboard::events::Published>,
+) -> Vec<RouteChange> {
+    let mut out = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        if let Event::Route(r) = &*p.event {
+            out.push(r.change.clone());
+        }
+    }
+    out
+}
+
+async fn served_by(gw: &TestGateway, model: &str, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let r = gw.chat(model).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        *counts
+            .entry(header(&r, "x-switchboard-deployment"))
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn tier_one_takes_everything_then_spills_with_shares_and_returns_at_once() {
+    let (ptu, a, b) = (mock().await, mock().await, mock().await);
+    let gw = gateway(&one_model(
+        "",
+        &[
+            deployment("ptu", &ptu, "tpm_limit = 60000\npriority = 1"),
+            deployment("paygo-a", &a, "tpm_limit = 200000\npriority = 2"),
+            deployment("paygo-b", &b, "tpm_limit = 100000\npriority = 2"),
+        ],
+    ))
+    .await;
+    let mut rx = gw.gateway.events().subscribe();
+    let counts = served_by(&gw, "m", 6).await;
+    assert_eq!(counts.get("ptu"), Some(&6), "{counts:?}");
+    assert!(route_events(&mut rx).is_empty());
+
+    // The PTU deployment is rate limited: traffic spills to tier 2, by weight.
+    ptu.set_mode(fail(429, Some(60.0), None));
+    let r = gw.chat("m").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-attempts"), "2");
+    let counts = served_by(&gw, "m", 6).await;
+    assert_eq!((counts["paygo-a"], counts["paygo-b"]), (4, 2), "{counts:?}");
+    let spills = route_events(&mut rx);
+    assert_eq!(spills.len(), 1, "one spill, said once: {spills:?}");
+    match &spills[0] {
+        RouteChange::Spilled {
+            from_tier,
+            to_tier,
+            reason,
+        } => {
+            assert_eq!((*from_tier, *to_tier), (1, 2));
+            assert_eq!(reason, "tier 1 full (ptu failed this request)");
+        }
+        other => panic!("not a spill: {other:?}"),
+    }
+    let state = gw.state().await;
+    assert_eq!(state["models"][0]["spilling_to"], 2);
+    assert_eq!(state["models"][0]["deployments"][0]["priority"], 1);
+    assert_eq!(state["models"][0]["deployments"][1]["priority"], 2);
+
+    // Back in service (an operator re-enables it): the next request is its.
+    ptu.set_mode(Mode::Normal);
+    for enabled in ["false", "true"] {
+        let r = gw
+            .client
+            .put(gw.url("/admin/models/m/deployments/ptu/enabled"))
+            .body(enabled)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let counts = served_by(&gw, "m", 3).await;
+    assert_eq!(counts.get("ptu"), Some(&3), "{counts:?}");
+    let back = route_events(&mut rx);
+    assert!(
+        matches!(back.as_slice(), [RouteChange::Returned { tier: 1 }]),
+        "{back:?}"
+    );
+    assert!(gw.state().await["models"][0]["spilling_to"].is_null());
+}
+
+#[tokio::test]
+async fn failover_walks_the_rest_of_the_tier_before_the_next() {
+    let (a, b, c) = (mock().await, mock().await, mock().await);
+    a.set_mode(fail(503, None, None));
+    b.set_mode(fail(503, None, None));
+    let gw = gateway(&one_model(
+        "",
+        &[
+            deployment("a", &a, "priority = 1"),
+            deployment("c", &c, "priority = 2"),
+            deployment("b", &b, "priority = 1"),
+        ],
+    ))
+    .await;
+    let r = gw.chat("m").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-deployment"), "c");
+    assert_eq!(header(&r, "x-switchboard-attempts"), "3");
+    assert_eq!((a.stats().requests, b.stats().requests), (1, 1));
+}
+
+fn two_models(m_deployments: &str, m_extra: &str, mini: &str) -> String {
+    format!(
+        "[[models]]\nname = \"gpt-4o\"\n{m_extra}\n{m_deployments}\n[[models]]\nname = \"gpt-4o-mini\"\n{mini}"
+    )
+}
+
+#[tokio::test]
+async fn a_model_with_nothing_left_is_served_by_its_fallback_named_as_asked() {
+    let (a, mini) = (mock().await, mock().await);
+    let gw = gateway(&two_models(
+        &deployment("a", &a, "enabled = false"),
+        "fallbacks = [\"gpt-4o-mini\"]",
+        &deployment("mini", &mini, ""),
+    ))
+    .await;
+    let mut rx = gw.gateway.events().subscribe();
+    let r = gw.chat("gpt-4o").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-model"), "gpt-4o-mini");
+    assert_eq!(header(&r, "x-switchboard-deployment"), "mini");
+    let body = json(r).await;
+    assert_eq!(body["model"], "gpt-4o", "the name the client asked for");
+    let events = route_events(&mut rx);
+    assert!(
+        matches!(events.as_slice(), [RouteChange::FellBack { to_model, reason }]
+            if &**to_model == "gpt-4o-mini" && reason == "no deployment enabled"),
+        "{events:?}"
+    );
+    // A model served directly names itself.
+    let r = gw.chat("gpt-4o-mini").await;
+    assert_eq!(header(&r, "x-switchboard-model"), "gpt-4o-mini");
+}
+
+#[tokio::test]
+async fn report_served_model_names_the_fallback_in_the_body() {
+    let (a, mini) = (mock().await, mock().await);
+    a.set_mode(fail(500, None, None));
+    let gw = gateway(&two_models(
+        &deployment("a", &a, ""),
+        "fallbacks = [\"gpt-4o-mini\"]\nreport_served_model = true",
+        &deployment("mini", &mini, ""),
+    ))
+    .await;
+    let r = gw.chat("gpt-4o").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-attempts"), "2");
+    assert_eq!(json(r).await["model"], "mini-model");
+}
+
+#[tokio::test]
+async fn a_chain_that_runs_out_answers_for_the_model_asked_with_the_worst_reason() {
+    let (a, mini) = (mock().await, mock().await);
+    a.set_mode(fail(429, Some(30.0), None));
+    let gw = gateway(&two_models(
+        &deployment("a", &a, ""),
+        "fallbacks = [\"gpt-4o-mini\"]",
+        &deployment("mini", &mini, "enabled = false"),
+    ))
+    .await;
+    let r = gw.chat("gpt-4o").await;
+    assert_eq!(r.status(), 429);
+    let retry: f64 = header(&r, "retry-after").parse().unwrap();
+    assert!(retry > 20.0, "{retry}");
+    let message = json(r).await["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("`gpt-4o`"), "{message}");
+    assert!(
+        message.contains("fallback models tried: gpt-4o-mini"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_prompt_too_long_goes_to_the_context_window_fallback_and_policy_refusals_do_not() {
+    let (small, big) = (mock().await, mock().await);
+    let config = two_models(
+        &deployment("small", &small, ""),
+        "context_window_fallbacks = [\"gpt-4o-mini\"]\nfallbacks = [\"gpt-4o-mini\"]",
+        &deployment("big", &big, ""),
+    );
+    let gw = gateway(&config).await;
+    small.set_mode(fail(
+        400,
+        None,
+        Some("This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens."),
+    ));
+    let r = gw.chat("gpt-4o").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-model"), "gpt-4o-mini");
+    assert_eq!(header(&r, "x-switchboard-deployment"), "big");
+    // The deployment that said "too long" is not at fault.
+    assert_eq!(gw.deployment("small").await["state"], "healthy");
+
+    // A content-policy refusal goes back to the client, whatever the fallbacks.
+    small.set_mode(fail(
+        400,
+        None,
+        Some("The response was filtered due to the prompt triggering Azure OpenAI's content management policy."),
+    ));
+    let before = big.stats().requests;
+    let r = gw.chat("gpt-4o").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(header(&r, "x-switchboard-model"), "gpt-4o");
+    let message = json(r).await["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("content management policy"), "{message}");
+    assert_eq!(big.stats().requests, before, "never routed around");
+}
+
+#[tokio::test]
+async fn content_policy_fallbacks_take_a_refusal_when_named() {
+    let (strict, lenient) = (mock().await, mock().await);
+    strict.set_mode(fail(
+        400,
+        None,
+        Some("Your request was rejected as a result of our safety system."),
+    ));
+    let gw = gateway(&two_models(
+        &deployment("strict", &strict, ""),
+        "content_policy_fallbacks = [\"gpt-4o-mini\"]",
+        &deployment("lenient", &lenient, ""),
+    ))
+    .await;
+    let r = gw.chat("gpt-4o").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-model"), "gpt-4o-mini");
+}
+
+#[tokio::test]
+async fn a_prompt_too_long_without_a_larger_model_goes_back_to_the_client() {
+    let (small, big) = (mock().await, mock().await);
+    small.set_mode(fail(
+        400,
+        None,
+        Some("prompt is too long: 210000 tokens > 200000 maximum"),
+    ));
+    big.set_mode(fail(
+        400,
+        None,
+        Some("prompt is too long: 210000 tokens > 400000 maximum"),
+    ));
+    let gw = gateway(&two_models(
+        &deployment("small", &small, ""),
+        "context_window_fallbacks = [\"gpt-4o-mini\"]",
+        &deployment("big", &big, ""),
+    ))
+    .await;
+    let r = gw.chat("gpt-4o").await;
+    assert_eq!(r.status(), 400);
+    // The first answer, from the model asked for.
+    assert_eq!(header(&r, "x-switchboard-deployment"), "small");
+    assert_eq!(header(&r, "x-switchboard-attempts"), "2");
+    let message = json(r).await["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("200000 maximum"), "{message}");
+}
+
+async fn chat_with(gw: &TestGateway, headers: &[(&str, &str)], extra: serde_json::Value) -> String {
+    let mut body =
+        json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let mut req = gw
+        .client
+        .post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    header(&r, "x-switchboard-deployment")
+}
+
+#[tokio::test]
+async fn sessions_stick_by_each_clients_key_and_rotation_goes_on_around_them() {
+    let (a, b, c) = (mock().await, mock().await, mock().await);
+    let gw = gateway(&one_model(
+        "",
+        &[
+            deployment("a", &a, ""),
+            deployment("b", &b, ""),
+            deployment("c", &c, ""),
+        ],
+    ))
+    .await;
+    for (headers, body) in [
+        (vec![("x-switchboard-session", "ours-1")], json!({})),
+        (vec![("X-Claude-Code-Session-Id", "claude-1")], json!({})),
+        (vec![("session-id", "codex-1")], json!({})),
+        (vec![], json!({"prompt_cache_key": "thread-1"})),
+    ] {
+        let first = chat_with(&gw, &headers, body.clone()).await;
+        for _ in 0..4 {
+            // Unkeyed traffic in between rotates as ever.
+            let spread = served_by(&gw, "m", 3).await;
+            assert_eq!(spread.len(), 3, "{spread:?}");
+            assert_eq!(
+                chat_with(&gw, &headers, body.clone()).await,
+                first,
+                "{headers:?} {body}"
+            );
+        }
+    }
+    let pinned: u64 = gw.state().await["models"][0]["deployments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["pinned_sessions"].as_u64().unwrap())
+        .sum();
+    assert_eq!(pinned, 4);
+}
+
+#[tokio::test]
+async fn our_header_wins_over_the_clients_and_the_body() {
+    let (a, b) = (mock().await, mock().await);
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
+    let first = chat_with(&gw, &[("x-switchboard-session", "s")], json!({})).await;
+    for _ in 0..4 {
+        let again = chat_with(
+            &gw,
+            &[
+                ("x-switchboard-session", "s"),
+                ("session-id", &format!("{}", rand_id())),
+            ],
+            json!({"prompt_cache_key": rand_id()}),
+        )
+        .await;
+        assert_eq!(again, first);
+    }
+}
+
+fn rand_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("other-{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+#[tokio::test]
+async fn a_session_whose_deployment_fails_is_re_pinned_and_said_so() {
+    let (a, b) = (mock().await, mock().await);
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("a", &a, ""), deployment("b", &b, "")],
+    ))
+    .await;
+    let mut rx = gw.gateway.events().subscribe();
+    let first = chat_with(&gw, &[("x-switchboard-session", "s")], json!({})).await;
+    let (gone, other) = if first == "a" { (&a, "b") } else { (&b, "a") };
+    gone.set_mode(fail(429, Some(60.0), None));
+    assert_eq!(
+        chat_with(&gw, &[("x-switchboard-session", "s")], json!({})).await,
+        other
+    );
+    gone.set_mode(Mode::Normal);
+    // It stays where it went, though the first may be back.
+    assert_eq!(
+        chat_with(&gw, &[("x-switchboard-session", "s")], json!({})).await,
+        other
+    );
+    let events = route_events(&mut rx);
+    assert!(
+        events.iter().any(|e| matches!(e, RouteChange::Repinned { from, to, .. } if **from == *first && &**to == other)),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn affinity_off_rotates_keyed_requests_too() {
+    let (a, b) = (mock().await, mock().await);
+    let gw = gateway(&format!(
+        "[[models]]\nname = \"m\"\naffinity = \"off\"\n{}{}",
+        deployment("a", &a, ""),
+        deployment("b", &b, "")
+    ))
+    .await;
+    let picks: Vec<String> = futures_join(&gw).await;
+    assert_ne!(picks[0], picks[1]);
+}
+
+async fn futures_join(gw: &TestGateway) -> Vec<String> {
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        out.push(chat_with(gw, &[("x-switchboard-session", "s")], json!({})).await);
+    }
+    out
+}

@@ -419,3 +419,43 @@ async fn futures_join(gw: &TestGateway) -> Vec<String> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_recovered_primary_is_probed_and_takes_its_traffic_back_within_the_interval() {
+    let (ptu, backup) = (mock().await, mock().await);
+    let gw = gateway(&format!(
+        "[routing]\ncooldown_s = 120\nprobe_interval_s = 0.2\n\n[[models]]\nname = \"m\"\n{}{}",
+        deployment("ptu", &ptu, "priority = 1"),
+        deployment("backup", &backup, "priority = 2")
+    ))
+    .await;
+    ptu.set_mode(fail(503, None, None));
+    for _ in 0..3 {
+        let r = gw.chat("m").await;
+        assert_eq!(header(&r, "x-switchboard-deployment"), "backup");
+    }
+    assert_eq!(gw.deployment("ptu").await["state"], "cooling_down");
+    let mut rx = gw.gateway.events().subscribe();
+    let failed_probes = ptu.stats().requests;
+    ptu.set_mode(Mode::Normal);
+    // The gateway's own probe, not a user's request, brings it back.
+    let recovered = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            if let Ok(p) = rx.recv().await
+                && let Event::Deployment(d) = &*p.event
+                && &*d.deployment == "ptu"
+                && matches!(d.change, switchboard::events::DeploymentChange::Recovered)
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        recovered.is_ok(),
+        "no recovery within 5 s of a 120 s cooldown"
+    );
+    assert!(ptu.stats().requests > failed_probes, "the probe reached it");
+    let r = gw.chat("m").await;
+    assert_eq!(header(&r, "x-switchboard-deployment"), "ptu");
+}

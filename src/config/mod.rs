@@ -128,6 +128,9 @@ pub struct RoutingConfig {
     pub max_cooldown: Duration,
     /// `rate_limit_cooldown_s`: the pause after a 429 that gives no retry hint.
     pub rate_limit_cooldown: Duration,
+    /// `probe_interval_s`: how often the gateway probes a deployment cooling
+    /// down after failures (default 10 s).
+    pub probe_interval: Duration,
 }
 
 impl Default for RoutingConfig {
@@ -137,6 +140,7 @@ impl Default for RoutingConfig {
             cooldown: Duration::from_secs(5),
             max_cooldown: Duration::from_secs(300),
             rate_limit_cooldown: Duration::from_secs(5),
+            probe_interval: Duration::from_secs(10),
         }
     }
 }

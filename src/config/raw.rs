@@ -66,6 +66,7 @@ struct RawRouting {
     cooldown_s: Option<f64>,
     max_cooldown_s: Option<f64>,
     rate_limit_cooldown_s: Option<f64>,
+    probe_interval_s: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -280,6 +281,11 @@ impl RawRouting {
                 self.rate_limit_cooldown_s,
                 defaults.rate_limit_cooldown,
                 &at.key("rate_limit_cooldown_s"),
+            )?,
+            probe_interval: seconds_or(
+                self.probe_interval_s,
+                defaults.probe_interval,
+                &at.key("probe_interval_s"),
             )?,
         })
     }

@@ -19,6 +19,7 @@ mod flight;
 pub mod json;
 mod metrics;
 mod named;
+mod probe;
 pub mod provider;
 mod proxy;
 mod refusal;

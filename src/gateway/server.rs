@@ -74,6 +74,7 @@ impl Gateway {
         }
         let watching = CancellationToken::new();
         tokio::spawn(self.clone().watch_config(watching.clone()));
+        tokio::spawn(self.clone().probe_cooling(watching.clone()));
         if let Some(cluster) = self.cluster() {
             self.start_cluster(cluster.clone(), watching.clone());
         }

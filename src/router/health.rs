@@ -46,6 +46,10 @@ pub struct Health {
     /// Set when a failure cooldown ends: the next request is a probe.
     needs_probe: bool,
     probe_in_flight: bool,
+    /// When the failure cooldown running now began.
+    since: Duration,
+    /// When the gateway last sent a probe of its own during it.
+    last_probe: Option<Duration>,
 }
 
 /// A change worth telling the operator about.
@@ -93,6 +97,21 @@ impl Health {
             Some(Blocked::Cooling { cause, remaining }) => Some((cause, remaining)),
             _ => None,
         }
+    }
+
+    /// Whether the gateway should send a probe of its own now: the
+    /// deployment is cooling down after failures and has not been tried
+    /// for `every`. A back-off that doubles to minutes would otherwise keep
+    /// a deployment that recovered in seconds out for minutes.
+    pub fn probe_due(&self, now: Duration, every: Duration) -> bool {
+        let cooling = matches!(self.cooling(now), Some((Cause::Failing, _)));
+        let last = self.last_probe.map_or(self.since, |p| p.max(self.since));
+        cooling && now.saturating_sub(last) >= every
+    }
+
+    /// Notes that the gateway sent a probe of its own at `now`.
+    pub fn probe_sent(&mut self, now: Duration) {
+        self.last_probe = Some(now);
     }
 
     /// Marks that a request was sent; returns true when it is the probe.
@@ -167,6 +186,7 @@ impl Health {
         match self.cooldown_until {
             Some(current) if current >= until && current > now => None,
             _ => {
+                self.since = now;
                 self.cooldown_until = Some(until);
                 self.cause = Some(cause);
                 Some(Transition::CoolingDown { cause, for_: wait })
@@ -308,6 +328,39 @@ mod tests {
         assert!(h.blocked(ms(5001)).is_none());
         assert!(h.on_pick());
         assert_eq!(h.consecutive_failures(), 3);
+    }
+
+    #[test]
+    fn a_long_failure_cooldown_is_probed_every_interval_and_an_answer_ends_it() {
+        let p = RoutingConfig {
+            cooldown: ms(120_000),
+            ..policy()
+        };
+        let mut h = Health::default();
+        for _ in 0..3 {
+            h.record(ms(1000), Verdict::Failed, &p);
+        }
+        let every = ms(10_000);
+        assert!(!h.probe_due(ms(10_999), every));
+        assert!(h.probe_due(ms(11_000), every));
+        h.probe_sent(ms(11_000));
+        assert!(!h.probe_due(ms(20_999), every));
+        // A failed probe changes nothing: still cooling, due again later.
+        assert_eq!(h.record(ms(11_500), Verdict::Failed, &p), None);
+        assert!(h.probe_due(ms(21_000), every));
+        assert_eq!(
+            h.record(ms(21_100), Verdict::Answered, &p),
+            Some(Transition::Recovered)
+        );
+        assert!(h.blocked(ms(21_100)).is_none());
+        assert!(!h.probe_due(ms(40_000), every));
+    }
+
+    #[test]
+    fn a_rate_limit_is_never_probed() {
+        let mut h = Health::default();
+        h.record(ms(0), Verdict::RateLimited(Some(ms(60_000))), &policy());
+        assert!(!h.probe_due(ms(30_000), ms(10_000)));
     }
 
     #[test]

@@ -314,6 +314,19 @@ impl Pool {
         &self.policy
     }
 
+    /// The deployments to probe now (cooling down after failures, not
+    /// tried for `every`), marked as probed.
+    pub fn due_probes(&mut self, now: Duration, every: Duration) -> Vec<usize> {
+        let mut due = Vec::new();
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if slot.enabled && slot.health.probe_due(now, every) {
+                slot.health.probe_sent(now);
+                due.push(index);
+            }
+        }
+        due
+    }
+
     /// Records how an attempt went; returns a state change to announce.
     pub fn record(&mut self, index: usize, now: Duration, verdict: Verdict) -> Option<Transition> {
         let slot = &mut self.slots[index];

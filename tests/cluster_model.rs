@@ -1,7 +1,8 @@
 //! The cluster's Lua scripts held to the router core: the same random
-//! sequences of picks, settles, verdicts, toggles and clock steps run on a
-//! `router::Pool` and on a real Redis (with the same injected clock), and
-//! every decision and every deployment's state must agree.
+//! sequences of picks (with and without sessions, over tiers), settles,
+//! verdicts, toggles and clock steps run on a `router::Pool` and on a real
+//! Redis (with the same injected clock), and every decision and every
+//! deployment's state must agree.
 
 mod redis;
 
@@ -13,7 +14,7 @@ use switchboard::cluster::shared::{
     Applied, DepSpec, Mark, ModelKeys, PickRequest, Picked, Scripts,
 };
 use switchboard::config::RoutingConfig;
-use switchboard::router::{Pick, Pool, Reservation, Unavailable, Verdict};
+use switchboard::router::{Pick, Pool, Reservation, SessionKey, Unavailable, Verdict, Want};
 
 const LIMITS: [Option<u64>; 3] = [Some(6_000), Some(3_000), None];
 
@@ -25,11 +26,12 @@ enum Op {
         tried: u8,
         /// Known not to offer the endpoint: tried last.
         avoid: u8,
+        session: Option<u8>,
     },
     /// Concurrent requests' picks, batched into one script call, with an
     /// earlier request's settle riding along when `ride`.
     PickMany {
-        estimates: Vec<u64>,
+        estimates: Vec<(u64, Option<u8>)>,
         ride: bool,
     },
     /// `ride`: sent as a pick's rider (with no requests), not on its own.
@@ -53,12 +55,31 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => prop_oneof![0u64..1500, Just(61_000u64), 1000u64..20_000].prop_map(Op::Advance),
-        5 => (0u64..2500, 0u8..8, prop_oneof![3 => Just(0u8), 1 => 0u8..8]).prop_map(|(estimate, tried, avoid)| Op::Pick { estimate, tried, avoid: avoid & !tried }),
-        1 => (prop::collection::vec(0u64..2500, 1..6), any::<bool>()).prop_map(|(estimates, ride)| Op::PickMany { estimates, ride }),
+        5 => (0u64..2500, 0u8..8, prop_oneof![3 => Just(0u8), 1 => 0u8..8], session()).prop_map(|(estimate, tried, avoid, session)| Op::Pick { estimate, tried, avoid: avoid & !tried, session }),
+        1 => (prop::collection::vec((0u64..2500, session()), 1..6), any::<bool>()).prop_map(|(estimates, ride)| Op::PickMany { estimates, ride }),
         2 => (0usize..64, 0u64..3000, any::<bool>()).prop_map(|(pick, actual, ride)| Op::Settle { pick, actual, ride }),
         4 => (0usize..3, 0u8..4, prop::option::of(0u64..30_000), any::<bool>()).prop_map(|(dep, verdict, hint_ms, ride)| Op::Record { dep, verdict, hint_ms, ride }),
         1 => (0usize..3, any::<bool>()).prop_map(|(dep, enabled)| Op::Toggle { dep, enabled }),
     ]
+}
+
+/// No session half the time, else one of a few.
+fn session() -> impl Strategy<Value = Option<u8>> {
+    prop_oneof![Just(None), (0u8..4).prop_map(Some)]
+}
+
+/// The deployments' tiers: one, two or three.
+fn tiers() -> impl Strategy<Value = [u32; 3]> {
+    prop_oneof![Just([1, 1, 1]), Just([1, 1, 2]), Just([2, 1, 2]), Just([1, 2, 3])]
+}
+
+/// Shorter than the clock steps, so that pins expire in the sequences.
+const PIN_TTL: Duration = Duration::from_secs(30);
+
+fn want(session: Option<u8>) -> Want {
+    Want {
+        session: session.map(|s| (SessionKey(u64::from(s) + 1), PIN_TTL)),
+    }
 }
 
 fn verdict(v: u8, hint_ms: Option<u64>) -> Verdict {
@@ -103,11 +124,12 @@ fn compare(
                 index,
                 second,
                 probe,
+                repinned_from,
             },
         ) => {
             prop_assert_eq!(
-                (l.index, l.probe, l.reservation.second()),
-                (index, probe, second),
+                (l.index, l.probe, l.reservation.second(), l.repinned_from),
+                (index, probe, second, repinned_from),
                 "step {}: {:?}",
                 step,
                 op
@@ -125,14 +147,16 @@ fn compare(
 async fn run(
     con: &mut ::redis::aio::MultiplexedConnection,
     case: u64,
+    tiers: [u32; 3],
     ops: &[Op],
 ) -> Result<(), TestCaseError> {
     let scripts = Scripts::default();
     let keys = ModelKeys::new(&format!("model-test-{case}"), "m");
     let policy = RoutingConfig::default();
     let mut pool = Pool::new(policy.clone());
-    for (name, limit) in NAMES.iter().zip(LIMITS) {
-        pool.push((*name).into(), limit, true);
+    for ((name, limit), tier) in NAMES.iter().zip(LIMITS).zip(tiers) {
+        let i = pool.push((*name).into(), limit, true);
+        pool.set_priority(i, tier);
     }
     let mut now_ms = 1_000_000u64;
     let mut picks: Vec<(usize, Reservation)> = Vec::new();
@@ -144,12 +168,13 @@ async fn run(
                 estimate,
                 tried,
                 avoid,
+                session,
             } => {
                 let set =
                     |mask: u8| -> Vec<usize> { (0..3).filter(|i| mask & (1 << i) != 0).collect() };
                 // As a flight picks: the ones not offering the endpoint last.
-                let local = match pool.pick(now, *estimate, &set(tried | avoid)) {
-                    Err(_) if *avoid != 0 => pool.pick(now, *estimate, &set(*tried)),
+                let local = match pool.pick_for(now, *estimate, &set(tried | avoid), want(*session)) {
+                    Err(_) if *avoid != 0 => pool.pick_for(now, *estimate, &set(*tried), want(*session)),
                     first => first,
                 };
                 let marks = (0..3)
@@ -162,6 +187,7 @@ async fn run(
                 let request = PickRequest {
                     estimate: *estimate,
                     marks,
+                    session: want(*session).session,
                 };
                 let (shared, _) = scripts
                     .pick_many(
@@ -180,9 +206,10 @@ async fn run(
             Op::PickMany { estimates, ride } => {
                 let requests: Vec<PickRequest> = estimates
                     .iter()
-                    .map(|e| PickRequest {
+                    .map(|(e, s)| PickRequest {
                         estimate: *e,
                         marks: vec![Mark::Open; 3],
+                        session: want(*s).session,
                     })
                     .collect();
                 // The rider happened first: settled first, both ways.
@@ -206,8 +233,8 @@ async fn run(
                     .unwrap();
                 prop_assert_eq!(shared.len(), estimates.len());
                 prop_assert_eq!(applied.len(), riders.len());
-                for (e, s) in estimates.iter().zip(shared) {
-                    let local = pool.pick(now, *e, &[]);
+                for ((e, session), s) in estimates.iter().zip(shared) {
+                    let local = pool.pick_for(now, *e, &[], want(*session));
                     compare(local, s, step, op, &mut picks)?;
                 }
             }
@@ -351,10 +378,10 @@ fn the_lua_scripts_decide_as_the_router_core_does() {
         ..ProptestConfig::default()
     });
     runner
-        .run(&prop::collection::vec(op(), 1..80), |ops| {
+        .run(&(tiers(), prop::collection::vec(op(), 1..80)), |(tiers, ops)| {
             let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut con = con.clone();
-            rt.block_on(run(&mut con, n, &ops))
+            rt.block_on(run(&mut con, n, tiers, &ops))
         })
         .unwrap();
 }

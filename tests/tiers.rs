@@ -73,7 +73,7 @@ async fn tier_one_takes_everything_then_spills_with_shares_and_returns_at_once()
         other => panic!("not a spill: {other:?}"),
     }
     let state = gw.state().await;
-    assert_eq!(state["models"][0]["spilling_to"], 2);
+    assert_eq!(state["models"][0]["spilling"], 2);
     assert_eq!(state["models"][0]["deployments"][0]["priority"], 1);
     assert_eq!(state["models"][0]["deployments"][1]["priority"], 2);
 
@@ -96,7 +96,7 @@ async fn tier_one_takes_everything_then_spills_with_shares_and_returns_at_once()
         matches!(back.as_slice(), [RouteChange::Returned { tier: 1 }]),
         "{back:?}"
     );
-    assert!(gw.state().await["models"][0]["spilling_to"].is_null());
+    assert!(gw.state().await["models"][0]["spilling"].is_null());
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use redis::aio::ConnectionLike;
 use redis::{Script, ScriptInvocation};
 
 use crate::config::RoutingConfig;
-use crate::router::{Cause, Reservation, Transition, Unavailable, Verdict};
+use crate::router::{Cause, Reservation, SessionKey, Transition, Unavailable, Verdict};
 
 macro_rules! script {
     ($file:literal) => {
@@ -69,6 +69,11 @@ impl ModelKeys {
     fn dep(&self, kind: &str, dep: &str) -> String {
         format!("{}:{kind}:{}", self.tag, escape(dep))
     }
+
+    /// A session's pin.
+    fn pin(&self, session: SessionKey) -> String {
+        format!("{}:pin:{:016x}", self.tag, session.0)
+    }
 }
 
 /// One deployment as every pick of a model sees it.
@@ -102,11 +107,13 @@ impl Mark {
     }
 }
 
-/// One request's pick: its estimate and a mark per deployment.
+/// One request's pick: its estimate, a mark per deployment, and its
+/// session with the model's pin lifetime.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PickRequest {
     pub estimate: u64,
     pub marks: Vec<Mark>,
+    pub session: Option<(SessionKey, Duration)>,
 }
 
 /// Something that happened after a pick, for [`Scripts::apply`].
@@ -132,6 +139,9 @@ pub enum Picked {
         /// The second (server clock) the estimate was counted in.
         second: u64,
         probe: bool,
+        /// The session was pinned to this other deployment, which could
+        /// not take it.
+        repinned_from: Option<usize>,
     },
     Unavailable(Unavailable),
 }
@@ -260,24 +270,40 @@ impl Scripts {
         for d in deps {
             inv.arg(d.weight)
                 .arg(d.limit.unwrap_or(0))
-                .arg(u8::from(d.enabled));
+                .arg(u8::from(d.enabled))
+                .arg(d.priority);
         }
         inv.arg(requests.len());
+        // Pin keys follow the model's: 1 + 2 per deployment, then one per
+        // keyed request (KEYS are 1-based in Lua).
+        let mut next_key = 2 + 2 * deps.len();
         for r in requests {
             let marks: Vec<u8> = r.marks.iter().map(|m| m.byte()).collect();
             inv.arg(r.estimate).arg(marks);
+            match r.session {
+                Some((session, ttl)) => {
+                    inv.key(keys.pin(session));
+                    inv.arg(next_key).arg(ttl.as_millis().max(1) as u64);
+                    next_key += 1;
+                }
+                None => {
+                    inv.arg(0).arg(0);
+                }
+            }
         }
         push_ops(&mut inv, ops);
         let reply: Vec<redis::Value> = inv.invoke_async(con).await?;
-        let (picks, applied) = reply.split_at((requests.len() * 4).min(reply.len()));
+        let (picks, applied) = reply.split_at((requests.len() * 5).min(reply.len()));
         let picks = picks
-            .chunks(4)
+            .chunks(5)
             .map(|r| {
                 if int(r.first()) == 1 {
+                    let was = int(r.get(4));
                     return Picked::Deployment {
                         index: (int(r.get(1)) - 1).max(0) as usize,
                         second: int(r.get(2)).max(0) as u64,
                         probe: int(r.get(3)) == 1,
+                        repinned_from: (was > 0).then(|| (was - 1) as usize),
                     };
                 }
                 let retry_after = Duration::from_millis(int(r.get(2)).max(0) as u64);

@@ -62,8 +62,9 @@ pub struct ModelView {
     #[serde(default)]
     pub last_minute: Rates,
     pub deployments: Vec<DeploymentView>,
-    /// The tier its traffic spills to while its best tier has no room.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `spilling`: the tier now serving while the best one has no room
+    /// (null when the best one serves).
+    #[serde(default, rename = "spilling")]
     pub spilling_to: Option<u32>,
     /// The models tried, in order, once this one has nothing left.
     #[serde(default)]

@@ -21,7 +21,7 @@ use super::{Gateway, ModelRoute};
 use crate::config::Affinity;
 use crate::events::{self, AttemptOutcome, Event, RequestEvent, RequestOutcome};
 use crate::events::{RouteChange, RouteEvent};
-use crate::router::{Pick, Reservation, SessionKey, TierChange, Unavailable, Verdict, Want};
+use crate::router::{Reservation, SessionKey, TierChange, Unavailable, Verdict, Want};
 
 /// An upstream's answer kept to be passed back if nothing better comes.
 pub(super) struct Passback {
@@ -184,8 +184,15 @@ impl Flight {
             None => state.pool.pick_for(now, self.estimate, &self.tried, want)?,
         };
         let upstream = state.upstreams[pick.index].clone();
-        let changes = (pick.tier_change.is_some() || pick.repinned_from.is_some())
-            .then(|| self.route_changes(&mut state.pool, &pick, now));
+        let changes = (pick.tier_change.is_some() || pick.repinned_from.is_some()).then(|| {
+            self.route_changes(
+                &mut state.pool,
+                pick.index,
+                pick.tier_change.clone(),
+                pick.repinned_from,
+                now,
+            )
+        });
         drop(guard);
         for change in changes.into_iter().flatten() {
             self.publish_route(change);
@@ -209,14 +216,16 @@ impl Flight {
 
     /// What a pick changed in where the model's traffic goes.
     #[cold]
-    fn route_changes(
+    pub(super) fn route_changes(
         &self,
         pool: &mut crate::router::Pool,
-        pick: &Pick,
+        index: usize,
+        tier_change: Option<TierChange>,
+        repinned_from: Option<usize>,
         now: Duration,
     ) -> Vec<RouteChange> {
         let mut changes = Vec::new();
-        match &pick.tier_change {
+        match &tier_change {
             Some(TierChange::Spilled { from, to, reason }) => {
                 tracing::info!(model = %self.route.name, from, to, %reason, "traffic spills to a lower tier");
                 changes.push(RouteChange::Spilled {
@@ -231,11 +240,11 @@ impl Flight {
             }
             None => {}
         }
-        if let Some(from) = pick.repinned_from {
+        if let Some(from) = repinned_from {
             let reason = pool.why_not(from, now, self.estimate, &self.tried);
             changes.push(RouteChange::Repinned {
                 from: pool.name(from).clone(),
-                to: pool.name(pick.index).clone(),
+                to: pool.name(index).clone(),
                 reason: reason.to_string(),
             });
         }

@@ -26,8 +26,12 @@ impl Flight {
             return self.pick_alone(cluster);
         }
         let now = self.gw.now();
-        let (indices, deps, marks) = {
+        let (indices, deps, marks, session) = {
             let state = self.route.lock();
+            let session = self
+                .session
+                .filter(|_| state.policy.affinity == crate::config::Affinity::Session)
+                .map(|key| (key, state.policy.affinity_ttl));
             let mut indices = Vec::new();
             let mut deps = Vec::new();
             let mut marks = Vec::new();
@@ -51,11 +55,12 @@ impl Flight {
                     Mark::Open
                 });
             }
-            (indices, deps, marks)
+            (indices, deps, marks, session)
         };
         let request = PickRequest {
             estimate: self.estimate,
             marks,
+            session,
         };
         let picked = cluster
             .pick(cluster.keys(&self.route.name), deps, request)
@@ -66,14 +71,33 @@ impl Flight {
                 self.pick_alone(cluster)
             }
             Ok(Picked::Unavailable(why)) => Err(why),
-            Ok(Picked::Deployment { index, second, .. }) => {
+            Ok(Picked::Deployment {
+                index,
+                second,
+                repinned_from,
+                ..
+            }) => {
                 let i = indices[index];
                 let now = self.gw.now();
-                let (upstream, reservation) = {
-                    let mut state = self.route.lock();
+                let (upstream, reservation, changes) = {
+                    let mut guard = self.route.lock();
+                    let state = &mut *guard;
                     let reservation = state.pool.reserve(i, now, self.estimate);
-                    (state.upstreams[i].clone(), reservation)
+                    // This instance's view: its pins (for the counts shown)
+                    // and the tier its traffic goes to.
+                    if let Some((key, ttl)) = session {
+                        state.pool.pin(key, i, now, ttl);
+                    }
+                    let tier_change = state.pool.note_shared_pick(i, now, self.estimate, &self.tried);
+                    let repinned_from = repinned_from.and_then(|r| indices.get(r).copied());
+                    let changes = (tier_change.is_some() || repinned_from.is_some()).then(|| {
+                        self.route_changes(&mut state.pool, i, tier_change, repinned_from, now)
+                    });
+                    (state.upstreams[i].clone(), reservation, changes)
                 };
+                for change in changes.into_iter().flatten() {
+                    self.publish_route(change);
+                }
                 self.tried.push(i);
                 self.current = Some(Current {
                     index: i,

@@ -70,6 +70,8 @@ pub struct Pool {
     spilled_to: Option<u32>,
     /// The live deployments are in more than one tier.
     tiered: bool,
+    /// Their one tier, when they are not.
+    single_tier: u32,
     pins: Pins,
 }
 
@@ -154,6 +156,7 @@ impl Pool {
             share: 1,
             spilled_to: None,
             tiered: false,
+            single_tier: crate::config::DEFAULT_PRIORITY,
             pins: Pins::default(),
         }
     }
@@ -267,6 +270,7 @@ impl Pool {
         let mut tiers = self.slots.iter().filter(|s| !s.retired).map(|s| s.priority);
         let first = tiers.next();
         self.tiered = tiers.any(|p| Some(p) != first);
+        self.single_tier = first.unwrap_or(crate::config::DEFAULT_PRIORITY);
         if !self.tiered {
             self.spilled_to = None;
         }

@@ -47,7 +47,7 @@ impl Pool {
                 None => return Err(self.why_unavailable(now, estimate, tried)),
             }
         } else {
-            self.slots.first().map_or(0, |s| s.priority)
+            self.single_tier
         };
         let pinned = want
             .session
@@ -173,6 +173,22 @@ impl Pool {
             to: tier,
             reason: self.why_not_above(now, estimate, tried, tier),
         })
+    }
+
+    /// Notes a pick another decider made (the cluster): the tier change
+    /// to announce, as [`Pool::pick_for`] gives it.
+    pub fn note_shared_pick(
+        &mut self,
+        index: usize,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+    ) -> Option<TierChange> {
+        if !self.tiered {
+            return None;
+        }
+        let tier = self.slots[index].priority;
+        self.note_tier(now, estimate, tried, tier)
     }
 
     /// Why a deployment could not take a request of `estimate` tokens now

@@ -224,6 +224,13 @@ fn a_rate_limited_or_cooling_tier_spills_and_says_why() {
 }
 
 #[test]
+fn a_retired_deployment_in_another_tier_makes_no_tiers() {
+    let mut p = tiered(&[(5, None), (1, None)]);
+    p.retire(0);
+    assert_eq!(p.pick(s(0), 1, &[]).unwrap().index, 1);
+}
+
+#[test]
 fn disabling_the_best_tier_is_no_spill() {
     let mut p = tiered(&[(1, None), (2, None)]);
     p.set_enabled(0, false);

@@ -1,48 +1,100 @@
--- pick: mod.rs's Pool::pick and why_unavailable, atomically for the cluster,
--- for one request or for several in a row (the picks of concurrent requests
--- of one model, batched: the same decisions as one script call each).
+-- pick: pick.rs's Pool::pick_for and why_unavailable, atomically for the
+-- cluster, for one request or for several in a row (the picks of concurrent
+-- requests of one model, batched: the same decisions as one script call each).
 -- ARGV (after the names): probe_ttl_ms, per deployment weight, limit (0 =
---   none), enabled in the config (0/1); then k, and per request: estimate,
---   marks (one character per deployment: 0 open, 1 tried, 2 known not to
---   offer the endpoint: tried last); then, to the end, settles and verdicts
---   of earlier requests in apply.lua's format, applied first (they ride
---   along instead of costing a call of their own).
--- Returns per request 4 values: 1, index (1-based), second, probe; or 0,
--- kind, retry_ms, 0 with kind 'none' (none enabled), 'exhausted' (all
--- tried), 'rate', 'fail'; then per op apply.lua's 3 values.
+--   none), enabled in the config (0/1), tier; then k, and per request:
+--   estimate, marks (one character per deployment: 0 open, 1 tried, 2 known
+--   not to offer the endpoint: tried last), pin (the index in KEYS of the
+--   session's pin key, 0 for none), pin ttl_ms; then, to the end, settles and
+--   verdicts of earlier requests in apply.lua's format, applied first (they
+--   ride along instead of costing a call of their own).
+-- A pin key holds "<deployment name>|<last use ms>", with a TTL only to
+-- clean up: whether it is alive is decided on the script's clock.
+-- Returns per request 5 values: 1, index (1-based), second, probe, the
+-- index the session was pinned to before (0: none or the same); or 0, kind,
+-- retry_ms, 0, 0 with kind 'none' (none enabled), 'exhausted' (all tried),
+-- 'rate', 'fail'; then per op apply.lua's 3 values.
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
 local probe_ttl = tonumber(ARGV[A])
 prefetch('echtuknfqx')
 local deps = {}
+local by_name = {}
 for i = 1, N do
-  local a = A + 1 + (i - 1) * 3
+  local a = A + 1 + (i - 1) * 4
   local enabled = get('e', i)
   if enabled == false then enabled = (ARGV[a + 2] == '1') else enabled = (enabled == '1') end
-  deps[i] = {weight = tonumber(ARGV[a]), limit = tonumber(ARGV[a + 1]), enabled = enabled}
+  deps[i] = {weight = tonumber(ARGV[a]), limit = tonumber(ARGV[a + 1]), enabled = enabled,
+    tier = tonumber(ARGV[a + 3])}
+  by_name[NAMES[i]] = i
 end
 
-local function try(estimate, marks, avoiding)
-  local tried = {}
+-- The session's live pin: the deployment's index, or nil.
+local function pinned(pin, ttl)
+  if pin == 0 then return nil end
+  local v = redis.call('GET', KEYS[pin])
+  if not v then return nil end
+  local bar = string.find(v, '|', 1, true)
+  if not bar then return nil end
+  local last = tonumber(string.sub(v, bar + 1))
+  if last == nil or now - last >= ttl then return nil end
+  return by_name[string.sub(v, 1, bar - 1)]
+end
+
+local function try(estimate, marks, avoiding, pin, ttl)
+  local tried, open = {}, {}
   for i = 1, N do
     local m = string.byte(marks, i)
     tried[i] = m == 49 or (avoiding and m == 50)
   end
-  -- select.rs: every open deployment gains its weight; the richest wins and
-  -- pays back what all of them gained.
-  local total, best, best_credit = 0, nil, nil
+  -- The best tier with a deployment that can take the request.
+  local tier = nil
   for i, d in ipairs(deps) do
-    local open = d.enabled and not tried[i] and blocked(i, now) == nil
+    open[i] = d.enabled and not tried[i] and blocked(i, now) == nil
       and (d.limit == 0 or fits(i, sec, estimate, d.limit))
-    if open then
-      local credit = num(get('c', i)) + d.weight
-      put('c', i, credit)
-      total = total + d.weight
-      if best == nil or credit > best_credit then best, best_credit = i, credit end
+    if open[i] and (tier == nil or d.tier < tier) then tier = d.tier end
+  end
+  local best = nil
+  local was = nil
+  if tier ~= nil then
+    was = pinned(pin, ttl)
+    if was ~= nil and open[was] and deps[was].tier == tier then
+      best = was
+    elseif pin ~= 0 then
+      -- A new session: the fewest tokens in the window for the weight.
+      local best_used, best_weight = nil, nil
+      for i, d in ipairs(deps) do
+        if open[i] and d.tier == tier then
+          local u, w = used(i, sec), math.max(d.weight, 1)
+          local better = best == nil
+          if not better then
+            local mine, theirs = u * best_weight, best_used * w
+            better = mine < theirs or (mine == theirs and w > best_weight)
+          end
+          if better then best, best_used, best_weight = i, u, w end
+        end
+      end
+    else
+      -- select.rs: every open deployment gains its weight; the richest wins
+      -- and pays back what all of them gained.
+      local total, best_credit = 0, nil
+      for i, d in ipairs(deps) do
+        if open[i] and d.tier == tier then
+          local credit = num(get('c', i)) + d.weight
+          put('c', i, credit)
+          total = total + d.weight
+          if best == nil or credit > best_credit then best, best_credit = i, credit end
+        end
+      end
+      put('c', best, best_credit - total)
     end
   end
   if best ~= nil then
-    put('c', best, best_credit - total)
+    if pin ~= 0 then
+      redis.call('SET', KEYS[pin], NAMES[best] .. '|' .. now, 'PX', ttl + 60000)
+    end
+    local repinned = 0
+    if was ~= nil and was ~= best then repinned = was end
     local probe = 0
     if get('n', best) == '1' then
       redis.call('SET', pkey(best), '1', 'PX', probe_ttl)
@@ -50,7 +102,7 @@ local function try(estimate, marks, avoiding)
     end
     put('q', best, num(get('q', best)) + 1)
     local second = add(best, sec, estimate)
-    return {1, best, second, probe}
+    return {1, best, second, probe, repinned}
   end
   local any_enabled, any_limited, soonest = false, false, nil
   for i, d in ipairs(deps) do
@@ -74,24 +126,25 @@ local function try(estimate, marks, avoiding)
       end
     end
   end
-  if not any_enabled then return {0, 'none', 0, 0} end
-  if soonest == nil then return {0, 'exhausted', 0, 0} end
-  if any_limited then return {0, 'rate', soonest, 0} end
-  return {0, 'fail', soonest, 0}
+  if not any_enabled then return {0, 'none', 0, 0, 0} end
+  if soonest == nil then return {0, 'exhausted', 0, 0, 0} end
+  if any_limited then return {0, 'rate', soonest, 0, 0} end
+  return {0, 'fail', soonest, 0, 0}
 end
 
 local out, applied = {}, {}
-local k = tonumber(ARGV[A + 1 + N * 3])
-apply_ops(A + 2 + N * 3 + k * 2, now, sec, applied)
+local k = tonumber(ARGV[A + 1 + N * 4])
+apply_ops(A + 2 + N * 4 + k * 4, now, sec, applied)
 for r = 1, k do
-  local at = A + 1 + N * 3 + (r - 1) * 2
+  local at = A + 1 + N * 4 + (r - 1) * 4
   local estimate, marks = tonumber(ARGV[at + 1]), ARGV[at + 2]
+  local pin, ttl = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
   local result
   if string.find(marks, '2', 1, true) then
-    result = try(estimate, marks, true)
-    if result[1] == 0 then result = try(estimate, marks, false) end
+    result = try(estimate, marks, true, pin, ttl)
+    if result[1] == 0 then result = try(estimate, marks, false, pin, ttl) end
   else
-    result = try(estimate, marks, false)
+    result = try(estimate, marks, false, pin, ttl)
   end
   for _, v in ipairs(result) do out[#out + 1] = v end
 end

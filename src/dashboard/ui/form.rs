@@ -69,6 +69,15 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
                         (Field::ApiKey, _) if form.provider == Provider::Bedrock => {
                             "a Bedrock API key, or none with AWS keys below".to_string()
                         }
+                        (Field::Priority, _) if form.tiers.len() > 1 => {
+                            let tiers: Vec<String> =
+                                form.tiers.iter().map(|t| t.to_string()).collect();
+                            format!(
+                                "1 (the default; lower is tried first; {} uses {})",
+                                form.model,
+                                tiers.join(", ")
+                            )
+                        }
                         _ => field.placeholder().to_string(),
                     };
                     spans.push(Span::styled(placeholder, theme.dim()));

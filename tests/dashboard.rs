@@ -1136,3 +1136,8 @@ fn a_rejected_config_edit_stays_on_screen_until_a_good_one_replaces_it() {
     );
     assert_eq!(app.traffic.len(), rows + 2, "both are in the traffic view");
 }
+
+// Tiers, spills, pinned sessions and the Priority field (a file of its own:
+// this one is long enough).
+#[path = "dashboard/tiers.rs"]
+mod tiers;

@@ -130,7 +130,8 @@ fn attach_shows_a_remote_gateway_acts_on_it_and_survives_its_restart() {
     tmux.keys(&["Tab", "Tab"]);
     // The suggested model ID is replaced by what is typed.
     tmux.type_text("fallback-model");
-    tmux.keys(&["Tab", "Tab", "Tab", "Enter"]);
+    // TPM limit, priority and enabled keep their defaults.
+    tmux.keys(&["Tab", "Tab", "Tab", "Tab", "Enter"]);
     let screen = tmux.wait_for("[ Save ]");
     assert!(screen.contains("model fallback-model"), "{screen}");
     tmux.keys(&["Enter"]);

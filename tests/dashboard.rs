@@ -10,7 +10,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier};
-use switchboard::config::Provider;
+use switchboard::config::{Affinity, Provider};
 use switchboard::dashboard::action::{FieldMessage, TestResult};
 use switchboard::dashboard::app::Overlay;
 use switchboard::dashboard::form::{Field, Status};
@@ -42,6 +42,8 @@ fn deployment(name: &str, tpm: (u64, Option<u64>), state: State) -> DeploymentVi
         enabled: state != State::Disabled,
         tpm_limit: tpm.1,
         tpm_used: tpm.0,
+        priority: 1,
+        pinned_sessions: 0,
         state,
         cooldown_remaining_s: if state == State::CoolingDown {
             12.3
@@ -87,6 +89,9 @@ fn bare_state() -> StateView {
                     deployment("westeurope", (18_900, Some(20_000)), State::CoolingDown),
                     deployment("sweden", (0, Some(10_000)), State::Disabled),
                 ],
+                spilling_to: None,
+                fallbacks: Vec::new(),
+                affinity: Affinity::Session,
             },
             ModelView {
                 name: "text-embedding-3-small".into(),
@@ -95,6 +100,9 @@ fn bare_state() -> StateView {
                     deployment("emb-a", (300, None), State::Healthy),
                     deployment("emb-b", (150, None), State::Healthy),
                 ],
+                spilling_to: None,
+                fallbacks: Vec::new(),
+                affinity: Affinity::Session,
             },
         ],
         ..StateView::default()
@@ -433,7 +441,7 @@ fn the_form_starts_with_the_defaults_of_the_contract() {
     assert_eq!(f.button_label(), "Test & continue");
     // The fields in the contract's order, Tab through them and back.
     let mut order = vec![f.focus];
-    for _ in 0..7 {
+    for _ in 0..8 {
         press(&mut app, &[KeyCode::Tab]);
         order.push(form(&app).focus);
     }
@@ -446,6 +454,7 @@ fn the_form_starts_with_the_defaults_of_the_contract() {
             Field::ApiKey,
             Field::ModelId,
             Field::TpmLimit,
+            Field::Priority,
             Field::Enabled,
             Field::Button
         ]
@@ -507,7 +516,7 @@ fn fill(app: &mut App, name: &str, api_base: &str, key: &str, tpm: &str) {
     type_text(app, key);
     press(app, &[KeyCode::Tab, KeyCode::Tab]); // model ID prefilled
     type_text(app, tpm);
-    press(app, &[KeyCode::Tab, KeyCode::Tab]);
+    press(app, &[KeyCode::Tab, KeyCode::Tab, KeyCode::Tab]); // priority, enabled kept
     assert_eq!(form(app).focus, Field::Button);
 }
 
@@ -565,7 +574,10 @@ fn the_form_tests_then_saves_and_an_edit_after_the_test_asks_for_a_new_one() {
     assert_eq!(form(&app).button_label(), "Save");
 
     // An edit after the pass: test again.
-    press(&mut app, &[KeyCode::BackTab, KeyCode::BackTab]);
+    press(
+        &mut app,
+        &[KeyCode::BackTab, KeyCode::BackTab, KeyCode::BackTab],
+    );
     type_text(&mut app, "0");
     assert_eq!(form(&app).tpm_limit.value(), "500000");
     assert_eq!(
@@ -575,7 +587,10 @@ fn the_form_tests_then_saves_and_an_edit_after_the_test_asks_for_a_new_one() {
         }
     );
     assert_eq!(form(&app).button_label(), "Test & continue");
-    press(&mut app, &[KeyCode::Tab, KeyCode::Tab, KeyCode::Enter]);
+    press(
+        &mut app,
+        &[KeyCode::Tab, KeyCode::Tab, KeyCode::Tab, KeyCode::Enter],
+    );
     let commands = app.take_commands();
     let [
         Command::TestNew {
@@ -1122,3 +1137,8 @@ fn a_rejected_config_edit_stays_on_screen_until_a_good_one_replaces_it() {
     );
     assert_eq!(app.traffic.len(), rows + 2, "both are in the traffic view");
 }
+
+// Tiers, spills, pinned sessions and the Priority field (a file of its own:
+// this one is long enough).
+#[path = "dashboard/tiers.rs"]
+mod tiers;

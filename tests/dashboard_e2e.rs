@@ -172,7 +172,7 @@ fn the_form_adds_a_fallback_that_then_takes_traffic() {
     tmux.type_text(&upstream.base_url());
     tmux.keys(&["Tab"]);
     tmux.type_text("sk-wrong-key");
-    tmux.keys(&["Tab", "Tab", "Tab", "Tab", "Enter"]);
+    tmux.keys(&["Tab", "Tab", "Tab", "Tab", "Tab", "Enter"]);
     // A wrong key: the upstream's own error, and no Save.
     let screen = tmux.wait_for("HTTP 401");
     assert!(screen.contains("[ Test & continue ]"), "{screen}");
@@ -181,11 +181,14 @@ fn the_form_adds_a_fallback_that_then_takes_traffic() {
         "the key is masked:\n{screen}"
     );
 
-    // Back to the key, the right one; the TPM limit; test again.
-    tmux.keys(&["BTab", "BTab", "BTab", "BTab", "C-u"]);
+    // Back to the key, the right one; the TPM limit; tier 0, ahead of the
+    // demo's deployments; test again.
+    tmux.keys(&["BTab", "BTab", "BTab", "BTab", "BTab", "C-u"]);
     tmux.type_text("sk-fallback-123456");
     tmux.keys(&["Tab", "Tab"]);
     tmux.type_text("40000");
+    tmux.keys(&["Tab"]);
+    tmux.type_text("0");
     tmux.keys(&["Tab", "Tab", "Enter"]);
     let screen = tmux.wait_for("[ Save ]");
     assert!(screen.contains("model fallback-model"), "{screen}");
@@ -194,6 +197,7 @@ fn the_form_adds_a_fallback_that_then_takes_traffic() {
 
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(table_has(&text, "fallback", "tpm_limit = 40000"), "{text}");
+    assert!(table_has(&text, "fallback", "priority = 0"), "{text}");
     assert!(
         table_has(
             &text,
@@ -210,6 +214,10 @@ fn the_form_adds_a_fallback_that_then_takes_traffic() {
         std::thread::sleep(Duration::from_millis(200));
     }
     tmux.wait_for("fallback ✓");
+    // The pane lists it first, in a tier of its own, selected.
+    tmux.wait("the tiers", |s| {
+        s.contains("▸ T0   [x] fallback") && s.contains("T1   [x] ")
+    });
     tmux.keys(&["q"]);
     tmux.wait_for("[exited 0]");
     drop(rt);

@@ -14,6 +14,7 @@ use tui_input::Input;
 use super::action::{Action, Command, FieldMessage, Pane};
 use super::form::{Form, Submit};
 use super::keys::Context;
+use super::tiers;
 pub use super::traffic::{Traffic, change_word};
 use crate::events::Event;
 use crate::gateway::{DeploymentView, ModelView, StateView};
@@ -88,7 +89,8 @@ pub struct App {
     pub focus: Pane,
     /// The selected model (index in `state.models`).
     pub model: usize,
-    /// The selected deployment of the selected model.
+    /// The selected deployment of the selected model: its row in the
+    /// Deployments pane, which lists tiers in order ([`super::tiers`]).
     pub deployment: usize,
     pub overlay: Option<Overlay>,
     pub traffic: Traffic,
@@ -155,7 +157,7 @@ impl App {
     }
 
     pub fn selected_deployment(&self) -> Option<&DeploymentView> {
-        self.selected_model()?.deployments.get(self.deployment)
+        tiers::nth(self.selected_model()?, self.deployment)
     }
 
     /// Whether a deployment is enabled, counting a toggle not yet confirmed.
@@ -192,7 +194,13 @@ impl App {
     }
 
     /// A fresh snapshot of the gateway.
+    ///
+    /// The selection stays on the same model and deployment by name, even
+    /// when the new state lists them elsewhere (a reload that changed a
+    /// priority regroups the pane): `Space` acts on what was selected.
     pub fn ingest_state(&mut self, state: StateView, now_ms: u64) {
+        let selected = self.selected_model().map(|m| m.name.clone());
+        let deployment = self.selected_deployment().map(|d| d.name.clone());
         self.state = state;
         if self.info.attached.is_some() {
             let gw = &self.state.gateway;
@@ -204,7 +212,17 @@ impl App {
             }
         }
         self.tick(now_ms);
-        self.model = self.model.min(self.state.models.len().saturating_sub(1));
+        let same = |m: &ModelView| Some(&m.name) == selected.as_ref();
+        match self.state.models.iter().position(same) {
+            Some(i) => {
+                self.model = i;
+                let m = &self.state.models[i];
+                if let Some(row) = deployment.and_then(|d| tiers::row_of(m, &d)) {
+                    self.deployment = row;
+                }
+            }
+            None => self.model = self.model.min(self.state.models.len().saturating_sub(1)),
+        }
         let n = self.selected_model().map_or(0, |m| m.deployments.len());
         self.deployment = self.deployment.min(n.saturating_sub(1));
     }
@@ -403,11 +421,8 @@ impl App {
                 self.overlay = None;
                 if let Some(mi) = self.state.models.iter().position(|m| m.name == model) {
                     self.model = mi;
-                    self.deployment = self.state.models[mi]
-                        .deployments
-                        .iter()
-                        .position(|d| d.name == name)
-                        .unwrap_or(self.deployment);
+                    self.deployment =
+                        tiers::row_of(&self.state.models[mi], &name).unwrap_or(self.deployment);
                 }
                 self.focus = Pane::Deployments;
                 self.say(
@@ -435,7 +450,10 @@ impl App {
             }
         }
         let best = counts.iter().max_by_key(|(_, n)| *n).map(|(id, _)| *id);
-        let form = Form::new(&model.name, taken, best);
+        let mut form = Form::new(&model.name, taken, best);
+        form.tiers = model.deployments.iter().map(|d| d.priority).collect();
+        form.tiers.sort_unstable();
+        form.tiers.dedup();
         self.overlay = Some(Overlay::Form(Box::new(form)));
     }
 

@@ -24,12 +24,13 @@ pub enum Field {
     AwsSessionToken,
     ModelId,
     TpmLimit,
+    Priority,
     Enabled,
     Button,
 }
 
 impl Field {
-    pub const ALL: [Field; 15] = [
+    pub const ALL: [Field; 16] = [
         Field::Name,
         Field::Provider,
         Field::ApiBase,
@@ -43,6 +44,7 @@ impl Field {
         Field::AwsSessionToken,
         Field::ModelId,
         Field::TpmLimit,
+        Field::Priority,
         Field::Enabled,
         Field::Button,
     ];
@@ -62,6 +64,7 @@ impl Field {
             Field::AwsSessionToken => "Session",
             Field::ModelId => "Model ID",
             Field::TpmLimit => "TPM limit",
+            Field::Priority => "Priority",
             Field::Enabled => "Enabled",
             Field::Button => "",
         }
@@ -82,6 +85,7 @@ impl Field {
             Field::AwsSessionToken => "env:AWS_SESSION_TOKEN … (optional)",
             Field::ModelId => "what the upstream calls the model",
             Field::TpmLimit => "tokens per minute (optional)",
+            Field::Priority => "1 (the default tier; lower is tried first)",
             _ => "",
         }
     }
@@ -102,6 +106,7 @@ impl Field {
             Field::AwsSessionToken => "aws_session_token",
             Field::ModelId => "model_id",
             Field::TpmLimit => "tpm_limit",
+            Field::Priority => "priority",
             Field::Enabled => "enabled",
             Field::Button => "",
         }
@@ -159,6 +164,9 @@ pub struct Form {
     pub model: String,
     /// The names the model has already.
     pub taken: Vec<String>,
+    /// The tiers the model's deployments are in, ascending (for the
+    /// Priority field's hint).
+    pub tiers: Vec<u32>,
     pub focus: Field,
     pub name: Input,
     pub provider: Provider,
@@ -173,6 +181,8 @@ pub struct Form {
     pub aws_session_token: Input,
     pub model_id: Input,
     pub tpm_limit: Input,
+    /// Empty: the default tier, 1 (and no `priority` written).
+    pub priority: Input,
     /// The model ID is still the suggestion from the model's other
     /// deployments: typing replaces it, an editing key (→, End, Backspace)
     /// accepts it for editing, moving on keeps it.
@@ -199,6 +209,7 @@ impl Form {
         Form {
             model: model.to_string(),
             taken,
+            tiers: Vec::new(),
             focus: Field::Name,
             name: Input::default(),
             provider: Provider::OpenAi,
@@ -213,6 +224,7 @@ impl Form {
             aws_session_token: Input::default(),
             model_id: Input::new(model_id.unwrap_or_default().to_string()),
             tpm_limit: Input::default(),
+            priority: Input::default(),
             model_id_suggested: model_id.is_some_and(|m| !m.is_empty()),
             enabled: true,
             generation: 0,
@@ -237,6 +249,7 @@ impl Form {
             Field::AwsSessionToken => Some(&self.aws_session_token),
             Field::ModelId => Some(&self.model_id),
             Field::TpmLimit => Some(&self.tpm_limit),
+            Field::Priority => Some(&self.priority),
             _ => None,
         }
     }
@@ -255,6 +268,7 @@ impl Form {
             Field::AwsSessionToken => Some(&mut self.aws_session_token),
             Field::ModelId => Some(&mut self.model_id),
             Field::TpmLimit => Some(&mut self.tpm_limit),
+            Field::Priority => Some(&mut self.priority),
             _ => None,
         }
     }
@@ -387,6 +401,22 @@ impl Form {
                 }
             },
         };
+        // Left empty, the default tier: nothing written. The range is the
+        // config's rule (`validate` below says it).
+        let priority = match optional(&self.priority) {
+            None => None,
+            // `T2` as the panes write it is tier 2.
+            Some(s) => match s.trim_start_matches(['T', 't']).parse::<i64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return Err((
+                        Field::Priority,
+                        "must be a whole number, lower is tried first; empty for the default, 1"
+                            .into(),
+                    ));
+                }
+            },
+        };
         let spec = DeploymentSpec {
             name: text(&self.name),
             provider: self.provider,
@@ -402,6 +432,7 @@ impl Form {
             aws_session_token: shown(Field::AwsSessionToken, &self.aws_session_token),
             project: shown(Field::Project, &self.project),
             credentials: shown(Field::Credentials, &self.credentials),
+            priority,
             ..DeploymentSpec::default()
         };
         spec.validate().map_err(|e| {

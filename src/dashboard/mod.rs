@@ -13,6 +13,7 @@ pub mod app;
 pub mod form;
 pub mod keys;
 pub mod source;
+pub mod tiers;
 pub mod traffic;
 pub mod tui;
 pub mod ui;

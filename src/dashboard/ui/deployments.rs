@@ -1,14 +1,17 @@
 //! The Deployments pane: the selected model's deployments, each with its
-//! toggle, state, TPM gauge and the last minute's traffic.
+//! toggle, state, TPM gauge and the last minute's traffic. A model in more
+//! than one tier lists them tier by tier, with a tier column; one that pins
+//! sessions shows each deployment's pins.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, HighlightSpacing, Row, Table, TableState};
 
-use super::{Theme, count, fit, millis, percent, tokens};
+use super::{Theme, count, fit, millis, percent, scroll_offset, tokens};
 use crate::dashboard::action::Pane;
 use crate::dashboard::app::{App, Level};
+use crate::dashboard::tiers;
 use crate::gateway::DeploymentView;
 use crate::router::{Cause, State};
 
@@ -45,6 +48,8 @@ impl Col {
 
 const ON_WIDTH: u16 = 3;
 const STATE_WIDTH: u16 = 11;
+/// The pinned sessions: `sess`, up to `9999` (then `12k`).
+const SESS_WIDTH: u16 = 4;
 const GAUGE_MIN: u16 = 16;
 /// Dropped in this order when the gauge would get narrower than GAUGE_MIN.
 const DROP_ORDER: [Col; 5] = [Col::P50, Col::Share, Col::Errors, Col::P95, Col::PerMin];
@@ -52,13 +57,22 @@ const DROP_ORDER: [Col; 5] = [Col::P50, Col::Share, Col::Errors, Col::P95, Col::
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let focused = app.focus == Pane::Deployments && app.overlay.is_none();
     let model = app.selected_model();
-    let title = match model {
-        Some(m) => format!(" Deployments · {} ", m.name),
-        None => " Deployments ".to_string(),
-    };
+    let mut title = vec![Span::styled(
+        match model {
+            Some(m) => format!(" Deployments · {} ", m.name),
+            None => " Deployments ".to_string(),
+        },
+        theme.title(focused),
+    )];
+    if let Some(tier) = model.and_then(|m| m.spilling_to) {
+        title.push(Span::styled(
+            format!("⤵ spilling to {} ", tiers::label(tier)),
+            theme.warn().patch(theme.bold()),
+        ));
+    }
     let mut block = Block::bordered()
         .border_style(theme.border(focused))
-        .title(Line::styled(title, theme.title(focused)));
+        .title(Line::from(title));
     if let Some(n) = app.notice() {
         let style = match n.level {
             Level::Info => theme.bold(),
@@ -83,13 +97,28 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .max()
         .unwrap_or(4)
         .clamp(4, 24) as u16;
+    let order = tiers::order(model);
+    // A tier column only when there is more than one tier: the common case
+    // looks as it always did.
+    let tier_width = if tiers::tiered(model) {
+        order
+            .last()
+            .map_or(2, |&i| tiers::label(model.deployments[i].priority).len())
+            .max(4) as u16
+    } else {
+        0
+    };
+    let pins = tiers::shows_pins(model);
     // The inner width, less the selection mark.
     let inner = area.width.saturating_sub(4);
     let mut cols = vec![Col::PerMin, Col::P50, Col::P95, Col::Errors, Col::Share];
+    let optional = |width: u16| if width > 0 { width + 1 } else { 0 };
     let fixed = |cols: &[Col]| -> u16 {
-        ON_WIDTH
+        optional(tier_width)
+            + ON_WIDTH
             + name_width
             + STATE_WIDTH
+            + optional(if pins { SESS_WIDTH } else { 0 })
             + cols.iter().map(|c| c.width()).sum::<u16>()
             + (cols.len() as u16 + 3)
     };
@@ -102,23 +131,63 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let gauge_width = inner.saturating_sub(fixed(&cols)).max(8);
 
     let right = |s: String| Cell::from(Line::from(s).right_aligned());
-    let mut heading = vec![
+    let mut heading = Vec::new();
+    if tier_width > 0 {
+        heading.push(Cell::from("tier"));
+    }
+    heading.extend([
         Cell::from("on"),
         Cell::from("name"),
         Cell::from("state"),
         Cell::from("TPM used / limit"),
-    ];
+    ]);
+    if pins {
+        heading.push(right("sess".into()));
+    }
     heading.extend(cols.iter().map(|c| right(c.heading().into())));
 
-    let rows = model.deployments.iter().enumerate().map(|(i, d)| {
+    // A tier is named on its first row, and on the first row in view.
+    let first_shown = scroll_offset(
+        app.deployment,
+        area.height.saturating_sub(super::TABLE_CHROME) as usize,
+    );
+    let rows = order.iter().enumerate().map(|(row, &i)| {
+        let d = &model.deployments[i];
         let r = d.last_minute;
         let enabled = app.enabled(&model.name, d);
-        let mut cells = vec![
+        let mut cells = Vec::new();
+        if tier_width > 0 {
+            let starts = row == first_shown
+                || row
+                    .checked_sub(1)
+                    .is_none_or(|p| model.deployments[order[p]].priority != d.priority);
+            let style = if model.spilling_to == Some(d.priority) {
+                theme.warn().patch(theme.bold())
+            } else {
+                theme.bold()
+            };
+            cells.push(Cell::from(Span::styled(
+                if starts {
+                    tiers::label(d.priority)
+                } else {
+                    String::new()
+                },
+                style,
+            )));
+        }
+        cells.extend([
             Cell::from(if enabled { "[x]" } else { "[ ]" }),
-            super::name_cell(&d.name, name_width, i == app.deployment, focused, theme),
+            super::name_cell(&d.name, name_width, row == app.deployment, focused, theme),
             Cell::from(state(d, enabled, theme)),
             Cell::from(gauge(d.tpm_used, d.tpm_limit, gauge_width as usize, theme)),
-        ];
+        ]);
+        if pins {
+            let n = u64::from(d.pinned_sessions);
+            let style = if n > 0 { theme.bold() } else { theme.dim() };
+            cells.push(Cell::from(
+                Line::styled(count(n, SESS_WIDTH as usize), style).right_aligned(),
+            ));
+        }
         for c in &cols {
             cells.push(match c {
                 Col::PerMin => right(count(r.attempts, Col::PerMin.width() as usize)),
@@ -141,12 +210,19 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Row::new(cells)
     });
 
-    let mut widths = vec![
+    let mut widths = Vec::new();
+    if tier_width > 0 {
+        widths.push(Constraint::Length(tier_width));
+    }
+    widths.extend([
         Constraint::Length(ON_WIDTH),
         Constraint::Length(name_width),
         Constraint::Length(STATE_WIDTH),
         Constraint::Length(gauge_width),
-    ];
+    ]);
+    if pins {
+        widths.push(Constraint::Length(SESS_WIDTH));
+    }
     widths.extend(cols.iter().map(|c| Constraint::Length(c.width())));
     let table = Table::new(rows, widths)
         .header(Row::new(heading).style(theme.dim()))

@@ -69,6 +69,15 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
                         (Field::ApiKey, _) if form.provider == Provider::Bedrock => {
                             "a Bedrock API key, or none with AWS keys below".to_string()
                         }
+                        (Field::Priority, _) if form.tiers.len() > 1 => {
+                            let tiers: Vec<String> =
+                                form.tiers.iter().map(|t| t.to_string()).collect();
+                            format!(
+                                "1 (the default; lower is tried first; {} uses {})",
+                                form.model,
+                                tiers.join(", ")
+                            )
+                        }
                         _ => field.placeholder().to_string(),
                     };
                     spans.push(Span::styled(placeholder, theme.dim()));
@@ -112,10 +121,15 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
         if let Some((f, message)) = &form.error
             && *f == field
         {
-            lines.push(Line::styled(
-                format!("{:w$}↳ {message}", "", w = LABEL_WIDTH as usize + 1),
-                theme.bad().patch(theme.bold()),
-            ));
+            // Under the value, wrapped to the box.
+            let indent = LABEL_WIDTH as usize + 1;
+            let room = (width as usize).saturating_sub(2 + indent + 2).max(16);
+            for (i, part) in wrap(message, room).into_iter().enumerate() {
+                lines.push(Line::styled(
+                    format!("{:indent$}{}{part}", "", if i == 0 { "↳ " } else { "  " }),
+                    theme.bad().patch(theme.bold()),
+                ));
+            }
         }
     }
     if let Some((Field::Button, message)) = &form.error {
@@ -197,5 +211,45 @@ pub fn draw(frame: &mut Frame, area: Rect, form: &Form, theme: &Theme) {
         && y < inner.height
     {
         frame.set_cursor_position(Position::new(inner.x + x, inner.y + y));
+    }
+}
+
+/// `text` in lines of at most `width` characters, broken between words
+/// (a word longer than a line is cut).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        let needed = line.chars().count() + usize::from(!line.is_empty()) + word.chars().count();
+        if !line.is_empty() && needed > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines.into_iter().map(|l| super::fit(&l, width)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wrap_breaks_between_words_and_cuts_what_cannot_break() {
+        assert_eq!(
+            wrap("must be a whole number", 10),
+            ["must be a", "whole", "number"]
+        );
+        assert_eq!(wrap("short", 10), ["short"]);
+        assert_eq!(wrap("", 10), [""]);
+        assert_eq!(
+            wrap("https://a-very-long-host.example.com", 10),
+            ["https://a…"]
+        );
     }
 }

@@ -1,13 +1,16 @@
-//! The Models pane: each model's traffic and how many of its deployments are healthy.
+//! The Models pane: each model's traffic and how many of its deployments
+//! are healthy; `⤵T2` by the name of a model whose traffic spills to tier 2.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, HighlightSpacing, Row, Table, TableState};
 
-use super::{Theme, name_cell, percent, rate, tokens};
+use super::{Theme, fit, name_cell, percent, rate, tokens};
 use crate::dashboard::action::Pane;
 use crate::dashboard::app::App;
+use crate::dashboard::tiers;
+use crate::gateway::ModelView;
 use crate::router::State;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
@@ -20,7 +23,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .state
         .models
         .iter()
-        .map(|m| m.name.chars().count())
+        .map(|m| m.name.chars().count() + mark_room(m))
         .max()
         .unwrap_or(5)
         .clamp(5, 32) as u16;
@@ -57,7 +60,14 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         let total = m.deployments.len();
         let mut health: Vec<Span> = Vec::new();
         if total <= 8 {
-            for d in &m.deployments {
+            // Tier by tier, a space between them.
+            let mut tier = None;
+            for i in tiers::order(m) {
+                let d = &m.deployments[i];
+                if tier.is_some_and(|t| t != d.priority) {
+                    health.push(Span::raw(" "));
+                }
+                tier = Some(d.priority);
                 health.push(match d.state {
                     State::Healthy => Span::styled("●", theme.ok()),
                     State::CoolingDown => Span::styled("◐", theme.warn()),
@@ -75,7 +85,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         };
         health.push(Span::styled(format!("{healthy}/{total} healthy"), style));
         Row::new(vec![
-            name_cell(&m.name, name_width, i == app.model, focused, theme),
+            match tiers::spill_mark(m) {
+                None => name_cell(&m.name, name_width, i == app.model, focused, theme),
+                Some(mark) => spilling_name(m, &mark, name_width, i == app.model, focused, theme),
+            },
             right(rate(r.per_second)),
             right(tokens(r.tokens_per_minute)),
             errors,
@@ -99,4 +112,41 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .row_highlight_style(theme.selected_unfocused());
     let mut state = TableState::default().with_selected(Some(app.model));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// The room a tiered model's name keeps for its spill mark (` ⤵T2`).
+fn mark_room(m: &ModelView) -> usize {
+    if tiers::tiered(m) {
+        1 + tiers::spill_mark_width(m)
+    } else {
+        0
+    }
+}
+
+/// `gpt-4o ⤵T2`: the name with the tier its traffic spills to.
+fn spilling_name(
+    m: &ModelView,
+    mark: &str,
+    width: u16,
+    selected: bool,
+    focused: bool,
+    theme: &Theme,
+) -> Cell<'static> {
+    let width = width as usize;
+    let mark_width = mark.chars().count() + 1;
+    let name = fit(&m.name, width.saturating_sub(mark_width));
+    let pad = width.saturating_sub(name.chars().count() + mark_width);
+    let base = if selected && focused {
+        theme.selected().patch(theme.bold())
+    } else {
+        ratatui::style::Style::new()
+    };
+    Cell::from(Line::from(vec![
+        Span::styled(name, base),
+        Span::styled(
+            format!(" {mark}"),
+            base.patch(theme.warn()).patch(theme.bold()),
+        ),
+        Span::styled(" ".repeat(pad), base),
+    ]))
 }

@@ -70,7 +70,12 @@ fn session() -> impl Strategy<Value = Option<u8>> {
 
 /// The deployments' tiers: one, two or three.
 fn tiers() -> impl Strategy<Value = [u32; 3]> {
-    prop_oneof![Just([1, 1, 1]), Just([1, 1, 2]), Just([2, 1, 2]), Just([1, 2, 3])]
+    prop_oneof![
+        Just([1, 1, 1]),
+        Just([1, 1, 2]),
+        Just([2, 1, 2]),
+        Just([1, 2, 3])
+    ]
 }
 
 /// Shorter than the clock steps, so that pins expire in the sequences.
@@ -173,8 +178,11 @@ async fn run(
                 let set =
                     |mask: u8| -> Vec<usize> { (0..3).filter(|i| mask & (1 << i) != 0).collect() };
                 // As a flight picks: the ones not offering the endpoint last.
-                let local = match pool.pick_for(now, *estimate, &set(tried | avoid), want(*session)) {
-                    Err(_) if *avoid != 0 => pool.pick_for(now, *estimate, &set(*tried), want(*session)),
+                let local = match pool.pick_for(now, *estimate, &set(tried | avoid), want(*session))
+                {
+                    Err(_) if *avoid != 0 => {
+                        pool.pick_for(now, *estimate, &set(*tried), want(*session))
+                    }
                     first => first,
                 };
                 let marks = (0..3)
@@ -378,10 +386,13 @@ fn the_lua_scripts_decide_as_the_router_core_does() {
         ..ProptestConfig::default()
     });
     runner
-        .run(&(tiers(), prop::collection::vec(op(), 1..80)), |(tiers, ops)| {
-            let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut con = con.clone();
-            rt.block_on(run(&mut con, n, tiers, &ops))
-        })
+        .run(
+            &(tiers(), prop::collection::vec(op(), 1..80)),
+            |(tiers, ops)| {
+                let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut con = con.clone();
+                rt.block_on(run(&mut con, n, tiers, &ops))
+            },
+        )
         .unwrap();
 }

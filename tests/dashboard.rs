@@ -188,6 +188,7 @@ fn events() -> Vec<Arc<Event>> {
     evs.sort_by_key(|e| match &**e {
         Event::Request(r) => r.at_ms + r.latency_ms as u64,
         Event::Deployment(d) => d.at_ms,
+        Event::Route(r) => r.at_ms,
         Event::Config(c) => c.at_ms,
         Event::Lagged(l) => l.at_ms,
     });

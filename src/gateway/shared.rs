@@ -88,7 +88,10 @@ impl Flight {
                     if let Some((key, ttl)) = session {
                         state.pool.pin(key, i, now, ttl);
                     }
-                    let tier_change = state.pool.note_shared_pick(i, now, self.estimate, &self.tried);
+                    let tier_change =
+                        state
+                            .pool
+                            .note_shared_pick(i, now, self.estimate, &self.tried);
                     let repinned_from = repinned_from.and_then(|r| indices.get(r).copied());
                     let changes = (tier_change.is_some() || repinned_from.is_some()).then(|| {
                         self.route_changes(&mut state.pool, i, tier_change, repinned_from, now)

@@ -86,7 +86,7 @@ impl Flight {
                     // This instance's view: its pins (for the counts shown)
                     // and the tier its traffic goes to.
                     if let Some((key, ttl)) = session {
-                        state.pool.pin(key, i, now, ttl);
+                        state.pool.pin(key, i, now, ttl, self.estimate);
                     }
                     let tier_change =
                         state

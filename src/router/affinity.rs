@@ -32,6 +32,28 @@ impl SessionKey {
 struct Pin {
     index: usize,
     last: Duration,
+    /// The session's recent tokens, fading linearly to nothing over a
+    /// minute: for a steady session about half its last minute's tokens.
+    tokens: u64,
+}
+
+/// A pinned session: where it goes and how heavy it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pinned {
+    pub index: usize,
+    /// Its tokens of about the last minute (see [`fade`]).
+    pub tokens: u64,
+}
+
+/// `tokens` counted `ago` earlier, faded: linearly to nothing over a
+/// minute, in integers so that the cluster's Lua computes the same.
+pub fn fade(tokens: u64, ago: Duration) -> u64 {
+    const MINUTE_MS: u128 = 60_000;
+    let ago = ago.as_millis();
+    if ago >= MINUTE_MS {
+        return 0;
+    }
+    (u128::from(tokens) * (MINUTE_MS - ago) / MINUTE_MS) as u64
 }
 
 #[derive(Debug, Clone, Default)]
@@ -40,20 +62,38 @@ pub struct Pins {
 }
 
 impl Pins {
-    /// The deployment the session is pinned to, if its pin is still alive.
-    pub fn get(&self, key: SessionKey, now: Duration, ttl: Duration) -> Option<usize> {
+    /// The deployment the session is pinned to, if its pin is still alive,
+    /// with its tokens faded to `now`.
+    pub fn get(&self, key: SessionKey, now: Duration, ttl: Duration) -> Option<Pinned> {
         self.map
             .get(&key)
             .filter(|p| now.saturating_sub(p.last) < ttl)
-            .map(|p| p.index)
+            .map(|p| Pinned {
+                index: p.index,
+                tokens: fade(p.tokens, now.saturating_sub(p.last)),
+            })
     }
 
-    /// Pins the session to `index` as of `now`.
-    pub fn set(&mut self, key: SessionKey, index: usize, now: Duration, ttl: Duration) {
+    /// Pins the session to `index` as of `now`, with `tokens` of late.
+    pub fn set(
+        &mut self,
+        key: SessionKey,
+        index: usize,
+        now: Duration,
+        ttl: Duration,
+        tokens: u64,
+    ) {
         if self.map.len() >= MAX_PINS && !self.map.contains_key(&key) {
             self.make_room(now, ttl);
         }
-        self.map.insert(key, Pin { index, last: now });
+        self.map.insert(
+            key,
+            Pin {
+                index,
+                last: now,
+                tokens,
+            },
+        );
     }
 
     /// Drops the pins to a deployment that left (its sessions go elsewhere).
@@ -105,10 +145,14 @@ mod tests {
     fn a_pin_expires_after_its_ttl_of_idleness() {
         let mut pins = Pins::default();
         let k = SessionKey::of("conversation-1");
-        pins.set(k, 2, s(0), s(300));
-        assert_eq!(pins.get(k, s(299), s(300)), Some(2));
-        pins.set(k, 2, s(299), s(300));
-        assert_eq!(pins.get(k, s(598), s(300)), Some(2), "a use renews it");
+        pins.set(k, 2, s(0), s(300), 10);
+        assert_eq!(pins.get(k, s(299), s(300)).map(|p| p.index), Some(2));
+        pins.set(k, 2, s(299), s(300), 10);
+        assert_eq!(
+            pins.get(k, s(598), s(300)).map(|p| p.index),
+            Some(2),
+            "a use renews it"
+        );
         assert_eq!(pins.get(k, s(599), s(300)), None);
     }
 
@@ -116,13 +160,32 @@ mod tests {
     fn the_table_is_bounded_and_the_longest_idle_goes_first() {
         let mut pins = Pins::default();
         for i in 0..MAX_PINS as u64 {
-            pins.set(SessionKey(i), 0, Duration::from_millis(i + 1), s(3600));
+            pins.set(SessionKey(i), 0, Duration::from_millis(i + 1), s(3600), 0);
         }
-        pins.set(SessionKey(u64::MAX), 1, s(100), s(3600));
+        pins.set(SessionKey(u64::MAX), 1, s(100), s(3600), 0);
         assert_eq!(pins.len(), MAX_PINS);
-        assert_eq!(pins.get(SessionKey(0), s(100), s(3600)), None);
-        assert_eq!(pins.get(SessionKey(1), s(100), s(3600)), Some(0));
-        assert_eq!(pins.get(SessionKey(u64::MAX), s(100), s(3600)), Some(1));
+        let at = |k| pins.get(SessionKey(k), s(100), s(3600)).map(|p| p.index);
+        assert_eq!(at(0), None);
+        assert_eq!(at(1), Some(0));
+        assert_eq!(at(u64::MAX), Some(1));
+    }
+
+    #[test]
+    fn a_sessions_tokens_fade_over_a_minute() {
+        assert_eq!(fade(6000, Duration::ZERO), 6000);
+        assert_eq!(fade(6000, s(15)), 4500);
+        assert_eq!(fade(6000, Duration::from_millis(59_999)), 0);
+        assert_eq!(fade(6000, s(60)), 0);
+        let mut pins = Pins::default();
+        let k = SessionKey(9);
+        pins.set(k, 1, s(0), s(300), 1000);
+        assert_eq!(
+            pins.get(k, s(30), s(300)),
+            Some(Pinned {
+                index: 1,
+                tokens: 500
+            })
+        );
     }
 
     #[test]

@@ -387,13 +387,22 @@ impl Pool {
 
     /// Pins the session to `index`, where another decider (the cluster)
     /// sent its request.
-    pub fn pin(&mut self, key: SessionKey, index: usize, now: Duration, ttl: Duration) {
-        self.pins.set(key, index, now, ttl);
+    pub fn pin(
+        &mut self,
+        key: SessionKey,
+        index: usize,
+        now: Duration,
+        ttl: Duration,
+        tokens: u64,
+    ) {
+        let before = self.pins.get(key, now, ttl).map_or(0, |p| p.tokens);
+        self.pins
+            .set(key, index, now, ttl, before.saturating_add(tokens));
     }
 
     /// The deployment a session is pinned to, if its pin is alive.
     pub fn pinned(&self, key: SessionKey, now: Duration, ttl: Duration) -> Option<usize> {
-        self.pins.get(key, now, ttl)
+        self.pins.get(key, now, ttl).map(|p| p.index)
     }
 }
 

@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+/// How far above its share of the tokens a deployment may go before its
+/// sessions start to move (see [`Pool::overloaded`]).
+pub const OVERLOAD_PCT: u128 = 5;
+
 use super::health::{Blocked, Cause};
 use super::select::{Candidate, smooth_wrr};
 use super::{Pick, Pool, Slot, TierChange, Unavailable, Want};
@@ -52,9 +56,13 @@ impl Pool {
         let pinned = want
             .session
             .and_then(|(key, ttl)| self.pins.get(key, now, ttl));
-        let keep = pinned.filter(|&i| {
+        let keep = pinned.map(|p| p.index).filter(|&i| {
             let slot = &mut self.slots[i];
             slot.priority == tier && slot.open(i, now, estimate, tried, share)
+        });
+        let keep = keep.filter(|&i| {
+            let weight = pinned.map_or(0, |p| p.tokens);
+            !self.should_move(i, weight, now, estimate, tried, tier)
         });
         let index = match (keep, want.session) {
             (Some(index), _) => Some(index),
@@ -65,7 +73,8 @@ impl Pool {
             return Err(self.why_unavailable(now, estimate, tried));
         };
         if let Some((key, ttl)) = want.session {
-            self.pins.set(key, index, now, ttl);
+            let tokens = pinned.map_or(0, |p| p.tokens).saturating_add(estimate);
+            self.pins.set(key, index, now, ttl, tokens);
         }
         let tier_change = if self.tiered {
             self.note_tier(now, estimate, tried, tier)
@@ -81,7 +90,7 @@ impl Pool {
             reservation,
             probe,
             tier_change,
-            repinned_from: pinned.filter(|&p| p != index),
+            repinned_from: pinned.map(|p| p.index).filter(|&p| p != index),
         })
     }
 
@@ -141,6 +150,60 @@ impl Pool {
             }
         }
         best.map(|(index, _, _)| index)
+    }
+
+    /// Whether a session pinned to `index`, of `session` faded tokens,
+    /// should move: sessions are placed before anyone knows how long they
+    /// will run, and a few long ones can pile up on one deployment. It
+    /// moves only when its deployment is more than [`OVERLOAD_PCT`] % over
+    /// its share of the tier's tokens *and* moving it to the least loaded
+    /// one brings the two nearer their shares (a session heavier than the
+    /// gap would only move the pile: a lone session never hops). Each move
+    /// is a cold prompt cache, so the bar is high.
+    fn should_move(
+        &mut self,
+        index: usize,
+        session: u64,
+        now: Duration,
+        estimate: u64,
+        tried: &[usize],
+        tier: u32,
+    ) -> bool {
+        let share = self.share;
+        let (mut total, mut weights) = (0u128, 0u128);
+        // The least loaded other deployment: (used, weight).
+        let mut least: Option<(u128, u128)> = None;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if slot.priority != tier || !slot.open(i, now, estimate, tried, share) {
+                continue;
+            }
+            let (used, weight) = (
+                u128::from(slot.window.used(now)),
+                slot.weight.max(1) as u128,
+            );
+            total += used;
+            weights += weight;
+            if i != index && least.is_none_or(|(u, w)| used * w < u * weight) {
+                least = Some((used, weight));
+            }
+        }
+        let Some((their_used, their_weight)) = least else {
+            return false;
+        };
+        let slot = &mut self.slots[index];
+        let (mine, my_weight) = (
+            u128::from(slot.window.used(now)),
+            slot.weight.max(1) as u128,
+        );
+        // Over its share by more than the margin (all scaled by `weights`).
+        let over = mine * weights * 100 > total * my_weight * (100 + OVERLOAD_PCT);
+        // Its excess plus the other's shortfall, against the session: a
+        // faded sum of a steady stream is half its minute's tokens.
+        let excess = (mine * weights).saturating_sub(total * my_weight);
+        let shortfall = (total * their_weight).saturating_sub(their_used * weights);
+        // Moving must close at least half of that gap, not just shift it:
+        // for small or even loads, rotation evens things out by itself.
+        over && u128::from(session) * 4 * weights < excess + shortfall
     }
 
     /// Notes the tier this pick went to: a change from the last one is

@@ -303,3 +303,46 @@ fn a_pin_in_a_lower_tier_gives_way_when_the_best_tier_frees() {
     let back = p.pick_for(s(6), 1, &[], session("a")).unwrap();
     assert_eq!((back.index, back.repinned_from), (0, Some(1)));
 }
+
+#[test]
+fn a_lone_session_never_hops() {
+    // Limits far above its load: only a limit would move it.
+    let mut p = pool(&[Some(3_000_000), Some(2_000_000), Some(1_000_000)]);
+    let first = p
+        .pick_for(s(0), 2_000, &[], session("alone"))
+        .unwrap()
+        .index;
+    for t in 1..50 {
+        let pick = p
+            .pick_for(s(t), 2_000 + 500 * t, &[], session("alone"))
+            .unwrap();
+        assert_eq!((pick.index, pick.repinned_from), (first, None), "turn {t}");
+    }
+}
+
+#[test]
+fn sessions_piled_on_one_deployment_spread_when_moving_one_helps() {
+    let mut p = pool(&[None, None]);
+    // Ten sessions land together on d0 and d1 alternately...
+    let names: Vec<String> = (0..10).map(|i| format!("s{i}")).collect();
+    let mut at = Vec::new();
+    for n in &names {
+        at.push(p.pick_for(s(0), 1_000, &[], session(n)).unwrap().index);
+    }
+    // ...then the ones on d0 turn out heavy and those on d1 light.
+    let mut moves = 0;
+    for t in 1..20 {
+        for (n, &home) in names.iter().zip(&at) {
+            let tokens = if home == 0 { 5_000 } else { 200 };
+            let pick = p.pick_for(s(t), tokens, &[], session(n)).unwrap();
+            moves += usize::from(pick.repinned_from.is_some());
+        }
+    }
+    let st = p.statuses(s(20), s(300));
+    let (a, b) = (st[0].tpm_used as f64, st[1].tpm_used as f64);
+    assert!(moves > 0 && moves <= 5, "a few sessions move ({moves})");
+    assert!(
+        (a / (a + b) - 0.5).abs() < 0.15,
+        "the load evens out: {a} vs {b}"
+    );
+}

@@ -8,8 +8,9 @@
 --   session's pin key, 0 for none), pin ttl_ms; then, to the end, settles and
 --   verdicts of earlier requests in apply.lua's format, applied first (they
 --   ride along instead of costing a call of their own).
--- A pin key holds "<deployment name>|<last use ms>", with a TTL only to
--- clean up: whether it is alive is decided on the script's clock.
+-- A pin key holds "<deployment name>|<last use ms>|<tokens>" (affinity.rs's
+-- Pin: the session's tokens fading linearly over a minute), with a TTL only
+-- to clean up: whether it is alive is decided on the script's clock.
 -- Returns per request 5 values: 1, index (1-based), second, probe, the
 -- index the session was pinned to before (0: none or the same); or 0, kind,
 -- retry_ms, 0, 0 with kind 'none' (none enabled), 'exhausted' (all tried),
@@ -29,16 +30,46 @@ for i = 1, N do
   by_name[NAMES[i]] = i
 end
 
--- The session's live pin: the deployment's index, or nil.
+-- affinity.rs's fade: linearly to nothing over a minute, in integers.
+local function fade(tokens, ago)
+  if ago >= 60000 then return 0 end
+  return math.floor(tokens * (60000 - ago) / 60000)
+end
+
+-- The session's live pin: the deployment's index and its faded tokens, or nil.
 local function pinned(pin, ttl)
-  if pin == 0 then return nil end
+  if pin == 0 then return nil, 0 end
   local v = redis.call('GET', KEYS[pin])
-  if not v then return nil end
-  local bar = string.find(v, '|', 1, true)
-  if not bar then return nil end
-  local last = tonumber(string.sub(v, bar + 1))
-  if last == nil or now - last >= ttl then return nil end
-  return by_name[string.sub(v, 1, bar - 1)]
+  if not v then return nil, 0 end
+  local name, last, tokens = string.match(v, '^(.*)|(%d+)|(%d+)$')
+  last, tokens = tonumber(last), tonumber(tokens)
+  if name == nil or last == nil or now - last >= ttl then return nil, 0 end
+  return by_name[name], fade(tokens, now - last)
+end
+
+-- pick.rs's should_move: the session's deployment is over its share of the
+-- tier's tokens by more than OVERLOAD_PCT %, and moving the session to the
+-- least loaded one closes at least half of the gap between the two.
+local OVERLOAD_PCT = 5
+local function should_move(i, session, tier, open)
+  local total, weights = 0, 0
+  local least_used, least_weight = nil, nil
+  for j, d in ipairs(deps) do
+    if open[j] and d.tier == tier then
+      local u, w = used(j, sec), math.max(d.weight, 1)
+      total = total + u
+      weights = weights + w
+      if j ~= i and (least_used == nil or u * least_weight < least_used * w) then
+        least_used, least_weight = u, w
+      end
+    end
+  end
+  if least_used == nil then return false end
+  local mine, my_weight = used(i, sec), math.max(deps[i].weight, 1)
+  local over = mine * weights * 100 > total * my_weight * (100 + OVERLOAD_PCT)
+  local excess = math.max(mine * weights - total * my_weight, 0)
+  local shortfall = math.max(total * least_weight - least_used * weights, 0)
+  return over and session * 4 * weights < excess + shortfall
 end
 
 local function try(estimate, marks, avoiding, pin, ttl)
@@ -55,10 +86,10 @@ local function try(estimate, marks, avoiding, pin, ttl)
     if open[i] and (tier == nil or d.tier < tier) then tier = d.tier end
   end
   local best = nil
-  local was = nil
+  local was, weight = nil, 0
   if tier ~= nil then
-    was = pinned(pin, ttl)
-    if was ~= nil and open[was] and deps[was].tier == tier then
+    was, weight = pinned(pin, ttl)
+    if was ~= nil and open[was] and deps[was].tier == tier and not should_move(was, weight, tier, open) then
       best = was
     elseif pin ~= 0 then
       -- A new session: the fewest tokens in the window for the weight.
@@ -91,7 +122,8 @@ local function try(estimate, marks, avoiding, pin, ttl)
   end
   if best ~= nil then
     if pin ~= 0 then
-      redis.call('SET', KEYS[pin], NAMES[best] .. '|' .. now, 'PX', ttl + 60000)
+      local tokens = string.format('%d', weight + estimate)
+      redis.call('SET', KEYS[pin], NAMES[best] .. '|' .. now .. '|' .. tokens, 'PX', ttl + 60000)
     end
     local repinned = 0
     if was ~= nil and was ~= best then repinned = was end

@@ -25,6 +25,7 @@ mod state;
 mod vertex;
 mod window;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -318,14 +319,17 @@ pub async fn run(opts: MockOptions) -> anyhow::Result<()> {
         std::io::ErrorKind::InvalidInput => anyhow::anyhow!("mock-upstream: {e}"),
         _ => anyhow::anyhow!("mock-upstream: cannot listen on {listen}: {e}"),
     })?;
-    match handle.shared.opts.provider {
-        MockProvider::Openai => println!("mock-upstream listening on {}", handle.base_url()),
-        other => println!(
+    let banner = match handle.shared.opts.provider {
+        MockProvider::Openai => format!("mock-upstream listening on {}", handle.base_url()),
+        other => format!(
             "mock-upstream listening on {} ({})",
             handle.base_url(),
             format!("{other:?}").to_lowercase()
         ),
-    }
+    };
+    // Not println!, which panics on a closed pipe: a script that reads the
+    // banner and leaves (`| grep -m1 listening`) still has a server.
+    let _ = writeln!(std::io::stdout(), "{banner}");
     crate::shutdown::signal().await;
     handle.shutdown();
     Ok(())

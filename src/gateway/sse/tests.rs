@@ -237,3 +237,24 @@ fn unchanged_aligned_chunks_are_not_copied() {
     let out = s.feed(chunk.clone()).unwrap();
     assert_eq!(out.as_ptr(), chunk.as_ptr());
 }
+
+#[test]
+fn frames_end_at_a_blank_line_of_either_kind() {
+    for (data, end) in [
+        (&b"data: x\n\ndata: y"[..], Some(9)),
+        (b"data: x\r\n\r\n", Some(11)),
+        (b"data: x\n\r\n", Some(10)),
+        (b"\n\n", Some(2)),
+        (b"data: x\n", None),
+        (b"data: x\n\r", None),
+        (b"a\nb\nc\n\rd", None),
+        (b"", None),
+    ] {
+        assert_eq!(
+            frame_end(data),
+            end,
+            "{:?}",
+            data.escape_ascii().to_string()
+        );
+    }
+}

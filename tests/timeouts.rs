@@ -239,3 +239,42 @@ async fn a_slow_stream_whose_chunks_come_within_the_idle_limit_is_not_cut() {
     assert_eq!(frames.last().unwrap(), "[DONE]", "{frames:?}");
     assert_eq!(gw.deployment("a").await["failures"], 0);
 }
+
+#[tokio::test]
+async fn a_finished_stream_whose_upstream_lingers_ends_cleanly_at_the_idle_limit() {
+    // The whole answer and [DONE], then the response is held open.
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|| async {
+            let frames = [
+                r#"data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#,
+                r#"data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+                "data: [DONE]",
+            ]
+            .map(|f| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(format!("{f}\n\n"))));
+            let body = futures_util::StreamExt::chain(
+                futures_util::stream::iter(frames),
+                futures_util::stream::pending(),
+            );
+            axum::response::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(axum::body::Body::from_stream(body))
+                .unwrap()
+        }),
+    );
+    let base = serve(app).await;
+    let gw = gateway(&one_model(
+        "stream_idle_timeout_s = 0.3",
+        &[deployment_url("lingers", &base, "")],
+    ))
+    .await;
+    let mut events = gw.gateway.events().subscribe();
+    let frames = sse_data(gw.post("/v1/chat/completions", stream_body()).await).await;
+    assert_eq!(frames.last().unwrap(), "[DONE]", "{frames:?}");
+    assert!(
+        !frames.iter().any(|f| f.contains("\"error\"")),
+        "{frames:?}"
+    );
+    assert_eq!(next_request(&mut events).await.outcome, RequestOutcome::Ok);
+    assert_eq!(gw.deployment("lingers").await["failures"], 0);
+}

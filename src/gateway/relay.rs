@@ -217,6 +217,15 @@ impl Relay {
         Poll::Ready(out.map(Ok))
     }
 
+    /// The answer is complete (`[DONE]` went out) but the upstream keeps
+    /// its response open. The relay reads on until it ends, so the
+    /// connection can go back to the pool; a timer that runs out meanwhile
+    /// ends a finished stream, not a broken one.
+    fn finished_upstream_lingers(&mut self) -> Poll<Option<Result<Bytes, io::Error>>> {
+        self.end(RequestOutcome::Ok);
+        Poll::Ready(None)
+    }
+
     fn send(&mut self, out: Bytes) -> Poll<Option<Result<Bytes, io::Error>>> {
         self.sent += out.len() as u64;
         Poll::Ready(Some(Ok(out)))
@@ -235,6 +244,9 @@ impl Stream for Relay {
             return Poll::Ready(None);
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
+            if this.decoder.done() {
+                return this.finished_upstream_lingers();
+            }
             return this.break_off(
                 "the request timeout ran out while streaming",
                 "request_timeout",
@@ -246,6 +258,9 @@ impl Stream for Relay {
                     if let Some(idle) = &mut this.idle
                         && idle.expired(cx)
                     {
+                        if this.decoder.done() {
+                            return this.finished_upstream_lingers();
+                        }
                         let message = format!(
                             "the upstream sent nothing for {:.1}s (stream_idle_timeout_s)",
                             idle.limit.as_secs_f64()

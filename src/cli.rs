@@ -1,5 +1,7 @@
 //! The command line of the contract: `switchboard [serve|demo|init|check|mock-upstream|attach]`.
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -106,9 +108,24 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("switchboard: {e:#}");
+            // Not eprintln!, which panics when stderr is a closed pipe too.
+            let _ = writeln!(std::io::stderr(), "switchboard: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`switchboard check |
+/// head -1`) is not an error: it read what it wanted, and the command's
+/// outcome stands. `println!` would panic there instead: Rust ignores
+/// SIGPIPE, so the write fails with `EPIPE`. Restoring SIGPIPE's default
+/// would also end the servers (`serve`, `mock-upstream`) whose log reader
+/// leaves, so only the commands' own output is treated this way.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        written => Ok(written?),
     }
 }
 
@@ -217,7 +234,10 @@ fn dashboard(path: &Path, listen: Option<SocketAddr>, allow: bool) -> anyhow::Re
         crate::dashboard::serve_with_dashboard(gateway, listener, info).await
     });
     if result.is_ok() {
-        println!("switchboard stopped (log: {})", log_path.display());
+        let _ = print_out(&format!(
+            "switchboard stopped (log: {})\n",
+            log_path.display()
+        ));
     }
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     drop(log);
@@ -258,7 +278,7 @@ fn attach(url: &str, key: Option<&str>) -> anyhow::Result<()> {
         )
     });
     if let Some(w) = &warning {
-        eprintln!("switchboard: warning: {w}");
+        let _ = writeln!(std::io::stderr(), "switchboard: warning: {w}");
     }
     let (log, log_path) = crate::logging::to_file()?;
     if let Some(w) = &warning {
@@ -335,7 +355,6 @@ async fn serve_until_signalled(
 }
 
 fn init(file: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -347,17 +366,18 @@ fn init(file: &Path) -> anyhow::Result<()> {
             _ => anyhow::anyhow!("cannot create {}: {e}", file.display()),
         })?;
     f.write_all(config::EXAMPLE_CONFIG.as_bytes())?;
-    println!(
-        "wrote {}: edit the deployments, then `switchboard check --config {}`",
+    print_out(&format!(
+        "wrote {}: edit the deployments, then `switchboard check --config {}`\n",
         file.display(),
         file.display()
-    );
-    Ok(())
+    ))
 }
 
 fn check(path: &Path) -> anyhow::Result<()> {
     let config = load(path)?;
-    println!(
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
         "{}: ok — listens on {}, {} model(s)",
         path.display(),
         config.server.listen,
@@ -365,7 +385,8 @@ fn check(path: &Path) -> anyhow::Result<()> {
     );
     for m in &config.models {
         let enabled = m.deployments.iter().filter(|d| d.enabled).count();
-        println!(
+        let _ = writeln!(
+            text,
             "  {}: {} deployment(s), {} enabled",
             m.name,
             m.deployments.len(),
@@ -383,11 +404,12 @@ fn check(path: &Path) -> anyhow::Result<()> {
                 (_, Some(r), None) => format!("{} {r}", d.provider),
                 _ => d.provider.to_string(),
             };
-            println!(
+            let _ = writeln!(
+                text,
                 "    - {} → {} ({provider}, {}, {}, {})",
                 d.name, d.api_base, d.model_id, tpm, state
             );
         }
     }
-    Ok(())
+    print_out(&text)
 }

@@ -25,6 +25,7 @@ mod state;
 mod vertex;
 mod window;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -214,6 +215,23 @@ pub enum Mode {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         exception: Option<String>,
     },
+    /// Wait `delay_ms` before the response headers, then answer normally:
+    /// a provider slow to its first token.
+    SlowFirstByte { delay_ms: u64 },
+    /// Streams: send `after_chunks` chunks, then nothing, the connection
+    /// left open (0: headers and silence). Non-streams: the first half of
+    /// the body, then silence.
+    StallMidStream { after_chunks: u32 },
+    /// Streams: the whole answer, its finish chunk and usage included, then
+    /// a clean end without the provider's closing event (OpenAI's
+    /// `data: [DONE]`, Anthropic's `message_stop`, Bedrock's `metadata`).
+    /// Non-streams answer normally.
+    NoDone,
+    /// Streams: after `after_chunks` chunks, one extra frame whose data is
+    /// not JSON (a copy of the next frame cut short; for Bedrock a
+    /// well-framed event with such a payload), then the whole rest.
+    /// Non-streams answer normally.
+    MalformedChunk { after_chunks: u32 },
 }
 
 /// Counters since the mock started.
@@ -318,14 +336,17 @@ pub async fn run(opts: MockOptions) -> anyhow::Result<()> {
         std::io::ErrorKind::InvalidInput => anyhow::anyhow!("mock-upstream: {e}"),
         _ => anyhow::anyhow!("mock-upstream: cannot listen on {listen}: {e}"),
     })?;
-    match handle.shared.opts.provider {
-        MockProvider::Openai => println!("mock-upstream listening on {}", handle.base_url()),
-        other => println!(
+    let banner = match handle.shared.opts.provider {
+        MockProvider::Openai => format!("mock-upstream listening on {}", handle.base_url()),
+        other => format!(
             "mock-upstream listening on {} ({})",
             handle.base_url(),
             format!("{other:?}").to_lowercase()
         ),
-    }
+    };
+    // Not println!, which panics on a closed pipe: a script that reads the
+    // banner and leaves (`| grep -m1 listening`) still has a server.
+    let _ = writeln!(std::io::stdout(), "{banner}");
     crate::shutdown::signal().await;
     handle.shutdown();
     Ok(())
@@ -439,5 +460,23 @@ mod tests {
             serde_json::to_string(&Mode::HangAfterHeaders).unwrap(),
             r#"{"mode":"hang_after_headers"}"#
         );
+        for (json, mode) in [
+            (
+                r#"{"mode":"slow_first_byte","delay_ms":500}"#,
+                Mode::SlowFirstByte { delay_ms: 500 },
+            ),
+            (
+                r#"{"mode":"stall_mid_stream","after_chunks":3}"#,
+                Mode::StallMidStream { after_chunks: 3 },
+            ),
+            (r#"{"mode":"no_done"}"#, Mode::NoDone),
+            (
+                r#"{"mode":"malformed_chunk","after_chunks":2}"#,
+                Mode::MalformedChunk { after_chunks: 2 },
+            ),
+        ] {
+            assert_eq!(serde_json::from_str::<Mode>(json).unwrap(), mode);
+            assert_eq!(serde_json::to_string(&mode).unwrap(), json);
+        }
     }
 }

@@ -265,3 +265,48 @@ fn a_reachable_address_without_client_keys_is_refused() {
     assert!(!ok);
     assert!(err.contains("refusing to listen on [::]:4000"), "{err}");
 }
+
+/// Runs the binary with its stdout on a pipe whose reader has already
+/// gone, as `switchboard check | head -0` would (deterministic: the read end
+/// is closed before the process starts, so its first write fails).
+fn into_a_closed_pipe(args: &[&str], dir: &std::path::Path) -> (std::process::ExitStatus, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn commands_that_print_exit_quietly_when_their_reader_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ok.toml"),
+        "[[models]]\nname = \"gpt-4o\"\n[[models.deployments]]\nname = \"a\"\napi_base = \"http://127.0.0.1:1/v1\"\nmodel_id = \"x\"\n",
+    )
+    .unwrap();
+    for args in [
+        &["check", "--config", "ok.toml"][..],
+        &["init", "new.toml"],
+        &["--help"],
+        &["--version"],
+        &["check", "--help"],
+    ] {
+        let (status, stderr) = into_a_closed_pipe(args, dir.path());
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+        // The command's own outcome stands: the config is good, the file was written.
+        assert!(status.success(), "{args:?}: {status:?} {stderr}");
+    }
+    assert!(dir.path().join("new.toml").exists());
+}

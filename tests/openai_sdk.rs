@@ -70,3 +70,47 @@ async fn the_openai_python_sdk_works_through_the_gateway() {
     assert_eq!(seen["models"], serde_json::json!(["m"]));
     assert_eq!(seen["unknown_model"], "model_not_found");
 }
+
+/// The SDK reads a stream that ended without `[DONE]` after its finish, and
+/// one with a malformed chunk in the middle, as whole answers: no exception.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_gets_whole_answers_from_streams_without_done_or_with_a_bad_chunk() {
+    if !common::sdk::sdk_available("openai") {
+        return;
+    }
+    let (no_done, malformed, normal) = (
+        mock_with(|o| o.tokens = 5).await,
+        mock_with(|o| o.tokens = 5).await,
+        mock_with(|o| o.tokens = 5).await,
+    );
+    no_done.set_mode(switchboard::mock_upstream::Mode::NoDone);
+    malformed.set_mode(switchboard::mock_upstream::Mode::MalformedChunk { after_chunks: 3 });
+    let model = |name: &str, m: &switchboard::mock_upstream::MockHandle| {
+        format!("[[models]]\nname = \"{name}\"\n{}", deployment(name, m, ""))
+    };
+    let gw = gateway(
+        &[
+            model("no-done", &no_done),
+            model("malformed", &malformed),
+            model("normal", &normal),
+        ]
+        .concat(),
+    )
+    .await;
+    let seen = common::sdk::python(
+        "openai_stream_ends.py",
+        vec![
+            gw.url("/v1"),
+            "no-done".into(),
+            "malformed".into(),
+            "normal".into(),
+        ],
+    )
+    .await;
+    for model in ["no-done", "malformed"] {
+        assert_eq!(seen[model]["error"], serde_json::Value::Null, "{seen}");
+        assert_eq!(seen[model]["text"], seen["normal"]["text"], "{seen}");
+        assert_eq!(seen[model]["finish_reason"], "stop", "{seen}");
+        assert_eq!(seen[model]["usage"], 5, "{seen}");
+    }
+}

@@ -353,10 +353,7 @@ async fn our_header_wins_over_the_clients_and_the_body() {
     for _ in 0..4 {
         let again = chat_with(
             &gw,
-            &[
-                ("x-switchboard-session", "s"),
-                ("session-id", &format!("{}", rand_id())),
-            ],
+            &[("x-switchboard-session", "s"), ("session-id", &rand_id())],
             json!({"prompt_cache_key": rand_id()}),
         )
         .await;

@@ -2,17 +2,20 @@
 //! deadlines, the start of a stream up to its first event worth sending,
 //! an error status classified by the deployment's provider.
 
+use std::time::Duration;
+
 use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use super::provider::{AnswerContext, Decoder, Dialect, ErrorVerdict};
 use super::proxy::{Attempted, Passed, Tokens};
-use super::relay::ByteStream;
+use super::relay::{ByteStream, Tail};
 use super::request::Endpoint;
 use super::upstream::Response as UpResponse;
 use crate::events::AttemptOutcome;
 use crate::router::Verdict;
+use tokio::time::Instant;
 
 /// The largest answer read into memory from an upstream (non-streaming).
 const MAX_ANSWER_BYTES: usize = 64 << 20;
@@ -123,61 +126,82 @@ pub(super) async fn read_answer(
     }
 }
 
+/// How a stream is watched before and after it is committed.
+pub(super) struct Watch {
+    pub(super) upstream: std::sync::Arc<super::upstream::Upstream>,
+    /// By when the first bytes worth sending must come (at the latest
+    /// `deadline`).
+    pub(super) first_deadline: Instant,
+    /// The longest silence allowed between chunks, headers included.
+    pub(super) idle: Option<Duration>,
+    /// The attempt's deadline.
+    pub(super) deadline: Instant,
+}
+
+/// Why an attempt that streamed nothing worth sending yet is failed over.
+fn stream_refused(decoder: &Decoder, first: Option<&Bytes>) -> Option<Attempted> {
+    if decoder.saw_invalid() || decoder.skipped() > 0 {
+        let what = decoder.last_skipped().unwrap_or_default();
+        return Some(failed(
+            AttemptOutcome::InvalidResponse,
+            format!("streamed an event that is not JSON: {what}"),
+            Tokens::Estimate,
+        ));
+    }
+    if !decoder.saw_error() {
+        return None;
+    }
+    let text = match (decoder.error_message(), first) {
+        (Some(m), _) => m.to_string(),
+        (None, Some(first)) => String::from_utf8_lossy(first).trim().to_string(),
+        (None, None) => "an error event".to_string(),
+    };
+    Some(match decoder.rate_limited() {
+        Some(status) => Attempted::Failed {
+            outcome: AttemptOutcome::Status { status },
+            verdict: Verdict::RateLimited(None),
+            detail: format!("streamed a rate limit: {text}"),
+            tokens: Tokens::Actual(0),
+        },
+        None => failed(
+            AttemptOutcome::InvalidResponse,
+            format!("streamed an error: {text}"),
+            Tokens::Actual(0),
+        ),
+    })
+}
+
+/// Reads a stream up to its first bytes worth sending: until then,
+/// failing over is invisible to the client. Silence counts from the
+/// headers: an upstream that sends them and then nothing for the idle
+/// limit is failed over long before the first-byte timeout.
 pub(super) async fn start_stream(
     response: UpResponse,
     mut decoder: Decoder,
-    first_deadline: tokio::time::Instant,
+    watch: Watch,
 ) -> Attempted {
     let status = response.status();
     let mut headers = Passed::from(response.headers());
     if decoder.translates() {
         headers.content_type = Some(HeaderValue::from_static("text/event-stream"));
     }
-    let mut rest: ByteStream = Box::pin(http_body_util::BodyDataStream::new(response.into_body()));
-    // Wait for the first bytes worth sending: until then, failing over is invisible to the client.
+    let mut body: ByteStream = Box::pin(http_body_util::BodyDataStream::new(response.into_body()));
+    let first_deadline = watch.first_deadline;
+    let mut silent_until = watch.idle.map(|idle| Instant::now() + idle);
     loop {
-        match tokio::time::timeout_at(first_deadline, rest.next()).await {
+        let until = silent_until.map_or(first_deadline, |s| s.min(first_deadline));
+        let chunk = match tokio::time::timeout_at(until, body.next()).await {
             Err(_) => {
-                return failed(
-                    AttemptOutcome::Timeout,
-                    "sent headers but no data in time",
-                    Tokens::Estimate,
-                );
+                let detail = match (silent_until, watch.idle) {
+                    (Some(s), Some(idle)) if s < first_deadline => format!(
+                        "sent nothing for {:.1}s before its first event (stream_idle_timeout_s)",
+                        idle.as_secs_f64()
+                    ),
+                    _ => "sent headers but no data in time".to_string(),
+                };
+                return failed(AttemptOutcome::Timeout, detail, Tokens::Estimate);
             }
-            Ok(Some(Ok(chunk))) => {
-                if let Some(first) = decoder.feed(chunk) {
-                    if decoder.saw_invalid() {
-                        return failed(
-                            AttemptOutcome::InvalidResponse,
-                            "streamed an event that is not JSON",
-                            Tokens::Estimate,
-                        );
-                    }
-                    if decoder.saw_error() {
-                        let text = String::from_utf8_lossy(&first).trim().to_string();
-                        if decoder.rate_limited() {
-                            return Attempted::Failed {
-                                outcome: AttemptOutcome::Status { status: 429 },
-                                verdict: Verdict::RateLimited(None),
-                                detail: format!("streamed a throttling error: {text}"),
-                                tokens: Tokens::Actual(0),
-                            };
-                        }
-                        return failed(
-                            AttemptOutcome::InvalidResponse,
-                            format!("streamed an error: {text}"),
-                            Tokens::Actual(0),
-                        );
-                    }
-                    return Attempted::Streaming {
-                        status,
-                        headers,
-                        first,
-                        rest,
-                        decoder,
-                    };
-                }
-            }
+            Ok(Some(Ok(chunk))) => chunk,
             Ok(Some(Err(e))) => {
                 return failed(
                     AttemptOutcome::InvalidResponse,
@@ -186,21 +210,17 @@ pub(super) async fn start_stream(
                 );
             }
             Ok(None) => {
-                return match decoder.finish() {
-                    // An error, or a stream with nothing in it but its end.
-                    Some(first) if decoder.saw_error() => failed(
-                        AttemptOutcome::InvalidResponse,
-                        format!(
-                            "streamed an error: {}",
-                            String::from_utf8_lossy(&first).trim()
-                        ),
-                        Tokens::Actual(0),
-                    ),
+                let first = decoder.finish();
+                if let Some(refused) = stream_refused(&decoder, first.as_ref()) {
+                    return refused;
+                }
+                return match first {
+                    // A stream with nothing in it but its end.
                     Some(first) => Attempted::Streaming {
                         status,
                         headers,
                         first,
-                        rest,
+                        rest: tail(body, watch),
                         decoder,
                     },
                     None => failed(
@@ -210,7 +230,32 @@ pub(super) async fn start_stream(
                     ),
                 };
             }
+        };
+        if let Some(idle) = watch.idle {
+            silent_until = Some(Instant::now() + idle);
         }
+        let first = decoder.feed(chunk);
+        if let Some(refused) = stream_refused(&decoder, first.as_ref()) {
+            return refused;
+        }
+        if let Some(first) = first {
+            return Attempted::Streaming {
+                status,
+                headers,
+                first,
+                rest: tail(body, watch),
+                decoder,
+            };
+        }
+    }
+}
+
+fn tail(body: ByteStream, watch: Watch) -> Tail {
+    Tail {
+        body,
+        upstream: watch.upstream,
+        idle: watch.idle,
+        deadline: watch.deadline,
     }
 }
 

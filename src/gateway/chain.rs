@@ -128,14 +128,14 @@ impl Flight {
         kind: Refusal,
         answer: Passback,
         deadline: tokio::time::Instant,
-    ) -> Result<(), Passback> {
+    ) -> Result<(), Box<Passback>> {
         let list = {
             let state = self.origin().lock();
             let policy = &state.policy;
             match kind {
                 Refusal::ContextWindow => policy.context_window_fallbacks.clone(),
                 Refusal::ContentPolicy => policy.content_policy_fallbacks.clone(),
-                Refusal::Other => return Err(answer),
+                Refusal::Other => return Err(Box::new(answer)),
             }
         };
         let chain = self.chain();
@@ -146,7 +146,7 @@ impl Flight {
             .collect();
         if queue.is_empty() {
             // The first such answer, from the model asked for, tells most.
-            return Err(chain.refused.take().unwrap_or(answer));
+            return Err(Box::new(chain.refused.take().unwrap_or(answer)));
         }
         chain.queue = queue;
         chain.refused.get_or_insert(answer);
@@ -157,11 +157,12 @@ impl Flight {
         if self.next_model(reason.to_string(), deadline) {
             Ok(())
         } else {
-            Err(self
-                .chain
-                .as_mut()
-                .and_then(|c| c.refused.take())
-                .expect("kept just above"))
+            Err(Box::new(
+                self.chain
+                    .as_mut()
+                    .and_then(|c| c.refused.take())
+                    .expect("kept just above"),
+            ))
         }
     }
 

@@ -53,6 +53,8 @@ struct DeploymentCounts {
     /// Requests this deployment answered, by latency bucket (the last is +Inf).
     buckets: [u64; LATENCY_BUCKETS.len() + 1],
     seconds: f64,
+    /// Stream frames left out because they were not JSON.
+    skipped_frames: u64,
 }
 
 /// An attempt's outcome as a label: an HTTP status or what went wrong before one.
@@ -157,6 +159,17 @@ impl Metrics {
         }
     }
 
+    /// Frames of a stream `deployment` answered that were left out because
+    /// they were not JSON (the stream went on without them).
+    pub fn skipped_frames(&self, model: &Arc<str>, deployment: &Arc<str>, frames: u64) {
+        let mut inner = self.lock();
+        let model = inner.models.entry(model, ModelCounts::default);
+        model
+            .deployments
+            .entry(deployment, DeploymentCounts::default)
+            .skipped_frames += frames;
+    }
+
     /// The text exposition, with deployment gauges taken from `states`.
     pub fn render(&self, states: &[(String, Vec<SlotStatus>)]) -> String {
         let mut out = String::with_capacity(4096);
@@ -235,6 +248,25 @@ impl Metrics {
                             "tokens_total",
                             &[("model", name), ("deployment", dep), ("kind", kind)],
                             n,
+                        );
+                    }
+                }
+            }
+            header(
+                &mut out,
+                "stream_frames_skipped_total",
+                "counter",
+                "Stream frames left out because they were not JSON.",
+            );
+            for name in &names {
+                for (dep, d) in sorted(&models[*name]) {
+                    if d.skipped_frames > 0 {
+                        let labels = [("model", &***name), ("deployment", dep)];
+                        line(
+                            &mut out,
+                            "stream_frames_skipped_total",
+                            &labels,
+                            d.skipped_frames,
                         );
                     }
                 }
@@ -396,6 +428,7 @@ mod tests {
         ));
         m.record(&event(&[("b", ok)], 200, 200.0));
         m.record(&event(&[("a", AttemptOutcome::Timeout)], 504, 7000.0));
+        m.skipped_frames(&"m".into(), &"b".into(), 2);
         let text = m.render(&[]);
         for want in [
             "switchboard_requests_total{model=\"m\",status=\"200\"} 2",
@@ -414,6 +447,7 @@ mod tests {
             "switchboard_request_duration_seconds_bucket{model=\"m\",deployment=\"a\",le=\"5\"} 0",
             "switchboard_request_duration_seconds_bucket{model=\"m\",deployment=\"a\",le=\"10\"} 1",
             "# TYPE switchboard_request_duration_seconds histogram",
+            "switchboard_stream_frames_skipped_total{model=\"m\",deployment=\"b\"} 2",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }

@@ -14,14 +14,14 @@ use bytes::{Bytes, BytesMut};
 use serde_json::json;
 
 use super::answer::{
-    failed, is_event_stream, read_answer, root_cause, start_stream, upstream_error,
+    Watch, failed, is_event_stream, read_answer, root_cause, start_stream, upstream_error,
 };
 use super::error::ApiError;
 pub(super) use super::flight::Flight;
 use super::flight::Passback;
 use super::provider::{AnswerContext, Decoder};
 use super::refusal;
-use super::relay::{ByteStream, Relay};
+use super::relay::{Relay, Tail};
 use super::request::{self, Endpoint, Inspected};
 use super::sse::Usage;
 use super::upstream::{Sent, Upstream};
@@ -202,7 +202,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
         return ApiError::ModelNotFound(req.model).into_response();
     };
     let deadline = tokio::time::Instant::from_std(far(started, settings.request_timeout));
-    let first_byte = settings.first_byte_timeout;
+    let timeouts = ServerTimeouts::of(&settings);
     drop(settings);
     let cluster = gw.cluster().cloned();
     let mut flight = Flight::new(gw.clone(), route, endpoint, &req, started);
@@ -224,7 +224,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
             }
         };
         let attempted = attempt(
-            &gw, &flight, &upstream, endpoint, &req, &body, deadline, first_byte,
+            &gw, &flight, &upstream, endpoint, &req, &body, deadline, timeouts,
         )
         .await;
         match scrubbed(attempted, &upstream) {
@@ -265,6 +265,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     match flight.divert(kind, answer, deadline) {
                         Ok(()) => continue,
                         Err(a) => {
+                            let a = *a;
                             // Perhaps an earlier model's answer (see `divert`).
                             upstream = a.upstream;
                             (a.status, a.headers, a.body, a.model)
@@ -470,7 +471,7 @@ pub(super) enum Attempted {
         status: StatusCode,
         headers: Passed,
         first: Bytes,
-        rest: ByteStream,
+        rest: Tail,
         decoder: Decoder,
     },
     /// The deployment's API cannot take this request (a parameter it cannot
@@ -544,24 +545,48 @@ fn scrubbed(attempted: Attempted, up: &Upstream) -> Attempted {
     }
 }
 
+/// The server's timeouts, which a deployment's own override.
+#[derive(Debug, Clone, Copy)]
+struct ServerTimeouts {
+    first_byte: Duration,
+    stream_idle: Option<Duration>,
+}
+
+impl ServerTimeouts {
+    fn of(settings: &super::Settings) -> Self {
+        Self {
+            first_byte: settings.first_byte_timeout,
+            stream_idle: settings.stream_idle_timeout,
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn attempt(
     gw: &Gateway,
     flight: &Flight,
-    up: &Upstream,
+    up: &std::sync::Arc<Upstream>,
     endpoint: Endpoint,
     req: &Inspected,
     body: &Bytes,
     deadline: tokio::time::Instant,
-    first_byte: Duration,
+    server: ServerTimeouts,
 ) -> Attempted {
     let dialect = up.plan.dialect;
     let payload = match dialect.body(req, body, &up.model_json, &up.config.model_id) {
         Ok(p) => p,
         Err(e) => return Attempted::Refused(e),
     };
-    let first_deadline =
-        tokio::time::Instant::from_std(far(Instant::now(), first_byte)).min(deadline);
+    let own = up.config.timeouts;
+    let first_byte = own.first_byte.unwrap_or(server.first_byte);
+    let started = Instant::now();
+    // The deployment's own request timeout bounds its attempt, inside the
+    // request's: when it runs out, the next deployment still has the rest.
+    let deadline = match own.request {
+        Some(limit) => deadline.min(tokio::time::Instant::from_std(far(started, limit))),
+        None => deadline,
+    };
+    let first_deadline = tokio::time::Instant::from_std(far(started, first_byte)).min(deadline);
     let sent = tokio::time::timeout_at(
         first_deadline,
         up.request(gw.client(), endpoint, req.stream, payload),
@@ -569,9 +594,10 @@ async fn attempt(
     .await;
     let response = match sent {
         Err(_) => {
+            let waited = first_deadline.into_std().saturating_duration_since(started);
             return failed(
                 AttemptOutcome::Timeout,
-                format!("did not answer within {:.1}s", first_byte.as_secs_f64()),
+                format!("did not answer within {:.1}s", waited.as_secs_f64()),
                 Tokens::Estimate,
             );
         }
@@ -613,7 +639,13 @@ async fn attempt(
     // A request the gateway could not tell was a stream (`"stream": "yes"`)
     // is relayed as one when a lenient upstream answers with one.
     if req.stream || is_event_stream(response.headers()) {
-        start_stream(response, dialect.decoder(req, &cx), first_deadline).await
+        let watch = Watch {
+            upstream: up.clone(),
+            first_deadline,
+            idle: own.stream_idle.or(server.stream_idle),
+            deadline,
+        };
+        start_stream(response, dialect.decoder(req, &cx), watch).await
     } else {
         read_answer(response, dialect, &cx, first_deadline, deadline).await
     }

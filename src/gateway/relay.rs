@@ -1,31 +1,82 @@
 //! Relaying a committed stream to the client, chunk by chunk, unbuffered.
 //!
 //! Once the first bytes have gone out, failing over is no longer possible: a
-//! stream that breaks afterwards (upstream error, truncation, the request
-//! deadline) ends with an SSE error event, never with a clean `[DONE]`, so the
-//! client's SDK raises instead of returning half an answer as if complete.
-//! The token count is settled when the stream ends, or when the client drops it.
+//! stream that breaks afterwards (upstream error, truncation, silence past
+//! the idle timeout, the request deadline) ends with an SSE error event,
+//! never with a clean `[DONE]`, so the client's SDK raises instead of
+//! returning half an answer as if complete; each break is logged. A stream
+//! that ends cleanly after its answer finished is a finish, `[DONE]` or not
+//! (the decoders add it). The token count is settled when the stream ends,
+//! or when the client drops it.
 
+use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::json;
+use tokio::time::{Instant, Sleep};
 
 use super::flight::Flight;
 use super::provider::Decoder;
+use super::upstream::Upstream;
 use crate::events::RequestOutcome;
+use crate::router::Verdict;
 
 pub(super) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
+
+/// The rest of an upstream's stream once its first bytes are ready, and
+/// how the relay is to watch it: the attempt's own limits and who sends it.
+pub(super) struct Tail {
+    pub(super) body: ByteStream,
+    pub(super) upstream: Arc<Upstream>,
+    /// The longest silence allowed between two chunks.
+    pub(super) idle: Option<Duration>,
+    /// The attempt's deadline: the request's, or the deployment's own
+    /// `request_timeout_s` when that comes first.
+    pub(super) deadline: Instant,
+}
 
 pub(super) struct Relay {
     flight: Flight,
     first: Option<Bytes>,
     upstream: ByteStream,
+    from: Arc<Upstream>,
     decoder: Decoder,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: Pin<Box<Sleep>>,
+    idle: Option<Idle>,
+    /// Bytes handed to the client so far, for the log of a break.
+    sent: u64,
+    /// Skipped frames already logged.
+    skipped: u64,
     ended: bool,
+}
+
+/// The idle timer. The sleep is not re-armed per chunk (that would touch
+/// the timer wheel on every token): each chunk only notes the time, and
+/// when the sleep fires early it is moved to the last chunk + the limit.
+struct Idle {
+    limit: Duration,
+    last: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Idle {
+    /// Whether the stream has been silent for the whole limit; registers
+    /// the waker otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let due = self.last + self.limit;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.sleep.as_mut().reset(due);
+        }
+        false
+    }
 }
 
 fn error_event(message: &str, code: &str) -> Bytes {
@@ -37,16 +88,27 @@ impl Relay {
     pub(super) fn new(
         flight: Flight,
         first: Bytes,
-        upstream: ByteStream,
+        rest: Tail,
         decoder: Decoder,
-        deadline: tokio::time::Instant,
+        deadline: Instant,
     ) -> Self {
+        let now = Instant::now();
+        let idle = rest.idle.map(|limit| Idle {
+            limit,
+            last: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
+        });
+        let skipped = decoder.skipped();
         Self {
             flight,
+            sent: first.len() as u64,
             first: Some(first),
-            upstream,
+            upstream: rest.body,
+            from: rest.upstream,
             decoder,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline: Box::pin(tokio::time::sleep_until(deadline.min(rest.deadline))),
+            idle,
+            skipped,
             ended: false,
         }
     }
@@ -69,27 +131,60 @@ impl Relay {
             .map_or(prompt + completion, |u| u.total());
         // Before settling: settling releases the record of who answered.
         if outcome == RequestOutcome::StreamInterrupted {
-            // Throttled mid-stream (Bedrock's throttlingException): a rate
+            // Throttled or overloaded mid-stream (Bedrock's
+            // throttlingException, Anthropic's overloaded_error): a rate
             // limit, which cools the deployment down at once.
-            let verdict = if self.decoder.rate_limited() {
-                crate::router::Verdict::RateLimited(None)
-            } else {
-                crate::router::Verdict::Failed
+            let verdict = match self.decoder.rate_limited() {
+                Some(_) => Verdict::RateLimited(None),
+                None => Verdict::Failed,
             };
             self.flight.fail_answering(verdict);
+        }
+        let skipped = self.decoder.skipped();
+        if skipped > 0 {
+            self.flight.gw.shared.metrics.skipped_frames(
+                &self.flight.route.name,
+                &self.from.name,
+                skipped,
+            );
         }
         self.flight.settle(total);
         self.flight
             .finish(200, outcome, prompt, completion, estimated);
     }
 
-    /// Ends the stream with an error event (and whatever was still buffered).
-    fn break_off(
-        &mut self,
-        message: &str,
-        code: &str,
-    ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
-        let rest = self.decoder.finish();
+    /// A break after the first byte: the client's SDK raises, and without
+    /// this line the operator would never hear of it.
+    fn log_break(&self, reason: &str) {
+        tracing::warn!(
+            model = %self.flight.route.name,
+            deployment = %self.from.name,
+            bytes_sent = self.sent,
+            reason = %self.from.scrub(reason.to_string()),
+            "stream broke off after its first byte"
+        );
+    }
+
+    /// Frames left out since the last look: logged (the last one's start,
+    /// escaped and scrubbed), counted in the metrics when the stream ends.
+    #[cold]
+    fn log_skipped(&mut self) {
+        let skipped = self.decoder.skipped();
+        let what = self.decoder.last_skipped().unwrap_or_default().to_string();
+        tracing::warn!(
+            model = %self.flight.route.name,
+            deployment = %self.from.name,
+            frames = skipped - self.skipped,
+            last = %self.from.scrub(what),
+            "left out stream frames that are not JSON"
+        );
+        self.skipped = skipped;
+    }
+
+    /// Ends the stream with an error event, after the whole frames the
+    /// decoder still had.
+    fn break_off(&mut self, message: &str, code: &str) -> Poll<Option<Result<Bytes, io::Error>>> {
+        let rest = self.decoder.abandon();
         self.break_off_after(rest, message, code)
     }
 
@@ -99,7 +194,8 @@ impl Relay {
         rest: Option<Bytes>,
         message: &str,
         code: &str,
-    ) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+    ) -> Poll<Option<Result<Bytes, io::Error>>> {
+        self.log_break(message);
         let mut out = rest.map(|b| b.to_vec()).unwrap_or_default();
         if !out.is_empty() && !out.ends_with(b"\n\n") {
             out.extend_from_slice(b"\n\n");
@@ -108,10 +204,36 @@ impl Relay {
         self.end(RequestOutcome::StreamInterrupted);
         Poll::Ready(Some(Ok(Bytes::from(out))))
     }
+
+    /// The upstream sent its own error event (now on its way to the
+    /// client): the stream ends here, whatever the upstream does next.
+    fn upstream_error(&mut self, out: Option<Bytes>) -> Poll<Option<Result<Bytes, io::Error>>> {
+        let reason = match self.decoder.error_message() {
+            Some(m) => format!("the upstream sent an error event: {m}"),
+            None => "the upstream sent an error event".to_string(),
+        };
+        self.log_break(&reason);
+        self.end(RequestOutcome::StreamInterrupted);
+        Poll::Ready(out.map(Ok))
+    }
+
+    /// The answer is complete (`[DONE]` went out) but the upstream keeps
+    /// its response open. The relay reads on until it ends, so the
+    /// connection can go back to the pool; a timer that runs out meanwhile
+    /// ends a finished stream, not a broken one.
+    fn finished_upstream_lingers(&mut self) -> Poll<Option<Result<Bytes, io::Error>>> {
+        self.end(RequestOutcome::Ok);
+        Poll::Ready(None)
+    }
+
+    fn send(&mut self, out: Bytes) -> Poll<Option<Result<Bytes, io::Error>>> {
+        self.sent += out.len() as u64;
+        Poll::Ready(Some(Ok(out)))
+    }
 }
 
 impl Stream for Relay {
-    type Item = Result<Bytes, std::io::Error>;
+    type Item = Result<Bytes, io::Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
@@ -122,6 +244,9 @@ impl Stream for Relay {
             return Poll::Ready(None);
         }
         if this.deadline.as_mut().poll(cx).is_ready() {
+            if this.decoder.done() {
+                return this.finished_upstream_lingers();
+            }
             return this.break_off(
                 "the request timeout ran out while streaming",
                 "request_timeout",
@@ -129,10 +254,34 @@ impl Stream for Relay {
         }
         loop {
             match this.upstream.as_mut().poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    if let Some(idle) = &mut this.idle
+                        && idle.expired(cx)
+                    {
+                        if this.decoder.done() {
+                            return this.finished_upstream_lingers();
+                        }
+                        let message = format!(
+                            "the upstream sent nothing for {:.1}s (stream_idle_timeout_s)",
+                            idle.limit.as_secs_f64()
+                        );
+                        return this.break_off(&message, "stream_idle_timeout");
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Ok(chunk))) => {
-                    if let Some(out) = this.decoder.feed(chunk) {
-                        return Poll::Ready(Some(Ok(out)));
+                    if let Some(idle) = &mut this.idle {
+                        idle.last = Instant::now();
+                    }
+                    let out = this.decoder.feed(chunk);
+                    if this.decoder.skipped() != this.skipped {
+                        this.log_skipped();
+                    }
+                    if this.decoder.saw_error() {
+                        return this.upstream_error(out);
+                    }
+                    if let Some(out) = out {
+                        return this.send(out);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -146,14 +295,12 @@ impl Stream for Relay {
                         return Poll::Ready(rest.map(Ok));
                     }
                     if this.decoder.saw_error() {
-                        // The upstream itself ended with an error event; pass it on as is.
-                        this.end(RequestOutcome::StreamInterrupted);
-                        return Poll::Ready(rest.map(Ok));
+                        return this.upstream_error(rest);
                     }
-                    // The unterminated tail goes out first, then the error.
+                    // The whole frames of the tail go out first, then the error.
                     return this.break_off_after(
                         rest,
-                        "the upstream ended the stream without [DONE]",
+                        "the upstream ended the stream before its answer finished",
                         "stream_truncated",
                     );
                 }

@@ -93,19 +93,22 @@ impl MockBody {
             Mode::HangAfterHeaders => MockBody::stream(Vec::new(), Duration::ZERO, End::Hang),
             Mode::ResetMidStream { .. } => MockBody::first_half(json, End::Abort),
             Mode::TruncatedStream { .. } => MockBody::first_half(json, End::Clean),
+            Mode::StallMidStream { .. } => MockBody::first_half(json, End::Hang),
             _ => MockBody::full(json),
         }
     }
 
     /// A stream of `frames`, spoiled as `mode` says: `garbage` instead of
-    /// them, cut, or cut and ended with the provider's `error` frame (made
-    /// from the mode's exception name, if it gives one).
+    /// them, cut, cut and ended with the provider's `error` frame (made
+    /// from the mode's exception name, if it gives one), or with a
+    /// `malformed` frame (made from the frame it precedes) slipped in.
     pub(super) fn spoiled(
         mode: &super::Mode,
         mut frames: Vec<Bytes>,
         gap: Duration,
         garbage: impl FnOnce() -> Vec<Bytes>,
         error: impl FnOnce(Option<&str>) -> Bytes,
+        malformed: impl FnOnce(Option<&Bytes>) -> Bytes,
     ) -> Self {
         use super::Mode;
         let cut = |frames: &mut Vec<Bytes>, n: u32| {
@@ -130,8 +133,39 @@ impl MockBody {
                 frames.push(error(exception.as_deref()));
                 MockBody::stream(frames, gap, End::Clean)
             }
+            Mode::StallMidStream { after_chunks } => {
+                cut(&mut frames, *after_chunks);
+                MockBody::stream(frames, gap, End::Hang)
+            }
+            Mode::NoDone => {
+                frames.pop();
+                MockBody::stream(frames, gap, End::Clean)
+            }
+            Mode::MalformedChunk { after_chunks } => {
+                let at = frames
+                    .len()
+                    .min(usize::try_from(*after_chunks).unwrap_or(usize::MAX));
+                let bad = malformed(frames.get(at));
+                frames.insert(at, bad);
+                MockBody::stream(frames, gap, End::Clean)
+            }
             _ => MockBody::stream(frames, gap, End::Clean),
         }
+    }
+
+    /// An SSE frame whose data is `next`'s cut in half (not JSON any more),
+    /// as a proxy that split a chunk would pass it on; without `next`, a
+    /// payload that never was JSON.
+    pub(super) fn cut_short(next: Option<&Bytes>) -> Bytes {
+        let Some(next) = next else {
+            return Bytes::from_static(b"data: {\"not json\n\n");
+        };
+        let text = next.trim_ascii_end();
+        let data = memchr::memmem::find(text, b"data:").map_or(0, |i| i + b"data:".len());
+        let keep = data + (text.len() - data) / 2;
+        let mut out = text[..keep].to_vec();
+        out.extend_from_slice(b"\n\n");
+        Bytes::from(out)
     }
 
     /// The first half of `full`, announced with its whole length, then `end`.
@@ -259,6 +293,16 @@ mod tests {
         assert!(body.frame().await.unwrap().is_ok());
         assert!(!body.is_end_stream());
         assert!(body.frame().await.unwrap().is_err());
+    }
+
+    #[test]
+    fn a_frame_cut_short_keeps_its_event_line_and_half_its_data() {
+        let next = Bytes::from_static(b"event: x\ndata: {\"a\":\"bcd\"}\n\n");
+        assert_eq!(
+            MockBody::cut_short(Some(&next)),
+            "event: x\ndata: {\"a\":\n\n"
+        );
+        assert_eq!(MockBody::cut_short(None), "data: {\"not json\n\n");
     }
 
     #[tokio::test]

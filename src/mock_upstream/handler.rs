@@ -169,6 +169,9 @@ async fn api(
     let mode = shared.current_mode();
     match &*mode {
         Mode::Hang => return std::future::pending().await,
+        Mode::SlowFirstByte { delay_ms } => {
+            tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
+        }
         Mode::ResetBeforeHeaders => {
             conn.reset_on_close();
             return Err(Dropped);
@@ -470,6 +473,19 @@ fn stream_body(mode: &Mode, reply: &Reply<'_>, usage: StreamUsage, gap: Duration
             ));
             MockBody::stream(frames, gap, End::Clean)
         }
+        Mode::StallMidStream { after_chunks } => MockBody::stream(
+            openai::stream_frames(reply, usage).cut_after(*after_chunks),
+            gap,
+            End::Hang,
+        ),
+        mode @ (Mode::NoDone | Mode::MalformedChunk { .. }) => MockBody::spoiled(
+            mode,
+            openai::stream_frames(reply, usage).frames,
+            gap,
+            Vec::new,
+            |_| Bytes::new(),
+            MockBody::cut_short,
+        ),
         _ => MockBody::stream(openai::stream_frames(reply, usage).frames, gap, End::Clean),
     }
 }

@@ -266,12 +266,52 @@ impl Decoder {
         }
     }
 
-    /// What is left when the upstream ends.
+    /// What is left when the upstream ends cleanly; an answer that had
+    /// finished (a finish reason went by) is closed with `[DONE]` here
+    /// when the upstream left its terminal event out.
     pub fn finish(&mut self) -> Option<Bytes> {
         match self {
             Decoder::Pass(s) => s.finish(),
             Decoder::Anthropic(t) => t.finish(),
             Decoder::Bedrock(t) => t.finish(),
+        }
+    }
+
+    /// The upstream broke off: whole frames still buffered, never a
+    /// clean end of the gateway's making.
+    pub fn abandon(&mut self) -> Option<Bytes> {
+        match self {
+            Decoder::Pass(s) => s.abandon(),
+            Decoder::Anthropic(t) => t.abandon(),
+            Decoder::Bedrock(t) => t.abandon(),
+        }
+    }
+
+    /// Frames left out because they were not JSON (the first excepted,
+    /// which makes the stream [`Decoder::saw_invalid`]).
+    pub fn skipped(&self) -> u64 {
+        match self {
+            Decoder::Pass(s) => s.skipped,
+            Decoder::Anthropic(t) => t.skipped(),
+            Decoder::Bedrock(t) => t.skipped(),
+        }
+    }
+
+    /// What the last frame left out looked like (escaped, cut short).
+    pub fn last_skipped(&self) -> Option<&str> {
+        match self {
+            Decoder::Pass(s) => s.last_skipped.as_deref(),
+            Decoder::Anthropic(t) => t.last_skipped(),
+            Decoder::Bedrock(t) => t.last_skipped(),
+        }
+    }
+
+    /// The upstream's error message, when it sent one and it was read.
+    pub fn error_message(&self) -> Option<&str> {
+        match self {
+            Decoder::Pass(_) => None,
+            Decoder::Anthropic(t) => t.error(),
+            Decoder::Bedrock(t) => t.error(),
         }
     }
 
@@ -321,11 +361,14 @@ impl Decoder {
     }
 
     /// The upstream's error said it is throttled (Bedrock's
-    /// `throttlingException` in the stream): a rate limit, not a failure.
-    pub fn rate_limited(&self) -> bool {
+    /// `throttlingException`, Anthropic's `overloaded_error` in the
+    /// stream): a rate limit, not a failure. The status it stands for, for
+    /// the attempt's record.
+    pub fn rate_limited(&self) -> Option<u16> {
         match self {
-            Decoder::Bedrock(t) => t.throttled(),
-            _ => false,
+            Decoder::Bedrock(t) if t.throttled() => Some(429),
+            Decoder::Anthropic(t) if t.rate_limited() => Some(529),
+            _ => None,
         }
     }
 

@@ -160,6 +160,7 @@ pub(crate) fn messages(
             gap,
             || garbage(reply.output_tokens + 2),
             |_| reply::error_event("overloaded_error", "Overloaded"),
+            MockBody::cut_short,
         );
         let mut r = Response::new(body);
         r.headers_mut().insert(

@@ -142,6 +142,13 @@ pub(crate) fn answer(
                 };
                 exception_frame(kind, message)
             },
+            // Binary framing: a good frame whose payload is cut short.
+            |_| {
+                frame(
+                    "contentBlockDelta",
+                    br#"{"contentBlockIndex":0,"delta":{"te"#,
+                )
+            },
         );
         let mut r = Response::new(body);
         r.headers_mut().insert(

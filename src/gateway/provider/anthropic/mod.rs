@@ -60,10 +60,17 @@ fn detail(body: &[u8]) -> (Option<String>, Option<String>) {
     }
 }
 
-/// What an Anthropic error status means: 429 cools the deployment down
-/// (for `retry-after` or the `anthropic-ratelimit-*-reset` times), 529
-/// `overloaded_error`, 5xx, 408 and the deployment's own 401/403/404 fail
-/// over; other 4xx are the client's and go back in OpenAI's error shape.
+/// Anthropic's error types that mean "not now" rather than "broken": the
+/// deployment cools down as for a 429 instead of counting a failure.
+pub fn is_rate_limit(kind: &str) -> bool {
+    matches!(kind, "overloaded_error" | "rate_limit_error")
+}
+
+/// What an Anthropic error status means: 429 and 529 `overloaded_error`
+/// cool the deployment down (for `retry-after` or the
+/// `anthropic-ratelimit-*-reset` times when given); 5xx, 408 and the
+/// deployment's own 401/403/404 fail over; other 4xx are the client's and
+/// go back in OpenAI's error shape.
 pub fn error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ErrorVerdict {
     let (kind, message) = detail(body);
     let text = message.clone().unwrap_or_else(|| {
@@ -78,13 +85,18 @@ pub fn error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ErrorVerdi
     });
     let text: String = text.chars().take(300).collect();
     let code = status.as_u16();
-    match code {
-        429 => ErrorVerdict::RateLimited {
+    // An overload is the provider's capacity, not this deployment's fault:
+    // counted as a failure, a deployment stayed in rotation at 1/3 strength
+    // while every request to it bounced.
+    if matches!(code, 429 | 529) || kind.as_deref().is_some_and(is_rate_limit) {
+        return ErrorVerdict::RateLimited {
             hint: limits::rate_limit_hint(headers),
             message: text,
-        },
+        };
+    }
+    match code {
         401 | 403 | 404 | 408 => ErrorVerdict::Failed { message: text },
-        _ if status.is_server_error() || code == 529 => ErrorVerdict::Failed { message: text },
+        _ if status.is_server_error() => ErrorVerdict::Failed { message: text },
         _ if status.is_client_error() => ErrorVerdict::client(
             &text,
             kind.as_deref().unwrap_or("invalid_request_error"),
@@ -123,8 +135,26 @@ mod tests {
         let overloaded =
             r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         assert!(
-            matches!(verdict(529, overloaded), ErrorVerdict::Failed { message } if message == "Overloaded")
+            matches!(verdict(529, overloaded), ErrorVerdict::RateLimited { message, hint: None } if message == "Overloaded")
         );
+        // However it comes: the error type says what it is.
+        assert!(matches!(
+            verdict(503, overloaded),
+            ErrorVerdict::RateLimited { .. }
+        ));
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", "7".parse().unwrap());
+        assert!(matches!(
+            error(StatusCode::from_u16(529).unwrap(), &headers, overloaded.as_bytes()),
+            ErrorVerdict::RateLimited { hint: Some(h), .. } if h.as_secs() == 7
+        ));
+        assert!(matches!(
+            verdict(
+                500,
+                r#"{"type":"error","error":{"type":"api_error","message":"boom"}}"#
+            ),
+            ErrorVerdict::Failed { .. }
+        ));
         assert!(matches!(
             verdict(
                 429,

@@ -9,9 +9,12 @@
 //! - `ping`, thinking and signature deltas are dropped;
 //! - `message_delta` usage is cumulative: the last value counts;
 //! - `message_stop` → one chunk with `finish_reason`, the usage chunk when
-//!   the client asked for it, `data: [DONE]`;
+//!   the client asked for it, `data: [DONE]`; a clean end after the
+//!   `message_delta` with the stop reason does the same;
+//! - an event that is not JSON, after the first: left out and counted;
 //! - an `error` event → an OpenAI-style error event (the proxy fails over
-//!   when nothing has reached the client yet).
+//!   when nothing has reached the client yet); `overloaded_error` cools the
+//!   deployment down like a 429 ([`Translator::rate_limited`]).
 
 use std::borrow::Cow;
 
@@ -104,7 +107,14 @@ pub struct Translator {
     frames: u64,
     done: bool,
     error: Option<String>,
+    /// The error was `overloaded_error` (or a rate limit): the deployment
+    /// cools down rather than counts a failure.
+    rate_limited: bool,
     invalid: bool,
+    skipped: u64,
+    last_skipped: Option<String>,
+    /// The upstream has ended: what is left is its last event.
+    at_end: bool,
 }
 
 impl Translator {
@@ -123,7 +133,11 @@ impl Translator {
             frames: 0,
             done: false,
             error: None,
+            rate_limited: false,
             invalid: false,
+            skipped: 0,
+            last_skipped: None,
+            at_end: false,
         }
     }
 
@@ -145,6 +159,11 @@ impl Translator {
 
     pub fn invalid(&self) -> bool {
         self.invalid
+    }
+
+    /// The stream ended with `overloaded_error`: a rate limit, not a failure.
+    pub fn rate_limited(&self) -> bool {
+        self.rate_limited
     }
 
     /// Takes the next bytes of the upstream's stream; returns the OpenAI
@@ -177,15 +196,38 @@ impl Translator {
         (!out.is_empty()).then(|| Bytes::from(out))
     }
 
-    /// The end of the stream: a last event without its blank line counts.
+    /// The clean end of the stream: a last event without its blank line
+    /// counts. A stream that ends after its `message_delta` gave the stop
+    /// reason, without `message_stop`, has its whole answer: it finishes as
+    /// if `message_stop` had come (finish chunk, usage, `[DONE]`).
     pub fn finish(&mut self) -> Option<Bytes> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        let rest = std::mem::take(&mut self.pending);
         let mut out = Vec::new();
-        self.event(&rest, &mut out);
+        if !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            self.at_end = true;
+            self.event(&rest, &mut out);
+        }
+        if !self.done && self.error.is_none() && self.finish.is_some() && self.writer.is_some() {
+            self.close(&mut out);
+        }
         (!out.is_empty()).then(|| Bytes::from(out))
+    }
+
+    /// The upstream broke off: a half-received event is dropped, and the
+    /// stream is never closed as finished.
+    pub fn abandon(&mut self) -> Option<Bytes> {
+        self.pending.clear();
+        None
+    }
+
+    /// Events skipped because they were not JSON (after the first).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// What the last skipped event looked like, for the log.
+    pub fn last_skipped(&self) -> Option<&str> {
+        self.last_skipped.as_deref()
     }
 
     fn event(&mut self, frame: &[u8], out: &mut Vec<u8>) {
@@ -198,15 +240,23 @@ impl Translator {
         self.events += 1;
         let event: Event = match serde_json::from_slice(&data) {
             Ok(e) => e,
-            Err(_) => {
-                if self.events == 1 {
-                    self.invalid = true;
-                }
+            Err(_) if self.events == 1 => {
+                self.invalid = true;
                 self.fail(
                     "the upstream streamed an event that is not JSON".into(),
                     "stream_invalid",
                     out,
                 );
+                return;
+            }
+            // One bad event in a good stream: left out (and counted), the
+            // rest of the answer still goes to the client. At the end it is
+            // the cut-off half of an event, not one to count.
+            Err(_) => {
+                if !self.at_end {
+                    self.skipped += 1;
+                    self.last_skipped = Some(crate::gateway::sse::preview(&data));
+                }
                 return;
             }
         };
@@ -312,15 +362,7 @@ impl Translator {
                     self.finish = Some(super::finish(Some(&reason)));
                 }
             }
-            "message_stop" => {
-                let writer = self.writer();
-                writer.finish(out, self.finish.unwrap_or(Finish::Stop));
-                if self.wants_usage {
-                    writer.usage(out, &self.tokens);
-                }
-                ChunkWriter::done(out);
-                self.done = true;
-            }
+            "message_stop" => self.close(out),
             "error" => {
                 let error = event.error;
                 let kind = error
@@ -331,11 +373,23 @@ impl Translator {
                     .as_ref()
                     .and_then(|e| e.message.as_deref())
                     .unwrap_or(kind);
+                self.rate_limited = super::is_rate_limit(kind);
                 self.fail(format!("{kind}: {message}"), kind, out);
             }
             // content_block_stop, ping, and event types newer than this code.
             _ => {}
         }
+    }
+
+    /// The finish chunk, the usage chunk when asked for, and `[DONE]`.
+    fn close(&mut self, out: &mut Vec<u8>) {
+        let writer = self.writer();
+        writer.finish(out, self.finish.unwrap_or(Finish::Stop));
+        if self.wants_usage {
+            writer.usage(out, &self.tokens);
+        }
+        ChunkWriter::done(out);
+        self.done = true;
     }
 
     fn writer(&self) -> &ChunkWriter {

@@ -10,6 +10,9 @@
 //! - `messageStop` → the finish reason; `metadata` (which comes after it)
 //!   → the usage, then the finish chunk, the usage chunk when asked for,
 //!   and `data: [DONE]`;
+//! - a frame whose payload is not JSON, after the first: left out and
+//!   counted (a frame that fails its CRC ends the stream: nothing after it
+//!   can be trusted);
 //! - an exception message (`throttlingException`, `modelStreamErrorException`,
 //!   …) → an OpenAI-style error event; before anything reached the client
 //!   the proxy fails over instead ([`Translator::throttled`] says whether
@@ -98,6 +101,8 @@ pub struct Translator {
     error: Option<String>,
     throttled: bool,
     invalid: bool,
+    skipped: u64,
+    last_skipped: Option<String>,
 }
 
 impl Translator {
@@ -120,6 +125,8 @@ impl Translator {
             error: None,
             throttled: false,
             invalid: false,
+            skipped: 0,
+            last_skipped: None,
         }
     }
 
@@ -151,6 +158,23 @@ impl Translator {
 
     pub fn invalid(&self) -> bool {
         self.invalid
+    }
+
+    /// Events skipped because their payload was not JSON (after the first).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// What the last skipped event looked like, for the log.
+    pub fn last_skipped(&self) -> Option<&str> {
+        self.last_skipped.as_deref()
+    }
+
+    /// The upstream broke off: a half-received frame is dropped, and the
+    /// stream is never closed as finished.
+    pub fn abandon(&mut self) -> Option<Bytes> {
+        self.buffer.clear();
+        None
     }
 
     /// Takes the next bytes of the upstream's stream; returns the OpenAI
@@ -254,13 +278,23 @@ impl Translator {
         };
         let event: Event = match serde_json::from_slice(payload) {
             Ok(e) => e,
-            Err(_) => {
-                self.invalid = self.messages == 1;
+            Err(_) if self.messages == 1 => {
+                self.invalid = true;
                 self.fail(
                     format!("the upstream's {event_type} event is not JSON"),
                     "stream_invalid",
                     out,
                 );
+                return;
+            }
+            // A good frame around a bad payload: the framing still holds,
+            // so the event is left out (and counted) and the stream goes on.
+            Err(_) => {
+                self.skipped += 1;
+                self.last_skipped = Some(format!(
+                    "{event_type}: {}",
+                    crate::gateway::sse::preview(payload)
+                ));
                 return;
             }
         };

@@ -111,7 +111,7 @@ fn google_error(body: &[u8]) -> Option<(Option<String>, String)> {
 }
 
 /// What a Vertex error means: 429 / `RESOURCE_EXHAUSTED` (quota) and 529
-/// cool the deployment down or fail over like Anthropic's; 401/403/404
+/// `overloaded_error` cool the deployment down as Anthropic's do; 401/403/404
 /// (the service account's rights, the model's availability in the region)
 /// and 5xx fail over; other 4xx are the client's.
 pub fn error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ErrorVerdict {
@@ -132,7 +132,8 @@ pub fn error(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ErrorVerdi
     .take(300)
     .collect();
     let code = status.as_u16();
-    if code == 429 || kind.as_deref() == Some("RESOURCE_EXHAUSTED") {
+    let overloaded = kind.as_deref().is_some_and(super::anthropic::is_rate_limit);
+    if matches!(code, 429 | 529) || overloaded || kind.as_deref() == Some("RESOURCE_EXHAUSTED") {
         return ErrorVerdict::RateLimited {
             hint: limits::rate_limit_hint(headers),
             message: text,
@@ -176,7 +177,7 @@ mod tests {
                 529,
                 r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
             ),
-            ErrorVerdict::Failed { .. }
+            ErrorVerdict::RateLimited { .. }
         ));
         assert!(matches!(
             v(

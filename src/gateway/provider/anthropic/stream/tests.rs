@@ -244,6 +244,80 @@ fn an_error_event_ends_the_stream_with_an_openai_error() {
 }
 
 #[test]
+fn an_overloaded_error_is_a_rate_limit_and_other_errors_are_not() {
+    let start =
+        sse(json!({"type": "message_start", "message": {"id": "m", "usage": {"input_tokens": 1}}}));
+    let error = |kind: &str| sse(json!({"type": "error", "error": {"type": kind, "message": "x"}}));
+    let mut t = Translator::new(&cx(false));
+    t.feed(
+        [start.clone(), error("overloaded_error")]
+            .concat()
+            .as_bytes(),
+    );
+    assert!(t.rate_limited());
+    let mut t = Translator::new(&cx(false));
+    t.feed([start, error("api_error")].concat().as_bytes());
+    assert!(t.error().is_some() && !t.rate_limited());
+}
+
+/// A whole answer (text, the stop reason and usage in `message_delta`)
+/// without the events after it.
+fn without_message_stop(stop: &str) -> String {
+    let (_, stream) = message(&[Gen::Text(vec!["Hi".into(), " there".into()])], stop);
+    let end = stream.find("event: message_stop").unwrap();
+    stream[..end].to_string()
+}
+
+#[test]
+fn a_clean_end_after_the_stop_reason_finishes_the_stream() {
+    let stream = without_message_stop("max_tokens");
+    // A last event without its blank line counts as well.
+    for stream in [stream.clone(), stream.trim_end().to_string()] {
+        let (frames, t) = run(&stream, &[], true);
+        assert!(t.done() && t.error().is_none());
+        let finish = &frames[frames.len() - 2];
+        assert_eq!(finish["choices"][0]["finish_reason"], "length");
+        assert_eq!(frames.last().unwrap()["usage"]["completion_tokens"], 42);
+    }
+}
+
+#[test]
+fn a_stream_cut_before_its_stop_reason_or_broken_off_is_not_finished() {
+    let stream = without_message_stop("end_turn");
+    let cut = &stream[..stream.find("event: message_delta").unwrap()];
+    let mut t = Translator::new(&cx(false));
+    t.feed(cut.as_bytes());
+    let rest = t.finish().map(|b| String::from_utf8(b.to_vec()).unwrap());
+    assert!(!t.done(), "{rest:?}");
+    assert!(!rest.unwrap_or_default().contains("[DONE]"));
+    // Broken off after the stop reason: never closed as finished.
+    let mut t = Translator::new(&cx(false));
+    t.feed(stream.as_bytes());
+    assert_eq!(t.abandon(), None);
+    assert!(!t.done());
+}
+
+#[test]
+fn an_event_that_is_not_json_mid_stream_is_left_out_and_counted() {
+    let (_, stream) = message(&[Gen::Text(vec!["Hi".into(), " there".into()])], "end_turn");
+    let at = stream.find("event: content_block_delta").unwrap();
+    let bad = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_d\n\n";
+    let spoiled = format!("{}{bad}{}", &stream[..at], &stream[at..]);
+    let (frames, t) = run(&spoiled, &[], false);
+    assert_eq!((t.skipped(), t.error()), (1, None));
+    assert!(
+        t.last_skipped().unwrap().starts_with("{\\\"type\\\":"),
+        "{:?}",
+        t.last_skipped()
+    );
+    let text: String = frames
+        .iter()
+        .filter_map(|f| f["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hi there");
+}
+
+#[test]
 fn a_stream_that_does_not_start_with_a_message_is_invalid() {
     let mut t = Translator::new(&cx(false));
     t.feed(b"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n");

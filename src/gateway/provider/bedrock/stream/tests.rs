@@ -162,3 +162,34 @@ fn a_corrupt_frame_is_invalid_not_a_panic() {
     run(&mut t, &[&stream()[..30]]);
     assert!(t.error().unwrap().contains("inside a frame"));
 }
+
+#[test]
+fn a_payload_that_is_not_json_mid_stream_is_left_out_and_counted() {
+    let good = stream();
+    // After messageStart and the first delta: a well-framed event whose payload is cut.
+    let mut spoiled = Vec::new();
+    let mut t = Translator::new(&cx(false));
+    let first_two = [
+        frame("messageStart", br#"{"role":"assistant"}"#),
+        frame(
+            "contentBlockDelta",
+            br#"{"contentBlockIndex":0,"delta":{"text":"Hel"}}"#,
+        ),
+    ]
+    .concat();
+    assert!(good.starts_with(&first_two));
+    spoiled.extend_from_slice(&first_two);
+    spoiled.extend_from_slice(&frame(
+        "contentBlockDelta",
+        br#"{"contentBlockIndex":0,"delta":{"te"#,
+    ));
+    spoiled.extend_from_slice(&good[first_two.len()..]);
+    let out = run(&mut t, &[&spoiled]);
+    assert!(out.ends_with(b"data: [DONE]\n\n"));
+    assert_eq!((t.skipped(), t.error()), (1, None));
+    assert!(t.last_skipped().unwrap().starts_with("contentBlockDelta: "));
+    // The first event is another matter: the stream is not Bedrock's.
+    let mut t = Translator::new(&cx(false));
+    t.feed(&frame("messageStart", b"{not json"));
+    assert!(t.invalid() && t.error().is_some());
+}

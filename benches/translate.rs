@@ -39,6 +39,7 @@ fn translate(c: &mut Criterion) {
         b.iter(|| request::translate(black_box(body.as_bytes()), "claude-sonnet-4-5").unwrap())
     });
     let cx = AnswerContext {
+        rename: None,
         model: "gpt-4o",
         created: 1_700_000_000,
         wants_usage: false,
@@ -97,6 +98,7 @@ fn bedrock(c: &mut Criterion) {
         })
     });
     let cx = AnswerContext {
+        rename: None,
         model: "claude",
         created: 1_700_000_000,
         wants_usage: false,

@@ -456,3 +456,32 @@ async fn a_recovered_primary_is_probed_and_takes_its_traffic_back_within_the_int
     let r = gw.chat("m").await;
     assert_eq!(header(&r, "x-switchboard-deployment"), "ptu");
 }
+
+#[tokio::test]
+async fn a_fallbacks_stream_names_the_model_asked_for_in_every_chunk() {
+    let (a, mini) = (mock().await, mock().await);
+    let gw = gateway(&two_models(
+        &deployment("a", &a, "enabled = false"),
+        "fallbacks = [\"gpt-4o-mini\"]",
+        &deployment("mini", &mini, ""),
+    ))
+    .await;
+    let r = gw
+        .post(
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-model"), "gpt-4o-mini");
+    let frames = sse_data(r).await;
+    assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<serde_json::Value> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| serde_json::from_str(f).unwrap())
+        .collect();
+    assert!(chunks.len() > 1);
+    for c in &chunks {
+        assert_eq!(c["model"], "gpt-4o", "{c}");
+    }
+}

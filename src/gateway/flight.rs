@@ -416,7 +416,9 @@ impl Flight {
                 .map(|(_, a)| &a.outcome)
         };
         let all = |f: fn(&AttemptOutcome) -> bool| tried > 0 && failures().all(f);
-        let all_rate_limited = all(|o| matches!(o, AttemptOutcome::Status { status: 429 }));
+        // Anthropic's 529 (overloaded) cools a deployment down as a 429 does,
+        // and tells the client the same: come back later.
+        let all_rate_limited = all(|o| matches!(o, AttemptOutcome::Status { status: 429 | 529 }));
         let all_timed_out = all(|o| matches!(o, AttemptOutcome::Timeout));
         let error = if tried == 0
             && let Some(refusal) = self.refusal.take()
@@ -476,7 +478,7 @@ impl Flight {
             let retry_after = self.soonest_free();
             ApiError::RateLimited {
                 message: format!(
-                    "Every deployment of `{model}`{chained} tried ({tried}) answered 429 (rate limited)."
+                    "Every deployment of `{model}`{chained} tried ({tried}) answered 429 or 529 (rate limited or overloaded)."
                 ),
                 retry_after,
             }

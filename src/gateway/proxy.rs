@@ -628,6 +628,7 @@ async fn attempt(
     }
     let cx = AnswerContext {
         model: flight.answer_model(),
+        rename: flight.renames_answer().then(|| &*flight.origin().name),
         // Only translated answers carry a time of ours; passed-through ones have their own.
         created: if dialect == super::provider::Dialect::OpenAi {
             0

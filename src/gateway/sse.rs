@@ -59,6 +59,9 @@ pub struct SseScanner {
     pub skipped: u64,
     /// What the last of them looked like, escaped and cut short, for the log.
     pub last_skipped: Option<String>,
+    /// A fallback model's stream: every chunk's `model` becomes this name
+    /// (the one the client asked for).
+    rename: Option<std::sync::Arc<str>>,
 }
 
 enum Action {
@@ -212,12 +215,36 @@ fn has_top_level_error(payload: &[u8]) -> bool {
     found
 }
 
+/// `frame` with its data's top-level `model` naming `name`, when it has one.
+#[cold]
+fn renamed(frame: &[u8], name: &str) -> Option<Vec<u8>> {
+    let payload = data_of(frame)?;
+    let start = payload.as_ptr() as usize - frame.as_ptr() as usize;
+    let end = start + payload.len();
+    let edited = super::chain::rename_model(Bytes::copy_from_slice(payload), name);
+    if edited[..] == *payload {
+        return None;
+    }
+    let mut out = Vec::with_capacity(frame.len() + name.len());
+    out.extend_from_slice(&frame[..start]);
+    out.extend_from_slice(&edited);
+    out.extend_from_slice(&frame[end..]);
+    Some(out)
+}
+
 impl SseScanner {
     pub fn new(strip_usage: bool) -> Self {
         Self {
             strip_usage,
             ..Self::default()
         }
+    }
+
+    /// Every chunk's `model` will name `model` (a fallback model's stream,
+    /// told as the model the client asked for).
+    pub fn renaming(mut self, model: Option<std::sync::Arc<str>>) -> Self {
+        self.rename = model;
+        self
     }
 
     /// Takes the next chunk from upstream; returns what to send on, if anything.
@@ -309,6 +336,23 @@ impl SseScanner {
     }
 
     fn inspect(&mut self, frame: &[u8], at_end: bool) -> Action {
+        let action = self.look(frame, at_end);
+        match &self.rename {
+            None => action,
+            Some(name) => {
+                let name = name.clone();
+                match action {
+                    Action::Drop => Action::Drop,
+                    Action::Keep => renamed(frame, &name).map_or(Action::Keep, Action::Replace),
+                    Action::Replace(edited) => {
+                        Action::Replace(renamed(&edited, &name).unwrap_or(edited))
+                    }
+                }
+            }
+        }
+    }
+
+    fn look(&mut self, frame: &[u8], at_end: bool) -> Action {
         let Some(payload) = data_of(frame) else {
             return Action::Keep;
         };

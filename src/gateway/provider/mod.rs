@@ -152,6 +152,9 @@ pub struct AnswerContext<'a> {
     pub created: u64,
     /// The client asked for the usage chunk of a stream.
     pub wants_usage: bool,
+    /// A passed-through answer's `model` to put in place of the
+    /// upstream's: a fallback model's answer, named as asked.
+    pub rename: Option<&'a str>,
 }
 
 /// What an upstream's error answer means for the request.
@@ -224,7 +227,9 @@ impl Dialect {
     /// What turns the upstream's stream into OpenAI's, frame by frame.
     pub fn decoder(&self, req: &Inspected, cx: &AnswerContext) -> Decoder {
         match self {
-            Dialect::OpenAi => Decoder::Pass(SseScanner::new(req.adds_usage())),
+            Dialect::OpenAi => Decoder::Pass(
+                SseScanner::new(req.adds_usage()).renaming(cx.rename.map(std::sync::Arc::from)),
+            ),
             Dialect::Anthropic | Dialect::VertexClaude => {
                 Decoder::Anthropic(Box::new(anthropic::stream::Translator::new(cx)))
             }

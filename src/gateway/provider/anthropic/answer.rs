@@ -121,6 +121,7 @@ mod tests {
 
     fn cx() -> AnswerContext<'static> {
         AnswerContext {
+            rename: None,
             model: "gpt-4o",
             created: 1_700_000_000,
             wants_usage: false,

@@ -134,6 +134,7 @@ mod tests {
 
     fn cx() -> AnswerContext<'static> {
         AnswerContext {
+            rename: None,
             model: "claude",
             created: 1_700_000_000,
             wants_usage: false,

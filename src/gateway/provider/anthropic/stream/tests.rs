@@ -6,6 +6,7 @@ use crate::gateway::provider::anthropic::answer;
 
 fn cx(wants_usage: bool) -> AnswerContext<'static> {
     AnswerContext {
+        rename: None,
         model: "gpt-4o",
         created: 1_700_000_000,
         wants_usage,

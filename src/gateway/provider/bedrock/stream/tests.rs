@@ -3,6 +3,7 @@ use serde_json::{Value, json};
 
 fn cx(wants_usage: bool) -> AnswerContext<'static> {
     AnswerContext {
+        rename: None,
         model: "claude",
         created: 1_700_000_000,
         wants_usage,

@@ -385,9 +385,29 @@ fn check(path: &Path) -> anyhow::Result<()> {
     );
     for m in &config.models {
         let enabled = m.deployments.iter().filter(|d| d.enabled).count();
+        let mut extras = String::new();
+        let mut tiers: Vec<u32> = m.deployments.iter().map(|d| d.priority).collect();
+        tiers.sort_unstable();
+        tiers.dedup();
+        if tiers.len() > 1 {
+            let names: Vec<String> = tiers.iter().map(u32::to_string).collect();
+            let _ = write!(extras, ", tiers {}", names.join(" → "));
+        }
+        for (what, list) in [
+            ("fallbacks", &m.fallbacks),
+            ("context-window fallbacks", &m.context_window_fallbacks),
+            ("content-policy fallbacks", &m.content_policy_fallbacks),
+        ] {
+            if !list.is_empty() {
+                let _ = write!(extras, ", {what} {}", list.join(" → "));
+            }
+        }
+        if m.affinity == config::Affinity::Off {
+            extras.push_str(", no session affinity");
+        }
         let _ = writeln!(
             text,
-            "  {}: {} deployment(s), {} enabled",
+            "  {}: {} deployment(s), {} enabled{extras}",
             m.name,
             m.deployments.len(),
             enabled
@@ -404,9 +424,14 @@ fn check(path: &Path) -> anyhow::Result<()> {
                 (_, Some(r), None) => format!("{} {r}", d.provider),
                 _ => d.provider.to_string(),
             };
+            let tier = if tiers.len() > 1 {
+                format!(", tier {}", d.priority)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 text,
-                "    - {} → {} ({provider}, {}, {}, {})",
+                "    - {} → {} ({provider}, {}, {}, {}{tier})",
                 d.name, d.api_base, d.model_id, tpm, state
             );
         }

@@ -226,7 +226,7 @@ fn unknown_fields_are_errors_everywhere() {
         "[[models]]\nname = \"a\"\ndeployment = []\n",
         3,
         "models[0].deployment",
-        "unknown field; expected name or deployments",
+        "unknown field; expected one of name, fallbacks, context_window_fallbacks",
     );
     // Inline tables too.
     let text = "[[models]]\nname = \"a\"\ndeployments = [\n  { name = \"x\", api_base = \"http://h\", model_id = \"m\", colour = 1 },\n]\n";

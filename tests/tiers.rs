@@ -485,3 +485,79 @@ async fn a_fallbacks_stream_names_the_model_asked_for_in_every_chunk() {
         assert_eq!(c["model"], "gpt-4o", "{c}");
     }
 }
+
+/// A deployment of model `gpt-4o` on a mock speaking `provider`'s API.
+async fn provider_mock(provider: switchboard::mock_upstream::MockProvider) -> (MockHandle, String) {
+    use switchboard::mock_upstream::MockProvider;
+    let m = mock_with(|o| {
+        o.provider = provider;
+        if provider != MockProvider::Openai {
+            o.api_key = Some("sk-test-provider-0123456789".into());
+        }
+        if provider == MockProvider::Bedrock {
+            o.api_key = Some("bedrock-api-key-0123456789".into());
+        }
+    })
+    .await;
+    let entry = match provider {
+        MockProvider::Anthropic => format!(
+            "\n[[models.deployments]]\nname = \"small\"\nprovider = \"anthropic\"\napi_base = \"{}\"\napi_key = \"sk-test-provider-0123456789\"\nmodel_id = \"claude-sonnet-4-5\"\n",
+            m.base_url()
+        ),
+        MockProvider::Bedrock => format!(
+            "\n[[models.deployments]]\nname = \"small\"\nprovider = \"bedrock\"\nregion = \"us-east-1\"\napi_base = \"{}\"\napi_key = \"bedrock-api-key-0123456789\"\nmodel_id = \"anthropic.claude-sonnet-4-5-20250929-v1:0\"\n",
+            m.base_url()
+        ),
+        MockProvider::Azure => format!(
+            "\n[[models.deployments]]\nname = \"small\"\nprovider = \"azure\"\napi_base = \"{}\"\napi_version = \"2024-10-21\"\napi_key = \"sk-test-provider-0123456789\"\nmodel_id = \"gpt-4o\"\n",
+            m.base_url()
+                .trim_end_matches("/v1")
+                .trim_end_matches("/openai")
+        ),
+        _ => deployment("small", &m, ""),
+    };
+    (m, entry)
+}
+
+use switchboard::mock_upstream::MockHandle;
+
+#[tokio::test]
+async fn each_providers_prompt_too_long_goes_to_the_larger_model() {
+    use switchboard::mock_upstream::MockProvider;
+    for (provider, message) in [
+        (
+            MockProvider::Openai,
+            "This model's maximum context length is 128000 tokens. However, your messages resulted in 130512 tokens. Please reduce the length of the messages.",
+        ),
+        (
+            MockProvider::Azure,
+            "This model's maximum context length is 128000 tokens. However, your messages resulted in 130512 tokens. Please reduce the length of the messages.",
+        ),
+        (
+            MockProvider::Anthropic,
+            "prompt is too long: 211384 tokens > 200000 maximum",
+        ),
+        (
+            MockProvider::Bedrock,
+            "Input is too long for requested model.",
+        ),
+    ] {
+        let (small, entry) = provider_mock(provider).await;
+        let big = mock().await;
+        let gw = gateway(&two_models(
+            &entry,
+            "context_window_fallbacks = [\"gpt-4o-mini\"]",
+            &deployment("big", &big, ""),
+        ))
+        .await;
+        small.set_mode(fail(400, None, Some(message)));
+        let r = gw.chat("gpt-4o").await;
+        assert_eq!(r.status(), 200, "{provider:?}: {}", r.text().await.unwrap());
+        assert_eq!(
+            header(&r, "x-switchboard-model"),
+            "gpt-4o-mini",
+            "{provider:?}"
+        );
+        assert_eq!(small.stats().requests, 1, "{provider:?}");
+    }
+}

@@ -5,6 +5,8 @@
 # mock-upstream; N requests at 8 connections, minus a run with none (startup
 # and shutdown), divided by N.
 # Usage: benches/callgrind.sh [BIN]   (N=3000; needs valgrind and oha)
+#   SESSION=1: every request carries an x-switchboard-session header (one
+#   of 100 sessions), to price the pin lookup.
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SB=$(realpath "${1:-$ROOT/target/release/switchboard}"); N=${N:-3000}
@@ -16,7 +18,9 @@ echo '{"model":"bench-model","max_tokens":16,"messages":[{"role":"user","content
 total() { # requests -> instructions of the whole run
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file=cg.out "$SB" serve --config cfg.toml > /dev/null 2>&1 & local vg=$!
   for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/18621) 2>/dev/null && break; sleep 0.1; done
-  if [ "$1" -gt 0 ]; then oha -n "$1" -c 8 --no-tui -m POST -T application/json -D body.json http://127.0.0.1:18621/v1/chat/completions > /dev/null 2>&1; fi
+  local extra=()
+  [ "${SESSION:-0}" = 1 ] && extra=(-H "x-switchboard-session: bench-session-$((RANDOM % 100))")
+  if [ "$1" -gt 0 ]; then oha -n "$1" -c 8 --no-tui -m POST -T application/json -D body.json "${extra[@]}" http://127.0.0.1:18621/v1/chat/completions > /dev/null 2>&1; fi
   kill -TERM $vg; wait $vg 2>/dev/null
   awk '/^summary:/ {print $2}' cg.out
 }

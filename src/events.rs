@@ -227,8 +227,12 @@ pub enum RouteChange {
         to: Arc<str>,
         reason: String,
     },
-    /// The model had nothing left for a request: another model served it.
+    /// The model had nothing left for a request: another model serves
+    /// its requests (said once while it lasts; a "prompt too long" is said
+    /// per request).
     FellBack { to_model: Arc<str>, reason: String },
+    /// Its own deployments serve its requests again.
+    ServesAgain { after: Arc<str> },
 }
 
 impl RouteEvent {
@@ -247,6 +251,9 @@ impl RouteEvent {
             }
             RouteChange::FellBack { to_model, reason } => {
                 format!("↪ {m} → {to_model}: {reason}")
+            }
+            RouteChange::ServesAgain { after } => {
+                format!("⤴ {m}: its own deployments serve again (not {after})")
             }
         }
     }

@@ -148,9 +148,28 @@ async fn a_model_with_nothing_left_is_served_by_its_fallback_named_as_asked() {
             if &**to_model == "gpt-4o-mini" && reason == "no deployment enabled"),
         "{events:?}"
     );
+    // While it lasts, the fallback is not said again.
+    assert_eq!(gw.chat("gpt-4o").await.status(), 200);
+    assert!(route_events(&mut rx).is_empty());
     // A model served directly names itself.
     let r = gw.chat("gpt-4o-mini").await;
     assert_eq!(header(&r, "x-switchboard-model"), "gpt-4o-mini");
+    // Its own deployment back: said once, and its requests are its own.
+    let r = gw
+        .client
+        .put(gw.url("/admin/models/gpt-4o/deployments/a/enabled"))
+        .body("true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = gw.chat("gpt-4o").await;
+    assert_eq!(header(&r, "x-switchboard-model"), "gpt-4o");
+    let events = route_events(&mut rx);
+    assert!(
+        matches!(events.as_slice(), [RouteChange::ServesAgain { after }] if &**after == "gpt-4o-mini"),
+        "{events:?}"
+    );
 }
 
 #[tokio::test]

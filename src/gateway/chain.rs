@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::http::HeaderValue;
 
@@ -117,7 +118,7 @@ impl Flight {
             Unavailable::Failing { .. } => "every deployment cooling down".to_string(),
             Unavailable::Exhausted => "every deployment failed".to_string(),
         };
-        self.next_model(reason, deadline)
+        self.next_model(reason, deadline, true)
     }
 
     /// A client error of `kind` came back: when the model asked for names
@@ -154,7 +155,7 @@ impl Flight {
             Refusal::ContextWindow => "prompt too long for its context window",
             _ => "refused by its content policy",
         };
-        if self.next_model(reason.to_string(), deadline) {
+        if self.next_model(reason.to_string(), deadline, false) {
             Ok(())
         } else {
             Err(Box::new(
@@ -166,7 +167,10 @@ impl Flight {
         }
     }
 
-    fn next_model(&mut self, reason: String, deadline: tokio::time::Instant) -> bool {
+    /// Moves the request to the next model of the chain. `steady`: the
+    /// move is for a state of the model (nothing available) rather than
+    /// this request's content: said once while it lasts, not per request.
+    fn next_model(&mut self, reason: String, deadline: tokio::time::Instant, steady: bool) -> bool {
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
@@ -192,14 +196,46 @@ impl Flight {
         let Some((name, route)) = next else {
             return false;
         };
-        tracing::info!(model = %from, fallback = %name, %reason, "falling back to another model");
-        self.publish_route(RouteChange::FellBack {
-            to_model: name,
-            reason,
-        });
+        let news = !steady || {
+            let origin = self.origin().clone();
+            let mut state = origin.lock();
+            let news = state.fell_back_to.as_ref() != Some(&name);
+            state.fell_back_to = Some(name.clone());
+            origin.falling_back.store(true, Ordering::Relaxed);
+            news
+        };
+        if news {
+            tracing::info!(model = %from, fallback = %name, %reason, "falling back to another model");
+            self.publish_route(RouteChange::FellBack {
+                to_model: name,
+                reason,
+            });
+        }
         self.route = route;
         self.skip_incapable();
         true
+    }
+
+    /// The model asked for served this request itself: if it was falling
+    /// back, that has ended (said once).
+    pub(super) fn served_by_origin(&self) {
+        if self.chain.is_some() || !self.route.falling_back.load(Ordering::Relaxed) {
+            return;
+        }
+        self.served_by_origin_again();
+    }
+
+    #[cold]
+    fn served_by_origin_again(&self) {
+        let ended = {
+            let mut state = self.route.lock();
+            self.route.falling_back.store(false, Ordering::Relaxed);
+            state.fell_back_to.take()
+        };
+        if let Some(to) = ended {
+            tracing::info!(model = %self.route.name, fallback = %to, "the model serves its requests again");
+            self.publish_route(RouteChange::ServesAgain { after: to });
+        }
     }
 
     /// What the chain has to say when it ran out: the worst reason a model

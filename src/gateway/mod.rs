@@ -147,6 +147,9 @@ pub struct ModelRoute {
     /// The name as `x-switchboard-model` carries it (percent-encoded where
     /// a header cannot hold it, like the deployment's).
     header_value: axum::http::HeaderValue,
+    /// Its requests are going to a fallback model (see `chain`): read on
+    /// every answer, so an atomic rather than the state's lock.
+    falling_back: AtomicBool,
     state: Mutex<ModelState>,
 }
 
@@ -154,6 +157,8 @@ struct ModelState {
     pool: Pool,
     upstreams: Vec<Arc<Upstream>>,
     policy: ModelPolicy,
+    /// The fallback model its requests are going to, while they are.
+    fell_back_to: Option<Arc<str>>,
 }
 
 /// What a model's config says beyond its deployments: where its requests
@@ -198,10 +203,12 @@ impl ModelRoute {
         Arc::new(ModelRoute {
             name: model.name.as_str().into(),
             header_value: upstream::header_safe(&model.name),
+            falling_back: AtomicBool::new(false),
             state: Mutex::new(ModelState {
                 pool,
                 upstreams,
                 policy: ModelPolicy::from(model),
+                fell_back_to: None,
             }),
         })
     }

@@ -272,6 +272,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                         }
                     }
                 } else {
+                    flight.served_by_origin();
                     if endpoint != Endpoint::ChatCompletions {
                         upstream.mark_offered(endpoint);
                     }
@@ -329,6 +330,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 // The upstream may stream what the gateway could not tell was
                 // a stream request (`"stream": "yes"` to a lenient server).
                 flight.stream = true;
+                flight.served_by_origin();
                 let attempts = flight.attempts.len();
                 let served = flight.served_header().clone();
                 let relay = Relay::new(flight, first, rest, decoder, deadline);

@@ -5,8 +5,9 @@
 # mock-upstream; N requests at 8 connections, minus a run with none (startup
 # and shutdown), divided by N.
 # Usage: benches/callgrind.sh [BIN]   (N=3000; needs valgrind and oha)
-#   SESSION=1: every request carries an x-switchboard-session header (one
-#   of 100 sessions), to price the pin lookup.
+#   SESSION=1: every request carries an x-switchboard-session header, to
+#   price the pin lookup (with DEPLOYMENTS=2, or a one-deployment model has
+#   nothing to stick to and ignores it).
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SB=$(realpath "${1:-$ROOT/target/release/switchboard}"); N=${N:-3000}
@@ -14,6 +15,9 @@ WORK="$(mktemp -d)"; cd "$WORK" || exit 1
 trap 'kill ${MOCK:-} 2>/dev/null; rm -rf "$WORK"' EXIT
 $SB mock-upstream --listen 127.0.0.1:18620 > mock.log 2>&1 & MOCK=$!
 printf '[server]\nlisten = "127.0.0.1:18621"\nworkers = 1\n[[models]]\nname = "bench-model"\n[[models.deployments]]\nname = "mock"\napi_base = "http://127.0.0.1:18620/v1"\nmodel_id = "bench-model"\ntpm_limit = 100000000\n' > cfg.toml
+# DEPLOYMENTS=2: a second deployment (the same mock), so that a session has
+# a choice to stick to.
+[ "${DEPLOYMENTS:-1}" = 2 ] && printf '[[models.deployments]]\nname = "mock2"\napi_base = "http://127.0.0.1:18620/v1"\nmodel_id = "bench-model"\ntpm_limit = 100000000\n' >> cfg.toml
 echo '{"model":"bench-model","max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}' > body.json
 total() { # requests -> instructions of the whole run
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file=cg.out "$SB" serve --config cfg.toml > /dev/null 2>&1 & local vg=$!
@@ -25,5 +29,7 @@ total() { # requests -> instructions of the whole run
   awk '/^summary:/ {print $2}' cg.out
 }
 idle=$(total 0); busy=$(total "$N")
+# KEEP=FILE keeps the busy run's profile (for callgrind_annotate).
+[ -n "${KEEP:-}" ] && cp cg.out "$KEEP"
 echo "instructions: idle run $idle, $N requests $busy"
 echo "per request: $(( (busy - idle) / N ))"

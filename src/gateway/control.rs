@@ -512,6 +512,7 @@ impl Gateway {
             );
             state.pool.set_priority(index, upstream.config.priority);
             state.upstreams.push(upstream.clone());
+            route.note_stickiness(&state);
             let status = state.pool.status(index, now);
             view(&upstream, status)
         };

@@ -512,7 +512,7 @@ impl Flight {
         if attempts > 0 {
             response
                 .headers_mut()
-                .insert(X_ATTEMPTS, HeaderValue::from(attempts));
+                .insert(X_ATTEMPTS, super::proxy::attempts_value(attempts));
         }
         response
     }

@@ -100,6 +100,34 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+fn count_attempts<'a>(
+    model: &mut ModelCounts,
+    attempts: impl Iterator<Item = &'a crate::events::Attempt>,
+) {
+    for a in attempts {
+        let d = model
+            .deployments
+            .entry(&a.deployment, DeploymentCounts::default);
+        *d.attempts.entry(a.outcome.into()).or_default() += 1;
+    }
+}
+
+/// The tokens and latency of the request, to the deployment that answered.
+fn count_answer(model: &mut ModelCounts, last: &crate::events::Attempt, e: &RequestEvent) {
+    let d = model
+        .deployments
+        .entry(&last.deployment, DeploymentCounts::default);
+    d.prompt_tokens += e.prompt_tokens;
+    d.completion_tokens += e.completion_tokens;
+    let seconds = e.latency_ms / 1000.0;
+    let bucket = LATENCY_BUCKETS
+        .iter()
+        .position(|&le| seconds <= le)
+        .unwrap_or(LATENCY_BUCKETS.len());
+    d.buckets[bucket] += 1;
+    d.seconds += seconds;
+}
+
 impl Metrics {
     pub fn new(now_ms: u64) -> Self {
         Metrics {
@@ -130,32 +158,27 @@ impl Metrics {
             .iter()
             .filter(|a| !matches!(a.outcome, AttemptOutcome::NotOffered { .. }));
         model.failovers += tried.count().saturating_sub(1) as u64;
+        if e.attempts.iter().all(|a| a.model.is_none()) {
+            // The common case: every attempt was the model's own.
+            count_attempts(model, e.attempts.iter());
+            if let Some(last) = e.attempts.last() {
+                count_answer(model, last, e);
+            }
+            return;
+        }
+        // Some went to a fallback model: each counts under its model.
         for a in &e.attempts {
             let model = inner
                 .models
                 .entry(a.model.as_ref().unwrap_or(&e.model), ModelCounts::default);
-            let d = model
-                .deployments
-                .entry(&a.deployment, DeploymentCounts::default);
-            *d.attempts.entry(a.outcome.into()).or_default() += 1;
+            count_attempts(model, std::iter::once(a));
         }
         if let Some(last) = e.attempts.last() {
             let model = inner.models.entry(
                 last.model.as_ref().unwrap_or(&e.model),
                 ModelCounts::default,
             );
-            let d = model
-                .deployments
-                .entry(&last.deployment, DeploymentCounts::default);
-            d.prompt_tokens += e.prompt_tokens;
-            d.completion_tokens += e.completion_tokens;
-            let seconds = e.latency_ms / 1000.0;
-            let bucket = LATENCY_BUCKETS
-                .iter()
-                .position(|&le| seconds <= le)
-                .unwrap_or(LATENCY_BUCKETS.len());
-            d.buckets[bucket] += 1;
-            d.seconds += seconds;
+            count_answer(model, last, e);
         }
     }
 

@@ -150,6 +150,9 @@ pub struct ModelRoute {
     /// Its requests are going to a fallback model (see `chain`): read on
     /// every answer, so an atomic rather than the state's lock.
     falling_back: AtomicBool,
+    /// Sessions may stick: affinity is on and there is more than one
+    /// deployment to stick to. Read on every request, before any lock.
+    sticky: AtomicBool,
     state: Mutex<ModelState>,
 }
 
@@ -204,6 +207,7 @@ impl ModelRoute {
             name: model.name.as_str().into(),
             header_value: upstream::header_safe(&model.name),
             falling_back: AtomicBool::new(false),
+            sticky: AtomicBool::new(false),
             state: Mutex::new(ModelState {
                 pool,
                 upstreams,
@@ -211,6 +215,26 @@ impl ModelRoute {
                 fell_back_to: None,
             }),
         })
+        .with_stickiness()
+    }
+
+    /// Sets `sticky` from the state (after any change of deployments or policy).
+    fn note_stickiness(&self, state: &ModelState) {
+        let sticky = state.policy.affinity == crate::config::Affinity::Session
+            && state.pool.live().nth(1).is_some();
+        self.sticky.store(sticky, Ordering::Relaxed);
+    }
+
+    fn with_stickiness(self: Arc<Self>) -> Arc<Self> {
+        let state = self.lock();
+        self.note_stickiness(&state);
+        drop(state);
+        self
+    }
+
+    /// Whether a request's session key matters for this model.
+    fn sticky(&self) -> bool {
+        self.sticky.load(Ordering::Relaxed)
     }
 
     /// The lock is only ever held for a few field updates; a panic while

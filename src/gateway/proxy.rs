@@ -38,21 +38,32 @@ pub(super) const X_MODEL: HeaderName = HeaderName::from_static("x-switchboard-mo
 
 /// The headers that name a request's session, in the order they count:
 /// ours, Claude Code's, Codex's.
-const SESSION_HEADERS: [HeaderName; 3] = [
-    HeaderName::from_static("x-switchboard-session"),
-    HeaderName::from_static("x-claude-code-session-id"),
-    HeaderName::from_static("session-id"),
+const SESSION_HEADERS: [&str; 3] = [
+    "x-switchboard-session",
+    "x-claude-code-session-id",
+    "session-id",
 ];
 
 /// The request's session: the first session header present, else the
-/// body's `prompt_cache_key`.
+/// body's `prompt_cache_key`. One pass over the headers comparing names
+/// (a request has a handful) costs a fraction of three hashed lookups,
+/// and every request pays it.
 fn session_of(headers: &HeaderMap, req: &Inspected) -> Option<crate::router::SessionKey> {
-    SESSION_HEADERS
-        .iter()
-        .find_map(|name| headers.get(name))
-        .map(|v| v.as_bytes())
-        .filter(|v| !v.is_empty())
-        .map(|v| crate::router::SessionKey::of(&String::from_utf8_lossy(v)))
+    let mut best: Option<(usize, &HeaderValue)> = None;
+    for (name, value) in headers {
+        let name = name.as_str();
+        // Cheap length test first: most headers are none of these.
+        if !matches!(name.len(), 21 | 24 | 10) {
+            continue;
+        }
+        if let Some(rank) = SESSION_HEADERS.iter().position(|h| *h == name)
+            && best.is_none_or(|(r, _)| rank < r)
+            && !value.is_empty()
+        {
+            best = Some((rank, value));
+        }
+    }
+    best.map(|(_, v)| crate::router::SessionKey::of(&String::from_utf8_lossy(v.as_bytes())))
         .or(req.cache_key)
 }
 
@@ -206,7 +217,9 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
     drop(settings);
     let cluster = gw.cluster().cloned();
     let mut flight = Flight::new(gw.clone(), route, endpoint, &req, started);
-    flight.session = session_of(&headers, &req);
+    if flight.route.sticky() {
+        flight.session = session_of(&headers, &req);
+    }
     loop {
         let picked = match &cluster {
             None => flight.pick(),
@@ -268,7 +281,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                             let a = *a;
                             // Perhaps an earlier model's answer (see `divert`).
                             upstream = a.upstream;
-                            (a.status, a.headers, a.body, a.model)
+                            (a.status, a.headers, a.body, Some(a.model))
                         }
                     }
                 } else {
@@ -283,7 +296,8 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     } else {
                         body
                     };
-                    (status, headers, body, flight.served_header().clone())
+                    // The model that served is the flight's: no copy of its name.
+                    (status, headers, body, None)
                 };
                 let (prompt, completion, estimated) = match usage {
                     Some(u) => (u.prompt_tokens, u.completion_tokens, false),
@@ -307,7 +321,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     Body::from(body),
                     &upstream,
                     attempts,
-                    &served,
+                    served.as_ref().unwrap_or(flight.served_header()),
                 );
             }
             Attempted::Streaming {
@@ -448,9 +462,26 @@ pub(super) fn respond(
         h.insert(X_REQUEST_ID, v.clone());
     }
     h.insert(X_DEPLOYMENT, up.header_name.clone());
-    h.insert(X_ATTEMPTS, HeaderValue::from(attempts));
+    h.insert(X_ATTEMPTS, attempts_value(attempts));
     h.insert(X_MODEL, model.clone());
     response
+}
+
+/// `x-switchboard-attempts`: a static value for the counts requests have
+/// (formatting one allocates, on every request).
+pub(super) fn attempts_value(attempts: usize) -> HeaderValue {
+    HeaderValue::from_static(match attempts {
+        1 => "1",
+        2 => "2",
+        3 => "3",
+        4 => "4",
+        5 => "5",
+        6 => "6",
+        7 => "7",
+        8 => "8",
+        9 => "9",
+        _ => return HeaderValue::from(attempts),
+    })
 }
 
 /// What to count against the deployment's window for an attempt.

@@ -58,6 +58,8 @@ pub fn fade(tokens: u64, ago: Duration) -> u64 {
 
 #[derive(Debug, Clone, Default)]
 pub struct Pins {
+    /// Rehashed with a per-process seed: the keys come from a fixed-seed
+    /// hash of what clients send, which a client could aim at one bucket.
     map: HashMap<SessionKey, Pin, foldhash::fast::RandomState>,
 }
 

@@ -10,15 +10,7 @@ use serde_json::json;
 use switchboard::mock_upstream::Mode;
 
 async fn tally(gw: &TestGateway, n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        let r = gw.chat("m").await;
-        assert_eq!(r.status(), 200);
-        *counts
-            .entry(header(&r, "x-switchboard-deployment"))
-            .or_default() += 1;
-    }
-    counts
+    served_by(gw, "m", n).await
 }
 
 #[tokio::test]

@@ -3,12 +3,10 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::*;
 use serde_json::json;
 use switchboard::events::{Event, RouteChange};
-use switchboard::mock_upstream::Mode;
+use switchboard::mock_upstream::{MockHandle, Mode};
 
 /// The route events published so far (the receiver was made before).
 fn route_events(
@@ -21,18 +19,6 @@ fn route_events(
         }
     }
     out
-}
-
-async fn served_by(gw: &TestGateway, model: &str, n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for _ in 0..n {
-        let r = gw.chat(model).await;
-        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-        *counts
-            .entry(header(&r, "x-switchboard-deployment"))
-            .or_default() += 1;
-    }
-    counts
 }
 
 #[tokio::test]
@@ -120,6 +106,40 @@ async fn failover_walks_the_rest_of_the_tier_before_the_next() {
     assert_eq!((a.stats().requests, b.stats().requests), (1, 1));
 }
 
+/// `gpt-4o` on deployment `a` (its model lines `m_extra`) and `gpt-4o-mini`
+/// on `mini` (its deployment lines `mini_extra`), each on its own mock in
+/// the given mode.
+async fn fallback_pair(
+    a_mode: Mode,
+    m_extra: &str,
+    mini_mode: Mode,
+    mini_extra: &str,
+) -> (MockHandle, MockHandle, TestGateway) {
+    let (a, mini) = (mock().await, mock().await);
+    a.set_mode(a_mode);
+    mini.set_mode(mini_mode);
+    let gw = gateway(&two_models(
+        &deployment("a", &a, ""),
+        m_extra,
+        &deployment("mini", &mini, mini_extra),
+    ))
+    .await;
+    (a, mini, gw)
+}
+
+/// A 400 with OpenAI's error shape and this message.
+fn refusal(message: &str) -> Mode {
+    fail(400, None, Some(message))
+}
+
+/// The error message of an answer.
+async fn message_of(r: reqwest::Response) -> String {
+    json(r).await["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn two_models(m_deployments: &str, m_extra: &str, mini: &str) -> String {
     format!(
         "[[models]]\nname = \"gpt-4o\"\n{m_extra}\n{m_deployments}\n[[models]]\nname = \"gpt-4o-mini\"\n{mini}"
@@ -174,13 +194,12 @@ async fn a_model_with_nothing_left_is_served_by_its_fallback_named_as_asked() {
 
 #[tokio::test]
 async fn report_served_model_names_the_fallback_in_the_body() {
-    let (a, mini) = (mock().await, mock().await);
-    a.set_mode(fail(500, None, None));
-    let gw = gateway(&two_models(
-        &deployment("a", &a, ""),
+    let (_a, _mini, gw) = fallback_pair(
+        fail(500, None, None),
         "fallbacks = [\"gpt-4o-mini\"]\nreport_served_model = true",
-        &deployment("mini", &mini, ""),
-    ))
+        Mode::Normal,
+        "",
+    )
     .await;
     let r = gw.chat("gpt-4o").await;
     assert_eq!(r.status(), 200);
@@ -190,22 +209,18 @@ async fn report_served_model_names_the_fallback_in_the_body() {
 
 #[tokio::test]
 async fn a_chain_that_runs_out_answers_for_the_model_asked_with_the_worst_reason() {
-    let (a, mini) = (mock().await, mock().await);
-    a.set_mode(fail(429, Some(30.0), None));
-    let gw = gateway(&two_models(
-        &deployment("a", &a, ""),
+    let (_a, _mini, gw) = fallback_pair(
+        fail(429, Some(30.0), None),
         "fallbacks = [\"gpt-4o-mini\"]",
-        &deployment("mini", &mini, "enabled = false"),
-    ))
+        Mode::Normal,
+        "enabled = false",
+    )
     .await;
     let r = gw.chat("gpt-4o").await;
     assert_eq!(r.status(), 429);
     let retry: f64 = header(&r, "retry-after").parse().unwrap();
     assert!(retry > 20.0, "{retry}");
-    let message = json(r).await["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let message = message_of(r).await;
     assert!(message.contains("`gpt-4o`"), "{message}");
     assert!(
         message.contains("fallback models tried: gpt-4o-mini"),
@@ -215,56 +230,41 @@ async fn a_chain_that_runs_out_answers_for_the_model_asked_with_the_worst_reason
 
 #[tokio::test]
 async fn a_prompt_too_long_goes_to_the_context_window_fallback_and_policy_refusals_do_not() {
-    let (small, big) = (mock().await, mock().await);
-    let config = two_models(
-        &deployment("small", &small, ""),
+    let (small, big, gw) = fallback_pair(
+        refusal("This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens."),
         "context_window_fallbacks = [\"gpt-4o-mini\"]\nfallbacks = [\"gpt-4o-mini\"]",
-        &deployment("big", &big, ""),
-    );
-    let gw = gateway(&config).await;
-    small.set_mode(fail(
-        400,
-        None,
-        Some("This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 tokens."),
-    ));
+        Mode::Normal,
+        "",
+    )
+    .await;
     let r = gw.chat("gpt-4o").await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-switchboard-model"), "gpt-4o-mini");
-    assert_eq!(header(&r, "x-switchboard-deployment"), "big");
+    assert_eq!(header(&r, "x-switchboard-deployment"), "mini");
     // The deployment that said "too long" is not at fault.
-    assert_eq!(gw.deployment("small").await["state"], "healthy");
+    assert_eq!(gw.deployment("a").await["state"], "healthy");
 
     // A content-policy refusal goes back to the client, whatever the fallbacks.
-    small.set_mode(fail(
-        400,
-        None,
-        Some("The response was filtered due to the prompt triggering Azure OpenAI's content management policy."),
+    small.set_mode(refusal(
+        "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
     ));
     let before = big.stats().requests;
     let r = gw.chat("gpt-4o").await;
     assert_eq!(r.status(), 400);
     assert_eq!(header(&r, "x-switchboard-model"), "gpt-4o");
-    let message = json(r).await["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let message = message_of(r).await;
     assert!(message.contains("content management policy"), "{message}");
     assert_eq!(big.stats().requests, before, "never routed around");
 }
 
 #[tokio::test]
 async fn content_policy_fallbacks_take_a_refusal_when_named() {
-    let (strict, lenient) = (mock().await, mock().await);
-    strict.set_mode(fail(
-        400,
-        None,
-        Some("Your request was rejected as a result of our safety system."),
-    ));
-    let gw = gateway(&two_models(
-        &deployment("strict", &strict, ""),
+    let (_strict, _lenient, gw) = fallback_pair(
+        refusal("Your request was rejected as a result of our safety system."),
         "content_policy_fallbacks = [\"gpt-4o-mini\"]",
-        &deployment("lenient", &lenient, ""),
-    ))
+        Mode::Normal,
+        "",
+    )
     .await;
     let r = gw.chat("gpt-4o").await;
     assert_eq!(r.status(), 200);
@@ -273,32 +273,19 @@ async fn content_policy_fallbacks_take_a_refusal_when_named() {
 
 #[tokio::test]
 async fn a_prompt_too_long_without_a_larger_model_goes_back_to_the_client() {
-    let (small, big) = (mock().await, mock().await);
-    small.set_mode(fail(
-        400,
-        None,
-        Some("prompt is too long: 210000 tokens > 200000 maximum"),
-    ));
-    big.set_mode(fail(
-        400,
-        None,
-        Some("prompt is too long: 210000 tokens > 400000 maximum"),
-    ));
-    let gw = gateway(&two_models(
-        &deployment("small", &small, ""),
+    let (_small, _big, gw) = fallback_pair(
+        refusal("prompt is too long: 210000 tokens > 200000 maximum"),
         "context_window_fallbacks = [\"gpt-4o-mini\"]",
-        &deployment("big", &big, ""),
-    ))
+        refusal("prompt is too long: 210000 tokens > 400000 maximum"),
+        "",
+    )
     .await;
     let r = gw.chat("gpt-4o").await;
     assert_eq!(r.status(), 400);
     // The first answer, from the model asked for.
-    assert_eq!(header(&r, "x-switchboard-deployment"), "small");
+    assert_eq!(header(&r, "x-switchboard-deployment"), "a");
     assert_eq!(header(&r, "x-switchboard-attempts"), "2");
-    let message = json(r).await["error"]["message"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let message = message_of(r).await;
     assert!(message.contains("200000 maximum"), "{message}");
 }
 
@@ -537,8 +524,6 @@ async fn provider_mock(provider: switchboard::mock_upstream::MockProvider) -> (M
     };
     (m, entry)
 }
-
-use switchboard::mock_upstream::MockHandle;
 
 #[tokio::test]
 async fn each_providers_prompt_too_long_goes_to_the_larger_model() {

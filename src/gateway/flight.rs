@@ -366,21 +366,7 @@ impl Flight {
         if let Some(answer) = self.chain.as_mut().and_then(|c| c.refused.take()) {
             // The client error that sent the request to other models, none
             // of which could serve it: the client hears the first answer.
-            self.finish(
-                answer.status.as_u16(),
-                RequestOutcome::ClientError,
-                0,
-                0,
-                false,
-            );
-            return respond(
-                answer.status,
-                &answer.headers,
-                Body::from(answer.body),
-                &answer.upstream,
-                attempts,
-                &answer.model,
-            );
+            return self.pass_back(answer, attempts);
         }
         let model = self.origin().name.clone();
         let chained = self.fallbacks_tried();
@@ -392,21 +378,7 @@ impl Flight {
             && let Some(answer) = self.not_offered_answer.take()
         {
             // No deployment offers the endpoint: the upstream's own answer.
-            self.finish(
-                answer.status.as_u16(),
-                RequestOutcome::ClientError,
-                0,
-                0,
-                false,
-            );
-            return respond(
-                answer.status,
-                &answer.headers,
-                Body::from(answer.body),
-                &answer.upstream,
-                attempts,
-                &answer.model,
-            );
+            return self.pass_back(answer, attempts);
         }
         let failures = || {
             self.attempts
@@ -515,6 +487,20 @@ impl Flight {
                 .insert(X_ATTEMPTS, super::proxy::attempts_value(attempts));
         }
         response
+    }
+
+    /// An upstream's answer kept for the client, given back as the end.
+    fn pass_back(&mut self, answer: Passback, attempts: usize) -> Response {
+        let status = answer.status.as_u16();
+        self.finish(status, RequestOutcome::ClientError, 0, 0, false);
+        respond(
+            answer.status,
+            &answer.headers,
+            Body::from(answer.body),
+            &answer.upstream,
+            attempts,
+            &answer.model,
+        )
     }
 
     /// Which deployments a "no deployment available" answer is about.

@@ -82,7 +82,7 @@ struct ChunkProbe {
 /// memchr from newline to newline: a byte-by-byte loop here was ~110 ns of
 /// a 200-byte chunk, memchr ~7 ns (which pays for the malformed-frame and
 /// finish_reason checks of `inspect` twice over).
-fn frame_end(data: &[u8]) -> Option<usize> {
+pub(crate) fn frame_end(data: &[u8]) -> Option<usize> {
     let mut from = 0;
     while let Some(i) = memchr::memchr(b'\n', &data[from..]) {
         let i = from + i;

@@ -121,6 +121,24 @@ impl TestGateway {
     }
 }
 
+/// `n` chat requests to `model`, each answered 200; how many each
+/// deployment served.
+pub async fn served_by(
+    gw: &TestGateway,
+    model: &str,
+    n: usize,
+) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..n {
+        let r = gw.chat(model).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        *counts
+            .entry(header(&r, "x-switchboard-deployment"))
+            .or_default() += 1;
+    }
+    counts
+}
+
 pub fn header(r: &reqwest::Response, name: &str) -> String {
     r.headers()
         .get(name)

@@ -260,6 +260,17 @@ impl ChunkWriter {
     pub fn done(out: &mut Vec<u8>) {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
+
+    /// A translated stream's end: the finish chunk (stop when the upstream
+    /// named no reason), the usage chunk when the client asked for it
+    /// (`tokens`), and `[DONE]`.
+    pub fn close(&self, out: &mut Vec<u8>, finish: Option<Finish>, tokens: Option<&Tokens>) {
+        self.finish(out, finish.unwrap_or(Finish::Stop));
+        if let Some(tokens) = tokens {
+            self.usage(out, tokens);
+        }
+        Self::done(out);
+    }
 }
 
 /// `s` as a JSON string literal.

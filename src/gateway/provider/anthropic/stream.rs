@@ -180,7 +180,7 @@ impl Translator {
             &owned
         };
         let mut at = 0;
-        while let Some(len) = event_end(&data[at..]) {
+        while let Some(len) = crate::gateway::sse::frame_end(&data[at..]) {
             self.event(&data[at..at + len], &mut out);
             at += len;
         }
@@ -383,12 +383,8 @@ impl Translator {
 
     /// The finish chunk, the usage chunk when asked for, and `[DONE]`.
     fn close(&mut self, out: &mut Vec<u8>) {
-        let writer = self.writer();
-        writer.finish(out, self.finish.unwrap_or(Finish::Stop));
-        if self.wants_usage {
-            writer.usage(out, &self.tokens);
-        }
-        ChunkWriter::done(out);
+        let tokens = self.wants_usage.then_some(&self.tokens);
+        self.writer().close(out, self.finish, tokens);
         self.done = true;
     }
 
@@ -403,20 +399,6 @@ impl Translator {
         error_event(out, &message, code);
         self.error = Some(message);
     }
-}
-
-/// The end of the first event in `data` (after its blank line), if complete.
-fn event_end(data: &[u8]) -> Option<usize> {
-    let mut from = 0;
-    while let Some(i) = memchr::memchr(b'\n', &data[from..]) {
-        let i = from + i;
-        match data.get(i + 1) {
-            Some(b'\n') => return Some(i + 2),
-            Some(b'\r') if data.get(i + 2) == Some(&b'\n') => return Some(i + 3),
-            _ => from = i + 1,
-        }
-    }
-    None
 }
 
 /// The event's data: its `data:` lines joined by newlines.

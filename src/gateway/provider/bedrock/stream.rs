@@ -367,12 +367,8 @@ impl Translator {
     }
 
     fn close(&mut self, out: &mut Vec<u8>) {
-        let writer = self.writer();
-        writer.finish(out, self.finish.unwrap_or(Finish::Stop));
-        if self.wants_usage {
-            writer.usage(out, &self.tokens);
-        }
-        ChunkWriter::done(out);
+        let tokens = self.wants_usage.then_some(&self.tokens);
+        self.writer().close(out, self.finish, tokens);
         self.done = true;
     }
 

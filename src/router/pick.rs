@@ -5,12 +5,23 @@
 use std::time::Duration;
 
 /// How far above its share of the tokens a deployment may go before its
-/// sessions start to move (see [`Pool::overloaded`]).
+/// sessions start to move (see `Pool::should_move`).
 pub const OVERLOAD_PCT: u128 = 5;
 
 use super::health::{Blocked, Cause};
 use super::select::{Candidate, smooth_wrr};
 use super::{Pick, Pool, Slot, TierChange, Unavailable, Want};
+
+/// One attempt's question to every deployment: may it take `estimate`
+/// tokens now, not having been tried, with this instance's `share` of the
+/// limits?
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    now: Duration,
+    estimate: u64,
+    tried: &'a [usize],
+    share: u64,
+}
 
 impl Pool {
     /// Chooses the deployment for the next attempt of a request estimated at
@@ -33,7 +44,12 @@ impl Pool {
         tried: &[usize],
         want: Want,
     ) -> Result<Pick, Unavailable> {
-        let share = self.share;
+        let ask = Ask {
+            now,
+            estimate,
+            tried,
+            share: self.share,
+        };
         // The best tier that has a deployment able to take the request now.
         // One tier (the common case): no pass over the deployments for it.
         let tier = if self.tiered {
@@ -42,7 +58,7 @@ impl Pool {
                 if tier.is_some_and(|t| t <= slot.priority) {
                     continue;
                 }
-                if slot.open(index, now, estimate, tried, share) {
+                if slot.open(index, &ask) {
                     tier = Some(slot.priority);
                 }
             }
@@ -56,18 +72,17 @@ impl Pool {
         let pinned = want
             .session
             .and_then(|(key, ttl)| self.pins.get(key, now, ttl));
-        let keep = pinned.map(|p| p.index).filter(|&i| {
-            let slot = &mut self.slots[i];
-            slot.priority == tier && slot.open(i, now, estimate, tried, share)
-        });
+        let keep = pinned
+            .map(|p| p.index)
+            .filter(|&i| self.slots[i].open_in(tier, i, &ask));
         let keep = keep.filter(|&i| {
             let weight = pinned.map_or(0, |p| p.tokens);
-            !self.should_move(i, weight, now, estimate, tried, tier)
+            !self.should_move(&ask, i, weight, tier)
         });
         let index = match (keep, want.session) {
             (Some(index), _) => Some(index),
-            (None, Some(_)) => self.least_loaded(now, estimate, tried, tier),
-            (None, None) => self.rotate(now, estimate, tried, tier),
+            (None, Some(_)) => self.least_loaded(&ask, tier),
+            (None, None) => self.rotate(&ask, tier),
         };
         let Some(index) = index else {
             return Err(self.why_unavailable(now, estimate, tried));
@@ -77,7 +92,7 @@ impl Pool {
             self.pins.set(key, index, now, ttl, tokens);
         }
         let tier_change = if self.tiered {
-            self.note_tier(now, estimate, tried, tier)
+            self.note_tier(&ask, tier)
         } else {
             None
         };
@@ -95,26 +110,18 @@ impl Pool {
     }
 
     /// The smooth weighted round robin among the tier's open deployments.
-    fn rotate(
-        &mut self,
-        now: Duration,
-        estimate: u64,
-        tried: &[usize],
-        tier: u32,
-    ) -> Option<usize> {
-        let share = self.share;
-        let candidates =
-            self.slots
-                .iter_mut()
-                .enumerate()
-                .filter_map(|(index, slot)| {
-                    (slot.priority == tier && slot.open(index, now, estimate, tried, share))
-                        .then_some(Candidate {
-                            index,
-                            weight: slot.weight,
-                            credit: &mut slot.credit,
-                        })
-                });
+    fn rotate(&mut self, ask: &Ask, tier: u32) -> Option<usize> {
+        let candidates = self
+            .slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, slot)| {
+                slot.open_in(tier, index, ask).then_some(Candidate {
+                    index,
+                    weight: slot.weight,
+                    credit: &mut slot.credit,
+                })
+            });
         smooth_wrr(candidates)
     }
 
@@ -122,21 +129,14 @@ impl Pool {
     /// tokens in its window for its weight. Sessions differ in length by
     /// orders of magnitude; counting sessions would let a few long ones
     /// skew the shares, counting their tokens keeps them.
-    fn least_loaded(
-        &mut self,
-        now: Duration,
-        estimate: u64,
-        tried: &[usize],
-        tier: u32,
-    ) -> Option<usize> {
-        let share = self.share;
+    fn least_loaded(&mut self, ask: &Ask, tier: u32) -> Option<usize> {
         let mut best: Option<(usize, u128, i64)> = None;
         for (index, slot) in self.slots.iter_mut().enumerate() {
-            if slot.priority != tier || !slot.open(index, now, estimate, tried, share) {
+            if !slot.open_in(tier, index, ask) {
                 continue;
             }
             // used/weight compared as used_a * weight_b < used_b * weight_a.
-            let used = u128::from(slot.window.used(now));
+            let used = u128::from(slot.window.used(ask.now));
             let weight = slot.weight.max(1);
             let better = match best {
                 None => true,
@@ -160,25 +160,16 @@ impl Pool {
     /// one brings the two nearer their shares (a session heavier than the
     /// gap would only move the pile: a lone session never hops). Each move
     /// is a cold prompt cache, so the bar is high.
-    fn should_move(
-        &mut self,
-        index: usize,
-        session: u64,
-        now: Duration,
-        estimate: u64,
-        tried: &[usize],
-        tier: u32,
-    ) -> bool {
-        let share = self.share;
+    fn should_move(&mut self, ask: &Ask, index: usize, session: u64, tier: u32) -> bool {
         let (mut total, mut weights) = (0u128, 0u128);
         // The least loaded other deployment: (used, weight).
         let mut least: Option<(u128, u128)> = None;
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            if slot.priority != tier || !slot.open(i, now, estimate, tried, share) {
+            if !slot.open_in(tier, i, ask) {
                 continue;
             }
             let (used, weight) = (
-                u128::from(slot.window.used(now)),
+                u128::from(slot.window.used(ask.now)),
                 slot.weight.max(1) as u128,
             );
             total += used;
@@ -192,7 +183,7 @@ impl Pool {
         };
         let slot = &mut self.slots[index];
         let (mine, my_weight) = (
-            u128::from(slot.window.used(now)),
+            u128::from(slot.window.used(ask.now)),
             slot.weight.max(1) as u128,
         );
         // Over its share by more than the margin (all scaled by `weights`).
@@ -208,13 +199,7 @@ impl Pool {
 
     /// Notes the tier this pick went to: a change from the last one is
     /// worth an event.
-    fn note_tier(
-        &mut self,
-        now: Duration,
-        estimate: u64,
-        tried: &[usize],
-        tier: u32,
-    ) -> Option<TierChange> {
+    fn note_tier(&mut self, ask: &Ask, tier: u32) -> Option<TierChange> {
         let best = self
             .slots
             .iter()
@@ -234,7 +219,7 @@ impl Pool {
         Some(TierChange::Spilled {
             from: best,
             to: tier,
-            reason: self.why_not_above(now, estimate, tried, tier),
+            reason: self.why_not_above(ask, tier),
         })
     }
 
@@ -251,7 +236,13 @@ impl Pool {
             return None;
         }
         let tier = self.slots[index].priority;
-        self.note_tier(now, estimate, tried, tier)
+        let ask = Ask {
+            now,
+            estimate,
+            tried,
+            share: self.share,
+        };
+        self.note_tier(&ask, tier)
     }
 
     /// Why a deployment could not take a request of `estimate` tokens now
@@ -264,27 +255,25 @@ impl Pool {
         estimate: u64,
         tried: &[usize],
     ) -> &'static str {
-        let share = self.share;
+        let ask = Ask {
+            now,
+            estimate,
+            tried,
+            share: self.share,
+        };
         let slot = &mut self.slots[index];
         if !slot.enabled {
             return "disabled";
         }
-        if slot.open(index, now, estimate, tried, share) {
+        if slot.open(index, &ask) {
             return "a better tier has room";
         }
-        slot.why_closed(index, now, estimate, tried, share)
+        slot.why_closed(index, &ask)
     }
 
     /// Why each enabled deployment above `tier` could not take a request.
     #[cold]
-    fn why_not_above(
-        &mut self,
-        now: Duration,
-        estimate: u64,
-        tried: &[usize],
-        tier: u32,
-    ) -> String {
-        let share = self.share;
+    fn why_not_above(&mut self, ask: &Ask, tier: u32) -> String {
         let mut tiers: Vec<u32> = self
             .slots
             .iter()
@@ -301,7 +290,7 @@ impl Pool {
                 .enumerate()
                 .filter(|(_, s)| s.enabled && s.priority == t)
                 .map(|(i, s)| {
-                    let why = s.why_closed(i, now, estimate, tried, share);
+                    let why = s.why_closed(i, ask);
                     format!("{} {why}", s.name)
                 })
                 .collect();
@@ -356,36 +345,28 @@ impl Pool {
 }
 
 impl Slot {
-    /// May it take a request of `estimate` tokens now?
-    fn open(
-        &mut self,
-        index: usize,
-        now: Duration,
-        estimate: u64,
-        tried: &[usize],
-        share: u64,
-    ) -> bool {
+    /// May it take the request now?
+    fn open(&mut self, index: usize, ask: &Ask) -> bool {
         self.enabled
-            && !tried.contains(&index)
-            && self.health.blocked(now).is_none()
-            && self
-                .tpm_limit
-                .is_none_or(|limit| self.window.fits(now, estimate, own_part(limit, share)))
+            && !ask.tried.contains(&index)
+            && self.health.blocked(ask.now).is_none()
+            && self.tpm_limit.is_none_or(|limit| {
+                self.window
+                    .fits(ask.now, ask.estimate, own_part(limit, ask.share))
+            })
     }
 
-    /// Why it cannot take a request now, in a few words.
-    fn why_closed(
-        &mut self,
-        index: usize,
-        now: Duration,
-        estimate: u64,
-        tried: &[usize],
-        share: u64,
-    ) -> &'static str {
-        if tried.contains(&index) {
+    /// In tier `tier`, and may it take the request now?
+    fn open_in(&mut self, tier: u32, index: usize, ask: &Ask) -> bool {
+        self.priority == tier && self.open(index, ask)
+    }
+
+    /// Why it cannot take the request now, in a few words.
+    fn why_closed(&mut self, index: usize, ask: &Ask) -> &'static str {
+        if ask.tried.contains(&index) {
             return "failed this request";
         }
-        match self.health.blocked(now) {
+        match self.health.blocked(ask.now) {
             Some(Blocked::Cooling {
                 cause: Cause::RateLimited,
                 ..
@@ -398,7 +379,13 @@ impl Slot {
             None => {}
         }
         match self.tpm_limit {
-            Some(limit) if !self.window.fits(now, estimate, own_part(limit, share)) => "at limit",
+            Some(limit)
+                if !self
+                    .window
+                    .fits(ask.now, ask.estimate, own_part(limit, ask.share)) =>
+            {
+                "at limit"
+            }
             _ => "busy",
         }
     }

@@ -114,3 +114,47 @@ async fn the_sdk_gets_whole_answers_from_streams_without_done_or_with_a_bad_chun
         assert_eq!(seen[model]["usage"], 5, "{seen}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_turn_conversation_stays_on_one_deployment_and_a_fallback_reads_as_asked() {
+    if !sdk_available() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have the openai SDK installed"
+        );
+        eprintln!("SKIPPED: the openai Python SDK is not installed");
+        return;
+    }
+    let (a, b, c, mini) = (mock().await, mock().await, mock().await, mock().await);
+    let gw = gateway(&format!(
+        "[[models]]\nname = \"m\"\n{}{}{}\n[[models]]\nname = \"gone\"\nfallbacks = [\"m\"]\n{}",
+        deployment("a", &a, ""),
+        deployment("b", &b, ""),
+        deployment("c", &c, ""),
+        deployment("off", &mini, "enabled = false"),
+    ))
+    .await;
+    let url = gw.url("/v1");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sessions.py");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args([script, &url])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for key in ["header", "cache_key"] {
+        let turns = seen[key].as_array().unwrap();
+        assert_eq!(turns.len(), 2);
+        assert_eq!(turns[0], turns[1], "{key}: {seen}");
+    }
+    assert_eq!(seen["fallback"]["model_header"], "m", "{seen}");
+    assert_eq!(seen["fallback"]["body_model"], "gone", "{seen}");
+}

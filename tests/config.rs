@@ -1073,3 +1073,81 @@ fn edits_go_through_a_symlink_to_the_real_file() {
         "no temporary file left"
     );
 }
+
+#[test]
+fn tiers_fallbacks_sessions_and_timeouts_are_checked_with_file_line_and_field() {
+    let deployment = |extra: &str| {
+        format!(
+            "[[models]]\nname = \"a\"\n[[models.deployments]]\nname = \"x\"\napi_base = \"http://h\"\nmodel_id = \"m\"\n{extra}\n"
+        )
+    };
+    expect_error(
+        "[[models]]\nname = \"a\"\nfallbacks = [\"b\"]\n",
+        3,
+        "models[0].fallbacks[0]",
+        "no model is named \"b\"",
+    );
+    expect_error(
+        "[[models]]\nname = \"a\"\ncontext_window_fallbacks = [\"a\"]\n",
+        3,
+        "models[0].context_window_fallbacks[0]",
+        "is this model itself",
+    );
+    expect_error(
+        "[[models]]\nname = \"a\"\nfallbacks = [\"b\", \"b\"]\n[[models]]\nname = \"b\"\n",
+        3,
+        "models[0].fallbacks[1]",
+        "listed twice",
+    );
+    expect_error(
+        "[[models]]\nname = \"a\"\naffinity = \"sticky\"\n",
+        3,
+        "models[0].affinity",
+        "not one of \"session\", \"off\"",
+    );
+    expect_error(
+        "[[models]]\nname = \"a\"\naffinity_ttl_s = -5\n",
+        3,
+        "models[0].affinity_ttl_s",
+        "positive number of seconds",
+    );
+    expect_error(
+        &deployment("priority = 1001"),
+        7,
+        "models[0].deployments[0].priority",
+        "from 0 to 1000",
+    );
+    expect_error(
+        &deployment("stream_idle_timeout_s = 0"),
+        7,
+        "models[0].deployments[0].stream_idle_timeout_s",
+        "positive number of seconds",
+    );
+    expect_error(
+        "[server]\nstream_idle_timeout_s = -1\n",
+        2,
+        "server.stream_idle_timeout_s",
+        "positive number of seconds",
+    );
+    expect_error(
+        "[routing]\nprobe_interval_s = 0\n",
+        2,
+        "routing.probe_interval_s",
+        "positive number of seconds",
+    );
+    // And a valid one reads as written.
+    let (_dir, path) = config_file(
+        "[[models]]\nname = \"a\"\nfallbacks = [\"b\"]\naffinity = \"off\"\naffinity_ttl_s = 60\nreport_served_model = true\n[[models.deployments]]\nname = \"x\"\napi_base = \"http://h\"\nmodel_id = \"m\"\npriority = 2\nfirst_byte_timeout_s = 1.5\n[[models]]\nname = \"b\"\n",
+    );
+    let config = Config::load(&path).unwrap();
+    let a = &config.models[0];
+    assert_eq!(a.fallbacks, vec!["b".to_string()]);
+    assert_eq!(a.affinity, switchboard::config::Affinity::Off);
+    assert_eq!(a.affinity_ttl, std::time::Duration::from_secs(60));
+    assert!(a.report_served_model);
+    assert_eq!(a.deployments[0].priority, 2);
+    assert_eq!(
+        a.deployments[0].timeouts.first_byte,
+        Some(std::time::Duration::from_millis(1500))
+    );
+}

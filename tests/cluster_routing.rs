@@ -187,3 +187,35 @@ async fn a_slow_first_byte_fails_over_on_every_instance() {
         assert_eq!((status, at.as_str()), (200, "quick"), "instance {i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_seen_by_different_instances_are_probed_back_within_the_interval() {
+    let redis = Redis::start();
+    let (ptu, backup) = (mock().await, mock().await);
+    ptu.set_mode(fail(503, None, None));
+    let cluster = fleet(
+        3,
+        Some(&redis),
+        &format!(
+            "[routing]\ncooldown_s = 120\nprobe_interval_s = 0.2\n\n{}",
+            model(&[
+                deployment("ptu", &ptu, "priority = 1"),
+                deployment("backup", &backup, "priority = 2"),
+            ])
+        ),
+    );
+    // One failure through each instance: three in the shared count, one
+    // in each instance's own.
+    for i in 0..3 {
+        assert_eq!(chat(&cluster, i, "m", &[]).await.1, "backup");
+    }
+    wait_until("the shared state cools ptu down", || {
+        cluster.deployment(0, "ptu")["state"] == "cooling_down"
+    });
+    ptu.set_mode(Mode::Normal);
+    // A 120 s cooldown, ended by a probe within a few intervals.
+    wait_until("ptu is healthy again everywhere", || {
+        (0..3).all(|i| cluster.deployment(i, "ptu")["state"] == "healthy")
+    });
+    assert_eq!(chat(&cluster, 1, "m", &[]).await.1, "ptu");
+}

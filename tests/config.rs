@@ -1130,6 +1130,12 @@ fn tiers_fallbacks_sessions_and_timeouts_are_checked_with_file_line_and_field() 
         "positive number of seconds",
     );
     expect_error(
+        "[server]\nstream_idle_timeout_s = 1e19\n",
+        2,
+        "server.stream_idle_timeout_s",
+        "more than a year",
+    );
+    expect_error(
         "[routing]\nprobe_interval_s = 0\n",
         2,
         "routing.probe_interval_s",

@@ -54,7 +54,7 @@ async fn tier_one_takes_everything_then_spills_with_shares_and_returns_at_once()
             reason,
         } => {
             assert_eq!((*from_tier, *to_tier), (1, 2));
-            assert_eq!(reason, "tier 1 full (ptu failed this request)");
+            assert_eq!(reason, "tier 1 full (ptu rate limited)");
         }
         other => panic!("not a spill: {other:?}"),
     }
@@ -564,4 +564,59 @@ async fn each_providers_prompt_too_long_goes_to_the_larger_model() {
         );
         assert_eq!(small.stats().requests, 1, "{provider:?}");
     }
+}
+
+#[tokio::test]
+async fn after_a_fallback_with_nothing_the_answer_names_the_deployment_last_tried() {
+    let (_a, _mini, gw) = fallback_pair(
+        fail(500, None, None),
+        "fallbacks = [\"gpt-4o-mini\"]",
+        Mode::Normal,
+        "enabled = false",
+    )
+    .await;
+    let r = gw.chat("gpt-4o").await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(header(&r, "x-switchboard-deployment"), "a");
+    assert_eq!(header(&r, "x-switchboard-attempts"), "1");
+}
+
+#[tokio::test]
+async fn a_policy_refusal_from_the_larger_model_goes_back_with_its_own_reason() {
+    let (_small, _big, gw) = fallback_pair(
+        refusal("prompt is too long: 210000 tokens > 200000 maximum"),
+        "context_window_fallbacks = [\"gpt-4o-mini\"]",
+        refusal("Your request was rejected as a result of our safety system."),
+        "",
+    )
+    .await;
+    let r = gw.chat("gpt-4o").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(header(&r, "x-switchboard-deployment"), "mini");
+    assert!(message_of(r).await.contains("safety system"));
+}
+
+#[tokio::test]
+async fn a_two_hop_fallback_is_said_once_per_hop_while_it_lasts() {
+    let (a, b, c) = (mock().await, mock().await, mock().await);
+    let gw = gateway(&format!(
+        "[[models]]\nname = \"m\"\nfallbacks = [\"b\", \"c\"]\n{}\n[[models]]\nname = \"b\"\n{}\n[[models]]\nname = \"c\"\n{}",
+        deployment("a", &a, "enabled = false"),
+        deployment("b1", &b, "enabled = false"),
+        deployment("c1", &c, ""),
+    ))
+    .await;
+    let mut rx = gw.gateway.events().subscribe();
+    for _ in 0..3 {
+        let r = gw.chat("m").await;
+        assert_eq!(header(&r, "x-switchboard-model"), "c");
+    }
+    let hops: Vec<String> = route_events(&mut rx)
+        .into_iter()
+        .map(|e| match e {
+            RouteChange::FellBack { to_model, .. } => to_model.to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(hops, vec!["b", "c"]);
 }

@@ -347,6 +347,14 @@ pub(crate) fn positive_seconds(seconds: f64) -> Result<std::time::Duration, Stri
             "must be a positive number of seconds (got {seconds})"
         ));
     }
+    // Beyond a year a timeout means "never"; capping it keeps every
+    // `now + timeout` far from overflowing.
+    const YEAR_S: f64 = 365.0 * 86_400.0;
+    if seconds > YEAR_S {
+        return Err(format!(
+            "{seconds} seconds is more than a year; at most {YEAR_S}"
+        ));
+    }
     std::time::Duration::try_from_secs_f64(seconds)
         .map_err(|_| format!("{seconds} seconds is too long"))
 }

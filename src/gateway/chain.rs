@@ -146,8 +146,12 @@ impl Flight {
             .cloned()
             .collect();
         if queue.is_empty() {
-            // The first such answer, from the model asked for, tells most.
-            return Err(Box::new(chain.refused.take().unwrap_or(answer)));
+            // A policy refusal goes back with its own reason; a prompt too
+            // long for every model tried, as the model asked for said it.
+            return Err(Box::new(match kind {
+                Refusal::ContextWindow => chain.refused.take().unwrap_or(answer),
+                _ => answer,
+            }));
         }
         chain.queue = queue;
         chain.refused.get_or_insert(answer);
@@ -199,8 +203,10 @@ impl Flight {
         let news = !steady || {
             let origin = self.origin().clone();
             let mut state = origin.lock();
-            let news = state.fell_back_to.as_ref() != Some(&name);
-            state.fell_back_to = Some(name.clone());
+            let news = !state.fell_back_to.contains(&name);
+            if news {
+                state.fell_back_to.push(name.clone());
+            }
             origin.falling_back.store(true, Ordering::Relaxed);
             news
         };
@@ -230,9 +236,9 @@ impl Flight {
         let ended = {
             let mut state = self.route.lock();
             self.route.falling_back.store(false, Ordering::Relaxed);
-            state.fell_back_to.take()
+            std::mem::take(&mut state.fell_back_to)
         };
-        if let Some(to) = ended {
+        if let Some(to) = ended.first().cloned() {
             tracing::info!(model = %self.route.name, fallback = %to, "the model serves its requests again");
             self.publish_route(RouteChange::ServesAgain { after: to });
         }

@@ -363,6 +363,8 @@ impl Flight {
     pub(super) fn give_up(&mut self, why: Unavailable) -> Response {
         let why = self.chain_unavailable(why);
         let attempts = self.attempts.len();
+        // The deployment of the last attempt, whichever model it served.
+        let last_tried = self.attempts.last().map(|a| a.deployment.clone());
         if let Some(answer) = self.chain.as_mut().and_then(|c| c.refused.take()) {
             // The client error that sent the request to other models, none
             // of which could serve it: the client hears the first answer.
@@ -473,13 +475,10 @@ impl Flight {
         let mut response = error.into_response();
         // Only an answer after an attempt names a deployment: a refusal the
         // gateway made itself (nothing sent) names none.
-        if attempts > 0
-            && let Some(last) = self.tried.last()
-        {
-            let state = self.route.lock();
+        if let Some(last) = last_tried {
             response
                 .headers_mut()
-                .insert(X_DEPLOYMENT, state.upstreams[*last].header_name.clone());
+                .insert(X_DEPLOYMENT, super::upstream::header_safe(&last));
         }
         if attempts > 0 {
             response

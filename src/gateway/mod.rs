@@ -160,8 +160,9 @@ struct ModelState {
     pool: Pool,
     upstreams: Vec<Arc<Upstream>>,
     policy: ModelPolicy,
-    /// The fallback model its requests are going to, while they are.
-    fell_back_to: Option<Arc<str>>,
+    /// The fallback models its requests have gone to (each said once),
+    /// while they do.
+    fell_back_to: Vec<Arc<str>>,
 }
 
 /// What a model's config says beyond its deployments: where its requests
@@ -212,7 +213,7 @@ impl ModelRoute {
                 pool,
                 upstreams,
                 policy: ModelPolicy::from(model),
-                fell_back_to: None,
+                fell_back_to: Vec::new(),
             }),
         })
         .with_stickiness()

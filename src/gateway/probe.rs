@@ -23,6 +23,9 @@ const LOOK_EVERY: Duration = Duration::from_millis(500);
 impl Gateway {
     /// Probes what is due until `stop`.
     pub(super) async fn probe_cooling(self, stop: CancellationToken) {
+        if self.cluster().is_some() {
+            tokio::spawn(self.clone().mirror_shared_cooldowns(stop.clone()));
+        }
         loop {
             let look = self.probe_look_interval();
             tokio::select! {
@@ -43,6 +46,50 @@ impl Gateway {
                 for (index, upstream) in due {
                     tokio::spawn(self.clone().probe(route.clone(), index, upstream));
                 }
+            }
+        }
+    }
+
+    /// In a cluster, failures through several instances add up to one
+    /// cooldown that none of them may have seen alone. The instance whose
+    /// verdict began it hears the shared transition: it notes the cooldown
+    /// in its own pool, and so probes it.
+    async fn mirror_shared_cooldowns(self, stop: CancellationToken) {
+        use crate::events::{DeploymentChange, Event};
+        use tokio::sync::broadcast::error::RecvError;
+        let mut events = self.events().subscribe();
+        loop {
+            let published = tokio::select! {
+                _ = stop.cancelled() => return,
+                p = events.recv() => p,
+            };
+            let p = match published {
+                Ok(p) => p,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            };
+            let Event::Deployment(d) = &*p.event else {
+                continue;
+            };
+            let DeploymentChange::CoolingDown {
+                cause: crate::router::Cause::Failing,
+                seconds,
+            } = d.change
+            else {
+                continue;
+            };
+            // Others' events (relayed for a watcher) are theirs to mirror.
+            if d.instance.is_some() && d.instance.as_ref() != self.events().instance() {
+                continue;
+            }
+            let Some(route) = self.shared.table.load().get(&d.model).cloned() else {
+                continue;
+            };
+            let now = self.now();
+            let mut state = route.lock();
+            if let Some(index) = state.pool.index_of(&d.deployment) {
+                let for_ = Duration::try_from_secs_f64(seconds).unwrap_or_default();
+                state.pool.mirror_failing(index, now, for_);
             }
         }
     }

@@ -114,6 +114,14 @@ impl Health {
         self.last_probe = Some(now);
     }
 
+    /// Takes over a failure cooldown another decider began (the cluster's
+    /// shared state), so that this instance probes the deployment too.
+    pub fn mirror_failing(&mut self, now: Duration, for_: Duration) {
+        if self.extend(now, for_, Cause::Failing).is_some() {
+            self.needs_probe = true;
+        }
+    }
+
     /// Marks that a request was sent; returns true when it is the probe.
     pub fn on_pick(&mut self) -> bool {
         if self.needs_probe {

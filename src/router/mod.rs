@@ -318,6 +318,13 @@ impl Pool {
         &self.policy
     }
 
+    /// A failure cooldown the cluster's shared state began for a deployment
+    /// (this instance saw only some of the failures): noted here, so that
+    /// the probes come from here too.
+    pub fn mirror_failing(&mut self, index: usize, now: Duration, for_: Duration) {
+        self.slots[index].health.mirror_failing(now, for_);
+    }
+
     /// The deployments to probe now (cooling down after failures, not
     /// tried for `every`), marked as probed.
     pub fn due_probes(&mut self, now: Duration, every: Duration) -> Vec<usize> {

@@ -53,16 +53,7 @@ impl Pool {
         // The best tier that has a deployment able to take the request now.
         // One tier (the common case): no pass over the deployments for it.
         let tier = if self.tiered {
-            let mut tier: Option<u32> = None;
-            for (index, slot) in self.slots.iter_mut().enumerate() {
-                if tier.is_some_and(|t| t <= slot.priority) {
-                    continue;
-                }
-                if slot.open(index, &ask) {
-                    tier = Some(slot.priority);
-                }
-            }
-            match tier {
+            match self.best_open_tier(&ask) {
                 Some(tier) => tier,
                 None => return Err(self.why_unavailable(now, estimate, tried)),
             }
@@ -107,6 +98,20 @@ impl Pool {
             tier_change,
             repinned_from: pinned.map(|p| p.index).filter(|&p| p != index),
         })
+    }
+
+    /// The best tier with a deployment that can take the request.
+    fn best_open_tier(&mut self, ask: &Ask) -> Option<u32> {
+        let mut tier: Option<u32> = None;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if tier.is_some_and(|t| t <= slot.priority) {
+                continue;
+            }
+            if slot.open(index, ask) {
+                tier = Some(slot.priority);
+            }
+        }
+        tier
     }
 
     /// The smooth weighted round robin among the tier's open deployments.
@@ -200,6 +205,16 @@ impl Pool {
     /// Notes the tier this pick went to: a change from the last one is
     /// worth an event.
     fn note_tier(&mut self, ask: &Ask, tier: u32) -> Option<TierChange> {
+        // The model spills when a fresh request would: a deployment this
+        // one already tried (a 500, a timeout) says nothing about the tier.
+        let fresh = Ask { tried: &[], ..*ask };
+        // The pick found room in `tier`, so a fresh request finds some too.
+        let tier = self.best_open_tier(&fresh).unwrap_or(tier);
+        self.note_spill(&fresh, tier)
+    }
+
+    /// Notes that the model's traffic goes to `tier` now.
+    fn note_spill(&mut self, ask: &Ask, tier: u32) -> Option<TierChange> {
         let best = self
             .slots
             .iter()
@@ -236,13 +251,22 @@ impl Pool {
             return None;
         }
         let tier = self.slots[index].priority;
+        // This instance knows only part of the shared state, so the
+        // cluster's pick says where a fresh request goes; a failover pick
+        // (a better tier already tried) says nothing about the model.
+        if tried
+            .iter()
+            .any(|&t| self.slots.get(t).is_some_and(|s| s.priority < tier))
+        {
+            return None;
+        }
         let ask = Ask {
             now,
             estimate,
-            tried,
+            tried: &[],
             share: self.share,
         };
-        self.note_tier(&ask, tier)
+        self.note_spill(&ask, tier)
     }
 
     /// Why a deployment could not take a request of `estimate` tokens now

@@ -346,3 +346,18 @@ fn sessions_piled_on_one_deployment_spread_when_moving_one_helps() {
         "the load evens out: {a} vs {b}"
     );
 }
+
+#[test]
+fn a_failed_attempt_on_the_best_tier_is_no_spill() {
+    let mut p = tiered(&[(1, None), (2, None)]);
+    let first = p.pick(s(0), 1, &[]).unwrap();
+    assert_eq!(first.index, 0);
+    // It failed once (no cooldown yet): the retry goes to tier 2, but the
+    // model is not spilling, and the next request is tier 1's again.
+    p.record(0, s(0), Verdict::Failed);
+    let retry = p.pick(s(0), 1, &[0]).unwrap();
+    assert_eq!((retry.index, retry.tier_change), (1, None));
+    assert_eq!(p.spilled_to(), None);
+    let next = p.pick(s(0), 1, &[]).unwrap();
+    assert_eq!((next.index, next.tier_change), (0, None));
+}

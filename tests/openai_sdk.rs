@@ -117,12 +117,7 @@ async fn the_sdk_gets_whole_answers_from_streams_without_done_or_with_a_bad_chun
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_turn_conversation_stays_on_one_deployment_and_a_fallback_reads_as_asked() {
-    if !sdk_available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have the openai SDK installed"
-        );
-        eprintln!("SKIPPED: the openai Python SDK is not installed");
+    if !common::sdk::sdk_available("openai") {
         return;
     }
     let (a, b, c, mini) = (mock().await, mock().await, mock().await, mock().await);
@@ -134,22 +129,7 @@ async fn a_two_turn_conversation_stays_on_one_deployment_and_a_fallback_reads_as
         deployment("off", &mini, "enabled = false"),
     ))
     .await;
-    let url = gw.url("/v1");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sessions.py");
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("python3")
-            .args([script, &url])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let seen = common::sdk::python("openai_sessions.py", vec![gw.url("/v1")]).await;
     for key in ["header", "cache_key"] {
         let turns = seen[key].as_array().unwrap();
         assert_eq!(turns.len(), 2);

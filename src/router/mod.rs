@@ -219,10 +219,6 @@ impl Pool {
         changed
     }
 
-    pub fn priority(&self, index: usize) -> u32 {
-        self.slots[index].priority
-    }
-
     /// The tier traffic is spilling to, while the best one has no room.
     pub fn spilled_to(&self) -> Option<u32> {
         self.spilled_to

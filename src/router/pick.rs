@@ -207,6 +207,9 @@ impl Pool {
     fn note_tier(&mut self, ask: &Ask, tier: u32) -> Option<TierChange> {
         // The model spills when a fresh request would: a deployment this
         // one already tried (a 500, a timeout) says nothing about the tier.
+        if ask.tried.is_empty() {
+            return self.note_spill(ask, tier);
+        }
         let fresh = Ask { tried: &[], ..*ask };
         // The pick found room in `tier`, so a fresh request finds some too.
         let tier = self.best_open_tier(&fresh).unwrap_or(tier);

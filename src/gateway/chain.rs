@@ -139,6 +139,10 @@ impl Flight {
                 Refusal::Other => return Err(Box::new(answer)),
             }
         };
+        // The common case, no list for it: nothing to set up.
+        if list.is_empty() && self.chain.is_none() {
+            return Err(Box::new(answer));
+        }
         let chain = self.chain();
         let queue: VecDeque<Arc<str>> = list
             .iter()

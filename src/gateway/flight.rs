@@ -177,7 +177,7 @@ impl Flight {
                 .filter(|_| state.policy.affinity == Affinity::Session)
                 .map(|key| (key, state.policy.affinity_ttl)),
         };
-        let pick = match avoid
+        let mut pick = match avoid
             .and_then(|avoid| state.pool.pick_for(now, self.estimate, &avoid, want).ok())
         {
             Some(pick) => pick,
@@ -188,7 +188,7 @@ impl Flight {
             self.route_changes(
                 &mut state.pool,
                 pick.index,
-                pick.tier_change.clone(),
+                pick.tier_change.take(),
                 pick.repinned_from,
                 now,
             )

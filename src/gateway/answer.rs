@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
+use super::door::Way;
 use super::provider::{AnswerContext, Decoder, Dialect, ErrorVerdict};
 use super::proxy::{Attempted, Passed, Tokens};
 use super::relay::{ByteStream, Tail};
@@ -101,6 +102,7 @@ async fn read_limited(
 pub(super) async fn read_answer(
     response: UpResponse,
     dialect: Dialect,
+    way: Way,
     cx: &AnswerContext<'_>,
     first_deadline: tokio::time::Instant,
     deadline: tokio::time::Instant,
@@ -109,7 +111,7 @@ pub(super) async fn read_answer(
     let headers = Passed::from(response.headers());
     match read_limited(response, MAX_ANSWER_BYTES, first_deadline, deadline).await {
         Err((outcome, detail)) => failed(outcome, detail, Tokens::Estimate),
-        Ok(body) => match dialect.answer(body, cx) {
+        Ok(body) => match way.answer(dialect, body, cx) {
             Ok((body, usage)) => Attempted::Answered {
                 status,
                 headers: headers.translated(dialect),

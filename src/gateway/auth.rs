@@ -43,6 +43,16 @@ pub fn client_allowed(headers: &HeaderMap, keys: &[ApiKey]) -> bool {
             .is_some_and(|t| matches_any(t, keys))
 }
 
+/// The Messages door: as [`client_allowed`], or the key in `x-api-key`,
+/// as Anthropic's SDKs send it.
+pub fn anthropic_client_allowed(headers: &HeaderMap, keys: &[ApiKey]) -> bool {
+    const X_API_KEY: axum::http::HeaderName = axum::http::HeaderName::from_static("x-api-key");
+    client_allowed(headers, keys)
+        || headers
+            .get(X_API_KEY)
+            .is_some_and(|t| matches_any(t.as_bytes().trim_ascii(), keys))
+}
+
 /// Admin routes: with an admin key, the bearer token must match it; without
 /// one, only clients on this machine may use them, unless the operator opened
 /// them explicitly (`--allow-unauthenticated`). A request without a known

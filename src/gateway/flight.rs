@@ -124,7 +124,7 @@ impl Flight {
     pub(super) fn skip_incapable(&mut self) {
         self.tried.clear();
         self.incapable = 0;
-        if self.endpoint != Endpoint::ChatCompletions {
+        if !self.endpoint.everywhere() {
             let state = self.route.lock();
             let lacking: Vec<usize> = (0..state.upstreams.len())
                 .filter(|&i| !state.upstreams[i].plan.offers(self.endpoint))
@@ -164,7 +164,7 @@ impl Flight {
         let not_offering = |i: &usize| ups[*i].known_not_to_offer(endpoint, now);
         // Deployments known not to offer the endpoint come last: only when
         // no other can take the request (their answer is then passed back).
-        let avoid = (endpoint != Endpoint::ChatCompletions
+        let avoid = (!endpoint.everywhere()
             && (0..ups.len()).any(|i| !self.tried.contains(&i) && not_offering(&i)))
         .then(|| {
             let mut avoid = self.tried.clone();

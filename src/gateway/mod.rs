@@ -12,6 +12,7 @@ mod answer;
 mod auth;
 mod chain;
 mod client;
+pub mod door;
 pub mod clustered;
 pub mod control;
 pub mod error;
@@ -337,6 +338,11 @@ impl Gateway {
             .route("/v1/chat/completions", post(proxy::chat_completions))
             .route("/v1/completions", post(proxy::completions))
             .route("/v1/embeddings", post(proxy::embeddings))
+            .route("/v1/messages", post(proxy::messages))
+            .route(
+                "/v1/messages/count_tokens",
+                post(door::messages::count::handle),
+            )
             .route("/v1/models", get(proxy::models))
             .route("/v1/models/{*model}", get(proxy::model));
         let admin = Router::new()
@@ -359,6 +365,8 @@ impl Gateway {
             .merge(v1)
             .merge(admin)
             .route("/health", get(|| async { "ok" }))
+            // Claude Code checks that its base URL answers (`HEAD /`).
+            .route("/", get(|| async { "switchboard" }))
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .fallback(|| async {
                 ApiError::NotFound("Unknown path; see /v1/models and /health.".into())

@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use serde_json::json;
 
+use super::door::messages::stream::MessagesStream;
+use super::door::{self, Asked, Way};
 use super::answer::{
     Watch, failed, is_event_stream, read_answer, root_cause, start_stream, upstream_error,
 };
@@ -35,6 +37,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub(super) const X_DEPLOYMENT: HeaderName = HeaderName::from_static("x-switchboard-deployment");
 pub(super) const X_ATTEMPTS: HeaderName = HeaderName::from_static("x-switchboard-attempts");
 pub(super) const X_MODEL: HeaderName = HeaderName::from_static("x-switchboard-model");
+const X_DROPPED_BETAS: HeaderName = HeaderName::from_static("x-switchboard-dropped-betas");
 
 /// The headers that name a request's session, in the order they count:
 /// ours, Claude Code's, Codex's.
@@ -81,6 +84,10 @@ pub(super) async fn completions(State(gw): State<Gateway>, request: Request) -> 
 
 pub(super) async fn embeddings(State(gw): State<Gateway>, request: Request) -> Response {
     handle(gw, Endpoint::Embeddings, request).await
+}
+
+pub(super) async fn messages(State(gw): State<Gateway>, request: Request) -> Response {
+    handle(gw, Endpoint::Messages, request).await
 }
 
 pub(super) async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
@@ -181,6 +188,7 @@ pub(super) fn endpoint_for(path: &str) -> Option<Endpoint> {
         "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
         "/v1/completions" => Some(Endpoint::Completions),
         "/v1/embeddings" => Some(Endpoint::Embeddings),
+        "/v1/messages" => Some(Endpoint::Messages),
         _ => None,
     }
 }
@@ -188,18 +196,42 @@ pub(super) fn endpoint_for(path: &str) -> Option<Endpoint> {
 /// Takes the whole request rather than axum's `HeaderMap` extractor, which
 /// clones every header.
 pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) -> Response {
+    match endpoint {
+        // Every answer of the Messages door that is not a success is in
+        // Anthropic's error shape, the gateway's own and the upstreams'.
+        Endpoint::Messages => {
+            let response = serve(gw, endpoint, request).await;
+            if response.status().is_success() {
+                response
+            } else {
+                door::messages::error::reshape(response).await
+            }
+        }
+        _ => serve(gw, endpoint, request).await,
+    }
+}
+
+async fn serve(gw: Gateway, endpoint: Endpoint, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     let started = Instant::now();
     let settings = gw.settings();
-    if !auth::client_allowed(&headers, &settings.api_keys) {
+    let allowed = match endpoint {
+        Endpoint::Messages => auth::anthropic_client_allowed(&headers, &settings.api_keys),
+        _ => auth::client_allowed(&headers, &settings.api_keys),
+    };
+    if !allowed {
         return ApiError::Unauthorized.into_response();
     }
     let body = match read_body(body, settings.max_body_bytes).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let req = match request::inspect(&body, endpoint) {
+    let inspected = match endpoint {
+        Endpoint::Messages => door::messages::inspect(&body),
+        _ => request::inspect(&body, endpoint),
+    };
+    let req = match inspected {
         Ok(r) => r,
         Err(e) => {
             return ApiError::BadRequest {
@@ -220,6 +252,11 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
     if flight.route.sticky() {
         flight.session = session_of(&headers, &req);
     }
+    let asked = match endpoint {
+        Endpoint::Messages => Asked::messages(req, body, &headers),
+        _ => Asked::chat(endpoint, req, body),
+    };
+    let req = &asked.req;
     loop {
         let picked = match &cluster {
             None => flight.pick(),
@@ -236,10 +273,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 return flight.give_up(why);
             }
         };
-        let attempted = attempt(
-            &gw, &flight, &upstream, endpoint, &req, &body, deadline, timeouts,
-        )
-        .await;
+        let attempted = attempt(&gw, &flight, &upstream, &asked, deadline, timeouts).await;
         match scrubbed(attempted, &upstream) {
             Attempted::Answered {
                 status,
@@ -286,10 +320,11 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     }
                 } else {
                     flight.served_by_origin();
-                    if endpoint != Endpoint::ChatCompletions {
+                    if !endpoint.everywhere() {
                         upstream.mark_offered(endpoint);
                     }
                     let body = if flight.renames_answer()
+                        && endpoint != Endpoint::Messages
                         && upstream.plan.dialect == super::provider::Dialect::OpenAi
                     {
                         super::chain::rename_model(body, &flight.origin().name)
@@ -338,7 +373,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     Verdict::Answered,
                     None,
                 );
-                if endpoint != Endpoint::ChatCompletions {
+                if !endpoint.everywhere() {
                     upstream.mark_offered(endpoint);
                 }
                 // The upstream may stream what the gateway could not tell was
@@ -420,6 +455,9 @@ pub(crate) struct Passed {
     pub(super) content_type: Option<HeaderValue>,
     cache_control: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
+    /// `x-switchboard-dropped-betas`: Anthropic betas the deployment's
+    /// platform does not take, left out.
+    pub(super) dropped_betas: Option<HeaderValue>,
 }
 
 impl Passed {
@@ -428,6 +466,7 @@ impl Passed {
             content_type: h.get(header::CONTENT_TYPE).cloned(),
             cache_control: h.get(header::CACHE_CONTROL).cloned(),
             request_id: h.get(X_REQUEST_ID).cloned(),
+            dropped_betas: None,
         }
     }
 
@@ -460,6 +499,9 @@ pub(super) fn respond(
     }
     if let Some(v) = &passed.request_id {
         h.insert(X_REQUEST_ID, v.clone());
+    }
+    if let Some(v) = &passed.dropped_betas {
+        h.insert(X_DROPPED_BETAS, v.clone());
     }
     h.insert(X_DEPLOYMENT, up.header_name.clone());
     h.insert(X_ATTEMPTS, attempts_value(attempts));
@@ -594,22 +636,20 @@ impl ServerTimeouts {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn attempt(
     gw: &Gateway,
     flight: &Flight,
     up: &std::sync::Arc<Upstream>,
-    endpoint: Endpoint,
-    req: &Inspected,
-    body: &Bytes,
+    asked: &Asked,
     deadline: tokio::time::Instant,
     server: ServerTimeouts,
 ) -> Attempted {
     let dialect = up.plan.dialect;
-    let payload = match dialect.body(req, body, &up.model_json, &up.config.model_id) {
-        Ok(p) => p,
+    let call = match asked.call(up) {
+        Ok(c) => c,
         Err(e) => return Attempted::Refused(e),
     };
+    let req = &asked.req;
     let own = up.config.timeouts;
     let first_byte = own.first_byte.unwrap_or(server.first_byte);
     let started = Instant::now();
@@ -622,7 +662,7 @@ async fn attempt(
     let first_deadline = tokio::time::Instant::from_std(far(started, first_byte)).min(deadline);
     let sent = tokio::time::timeout_at(
         first_deadline,
-        up.request(gw.client(), endpoint, req.stream, payload),
+        up.request(gw.client(), call.endpoint, req.stream, call.body, &call.headers),
     )
     .await;
     let response = match sent {
@@ -657,7 +697,7 @@ async fn attempt(
     };
     let status = response.status();
     if !status.is_success() {
-        return upstream_error(response, dialect, endpoint, first_deadline, deadline).await;
+        return upstream_error(response, dialect, call.endpoint, first_deadline, deadline).await;
     }
     let cx = AnswerContext {
         model: flight.answer_model(),
@@ -668,7 +708,7 @@ async fn attempt(
         } else {
             crate::events::unix_ms() / 1000
         },
-        wants_usage: req.wants_usage,
+        wants_usage: asked.chat_req(call.way).wants_usage,
     };
     // A request the gateway could not tell was a stream (`"stream": "yes"`)
     // is relayed as one when a lenient upstream answers with one.
@@ -679,8 +719,27 @@ async fn attempt(
             idle: own.stream_idle.or(server.stream_idle),
             deadline,
         };
-        start_stream(response, dialect.decoder(req, &cx), watch).await
+        let decoder = match call.way {
+            Way::Native if dialect == super::provider::Dialect::Bedrock => {
+                Decoder::Messages(Box::new(MessagesStream::bedrock()))
+            }
+            Way::Native => Decoder::Messages(Box::new(MessagesStream::sse())),
+            way => dialect.decoder(asked.chat_req(way), &cx),
+        };
+        with_dropped(start_stream(response, decoder, watch).await, call.dropped)
     } else {
-        read_answer(response, dialect, &cx, first_deadline, deadline).await
+        let read = read_answer(response, dialect, call.way, &cx, first_deadline, deadline).await;
+        with_dropped(read, call.dropped)
     }
+}
+
+/// Names the betas left out for the deployment that answered.
+fn with_dropped(mut attempted: Attempted, dropped: Option<HeaderValue>) -> Attempted {
+    if let Some(d) = dropped
+        && let Attempted::Answered { headers, .. } | Attempted::Streaming { headers, .. } =
+            &mut attempted
+    {
+        headers.dropped_betas = Some(d);
+    }
+    attempted
 }

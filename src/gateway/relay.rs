@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use serde_json::json;
 use tokio::time::{Instant, Sleep};
 
 use super::flight::Flight;
@@ -77,11 +76,6 @@ impl Idle {
         }
         false
     }
-}
-
-fn error_event(message: &str, code: &str) -> Bytes {
-    let body = json!({"error": {"message": message, "type": "upstream_error", "param": null, "code": code}});
-    Bytes::from(format!("data: {body}\n\n"))
 }
 
 impl Relay {
@@ -200,7 +194,7 @@ impl Relay {
         if !out.is_empty() && !out.ends_with(b"\n\n") {
             out.extend_from_slice(b"\n\n");
         }
-        out.extend_from_slice(&error_event(message, code));
+        out.extend_from_slice(&self.decoder.error_event(message, code));
         self.end(RequestOutcome::StreamInterrupted);
         Poll::Ready(Some(Ok(Bytes::from(out))))
     }

@@ -36,7 +36,15 @@ pub enum Endpoint {
     ChatCompletions,
     Completions,
     Embeddings,
+    /// Anthropic's Messages API: the Messages door, and what Claude
+    /// deployments serve natively.
+    Messages,
+    /// Anthropic's token counting (`/v1/messages/count_tokens`).
+    CountTokens,
 }
+
+/// How many endpoints there are: the size of per-endpoint tables.
+pub const ENDPOINTS: usize = 5;
 
 impl Endpoint {
     pub fn path(&self) -> &'static str {
@@ -44,7 +52,15 @@ impl Endpoint {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Messages => "/messages",
+            Endpoint::CountTokens => "/messages/count_tokens",
         }
+    }
+
+    /// Every deployment serves it, natively or through the door's one
+    /// translation to chat completions: never a reason to skip one.
+    pub fn everywhere(&self) -> bool {
+        matches!(self, Endpoint::ChatCompletions | Endpoint::Messages)
     }
 
     pub fn name(&self) -> &'static str {
@@ -52,6 +68,8 @@ impl Endpoint {
             Endpoint::ChatCompletions => "chat.completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Messages => "messages",
+            Endpoint::CountTokens => "messages.count_tokens",
         }
     }
 }
@@ -138,7 +156,7 @@ impl<'a> Fields<'a> {
 /// part (`8`, `8.0`, `1e3`), here not negative; beyond `u64`, `u64::MAX`.
 /// `None` for anything else (`-1`, `8.5`, `"8"`, `true`, `null`): the
 /// upstream judges those, the estimate treats them as absent.
-fn count_of(raw: &[u8]) -> Option<u64> {
+pub(crate) fn count_of(raw: &[u8]) -> Option<u64> {
     // The common case, plain digits: no float parse.
     if !raw.is_empty() && raw.len() <= 19 && raw.iter().all(u8::is_ascii_digit) {
         return Some(raw.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')));
@@ -187,7 +205,7 @@ pub struct BadRequest {
     pub param: Option<&'static str>,
 }
 
-fn bad(message: impl Into<String>, param: Option<&'static str>) -> BadRequest {
+pub(crate) fn bad(message: impl Into<String>, param: Option<&'static str>) -> BadRequest {
     BadRequest {
         message: message.into(),
         param,
@@ -195,7 +213,7 @@ fn bad(message: impl Into<String>, param: Option<&'static str>) -> BadRequest {
 }
 
 /// Where `raw`, a slice of `body`, lies in it.
-fn span_of(body: &[u8], raw: &[u8]) -> (usize, usize) {
+pub(crate) fn span_of(body: &[u8], raw: &[u8]) -> (usize, usize) {
     let start = raw.as_ptr() as usize - body.as_ptr() as usize;
     (start, start + raw.len())
 }
@@ -241,7 +259,7 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest>
     let prompt_estimate = prompt_bytes.div_ceil(4);
     let count = |raw: Option<&[u8]>| raw.and_then(count_of);
     let completion = match endpoint {
-        Endpoint::Embeddings => 0,
+        Endpoint::Embeddings | Endpoint::CountTokens => 0,
         _ => count(fields.max_completion_tokens)
             .or(count(fields.max_tokens))
             .unwrap_or(DEFAULT_COMPLETION_ESTIMATE)
@@ -265,6 +283,28 @@ pub fn inspect(body: &[u8], endpoint: Endpoint) -> Result<Inspected, BadRequest>
 }
 
 impl Inspected {
+    /// A request read by another door: routed on `model`, its span spliced
+    /// for native deployments, nothing else edited.
+    pub(crate) fn of_door(
+        model: String,
+        stream: bool,
+        prompt_estimate: u64,
+        completion: u64,
+        model_span: (usize, usize),
+    ) -> Self {
+        Inspected {
+            model,
+            stream,
+            wants_usage: false,
+            prompt_estimate,
+            estimate: prompt_estimate.saturating_add(completion),
+            cache_key: None,
+            add_usage: false,
+            model_span,
+            stream_options_span: None,
+        }
+    }
+
     /// Whether the body sent upstream asks for usage the client did not want,
     /// so the usage chunk must be taken out of the answer.
     pub fn adds_usage(&self) -> bool {

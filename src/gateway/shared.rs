@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use super::error::ApiError;
 use super::flight::{Current, Flight};
-use super::request::Endpoint;
 use super::upstream::Upstream;
 use crate::cluster::Cluster;
 use crate::cluster::shared::{DepSpec, Mark, PickRequest, Picked};
@@ -47,7 +46,7 @@ impl Flight {
                 // Known not to offer the endpoint: tried last, as in `Flight::pick`.
                 marks.push(if self.tried.contains(&i) {
                     Mark::Tried
-                } else if self.endpoint != Endpoint::ChatCompletions
+                } else if !self.endpoint.everywhere()
                     && state.upstreams[i].known_not_to_offer(self.endpoint, now)
                 {
                     Mark::NotOffering

@@ -93,7 +93,7 @@ impl Gateway {
         let sent = tokio::time::timeout(timeout, async {
             use http_body_util::BodyExt;
             let response = up
-                .request(self.client(), endpoint, false, body)
+                .request(self.client(), endpoint, false, body, &[])
                 .await
                 .map_err(|e| match e {
                     super::upstream::Sent::Http(e) => {

@@ -32,7 +32,7 @@ pub struct Upstream {
     host: Option<HeaderValue>,
     /// Per endpoint, until when (gateway clock, in ms) this deployment is
     /// known not to offer it (it answered 404/405 for its path); 0: not known.
-    not_offered_until: [AtomicU64; 3],
+    not_offered_until: [AtomicU64; crate::gateway::request::ENDPOINTS],
 }
 
 /// A deployment name as a header value: printable ASCII as is, every other
@@ -240,6 +240,7 @@ impl Upstream {
         endpoint: Endpoint,
         stream: bool,
         body: Bytes,
+        extra: &[(axum::http::HeaderName, HeaderValue)],
     ) -> Result<Response, Sent> {
         static NOWHERE: std::sync::LazyLock<Target> =
             std::sync::LazyLock::new(|| Target::new("http://invalid.invalid/"));
@@ -257,6 +258,9 @@ impl Upstream {
             HeaderValue::from_static("application/json"),
         );
         for (name, value) in &self.plan.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in extra {
             headers.insert(name.clone(), value.clone());
         }
         for (name, value) in signed.into_iter().flatten() {

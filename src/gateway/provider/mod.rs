@@ -28,7 +28,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use bytes::Bytes;
 
 use super::error::ApiError;
-use super::request::{Endpoint, Inspected};
+use super::request::{ENDPOINTS, Endpoint, Inspected};
 use super::sse::{SseScanner, Usage};
 use crate::config::{DeploymentConfig, Provider};
 
@@ -57,12 +57,14 @@ impl Target {
 /// How one deployment is called: built once, when it is configured.
 #[derive(Debug)]
 pub struct Plan {
-    /// Per endpoint (chat completions, completions, embeddings); None when
-    /// the provider does not offer it.
-    targets: [Option<Target>; 3],
+    /// Per endpoint (see [`slot`]); None when the provider does not offer it.
+    targets: [Option<Target>; ENDPOINTS],
     /// Chat completions that stream, for providers with a URL of their own
     /// for them (Bedrock's `converse-stream`); None: the same URL.
     streaming: Option<Target>,
+    /// The same for Messages (Bedrock's `invoke-with-response-stream`,
+    /// Vertex's `streamRawPredict`).
+    streaming_messages: Option<Target>,
     /// Sent with every request: static auth (marked sensitive) and API versions.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub dialect: Dialect,
@@ -86,6 +88,8 @@ pub(super) fn slot(endpoint: Endpoint) -> usize {
         Endpoint::ChatCompletions => 0,
         Endpoint::Completions => 1,
         Endpoint::Embeddings => 2,
+        Endpoint::Messages => 3,
+        Endpoint::CountTokens => 4,
     }
 }
 
@@ -105,10 +109,12 @@ impl Plan {
 
     /// The URL a request goes to: streamed chat may have its own.
     pub fn target_for(&self, endpoint: Endpoint, stream: bool) -> Option<&Target> {
-        match (&self.streaming, endpoint, stream) {
-            (Some(t), Endpoint::ChatCompletions, true) => Some(t),
-            _ => self.target(endpoint),
+        match (endpoint, stream) {
+            (Endpoint::ChatCompletions, true) => self.streaming.as_ref(),
+            (Endpoint::Messages, true) => self.streaming_messages.as_ref(),
+            _ => None,
         }
+        .or_else(|| self.target(endpoint))
     }
 
     /// Whether the deployment's provider has `endpoint` at all.
@@ -259,6 +265,8 @@ pub enum Decoder {
     Pass(SseScanner),
     Anthropic(Box<anthropic::stream::Translator>),
     Bedrock(Box<bedrock::stream::Translator>),
+    /// A Claude deployment's stream on the Messages door, passed through.
+    Messages(Box<crate::gateway::door::messages::stream::MessagesStream>),
 }
 
 impl Decoder {
@@ -268,6 +276,7 @@ impl Decoder {
             Decoder::Pass(s) => s.feed(chunk),
             Decoder::Anthropic(t) => t.feed(&chunk),
             Decoder::Bedrock(t) => t.feed(&chunk),
+            Decoder::Messages(m) => m.feed(&chunk),
         }
     }
 
@@ -279,6 +288,7 @@ impl Decoder {
             Decoder::Pass(s) => s.finish(),
             Decoder::Anthropic(t) => t.finish(),
             Decoder::Bedrock(t) => t.finish(),
+            Decoder::Messages(m) => m.finish(),
         }
     }
 
@@ -289,6 +299,7 @@ impl Decoder {
             Decoder::Pass(s) => s.abandon(),
             Decoder::Anthropic(t) => t.abandon(),
             Decoder::Bedrock(t) => t.abandon(),
+            Decoder::Messages(m) => m.abandon(),
         }
     }
 
@@ -299,6 +310,7 @@ impl Decoder {
             Decoder::Pass(s) => s.skipped,
             Decoder::Anthropic(t) => t.skipped(),
             Decoder::Bedrock(t) => t.skipped(),
+            Decoder::Messages(m) => m.skipped(),
         }
     }
 
@@ -308,6 +320,7 @@ impl Decoder {
             Decoder::Pass(s) => s.last_skipped.as_deref(),
             Decoder::Anthropic(t) => t.last_skipped(),
             Decoder::Bedrock(t) => t.last_skipped(),
+            Decoder::Messages(m) => m.last_skipped(),
         }
     }
 
@@ -317,6 +330,7 @@ impl Decoder {
             Decoder::Pass(_) => None,
             Decoder::Anthropic(t) => t.error(),
             Decoder::Bedrock(t) => t.error(),
+            Decoder::Messages(m) => m.error(),
         }
     }
 
@@ -326,6 +340,7 @@ impl Decoder {
             Decoder::Pass(s) => s.usage,
             Decoder::Anthropic(t) => t.usage(),
             Decoder::Bedrock(t) => t.usage(),
+            Decoder::Messages(m) => m.usage(),
         }
     }
 
@@ -335,6 +350,7 @@ impl Decoder {
             Decoder::Pass(s) => s.done,
             Decoder::Anthropic(t) => t.done(),
             Decoder::Bedrock(t) => t.done(),
+            Decoder::Messages(m) => m.done(),
         }
     }
 
@@ -344,6 +360,7 @@ impl Decoder {
             Decoder::Pass(s) => s.frames,
             Decoder::Anthropic(t) => t.frames(),
             Decoder::Bedrock(t) => t.frames(),
+            Decoder::Messages(m) => m.frames(),
         }
     }
 
@@ -353,6 +370,7 @@ impl Decoder {
             Decoder::Pass(s) => s.saw_error,
             Decoder::Anthropic(t) => t.error().is_some(),
             Decoder::Bedrock(t) => t.error().is_some(),
+            Decoder::Messages(m) => m.error().is_some(),
         }
     }
 
@@ -362,6 +380,7 @@ impl Decoder {
             Decoder::Pass(s) => s.saw_invalid,
             Decoder::Anthropic(t) => t.invalid(),
             Decoder::Bedrock(t) => t.invalid(),
+            Decoder::Messages(m) => m.invalid(),
         }
     }
 
@@ -373,6 +392,7 @@ impl Decoder {
         match self {
             Decoder::Bedrock(t) if t.throttled() => Some(429),
             Decoder::Anthropic(t) if t.rate_limited() => Some(529),
+            Decoder::Messages(m) => m.rate_limited(),
             _ => None,
         }
     }
@@ -381,5 +401,20 @@ impl Decoder {
     /// `text/event-stream`, whatever the upstream's content type).
     pub fn translates(&self) -> bool {
         !matches!(self, Decoder::Pass(_))
+    }
+
+    /// The event that ends a stream the gateway breaks off, in the door's
+    /// protocol: never a clean finish.
+    pub fn error_event(&self, message: &str, code: &str) -> Bytes {
+        match self {
+            Decoder::Messages(_) => {
+                crate::gateway::door::messages::stream::error_event("api_error", message)
+            }
+            _ => {
+                let mut out = Vec::new();
+                chunk::error_event(&mut out, message, code);
+                Bytes::from(out)
+            }
+        }
     }
 }

@@ -37,6 +37,7 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
         }
         _ => ENDPOINTS.map(|e| Some(Target::new(&format!("{base}{}", e.path())))),
     };
+    let [chat, completions, embeddings] = targets;
     let auth = config
         .api_key
         .as_ref()
@@ -45,10 +46,11 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
             _ => header("authorization", &format!("Bearer {}", key.expose()), true),
         });
     Plan {
-        targets,
+        targets: [chat, completions, embeddings, None, None],
         headers: auth.into_iter().collect(),
         dialect: super::Dialect::OpenAi,
         streaming: None,
+        streaming_messages: None,
         auth: super::Auth::Static,
     }
 }

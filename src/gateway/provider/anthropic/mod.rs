@@ -25,16 +25,20 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
         headers.push(h);
     }
     headers.extend(header("anthropic-version", VERSION, false));
+    let messages = Target::new(&format!("{base}/v1/messages"));
     Plan {
         // Messages only: completions and embeddings go to other deployments.
         targets: [
-            Some(Target::new(&format!("{base}/v1/messages"))),
+            Some(messages.clone()),
             None,
             None,
+            Some(messages),
+            Some(Target::new(&format!("{base}/v1/messages/count_tokens"))),
         ],
         headers,
         dialect: Dialect::Anthropic,
         streaming: None,
+        streaming_messages: None,
         auth: super::Auth::Static,
     }
 }

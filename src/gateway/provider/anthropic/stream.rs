@@ -402,7 +402,7 @@ impl Translator {
 }
 
 /// The event's data: its `data:` lines joined by newlines.
-fn data_of(frame: &[u8]) -> Option<Cow<'_, [u8]>> {
+pub(crate) fn data_of(frame: &[u8]) -> Option<Cow<'_, [u8]>> {
     let mut lines = frame.split(|&b| b == b'\n').filter_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let rest = line.strip_prefix(b"data:")?;

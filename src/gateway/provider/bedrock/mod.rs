@@ -36,20 +36,47 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
             Auth::Static
         }
     };
+    // Claude on Bedrock also takes Anthropic's own body (InvokeModel): the
+    // Messages door's native path there.
+    let claude = is_claude(&config.model_id);
+    let at = |path: &str| Target::new(&format!("{base}/model/{model}/{path}"));
     Plan {
         // Chat only: Bedrock has no completions or embeddings in Converse.
         targets: [
-            Some(Target::new(&format!("{base}/model/{model}/converse"))),
+            Some(at("converse")),
             None,
             None,
+            claude.then(|| at("invoke")),
+            // CountTokens takes the model, not a cross-region profile.
+            claude.then(|| {
+                let model = path_segment(base_model(&config.model_id));
+                Target::new(&format!("{base}/model/{model}/count-tokens"))
+            }),
         ],
-        streaming: Some(Target::new(&format!(
-            "{base}/model/{model}/converse-stream"
-        ))),
+        streaming: Some(at("converse-stream")),
+        streaming_messages: claude.then(|| at("invoke-with-response-stream")),
         headers,
         dialect: Dialect::Bedrock,
         auth,
     }
+}
+
+/// Whether a Bedrock model ID names a Claude model (`anthropic.claude-…`,
+/// a cross-region profile `us.anthropic.claude-…`, or an ARN naming one).
+pub fn is_claude(model_id: &str) -> bool {
+    let id = model_id.to_ascii_lowercase();
+    id.contains("anthropic.") || id.contains("claude")
+}
+
+/// The model a cross-region inference profile (`us.anthropic.claude-…`)
+/// names.
+fn base_model(model_id: &str) -> &str {
+    for prefix in ["us.", "eu.", "apac.", "jp.", "au.", "us-gov.", "global."] {
+        if let Some(rest) = model_id.strip_prefix(prefix) {
+            return rest;
+        }
+    }
+    model_id
 }
 
 /// The exception's name: `x-amzn-ErrorType` (`ThrottlingException:http://…`),

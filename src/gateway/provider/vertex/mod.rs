@@ -34,14 +34,20 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
     if is_claude(&config.model_id) {
         // Vertex names Claude versions with `@` (claude-sonnet-4-5@20250929): kept as written.
         let model = config.model_id.replace(['/', '?', '#', ' '], "");
-        let model = format!("{root}/publishers/anthropic/models/{model}");
+        let publisher = format!("{root}/publishers/anthropic/models");
+        let model = format!("{publisher}/{model}");
+        let raw = Target::new(&format!("{model}:rawPredict"));
+        let stream = Target::new(&format!("{model}:streamRawPredict"));
         Plan {
             targets: [
-                Some(Target::new(&format!("{model}:rawPredict"))),
+                Some(raw.clone()),
                 None,
                 None,
+                Some(raw),
+                Some(Target::new(&format!("{publisher}/count-tokens:rawPredict"))),
             ],
-            streaming: Some(Target::new(&format!("{model}:streamRawPredict"))),
+            streaming: Some(stream.clone()),
+            streaming_messages: Some(stream),
             headers: vec![],
             dialect: Dialect::VertexClaude,
             auth,
@@ -54,8 +60,11 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
                 ))),
                 None,
                 None,
+                None,
+                None,
             ],
             streaming: None,
+            streaming_messages: None,
             headers: vec![],
             dialect: Dialect::OpenAi,
             auth,

@@ -1,0 +1,124 @@
+//! The Anthropic Messages door (`POST /v1/messages`, what Claude Code and
+//! the anthropic SDKs call): its requests read for routing, the body for
+//! Claude deployments (passed through), its streams and errors in
+//! Anthropic's shape.
+
+pub mod answer;
+pub mod count;
+pub mod error;
+pub mod native;
+pub mod stream;
+
+use std::borrow::Cow;
+
+use crate::gateway::json;
+use crate::gateway::request::{BadRequest, Inspected, bad, count_of, span_of};
+
+/// Output tokens assumed when `max_tokens` is missing or unreadable (the
+/// API requires it; the upstream will say so).
+const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// Reads a Messages body for routing: `model`, `stream`, and the estimate
+/// (the prompt from the size of `system`, `messages` and `tools`, about 4
+/// bytes a token, plus `max_tokens`). Only what cannot be routed is refused;
+/// the rest is the upstream's to judge.
+pub fn inspect(body: &[u8]) -> Result<Inspected, BadRequest> {
+    let mut model: Option<&[u8]> = None;
+    let mut stream: Option<&[u8]> = None;
+    let mut max_tokens: Option<&[u8]> = None;
+    let mut prompt_bytes = 0u64;
+    let mut twice = false;
+    let read = json::object_members(body, |key, value| {
+        match key {
+            b"model" => twice |= model.replace(value).is_some(),
+            b"stream" => {
+                stream = Some(value);
+            }
+            b"max_tokens" => max_tokens = Some(value),
+            b"messages" | b"system" | b"tools" => prompt_bytes += value.len() as u64,
+            _ => {}
+        }
+        Ok(())
+    });
+    if let Err(e) = read {
+        return Err(bad(
+            format!("The request body is not valid JSON: {e}"),
+            None,
+        ));
+    }
+    if twice {
+        return Err(bad(
+            "model: given more than once; the gateway routes on it and cannot tell which one the upstream would use",
+            Some("model"),
+        ));
+    }
+    let raw_model = model
+        .filter(|raw| *raw != b"null")
+        .ok_or_else(|| bad("model: Field required", Some("model")))?;
+    let name: Cow<str> = serde_json::from_slice(raw_model)
+        .map_err(|_| bad("model: Input should be a valid string", Some("model")))?;
+    if name.is_empty() {
+        return Err(bad("model: Field required", Some("model")));
+    }
+    let prompt = prompt_bytes.div_ceil(4);
+    let completion = max_tokens.and_then(count_of).unwrap_or(DEFAULT_MAX_TOKENS);
+    Ok(Inspected::of_door(
+        name.into_owned(),
+        stream == Some(&b"true"[..]),
+        prompt,
+        completion,
+        span_of(body, raw_model),
+    ))
+}
+
+/// The request as chat completions, read as the chat door reads requests.
+pub fn to_chat(
+    body: &[u8],
+) -> Result<(Inspected, bytes::Bytes), crate::gateway::error::ApiError> {
+    let _ = body;
+    Err(crate::gateway::error::ApiError::BadRequest {
+        message: "this deployment speaks only chat completions; the Messages door reaches it through a translation not in this build".into(),
+        param: None,
+    })
+}
+
+/// A chat answer as a Messages answer.
+pub fn from_chat(chat: &[u8], model: &str) -> Result<bytes::Bytes, String> {
+    let _ = (chat, model);
+    Err("no translation from chat in this build".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_model_stream_and_an_estimate_from_a_claude_code_body() {
+        let body = br#"{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hello there, how are you"}],"system":[{"type":"text","text":"be brief"}],"max_tokens":32000,"stream":true,"thinking":{"type":"adaptive"}}"#;
+        let r = inspect(body).unwrap();
+        assert_eq!(r.model, "claude-sonnet-4-5");
+        assert!(r.stream);
+        assert!(r.prompt_estimate > 10 && r.prompt_estimate < 40);
+        assert_eq!(r.estimate, r.prompt_estimate + 32000);
+        let rewritten = r.rewrite(body, br#""claude-x""#);
+        assert!(rewritten.starts_with(br#"{"model":"claude-x","messages""#));
+    }
+
+    #[test]
+    fn what_cannot_be_routed_is_refused_by_name() {
+        assert!(inspect(b"[]").unwrap_err().message.contains("JSON"));
+        assert_eq!(
+            inspect(br#"{"messages":[]}"#).unwrap_err().param,
+            Some("model")
+        );
+        assert_eq!(
+            inspect(br#"{"model":7,"messages":[]}"#).unwrap_err().param,
+            Some("model")
+        );
+        assert!(!inspect(br#"{"model":"m","stream":"yes"}"#).unwrap().stream);
+        assert_eq!(
+            inspect(br#"{"model":"m"}"#).unwrap().estimate,
+            DEFAULT_MAX_TOKENS
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! The client protocols ("doors") the gateway is reached by.
+//!
+//! Routing, windows, failover, events and the dashboard never ask which
+//! door a request came in by: a door only reads its requests for routing
+//! (model, estimate, stream) and says how each deployment is called. The
+//! seam is hub and spoke, so three doors and five providers do not make
+//! fifteen translators:
+//!
+//! - a deployment that speaks the door's protocol gets the body passed
+//!   through (the model replaced; for Claude on Bedrock and Vertex the
+//!   version and betas their APIs want);
+//! - any other deployment is reached through chat completions, the hub:
+//!   the door translates its request to chat once per request, and the
+//!   provider's own chat translation (`provider::*`) does the rest; the
+//!   answer comes back the same way, the provider's decoder turning it into
+//!   chat chunks and the door's turning those into its own events.
+//!
+//! | door \ deployment | openai, azure, vertex (non-Claude) | anthropic, vertex (Claude) | bedrock (Claude) | bedrock (other) |
+//! |---|---|---|---|---|
+//! | chat | pass through | chat → Messages | chat → Converse | chat → Converse |
+//! | messages | Messages → chat | pass through | pass through (InvokeModel) | Messages → chat → Converse |
+
+pub mod messages;
+
+use std::sync::OnceLock;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use bytes::Bytes;
+
+use super::error::ApiError;
+use super::request::{Endpoint, Inspected};
+use super::upstream::Upstream;
+use messages::native::{Betas, Platform};
+
+/// How a deployment's answer is read back for the door.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// The chat door: the provider's answer as chat (passed or translated).
+    Chat,
+    /// The Messages door to a Claude deployment: passed through.
+    Native,
+    /// The Messages door through chat: the provider's chat answer
+    /// translated to Messages.
+    Translated,
+}
+
+impl Way {
+    /// A whole answer (success status) for the client, and its usage.
+    pub fn answer(
+        self,
+        dialect: super::provider::Dialect,
+        body: Bytes,
+        cx: &super::provider::AnswerContext,
+    ) -> Result<(Bytes, Option<super::sse::Usage>), super::provider::Invalid> {
+        match self {
+            Way::Chat => dialect.answer(body, cx),
+            Way::Native => messages::answer::native(body),
+            Way::Translated => {
+                let (chat, usage) = dialect.answer(body, cx)?;
+                Ok((messages::from_chat(&chat, cx.model)?, usage))
+            }
+        }
+    }
+}
+
+/// How one deployment is called for a request.
+pub struct Call {
+    /// The endpoint the deployment is called at.
+    pub endpoint: Endpoint,
+    pub body: bytes::Bytes,
+    /// Headers of the request's own beyond the deployment's plan
+    /// (Anthropic's version and betas).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub way: Way,
+    /// Betas left out for this deployment (`x-switchboard-dropped-betas`).
+    pub dropped: Option<HeaderValue>,
+}
+
+/// The door's name for a request's endpoint, as the dashboard shows it.
+pub fn name(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Messages | Endpoint::CountTokens => "messages",
+        _ => "chat",
+    }
+}
+
+/// A request as the client asked it, read for routing.
+pub struct Asked {
+    pub endpoint: Endpoint,
+    pub req: Inspected,
+    pub body: Bytes,
+    /// The Messages door's own (boxed: the chat path carries a pointer).
+    messages: Option<Box<MessagesAsk>>,
+}
+
+struct MessagesAsk {
+    /// `anthropic-version` and `anthropic-beta` as the client sent them.
+    headers: HeaderMap,
+    /// The request as chat completions, made when the first deployment
+    /// that needs it is tried.
+    chat: OnceLock<Result<(Inspected, Bytes), ApiError>>,
+}
+
+impl Asked {
+    pub fn chat(endpoint: Endpoint, req: Inspected, body: Bytes) -> Asked {
+        Asked {
+            endpoint,
+            req,
+            body,
+            messages: None,
+        }
+    }
+
+    pub fn messages(req: Inspected, body: Bytes, client: &HeaderMap) -> Asked {
+        let mut headers = HeaderMap::new();
+        for name in ["anthropic-version", "anthropic-beta"] {
+            if let Some(v) = client.get(name) {
+                headers.insert(HeaderName::from_static(name), v.clone());
+            }
+        }
+        Asked {
+            endpoint: Endpoint::Messages,
+            req,
+            body,
+            messages: Some(Box::new(MessagesAsk {
+                headers,
+                chat: OnceLock::new(),
+            })),
+        }
+    }
+
+    /// The request as chat completions (for a deployment reached through
+    /// the hub), and how it was read.
+    fn as_chat(&self) -> Result<&(Inspected, Bytes), ApiError> {
+        let Some(m) = &self.messages else {
+            return Err(ApiError::Internal("not a Messages request".into()));
+        };
+        m.chat
+            .get_or_init(|| messages::to_chat(&self.body))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// How the request read for decoding a chat answer: the client's own,
+    /// or its chat translation's.
+    pub fn chat_req(&self, way: Way) -> &Inspected {
+        match (way, self.as_chat()) {
+            (Way::Translated, Ok((req, _))) => req,
+            _ => &self.req,
+        }
+    }
+
+    /// How `up` is called for this request, or why its API cannot take it.
+    pub fn call(&self, up: &Upstream) -> Result<Call, ApiError> {
+        let dialect = up.plan.dialect;
+        let Some(m) = &self.messages else {
+            return Ok(Call {
+                endpoint: self.endpoint,
+                body: dialect.body(&self.req, &self.body, &up.model_json, &up.config.model_id)?,
+                headers: Vec::new(),
+                way: Way::Chat,
+                dropped: None,
+            });
+        };
+        if up.plan.offers(Endpoint::Messages) {
+            let platform = Platform::of(dialect);
+            let betas = Betas::filter(m.headers.get("anthropic-beta"), platform);
+            if !betas.dropped.is_empty() {
+                tracing::debug!(deployment = %up.name, dropped = ?betas.dropped, "betas the platform does not take left out");
+            }
+            return Ok(Call {
+                endpoint: Endpoint::Messages,
+                body: messages::native::body(platform, &self.req, &self.body, &up.model_json, &betas),
+                headers: messages::native::headers(platform, &m.headers, &betas),
+                way: Way::Native,
+                dropped: betas.dropped_header(),
+            });
+        }
+        let (req, body) = self.as_chat()?;
+        Ok(Call {
+            endpoint: Endpoint::ChatCompletions,
+            body: dialect.body(req, body, &up.model_json, &up.config.model_id)?,
+            headers: Vec::new(),
+            way: Way::Translated,
+            dropped: None,
+        })
+    }
+}

@@ -1,0 +1,188 @@
+//! The Anthropic Messages door: Claude Code's and the anthropic SDKs'
+//! requests routed like chat, served natively by Claude deployments, with
+//! failover before the first content and errors in Anthropic's shape.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use switchboard::mock_upstream::{MockHandle, MockProvider, Mode};
+
+const KEY: &str = "sk-ant-test-0123456789";
+
+async fn anthropic_mock() -> MockHandle {
+    mock_with(|o| {
+        o.provider = MockProvider::Anthropic;
+        o.api_key = Some(KEY.into());
+        o.tokens = 4;
+    })
+    .await
+}
+
+fn anthropic(name: &str, m: &MockHandle) -> String {
+    format!(
+        "\n[[models.deployments]]\nname = \"{name}\"\nprovider = \"anthropic\"\napi_base = \"{}\"\napi_key = \"{KEY}\"\nmodel_id = \"claude-up-{name}\"\n",
+        m.base_url()
+    )
+}
+
+fn ask(stream: bool) -> Value {
+    json!({
+        "model": "m",
+        "max_tokens": 64,
+        "stream": stream,
+        "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": "hello"}],
+        "thinking": {"type": "adaptive"},
+    })
+}
+
+async fn messages(gw: &TestGateway, body: Value, key: Option<&str>) -> reqwest::Response {
+    let mut r = gw
+        .client
+        .post(gw.url("/v1/messages?beta=true"))
+        .header("anthropic-version", "2023-06-01")
+        .header(
+            "anthropic-beta",
+            "claude-code-20250219,interleaved-thinking-2025-05-14",
+        )
+        .header("x-claude-code-session-id", "s-1");
+    if let Some(k) = key {
+        r = r.header("x-api-key", k);
+    }
+    r.header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The SSE events of a body: (event name, data as JSON).
+async fn events(r: reqwest::Response) -> Vec<(String, Value)> {
+    let text = r.text().await.unwrap();
+    text.split("\n\n")
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| {
+            let name = f
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_default()
+                .to_string();
+            let data = f.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name, serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_messages_request_passes_through_to_anthropic_whole_and_streamed() {
+    let a = anthropic_mock().await;
+    let gw = gateway(&one_model("", &[anthropic("a", &a)])).await;
+    let r = messages(&gw, ask(false), None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-deployment"), "a");
+    let v = json(r).await;
+    assert_eq!(v["type"], "message");
+    // Passed through as the upstream sent it, its own model included.
+    assert_eq!(v["model"], "claude-up-a");
+    let r = messages(&gw, ask(true), None).await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "content-type").starts_with("text/event-stream"));
+    let ev = events(r).await;
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(names.contains(&"content_block_delta"));
+    // Counted as traffic like chat, by the door's name.
+    let s = gw.deployment("a").await;
+    assert_eq!(s["requests"], 2, "{s}");
+}
+
+#[tokio::test]
+async fn a_529_before_the_first_content_fails_over_invisibly() {
+    let (a, b) = (anthropic_mock().await, anthropic_mock().await);
+    a.set_mode(fail(529, None, Some("Overloaded")));
+    let gw = gateway(&one_model("", &[anthropic("a", &a), anthropic("b", &b)])).await;
+    for _ in 0..4 {
+        let r = messages(&gw, ask(true), None).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-switchboard-deployment"), "b");
+        let ev = events(r).await;
+        assert_eq!(ev[0].0, "message_start");
+        assert_eq!(ev.iter().filter(|(n, _)| n == "message_start").count(), 1);
+    }
+    assert_eq!(gw.deployment("a").await["cooldown_cause"], "rate_limited");
+}
+
+#[tokio::test]
+async fn an_error_event_before_the_first_content_fails_over() {
+    let (a, b) = (anthropic_mock().await, anthropic_mock().await);
+    a.set_mode(Mode::ErrorMidStream {
+        after_chunks: 0,
+        exception: None,
+    });
+    let gw = gateway(&one_model("", &[anthropic("a", &a), anthropic("b", &b)])).await;
+    for _ in 0..3 {
+        let r = messages(&gw, ask(true), None).await;
+        assert_eq!(header(&r, "x-switchboard-deployment"), "b");
+        let ev = events(r).await;
+        assert!(ev.iter().all(|(n, _)| n != "error"), "{ev:?}");
+        assert_eq!(ev.last().unwrap().0, "message_stop");
+    }
+}
+
+#[tokio::test]
+async fn a_cut_after_content_ends_with_anthropics_error_event() {
+    let a = anthropic_mock().await;
+    a.set_mode(Mode::ResetMidStream { after_chunks: 5 });
+    let gw = gateway(&one_model("", &[anthropic("a", &a)])).await;
+    let r = messages(&gw, ask(true), None).await;
+    assert_eq!(r.status(), 200);
+    let ev = events(r).await;
+    let (name, data) = ev.last().unwrap();
+    assert_eq!(name, "error", "{ev:?}");
+    assert_eq!(data["type"], "error");
+    assert_eq!(data["error"]["type"], "api_error");
+    assert!(ev.iter().all(|(n, _)| n != "message_stop"));
+}
+
+#[tokio::test]
+async fn errors_come_in_anthropics_envelope_by_status() {
+    let a = anthropic_mock().await;
+    let gw = gateway(&one_model(
+        "api_keys = [\"client-key-123456\"]",
+        &[anthropic("a", &a)],
+    ))
+    .await;
+    let r = messages(&gw, ask(false), None).await;
+    assert_eq!(r.status(), 401);
+    let v = json(r).await;
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "authentication_error");
+    // x-api-key is a client key on this door.
+    let mut unknown = ask(false);
+    unknown["model"] = json!("nope");
+    let r = messages(&gw, unknown, Some("client-key-123456")).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(json(r).await["error"]["type"], "not_found_error");
+    let r = messages(&gw, json!({"max_tokens": 5}), Some("client-key-123456")).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(json(r).await["error"]["type"], "invalid_request_error");
+    a.set_mode(fail(429, Some(30.0), None));
+    let r = messages(&gw, ask(false), Some("client-key-123456")).await;
+    assert_eq!(r.status(), 429);
+    assert!(!header(&r, "retry-after").is_empty());
+    assert_eq!(json(r).await["error"]["type"], "rate_limit_error");
+}
+
+#[tokio::test]
+async fn count_tokens_without_a_counting_deployment_is_an_estimate_marked_so() {
+    let o = mock().await;
+    let gw = gateway(&one_model("", &[deployment("o", &o, "")])).await;
+    let r = gw
+        .post("/v1/messages/count_tokens?beta=true", json!({"model": "m", "messages": [{"role": "user", "content": "hello there, count me"}]}))
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-estimate"), "true");
+    assert!(json(r).await["input_tokens"].as_u64().unwrap() > 0);
+}

@@ -110,7 +110,7 @@ pub struct RequestEvent {
     /// Unix time in milliseconds when the request arrived.
     pub at_ms: u64,
     pub model: Arc<str>,
-    /// `chat.completions`, `completions` or `embeddings`.
+    /// `chat.completions`, `completions`, `embeddings` or `messages`.
     pub endpoint: Cow<'static, str>,
     pub stream: bool,
     /// Deployments tried, in order, each with its outcome.
@@ -127,6 +127,18 @@ pub struct RequestEvent {
     /// In a cluster, the instance that served it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<Arc<str>>,
+}
+
+impl RequestEvent {
+    /// The client protocol it came in by: `chat` (OpenAI's endpoints),
+    /// `messages` (Anthropic's) or `responses` (OpenAI's Responses).
+    pub fn door(&self) -> &'static str {
+        match self.endpoint.as_ref() {
+            e if e.starts_with("messages") => "messages",
+            e if e.starts_with("responses") => "responses",
+            _ => "chat",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

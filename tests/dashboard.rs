@@ -793,6 +793,35 @@ fn slash_filters_the_traffic_by_model_deployment_or_status() {
 }
 
 #[test]
+fn traffic_rows_name_their_door_and_the_filter_matches_it() {
+    let mut app = app();
+    let mut claude = request(500, 9_000, "gpt-4o", &[("eastus", OK, 300.0)]);
+    if let Event::Request(r) = Arc::make_mut(&mut claude) {
+        r.endpoint = "messages".into();
+    }
+    app.ingest_events(std::slice::from_ref(&claude), 0);
+    let screen = render(&app, 120, 35);
+    assert!(screen.contains("messages  eastus ✓"), "{screen}");
+    assert!(screen.contains("chat      "), "{screen}");
+    press(&mut app, &[KeyCode::Char('/')]);
+    type_text(&mut app, "messages");
+    assert_eq!(app.traffic.visible().len(), 1);
+    press(&mut app, &[KeyCode::Esc]);
+    press(&mut app, &[KeyCode::Char('/')]);
+    type_text(&mut app, "chat");
+    let shown = app.traffic.visible();
+    assert!(!shown.is_empty());
+    assert!(
+        shown
+            .iter()
+            .all(|e| matches!(&***e, Event::Request(r) if r.door() == "chat"))
+    );
+    // Where room is short, four letters.
+    press(&mut app, &[KeyCode::Esc]);
+    assert!(render(&app, 80, 24).contains("msgs"));
+}
+
+#[test]
 fn p_pauses_the_traffic_view_and_counts_what_arrives_meanwhile() {
     let mut app = app();
     let before = app.traffic.visible().len();

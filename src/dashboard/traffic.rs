@@ -87,6 +87,7 @@ fn matches(ev: &Event, term: &str) -> bool {
     match ev {
         Event::Request(r) => {
             has(&r.model)
+                || r.door().contains(term)
                 || r.status.to_string().contains(term)
                 || r.attempts.iter().any(|a| {
                     has(&a.deployment) || a.outcome.label().trim_start_matches('✗').contains(term)

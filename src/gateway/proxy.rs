@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use serde_json::json;
 
-use super::door::messages::stream::MessagesStream;
-use super::door::{self, Asked, Way};
 use super::answer::{
     Watch, failed, is_event_stream, read_answer, root_cause, start_stream, upstream_error,
 };
+use super::door::messages::stream::MessagesStream;
+use super::door::{self, Asked, Way};
 use super::error::ApiError;
 pub(super) use super::flight::Flight;
 use super::flight::Passback;
@@ -662,7 +662,13 @@ async fn attempt(
     let first_deadline = tokio::time::Instant::from_std(far(started, first_byte)).min(deadline);
     let sent = tokio::time::timeout_at(
         first_deadline,
-        up.request(gw.client(), call.endpoint, req.stream, call.body, &call.headers),
+        up.request(
+            gw.client(),
+            call.endpoint,
+            req.stream,
+            call.body,
+            &call.headers,
+        ),
     )
     .await;
     let response = match sent {

@@ -85,6 +85,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             .unwrap_or(8)
             .clamp(8, INSTANCE_CAP)
     });
+    // The door in four letters where room is short.
+    let door_width = if area.width < 100 { 4 } else { DOOR_WIDTH };
     let right = |s: &str| Cell::from(Line::from(s.to_string()).right_aligned());
     let mut heading = vec![Cell::from("time")];
     if instance_width.is_some() {
@@ -92,6 +94,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     }
     heading.extend([
         Cell::from("model"),
+        Cell::from("door"),
         Cell::from("route"),
         right("status"),
         right("latency"),
@@ -100,7 +103,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let heading = Row::new(heading).style(theme.dim());
 
     let lines = rows.iter().skip(offset).take(visible).map(|ev| {
-        let mut row = row(ev, model_width as usize, app.utc_offset_s, theme);
+        let mut row = row(
+            ev,
+            model_width as usize,
+            door_width,
+            app.utc_offset_s,
+            theme,
+        );
+        if !matches!(&***ev, Event::Request(_)) {
+            // Only requests come in by a door; the others' text keeps the route's room.
+            row.insert(2, Cell::from(""));
+        }
         if let Some(width) = instance_width {
             let name = ev.instance().map(|i| tail(i, width)).unwrap_or_default();
             row.insert(1, Cell::from(Span::styled(name, theme.dim())));
@@ -113,6 +126,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     }
     widths.extend([
         Constraint::Length(model_width),
+        Constraint::Length(door_width),
         Constraint::Fill(1),
         Constraint::Length(6),
         Constraint::Length(7),
@@ -133,6 +147,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
+/// `responses`, the longest door name.
+const DOOR_WIDTH: u16 = 9;
+
 /// The widest an instance's name is shown.
 const INSTANCE_CAP: usize = 16;
 
@@ -146,7 +163,13 @@ fn tail(id: &str, width: usize) -> String {
     format!("…{kept}")
 }
 
-fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Vec<Cell<'static>> {
+fn row(
+    ev: &Event,
+    model_width: usize,
+    door_width: u16,
+    offset_s: i32,
+    theme: &Theme,
+) -> Vec<Cell<'static>> {
     match ev {
         Event::Request(r) => {
             let (status, style) = status(r, theme);
@@ -162,6 +185,14 @@ fn row(ev: &Event, model_width: usize, offset_s: i32, theme: &Theme) -> Vec<Cell
                     theme.dim(),
                 )),
                 Cell::from(fit(&r.model, model_width)),
+                Cell::from(Span::styled(
+                    match (r.door(), door_width < DOOR_WIDTH) {
+                        ("messages", true) => "msgs",
+                        ("responses", true) => "resp",
+                        (door, _) => door,
+                    },
+                    theme.dim(),
+                )),
                 Cell::from(route(r, theme)),
                 Cell::from(Line::styled(status, style).right_aligned()),
                 Cell::from(Line::from(millis(r.latency_ms)).right_aligned()),

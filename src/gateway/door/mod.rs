@@ -170,7 +170,13 @@ impl Asked {
             }
             return Ok(Call {
                 endpoint: Endpoint::Messages,
-                body: messages::native::body(platform, &self.req, &self.body, &up.model_json, &betas),
+                body: messages::native::body(
+                    platform,
+                    &self.req,
+                    &self.body,
+                    &up.model_json,
+                    &betas,
+                ),
                 headers: messages::native::headers(platform, &m.headers, &betas),
                 way: Way::Native,
                 dropped: betas.dropped_header(),

@@ -102,7 +102,11 @@ async fn count(gw: Gateway, request: Request) -> Response {
                 None => continue,
             }
         }
-        match up.plan.dialect.error(Endpoint::CountTokens, status, &headers, &answer) {
+        match up
+            .plan
+            .dialect
+            .error(Endpoint::CountTokens, status, &headers, &answer)
+        {
             // The client's mistake, said by the deployment: the same
             // request would fail everywhere.
             ErrorVerdict::Client { body } => {
@@ -205,10 +209,15 @@ mod tests {
 
     #[test]
     fn counts_are_read_in_each_platforms_shape() {
-        assert_eq!(counted(Dialect::Anthropic, br#"{"input_tokens":42}"#), Some(42));
-        assert_eq!(counted(Dialect::Bedrock, br#"{"inputTokens":42}"#), Some(42));
+        assert_eq!(
+            counted(Dialect::Anthropic, br#"{"input_tokens":42}"#),
+            Some(42)
+        );
+        assert_eq!(
+            counted(Dialect::Bedrock, br#"{"inputTokens":42}"#),
+            Some(42)
+        );
         assert_eq!(counted(Dialect::VertexClaude, b"{}"), None);
         assert_eq!(counted(Dialect::Anthropic, b"oops"), None);
     }
-
 }

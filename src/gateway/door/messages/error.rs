@@ -42,7 +42,8 @@ fn message(body: &[u8]) -> String {
 }
 
 pub fn body(status: StatusCode, message: &str) -> Bytes {
-    let v = serde_json::json!({"type": "error", "error": {"type": kind(status), "message": message}});
+    let v =
+        serde_json::json!({"type": "error", "error": {"type": kind(status), "message": message}});
     Bytes::from(v.to_string())
 }
 
@@ -53,7 +54,11 @@ pub async fn reshape(response: Response) -> Response {
     let (mut parts, old) = response.into_parts();
     // Error bodies are small and whole (the gateway's, or an upstream's
     // read within its limit).
-    let bytes = old.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let bytes = old
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let message = match message(&bytes) {
         m if m.is_empty() => parts
             .status
@@ -110,7 +115,10 @@ mod tests {
         }
         let anthropic = br#"{"type":"error","error":{"type":"invalid_request_error","message":"messages.1.content.0: Invalid `signature` in `thinking` block"}}"#;
         assert!(message(anthropic).contains("Invalid `signature`"));
-        assert_eq!(message(br#"{"error":{"message":"too long","type":"x"}}"#), "too long");
+        assert_eq!(
+            message(br#"{"error":{"message":"too long","type":"x"}}"#),
+            "too long"
+        );
         assert_eq!(message(b"plain words"), "plain words");
     }
 }

@@ -72,9 +72,7 @@ pub fn inspect(body: &[u8]) -> Result<Inspected, BadRequest> {
 }
 
 /// The request as chat completions, read as the chat door reads requests.
-pub fn to_chat(
-    body: &[u8],
-) -> Result<(Inspected, bytes::Bytes), crate::gateway::error::ApiError> {
+pub fn to_chat(body: &[u8]) -> Result<(Inspected, bytes::Bytes), crate::gateway::error::ApiError> {
     let _ = body;
     Err(crate::gateway::error::ApiError::BadRequest {
         message: "this deployment speaks only chat completions; the Messages door reaches it through a translation not in this build".into(),

@@ -66,7 +66,10 @@ pub const VERTEX_BETAS: &[&str] = &[
 ];
 
 /// Anthropic's name for tool search outside its own API.
-const RENAMED: &[(&str, &str)] = &[("advanced-tool-use-2025-11-20", "tool-search-tool-2025-10-19")];
+const RENAMED: &[(&str, &str)] = &[(
+    "advanced-tool-use-2025-11-20",
+    "tool-search-tool-2025-10-19",
+)];
 
 /// Which Claude platform a deployment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +204,8 @@ pub fn body(
 /// Tools without `defer_loading`, which only Anthropic's tool search reads
 /// and Bedrock and Vertex refuse as an extra input.
 fn without_defer_loading(tools: &[u8]) -> Vec<u8> {
-    let Ok(mut list) = serde_json::from_slice::<Vec<serde_json::Map<String, serde_json::Value>>>(tools)
+    let Ok(mut list) =
+        serde_json::from_slice::<Vec<serde_json::Map<String, serde_json::Value>>>(tools)
     else {
         return tools.to_vec();
     };
@@ -268,7 +272,10 @@ mod tests {
             betas("advanced-tool-use-2025-11-20", Platform::Vertex).kept,
             ["tool-search-tool-2025-10-19"]
         );
-        assert_eq!(betas(CLAUDE_CODE_BETAS, Platform::Anthropic), Betas::default());
+        assert_eq!(
+            betas(CLAUDE_CODE_BETAS, Platform::Anthropic),
+            Betas::default()
+        );
     }
 
     #[test]
@@ -276,11 +283,17 @@ mod tests {
         let raw = br#"{"model":"claude","stream":true,"max_tokens":9,"messages":[{"role":"user","content":[{"type":"thinking","thinking":"x","signature":"sig=="},{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}],"output_config":{"effort":"high"},"service_tier":"auto","tools":[{"name":"t","input_schema":{},"defer_loading":true}]}"#;
         let body = Bytes::from_static(raw);
         let req = super::super::inspect(&body).unwrap();
-        let b = betas("interleaved-thinking-2025-05-14,claude-code-20250219", Platform::Bedrock);
+        let b = betas(
+            "interleaved-thinking-2025-05-14,claude-code-20250219",
+            Platform::Bedrock,
+        );
         let out = super::body(Platform::Bedrock, &req, &body, &Bytes::new(), &b);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["anthropic_version"], BEDROCK_VERSION);
-        assert_eq!(v["anthropic_beta"], serde_json::json!(["interleaved-thinking-2025-05-14"]));
+        assert_eq!(
+            v["anthropic_beta"],
+            serde_json::json!(["interleaved-thinking-2025-05-14"])
+        );
         for gone in ["model", "stream", "output_config", "service_tier"] {
             assert!(v.get(gone).is_none(), "{gone}");
         }
@@ -292,9 +305,16 @@ mod tests {
 
     #[test]
     fn vertex_keeps_stream_and_gets_its_version() {
-        let body = Bytes::from_static(br#"{"model":"claude","stream":true,"max_tokens":9,"messages":[]}"#);
+        let body =
+            Bytes::from_static(br#"{"model":"claude","stream":true,"max_tokens":9,"messages":[]}"#);
         let req = super::super::inspect(&body).unwrap();
-        let out = super::body(Platform::Vertex, &req, &body, &Bytes::new(), &Betas::default());
+        let out = super::body(
+            Platform::Vertex,
+            &req,
+            &body,
+            &Bytes::new(),
+            &Betas::default(),
+        );
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["anthropic_version"], VERTEX_VERSION);
         assert_eq!(v["stream"], true);

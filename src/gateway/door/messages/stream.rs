@@ -231,7 +231,10 @@ impl MessagesStream {
                 }
                 Err(e) => {
                     self.invalid = self.events == 0;
-                    self.fail(&format!("the upstream's event stream is corrupt ({e})"), out);
+                    self.fail(
+                        &format!("the upstream's event stream is corrupt ({e})"),
+                        out,
+                    );
                     return;
                 }
             }
@@ -342,7 +345,9 @@ impl MessagesStream {
             "message_stop" => self.done = true,
             "error" => {
                 let detail = event.error.as_ref();
-                let kind = detail.and_then(|e| e.kind.as_deref()).unwrap_or("api_error");
+                let kind = detail
+                    .and_then(|e| e.kind.as_deref())
+                    .unwrap_or("api_error");
                 self.rate_limited = match kind {
                     "overloaded_error" => Some(529),
                     "rate_limit_error" => Some(429),

@@ -87,5 +87,44 @@ fn answer_check(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, body_rewrite, sse_scan, answer_check);
+/// The Messages door's read of a Claude Code turn for routing (model,
+/// stream, estimate): a real captured body (tests/fixtures/agents), grown
+/// to 50 KB of conversation.
+fn messages_inspect(c: &mut Criterion) {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!(
+        "../tests/fixtures/agents/claude_code/tool_turn1.json"
+    ))
+    .unwrap();
+    let mut body: serde_json::Value =
+        serde_json::from_str(fixture["body"].as_str().unwrap()).unwrap();
+    let filler = "fn main() {\n    println!(\"hello\");\n}\n".repeat(40);
+    while body.to_string().len() < 50_000 {
+        body["messages"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!(
+                {"role": "user", "content": [{"type": "text", "text": filler}]}
+            ));
+    }
+    let body = body.to_string();
+    let captured = fixture["body"].as_str().unwrap().to_string();
+    c.bench_function("messages/inspect_claude_code_captured", |b| {
+        b.iter(|| {
+            switchboard::gateway::door::messages::inspect(black_box(captured.as_bytes())).unwrap()
+        })
+    });
+    c.bench_function("messages/inspect_claude_code_50k", |b| {
+        b.iter(|| {
+            switchboard::gateway::door::messages::inspect(black_box(body.as_bytes())).unwrap()
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    body_rewrite,
+    sse_scan,
+    answer_check,
+    messages_inspect
+);
 criterion_main!(benches);

@@ -29,6 +29,7 @@ mod reload;
 pub mod request;
 mod server;
 mod shared;
+pub mod skim;
 pub mod sse;
 pub mod stats;
 pub mod testing;

@@ -1,6 +1,7 @@
 //! Test harness: real mock upstreams and a real gateway on loopback ports.
 #![allow(dead_code)]
 
+pub mod agents;
 pub mod sdk;
 
 use std::net::SocketAddr;

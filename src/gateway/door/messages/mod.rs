@@ -18,34 +18,68 @@ use crate::gateway::request::{BadRequest, Inspected, bad, count_of, span_of};
 /// API requires it; the upstream will say so).
 const DEFAULT_MAX_TOKENS: u64 = 4096;
 
+/// The members of a Messages body read for routing.
+#[derive(Default)]
+struct Read<'a> {
+    model: Option<&'a [u8]>,
+    stream: Option<&'a [u8]>,
+    max_tokens: Option<&'a [u8]>,
+    prompt_bytes: u64,
+    twice: bool,
+    escaped_key: bool,
+}
+
+impl<'a> Read<'a> {
+    fn take(&mut self, key: &[u8], value: &'a [u8]) {
+        match key {
+            b"model" => self.twice |= self.model.replace(value).is_some(),
+            b"stream" => self.stream = Some(value),
+            b"max_tokens" => self.max_tokens = Some(value),
+            b"messages" | b"system" | b"tools" => self.prompt_bytes += value.len() as u64,
+            // `"mod\u0065l"` is `model` to the upstream.
+            k if k.contains(&b'\\') => self.escaped_key = true,
+            _ => {}
+        }
+    }
+}
+
 /// Reads a Messages body for routing: `model`, `stream`, and the estimate
 /// (the prompt from the size of `system`, `messages` and `tools`, about 4
 /// bytes a token, plus `max_tokens`). Only what cannot be routed is refused;
 /// the rest is the upstream's to judge.
+///
+/// The body is skimmed, not validated (a Claude Code turn is tens of
+/// kilobytes resent every time); one with an escaped key is read again by
+/// the scanner that decodes keys, so no spelling of `model` gets past.
 pub fn inspect(body: &[u8]) -> Result<Inspected, BadRequest> {
-    let mut model: Option<&[u8]> = None;
-    let mut stream: Option<&[u8]> = None;
-    let mut max_tokens: Option<&[u8]> = None;
-    let mut prompt_bytes = 0u64;
-    let mut twice = false;
-    let read = json::object_members(body, |key, value| {
-        match key {
-            b"model" => twice |= model.replace(value).is_some(),
-            b"stream" => {
-                stream = Some(value);
-            }
-            b"max_tokens" => max_tokens = Some(value),
-            b"messages" | b"system" | b"tools" => prompt_bytes += value.len() as u64,
-            _ => {}
-        }
-        Ok(())
-    });
-    if let Err(e) = read {
+    let mut r = Read::default();
+    if let Err(e) = crate::gateway::skim::members(body, |k, v| r.take(k, v)) {
         return Err(bad(
             format!("The request body is not valid JSON: {e}"),
             None,
         ));
     }
+    if r.escaped_key {
+        r = Read::default();
+        let read = json::object_members(body, |k, v| {
+            r.take(k, v);
+            Ok(())
+        });
+        if let Err(e) = read {
+            return Err(bad(
+                format!("The request body is not valid JSON: {e}"),
+                None,
+            ));
+        }
+    }
+    let Read {
+        model,
+        stream,
+        max_tokens,
+        prompt_bytes,
+        twice,
+        ..
+    } = r;
     if twice {
         return Err(bad(
             "model: given more than once; the gateway routes on it and cannot tell which one the upstream would use",
@@ -114,6 +148,19 @@ mod tests {
             Some("model")
         );
         assert!(!inspect(br#"{"model":"m","stream":"yes"}"#).unwrap().stream);
+        // However `model` is spelled, it is read (and given twice, refused).
+        assert_eq!(
+            inspect(br#"{"mod\u0065l":"m2","messages":[]}"#)
+                .unwrap()
+                .model,
+            "m2"
+        );
+        assert_eq!(
+            inspect(br#"{"model":"a","x":[1],"mod\u0065l":"b"}"#)
+                .unwrap_err()
+                .param,
+            Some("model")
+        );
         assert_eq!(
             inspect(br#"{"model":"m"}"#).unwrap().estimate,
             DEFAULT_MAX_TOKENS

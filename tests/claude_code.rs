@@ -1,0 +1,83 @@
+//! Claude Code itself (npm `@anthropic-ai/claude-code`), in print mode,
+//! through the gateway to Claude deployments on mock Anthropic, Bedrock
+//! and Vertex upstreams: answers, tool turns, and failover it never sees.
+
+mod common;
+
+use common::agents::{agent, claude};
+use common::*;
+use switchboard::mock_upstream::{MockHandle, MockProvider, Mode};
+
+const KEY: &str = "sk-ant-test-0123456789";
+
+async fn anthropic_mock() -> MockHandle {
+    mock_with(|o| {
+        o.provider = MockProvider::Anthropic;
+        o.api_key = Some(KEY.into());
+        o.tokens = 6;
+    })
+    .await
+}
+
+fn anthropic(name: &str, m: &MockHandle) -> String {
+    format!(
+        "\n[[models.deployments]]\nname = \"{name}\"\nprovider = \"anthropic\"\napi_base = \"{}\"\napi_key = \"{KEY}\"\nmodel_id = \"claude-up-{name}\"\n",
+        m.base_url()
+    )
+}
+
+/// A gateway with model `claude-sonnet-4-5` over `deployments`.
+async fn claude_gateway(deployments: &[String]) -> TestGateway {
+    gateway(&format!(
+        "[server]\napi_keys = [\"sk-client-key-123456\"]\n\n[[models]]\nname = \"claude-sonnet-4-5\"\n{}",
+        deployments.concat()
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn claude_code_answers_through_the_gateway() {
+    let Some(bin) = agent("claude", "@anthropic-ai/claude-code") else {
+        return;
+    };
+    let a = anthropic_mock().await;
+    let gw = claude_gateway(&[anthropic("direct", &a)]).await;
+    let run = claude(&bin, &gw.url(""), "claude-sonnet-4-5", &["say hi"]).await;
+    assert!(run.ok, "stdout: {}\nstderr: {}", run.stdout, run.stderr);
+    assert!(!run.stdout.trim().is_empty());
+    assert!(a.stats().ok >= 1);
+    let s = gw.deployment("direct").await;
+    assert!(s["requests"].as_u64().unwrap() >= 1, "{s}");
+}
+
+#[tokio::test]
+async fn claude_code_never_sees_a_429_or_a_529_of_one_deployment() {
+    let Some(bin) = agent("claude", "@anthropic-ai/claude-code") else {
+        return;
+    };
+    for status in [429, 529] {
+        let (a, b) = (anthropic_mock().await, anthropic_mock().await);
+        a.set_mode(fail(status, Some(30.0), Some("Overloaded")));
+        let gw = claude_gateway(&[anthropic("a", &a), anthropic("b", &b)]).await;
+        let run = claude(&bin, &gw.url(""), "claude-sonnet-4-5", &["say hi"]).await;
+        assert!(run.ok, "{status}: {}\n{}", run.stdout, run.stderr);
+        assert!(!run.stdout.contains("API Error"), "{}", run.stdout);
+        assert!(b.stats().ok >= 1);
+        assert_eq!(gw.deployment("a").await["state"], "cooling_down");
+    }
+}
+
+#[tokio::test]
+async fn claude_code_survives_a_stream_cut_after_its_first_content() {
+    let Some(bin) = agent("claude", "@anthropic-ai/claude-code") else {
+        return;
+    };
+    let a = anthropic_mock().await;
+    // Every stream breaks after its first events; Claude Code re-asks
+    // without streaming, which the same deployment answers whole.
+    a.set_mode(Mode::ResetMidStream { after_chunks: 4 });
+    let gw = claude_gateway(&[anthropic("a", &a)]).await;
+    let run = claude(&bin, &gw.url(""), "claude-sonnet-4-5", &["say hi"]).await;
+    assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.trim().is_empty());
+}

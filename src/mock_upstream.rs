@@ -17,6 +17,7 @@
 mod anthropic;
 mod bedrock;
 mod body;
+mod dates;
 mod handler;
 mod openai;
 mod refusal;
@@ -257,6 +258,14 @@ pub struct MockStats {
     /// Vertex: requests to the token endpoint.
     #[serde(default)]
     pub token_requests: u64,
+    /// The path and query of the last API request (`/v1/messages?beta=true`).
+    #[serde(default)]
+    pub last_path: Option<String>,
+    /// The headers of the last API request, by lower-case name (repeated
+    /// ones joined with ", "): what a gateway forwarded, `anthropic-beta`
+    /// and `anthropic-version` among them.
+    #[serde(default)]
+    pub last_headers: std::collections::BTreeMap<String, String>,
 }
 
 /// A running mock; dropping it stops the server and its connections.

@@ -49,11 +49,16 @@ enum Endpoint {
     Completions,
     Embeddings,
     Models,
-    /// Anthropic's Messages API.
+    /// Anthropic's Messages API and its token count.
     Messages,
+    CountTokens,
     /// Bedrock's Converse and ConverseStream.
     Converse,
     ConverseStream,
+    /// Bedrock's InvokeModel, InvokeModelWithResponseStream and CountTokens.
+    Invoke,
+    InvokeStream,
+    InvokeCount,
     /// Vertex AI: the token endpoint, Claude's rawPredict and its stream.
     Token,
     RawPredict,
@@ -82,6 +87,7 @@ fn route(path: &str) -> Route {
         p if p.ends_with("/embeddings") => Route::Api(Endpoint::Embeddings),
         p if p.ends_with("/models") => Route::Api(Endpoint::Models),
         p if p.ends_with("/v1/messages") => Route::Api(Endpoint::Messages),
+        p if p.ends_with("/v1/messages/count_tokens") => Route::Api(Endpoint::CountTokens),
         "/token" => Route::Api(Endpoint::Token),
         p if p.ends_with(":rawPredict") || p.ends_with(":streamRawPredict") => {
             Route::Api(Endpoint::RawPredict)
@@ -89,6 +95,13 @@ fn route(path: &str) -> Route {
         p if p.starts_with("/model/") && p.ends_with("/converse") => Route::Api(Endpoint::Converse),
         p if p.starts_with("/model/") && p.ends_with("/converse-stream") => {
             Route::Api(Endpoint::ConverseStream)
+        }
+        p if p.starts_with("/model/") && p.ends_with("/invoke") => Route::Api(Endpoint::Invoke),
+        p if p.starts_with("/model/") && p.ends_with("/invoke-with-response-stream") => {
+            Route::Api(Endpoint::InvokeStream)
+        }
+        p if p.starts_with("/model/") && p.ends_with("/count-tokens") => {
+            Route::Api(Endpoint::InvokeCount)
         }
         _ => Route::NotFound,
     }
@@ -162,6 +175,7 @@ async fn api(
     };
     if endpoint != Endpoint::Models {
         shared.record_body(&body);
+        shared.record_head(&parts.uri, &parts.headers);
     }
     if shared.opts.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(shared.opts.latency_ms)).await;
@@ -215,6 +229,25 @@ async fn api(
                 endpoint == Endpoint::ConverseStream,
             ));
         }
+        (
+            MockProvider::Bedrock,
+            Endpoint::Invoke | Endpoint::InvokeStream | Endpoint::InvokeCount,
+        ) => {
+            let op = match endpoint {
+                Endpoint::Invoke => bedrock::invoke::Op::Invoke,
+                Endpoint::InvokeStream => bedrock::invoke::Op::Stream,
+                _ => bedrock::invoke::Op::Count,
+            };
+            return Ok(bedrock::invoke::answer(
+                shared,
+                &mode,
+                op,
+                parts.uri.path(),
+                parts.uri.query(),
+                &parts.headers,
+                &body,
+            ));
+        }
         (MockProvider::Bedrock, _) => {
             return Ok(bedrock::error(
                 StatusCode::NOT_FOUND,
@@ -222,7 +255,14 @@ async fn api(
                 &format!("Unknown operation {} {}", parts.method, parts.uri.path()),
             ));
         }
-        (_, Endpoint::Converse | Endpoint::ConverseStream) => {
+        (
+            _,
+            Endpoint::Converse
+            | Endpoint::ConverseStream
+            | Endpoint::Invoke
+            | Endpoint::InvokeStream
+            | Endpoint::InvokeCount,
+        ) => {
             return Ok(error_response(&ApiError::not_found(
                 &parts.method,
                 parts.uri.path(),
@@ -231,6 +271,14 @@ async fn api(
         (MockProvider::Anthropic, Endpoint::Messages) => {
             return Ok(anthropic::answer(shared, &mode, &parts.headers, &body));
         }
+        (MockProvider::Anthropic, Endpoint::CountTokens) => {
+            return Ok(anthropic::count_tokens(
+                shared,
+                &mode,
+                &parts.headers,
+                &body,
+            ));
+        }
         (MockProvider::Anthropic, _) => {
             return Ok(anthropic::ErrorBody::for_status(
                 StatusCode::NOT_FOUND,
@@ -238,7 +286,7 @@ async fn api(
             )
             .response());
         }
-        (_, Endpoint::Messages) => {
+        (_, Endpoint::Messages | Endpoint::CountTokens) => {
             return Ok(error_response(&ApiError::not_found(
                 &parts.method,
                 parts.uri.path(),
@@ -266,12 +314,7 @@ async fn api(
         Endpoint::Chat => MockEndpoint::Chat,
         Endpoint::Completions => MockEndpoint::Completions,
         Endpoint::Embeddings => MockEndpoint::Embeddings,
-        Endpoint::Models
-        | Endpoint::Messages
-        | Endpoint::Converse
-        | Endpoint::ConverseStream
-        | Endpoint::Token
-        | Endpoint::RawPredict => MockEndpoint::Chat,
+        _ => MockEndpoint::Chat,
     };
     if endpoint != Endpoint::Models && shared.opts.without.contains(&served) {
         // What OpenAI answers for a path it does not know.
@@ -290,13 +333,7 @@ async fn api(
             generate(shared, &mode, Kind::Text, openai::parse_completion(&body))
         }
         Endpoint::Embeddings => embed(shared, &mode, openai::parse_embeddings(&body)),
-        Endpoint::Messages
-        | Endpoint::Converse
-        | Endpoint::ConverseStream
-        | Endpoint::Token
-        | Endpoint::RawPredict => {
-            unreachable!("answered above")
-        }
+        _ => unreachable!("answered above"),
     })
 }
 
@@ -539,62 +576,4 @@ pub(super) fn error_response(error: &ApiError) -> Response<MockBody> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mock_upstream::refusal::{RESET_TOKENS, RETRY_AFTER_MS};
-
-    #[test]
-    fn api_routes_match_every_base_url() {
-        assert_eq!(route("/v1/chat/completions"), Route::Api(Endpoint::Chat));
-        assert_eq!(
-            route("/openai/deployments/gpt4/chat/completions"),
-            Route::Api(Endpoint::Chat)
-        );
-        assert_eq!(
-            route("/openai/v1/completions"),
-            Route::Api(Endpoint::Completions)
-        );
-        assert_eq!(route("/v1/embeddings"), Route::Api(Endpoint::Embeddings));
-        assert_eq!(route("/v1/models"), Route::Api(Endpoint::Models));
-        assert_eq!(route("/v1/other"), Route::NotFound);
-        assert_eq!(route("/mock/mode"), Route::Mode);
-    }
-
-    #[test]
-    fn keys_are_accepted_in_both_headers() {
-        let mut headers = HeaderMap::new();
-        assert!(authorized(None, &headers));
-        assert!(!authorized(Some("k"), &headers));
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
-        assert!(authorized(Some("k"), &headers));
-        assert!(!authorized(Some("other"), &headers));
-        let mut azure = HeaderMap::new();
-        azure.insert(API_KEY, HeaderValue::from_static("k"));
-        assert!(authorized(Some("k"), &azure));
-        let mut basic = HeaderMap::new();
-        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic k"));
-        assert!(!authorized(Some("k"), &basic));
-    }
-
-    #[test]
-    fn fail_statuses_outside_errors_become_500() {
-        assert_eq!(
-            fail_response(200, None, None).status(),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
-        assert_eq!(
-            fail_response(1000, None, None).status(),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
-        let r = fail_response(429, Some(2.5), None);
-        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
-        assert_eq!(r.headers()[RETRY_AFTER_MS], "2500");
-        assert_eq!(r.headers()[RESET_TOKENS], "2.5s");
-        let r = fail_response(503, Some(-1.0), None);
-        assert!(r.headers().get(header::RETRY_AFTER).is_none());
-        let r = fail_response(503, Some(f64::NAN), Some("down"));
-        assert!(r.headers().get(header::RETRY_AFTER).is_none());
-        assert!(r.headers().get(RESET_TOKENS).is_none());
-    }
-}
+mod tests;

@@ -20,6 +20,8 @@ pub(super) struct Shared {
     mode: ArcSwap<Mode>,
     counters: Counters,
     last_body: Mutex<Option<Bytes>>,
+    /// The last API request's path (with its query) and headers.
+    last_head: Mutex<Option<(String, hyper::HeaderMap)>>,
     window: Option<Mutex<TokenWindow>>,
     /// Feeds ids; ids only need to be unique, not unpredictable.
     id_counter: AtomicU64,
@@ -54,6 +56,7 @@ impl Shared {
             mode: ArcSwap::from_pointee(Mode::Normal),
             counters: Counters::default(),
             last_body: Mutex::new(None),
+            last_head: Mutex::new(None),
             window,
             id_counter: AtomicU64::new(0),
             id_salt: random_u64(),
@@ -118,6 +121,15 @@ impl Shared {
         *self.last_body.lock().unwrap_or_else(|e| e.into_inner()) = Some(body.clone());
     }
 
+    /// The head of the last API request: headers are refcounted bytes,
+    /// so this is a few small copies, not a deep one.
+    pub(super) fn record_head(&self, uri: &hyper::Uri, headers: &hyper::HeaderMap) {
+        let path = uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_string(), |p| p.as_str().to_string());
+        *self.last_head.lock().unwrap_or_else(|e| e.into_inner()) = Some((path, headers.clone()));
+    }
+
     pub(super) fn stats(&self) -> MockStats {
         let c = &self.counters;
         let last_body = self
@@ -125,7 +137,16 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let (last_path, last_headers) = self
+            .last_head
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(path, headers)| (Some(path.clone()), header_map(headers)))
+            .unwrap_or_default();
         MockStats {
+            last_path,
+            last_headers,
             requests: c.requests.load(Relaxed),
             ok: c.ok.load(Relaxed),
             errors: c.errors.load(Relaxed),
@@ -184,6 +205,20 @@ impl Shared {
         }
         id
     }
+}
+
+/// Headers by lower-case name, repeated ones joined with ", ".
+fn header_map(headers: &hyper::HeaderMap) -> std::collections::BTreeMap<String, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for name in headers.keys() {
+        let values: Vec<String> = headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        map.insert(name.as_str().to_string(), values.join(", "));
+    }
+    map
 }
 
 /// The `model` field of a request body, if it is JSON with a string model.

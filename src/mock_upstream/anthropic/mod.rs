@@ -1,11 +1,16 @@
 //! `mock-upstream --provider anthropic`: Anthropic's Messages API, as
-//! faithful as the official SDK needs: `POST /v1/messages` with
-//! `x-api-key` and `anthropic-version`, the API's checks (see
-//! [`request`]), messages with text and tool use, SSE streams of
-//! `message_start` … `message_stop`, its error shapes, `retry-after` and
-//! `anthropic-ratelimit-*` headers, 529 `overloaded_error`, and an error
-//! event mid-stream on demand.
+//! faithful as the official SDK and Claude Code need: `POST /v1/messages`
+//! (any query string, `?beta=true` included) with `x-api-key` or a Bearer
+//! key and `anthropic-version`, the API's checks (see [`request`]; Claude
+//! Code's extra fields accepted), messages with text and tool use, SSE
+//! streams of `message_start` … `message_stop`, its error shapes,
+//! `retry-after` and `anthropic-ratelimit-*` headers, 529
+//! `overloaded_error`, and an error event mid-stream on demand. `POST
+//! /v1/messages/count_tokens` answers `{"input_tokens": N}`, an estimate
+//! from the body (see [`request::count`]). `anthropic-beta` is accepted
+//! and ignored; the stats keep the last request's headers for tests.
 
+mod fields;
 pub(crate) mod reply;
 pub(crate) mod request;
 
@@ -18,8 +23,10 @@ use serde_json::json;
 
 use super::Mode;
 use super::body::MockBody;
+use super::dates::rfc3339;
 use super::state::Shared;
 use super::window::{self, Admission};
+pub(crate) use request::Flavor;
 
 /// An Anthropic error answer: `{"type":"error","error":{"type","message"}}`.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,16 +103,62 @@ pub(crate) fn answer(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Response<MockBody> {
+    if let Err(refused) = admitted(shared, mode, headers) {
+        return *refused;
+    }
+    messages(shared, mode, body, Flavor::Anthropic)
+}
+
+/// `POST /v1/messages/count_tokens`: the same headers and faults as a
+/// message, then `{"input_tokens": N}`. Counting is free: nothing enters
+/// the TPM window.
+pub(crate) fn count_tokens(
+    shared: &Shared,
+    mode: &Mode,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response<MockBody> {
+    if let Err(refused) = admitted(shared, mode, headers) {
+        return *refused;
+    }
+    counted(body, Flavor::Anthropic)
+}
+
+/// A count_tokens answer of Anthropic's (and Vertex's) shape.
+pub(crate) fn counted(body: &Bytes, flavor: Flavor) -> Response<MockBody> {
+    match request::count(body, flavor) {
+        Ok(n) => {
+            let mut r = Response::new(MockBody::full(json!({ "input_tokens": n }).to_string()));
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => e.response(),
+    }
+}
+
+/// The version header, the key and a forced failure, as Anthropic checks
+/// them before it reads a body.
+fn admitted(
+    shared: &Shared,
+    mode: &Mode,
+    headers: &HeaderMap,
+) -> Result<(), Box<Response<MockBody>>> {
     if !headers.contains_key(VERSION_HEADER) {
-        return ErrorBody::invalid_request("anthropic-version: header is required".into())
-            .response();
+        return Err(Box::new(
+            ErrorBody::invalid_request("anthropic-version: header is required".into()).response(),
+        ));
     }
     // `x-api-key`, or (as the SDK sends it since 2026) `Authorization: Bearer`.
     if let Some(key) = shared.opts.api_key.as_deref() {
         let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         let bearer = text(&hyper::header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
         if text(&API_KEY) != Some(key) && bearer != Some(key) {
-            return ErrorBody::for_status(StatusCode::UNAUTHORIZED, None).response();
+            return Err(Box::new(
+                ErrorBody::for_status(StatusCode::UNAUTHORIZED, None).response(),
+            ));
         }
     }
     if let Mode::Fail {
@@ -114,20 +167,20 @@ pub(crate) fn answer(
         message,
     } = mode
     {
-        return fail(*status, *retry_after_s, message.as_deref());
+        return Err(Box::new(fail(*status, *retry_after_s, message.as_deref())));
     }
-    messages(shared, mode, body, false)
+    Ok(())
 }
 
 /// Answers a Messages body whose caller is authorized: Anthropic's own,
-/// or Vertex AI's rawPredict (`vertex`: the version in the body, no model).
+/// or Vertex AI's rawPredict (the version in the body, no model).
 pub(crate) fn messages(
     shared: &Shared,
     mode: &Mode,
     body: &Bytes,
-    vertex: bool,
+    flavor: Flavor,
 ) -> Response<MockBody> {
-    let req = match request::parse(body, vertex) {
+    let req = match request::parse(body, flavor) {
         Ok(r) => r,
         Err(e) => return e.response(),
     };
@@ -195,7 +248,7 @@ fn garbage(count: u64) -> Vec<Bytes> {
 
 /// The `anthropic-ratelimit-tokens-*` headers of the mock's window.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
+pub(crate) struct Limits {
     limit: u64,
     remaining: u64,
     reset: Duration,
@@ -227,7 +280,7 @@ impl Limits {
     }
 }
 
-fn admit(shared: &Shared, tokens: u64) -> Result<Option<Limits>, Limits> {
+pub(crate) fn admit(shared: &Shared, tokens: u64) -> Result<Option<Limits>, Limits> {
     let Some(mut w) = shared.window() else {
         return Ok(None);
     };
@@ -254,7 +307,7 @@ fn admit(shared: &Shared, tokens: u64) -> Result<Option<Limits>, Limits> {
 
 /// The 429 Anthropic answers over its limit: `retry-after` in whole
 /// seconds and the limit headers, the used-up one at 0.
-fn rate_limited(limits: Limits) -> Response<MockBody> {
+pub(crate) fn rate_limited(limits: Limits) -> Response<MockBody> {
     let wait = limits.reset.max(Duration::from_millis(1));
     let mut r = ErrorBody::for_status(StatusCode::TOO_MANY_REQUESTS, Some("This request would exceed the rate limit for your organization of input tokens per minute.")).response();
     let headers = r.headers_mut();
@@ -288,31 +341,6 @@ fn fail(status: u16, retry_after_s: Option<f64>, message: Option<&str>) -> Respo
         }
     }
     r
-}
-
-/// `2026-12-01T20:47:03Z`, as Anthropic writes its reset times.
-pub(crate) fn rfc3339(at: SystemTime) -> String {
-    let secs = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

@@ -114,44 +114,49 @@ impl Reply {
 
     /// The stream, one event per frame.
     pub(crate) fn stream_frames(&self) -> Vec<Bytes> {
-        let mut frames = Vec::with_capacity(self.words.len() + self.calls.len() * 4 + 8);
+        self.events().into_iter().map(event).collect()
+    }
+
+    /// The stream's events, in order.
+    pub(crate) fn events(&self) -> Vec<Value> {
+        let mut events = Vec::with_capacity(self.words.len() + self.calls.len() * 4 + 8);
         let mut usage = self.usage();
         usage["output_tokens"] = json!(1);
-        frames.push(event(json!({"type": "message_start", "message": {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
-            "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage}})));
-        frames.push(event(json!({"type": "ping"})));
+        events.push(json!({"type": "message_start", "message": {"id": self.id, "type": "message", "role": "assistant", "model": self.model,
+            "content": [], "stop_reason": null, "stop_sequence": null, "usage": usage}}));
+        events.push(json!({"type": "ping"}));
         let mut index = 0;
         if !self.words.is_empty() {
-            frames.push(event(json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})));
+            events.push(json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}));
             for (i, w) in self.words.iter().enumerate() {
                 let piece = if i == 0 {
                     w.to_string()
                 } else {
                     format!(" {w}")
                 };
-                frames.push(event(json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}})));
+                events.push(json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}));
             }
-            frames.push(event(json!({"type": "content_block_stop", "index": index})));
+            events.push(json!({"type": "content_block_stop", "index": index}));
             index += 1;
         }
         for (id, name, input) in &self.calls {
-            frames.push(event(json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}})));
+            events.push(json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}));
             // The input's JSON in a few pieces, cut anywhere, as the API does.
             let text = input.to_string();
             let chars: Vec<char> = text.chars().collect();
             let step = chars.len().div_ceil(3).max(1);
-            frames.push(event(json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": ""}})));
+            events.push(json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": ""}}));
             for piece in chars.chunks(step) {
                 let piece: String = piece.iter().collect();
-                frames.push(event(json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}})));
+                events.push(json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": piece}}));
             }
-            frames.push(event(json!({"type": "content_block_stop", "index": index})));
+            events.push(json!({"type": "content_block_stop", "index": index}));
             index += 1;
         }
-        frames.push(event(json!({"type": "message_delta", "delta": {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence},
-            "usage": {"output_tokens": self.output_tokens}})));
-        frames.push(event(json!({"type": "message_stop"})));
-        frames
+        events.push(json!({"type": "message_delta", "delta": {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence},
+            "usage": {"output_tokens": self.output_tokens}}));
+        events.push(json!({"type": "message_stop"}));
+        events
     }
 }
 

@@ -6,6 +6,8 @@
 use serde_json::{Map, Value};
 
 use super::ErrorBody;
+use super::fields::permitted;
+pub(crate) use super::fields::{BEDROCK_BETAS, Call, Flavor};
 
 /// What the mock answers from.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,24 +23,6 @@ pub(crate) struct Messages {
     pub(crate) after_tool_results: bool,
 }
 
-const TOP_LEVEL: [&str; 15] = [
-    "model",
-    "messages",
-    "max_tokens",
-    "system",
-    "tools",
-    "tool_choice",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop_sequences",
-    "metadata",
-    "stream",
-    "thinking",
-    "service_tier",
-    "anthropic_version",
-];
-
 fn invalid(message: impl Into<String>) -> ErrorBody {
     ErrorBody::invalid_request(message.into())
 }
@@ -48,36 +32,100 @@ fn tokens_of(chars: usize) -> u64 {
     (chars as u64).div_ceil(4).max(1)
 }
 
-/// Checks a Messages request. `vertex`: the model is in the URL and the
-/// body carries `anthropic_version` instead.
-pub(crate) fn parse(body: &[u8], vertex: bool) -> Result<Messages, ErrorBody> {
+/// Checks a Messages request as Anthropic's API does.
+pub(crate) fn parse(body: &[u8], flavor: Flavor) -> Result<Messages, ErrorBody> {
+    parse_for(body, flavor, Call::Create)
+}
+
+/// Checks a count_tokens body (or, for Bedrock, the InvokeModel body to
+/// count) and estimates its input tokens: every character of the system
+/// prompt, the messages and the tools, four to a token. Deterministic:
+/// the same body always counts the same.
+pub(crate) fn count(body: &[u8], flavor: Flavor) -> Result<u64, ErrorBody> {
+    parse_for(body, flavor, Call::Count)?;
+    let value: Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut chars = 0;
+    for field in ["system", "messages", "tools"] {
+        chars += value.get(field).map_or(0, text_chars);
+    }
+    Ok(tokens_of(chars))
+}
+
+/// The characters of every string in `v`, keys of objects included.
+fn text_chars(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.chars().count(),
+        Value::Array(a) => a.iter().map(text_chars).sum(),
+        Value::Object(o) => o.iter().map(|(k, v)| k.len() + text_chars(v)).sum(),
+        _ => 1,
+    }
+}
+
+fn parse_for(body: &[u8], flavor: Flavor, call: Call) -> Result<Messages, ErrorBody> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| invalid(format!("Invalid JSON in request body: {e}")))?;
     let Value::Object(req) = value else {
         return Err(invalid("The request body must be a JSON object."));
     };
     for key in req.keys() {
-        if !TOP_LEVEL.contains(&key.as_str()) || (key == "anthropic_version" && !vertex) {
-            return Err(invalid(format!("{key}: Extra inputs are not permitted")));
+        if !permitted(key, flavor, call) {
+            return Err(invalid(match (flavor, key.as_str()) {
+                (Flavor::Bedrock, _) => format!(
+                    "Malformed input request: #: extraneous key [{key}] is not permitted, please reformat your input and try again."
+                ),
+                (Flavor::Vertex, "model") => {
+                    "model: Extra inputs are not permitted (the model is in the URL)".into()
+                }
+                _ => format!("{key}: Extra inputs are not permitted"),
+            }));
         }
     }
-    let model = match (req.get("model"), vertex) {
-        (Some(Value::String(m)), false) if !m.is_empty() => m.clone(),
-        (None, true) => "claude-vertex".to_string(),
-        (Some(_), true) => {
-            return Err(invalid(
-                "model: Extra inputs are not permitted (the model is in the URL)",
-            ));
+    let model = match (req.get("model"), flavor) {
+        (Some(Value::String(m)), _) if !m.is_empty() => m.clone(),
+        (None, Flavor::Anthropic) => return Err(invalid("model: Field required")),
+        (None, Flavor::Vertex) if call == Call::Count => {
+            return Err(invalid("model: Field required"));
         }
-        (None, false) => return Err(invalid("model: Field required")),
+        (None, Flavor::Vertex) => "claude-vertex".to_string(),
+        (None, Flavor::Bedrock) => "claude-bedrock".to_string(),
         _ => return Err(invalid("model: Input should be a valid string")),
     };
-    if vertex && req.get("anthropic_version").and_then(Value::as_str) != Some("vertex-2023-10-16") {
-        return Err(invalid(
-            "anthropic_version: must be \"vertex-2023-10-16\" on Vertex AI",
-        ));
+    let version = req.get("anthropic_version").and_then(Value::as_str);
+    match (flavor, version) {
+        (Flavor::Anthropic, _) => {}
+        // A count names the model and may leave the version out.
+        (Flavor::Vertex, None) if call == Call::Count => {}
+        (Flavor::Vertex, Some(v)) if platform_version(v, "vertex-2023-10-16") => {}
+        (Flavor::Vertex, _) => {
+            return Err(invalid(
+                "anthropic_version: must be \"vertex-2023-10-16\" on Vertex AI",
+            ));
+        }
+        (Flavor::Bedrock, None) => {
+            return Err(invalid(
+                "Malformed input request: #: required key [anthropic_version] not found, please reformat your input and try again.",
+            ));
+        }
+        (Flavor::Bedrock, Some(v)) if platform_version(v, "bedrock-2023-05-31") => {}
+        (Flavor::Bedrock, Some(_)) => {
+            return Err(invalid(
+                "anthropic_version: invalid value; must be \"bedrock-2023-05-31\"",
+            ));
+        }
+    }
+    if let Some(betas) = req.get("anthropic_beta") {
+        let list = betas
+            .as_array()
+            .ok_or_else(|| invalid("anthropic_beta: expected type: JSONArray"))?;
+        if list
+            .iter()
+            .any(|b| !b.as_str().is_some_and(|b| BEDROCK_BETAS.contains(&b)))
+        {
+            return Err(invalid("invalid beta flag"));
+        }
     }
     let max_tokens = match req.get("max_tokens") {
+        None if call == Call::Count && flavor != Flavor::Bedrock => 1,
         None => return Err(invalid("max_tokens: Field required")),
         Some(v) => v.as_u64().filter(|n| *n >= 1).ok_or_else(|| {
             invalid("max_tokens: Input should be a valid integer greater than or equal to 1")
@@ -133,6 +181,12 @@ pub(crate) fn parse(body: &[u8], vertex: bool) -> Result<Messages, ErrorBody> {
     let mut after_tool_results = false;
     for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        if role == "system" {
+            // Claude Code's mid-conversation system entry: read, and no turn
+            // of its own (tool results still answer the turn before it).
+            chars += m.get("content").map_or(0, text_chars);
+            continue;
+        }
         if !matches!(role, "user" | "assistant") {
             return Err(invalid(format!(
                 "messages.{i}.role: Input should be 'user' or 'assistant'"
@@ -151,6 +205,7 @@ pub(crate) fn parse(body: &[u8], vertex: bool) -> Result<Messages, ErrorBody> {
                     text.push_str(t);
                 }
                 "image" => check_image(b, &at)?,
+                "document" | "search_result" if role == "user" => chars += text_chars(b),
                 "tool_use" if role == "assistant" => {
                     let id = b
                         .get("id")
@@ -233,6 +288,21 @@ pub(crate) fn parse(body: &[u8], vertex: bool) -> Result<Messages, ErrorBody> {
     })
 }
 
+/// The platform's own version, or a dated API version (`2026-10-21`):
+/// the anthropic SDK 2.x sends its API version in the body to Bedrock and
+/// Vertex alike, and both platforms take it.
+fn platform_version(v: &str, platform: &str) -> bool {
+    v == platform
+        || (v.len() == 10
+            && v.bytes().enumerate().all(|(i, b)| {
+                if i == 4 || i == 7 {
+                    b == b'-'
+                } else {
+                    b.is_ascii_digit()
+                }
+            }))
+}
+
 fn text_of<'a>(b: &'a Value, at: &str) -> Result<&'a str, ErrorBody> {
     match b.get("text").and_then(Value::as_str) {
         Some("") => Err(invalid(format!(
@@ -306,6 +376,14 @@ fn tools(req: &Map<String, Value>) -> Result<Vec<(String, Value)>, ErrorBody> {
         .ok_or_else(|| invalid("tools: Input should be a valid list"))?;
     let mut tools = Vec::new();
     for (i, t) in list.iter().enumerate() {
+        if t.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|kind| kind != "custom")
+        {
+            // A server tool (`web_search_20250305`, `bash_20250124`, ...):
+            // Anthropic runs it, the mock never calls it.
+            continue;
+        }
         let name = t
             .get("name")
             .and_then(Value::as_str)
@@ -335,6 +413,11 @@ fn tools(req: &Map<String, Value>) -> Result<Vec<(String, Value)>, ErrorBody> {
                 "input_schema",
                 "cache_control",
                 "type",
+                "defer_loading",
+                "strict",
+                "input_examples",
+                "eager_input_streaming",
+                "allowed_callers",
             ]
             .contains(&key.as_str())
             {

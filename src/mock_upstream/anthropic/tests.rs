@@ -1,16 +1,9 @@
 use super::*;
 
 #[test]
-fn reset_times_are_rfc3339() {
-    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_158_023);
-    assert_eq!(rfc3339(at), "2026-12-01T20:47:03Z");
-    let parsed = crate::gateway::provider::limits::parse_rfc3339(&rfc3339(at)).unwrap();
-    assert_eq!(parsed, at);
-}
-
-#[test]
 fn the_api_refuses_what_it_refuses() {
-    let parse = |body: serde_json::Value| request::parse(body.to_string().as_bytes(), false);
+    let parse =
+        |body: serde_json::Value| request::parse(body.to_string().as_bytes(), Flavor::Anthropic);
     let ok = json!({"model": "claude-x", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]});
     assert!(parse(ok.clone()).is_ok());
     let mut no_max = ok.clone();
@@ -54,7 +47,7 @@ fn tools_are_called_as_the_choice_says() {
             "messages": [{"role": "user", "content": text}]})
     };
     let calls = |choice, text| {
-        request::parse(body(choice, text).to_string().as_bytes(), false)
+        request::parse(body(choice, text).to_string().as_bytes(), Flavor::Anthropic)
             .unwrap()
             .calls
     };

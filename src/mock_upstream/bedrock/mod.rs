@@ -1,6 +1,6 @@
 //! `mock-upstream --provider bedrock`: Bedrock's Converse API as boto3's
 //! `bedrock-runtime` client needs it: `POST /model/{modelId}/converse` and
-//! `/converse-stream`, SigV4 checked against `--aws-access-key-id` /
+//! `/converse-stream` (and Claude's InvokeModel family, see [`invoke`]), SigV4 checked against `--aws-access-key-id` /
 //! `--aws-secret-access-key` (a wrong signature is a 403
 //! `InvalidSignatureException`) or a Bedrock API key (`--api-key`, as
 //! Bearer), Converse's validation, answers with text and tool use, streams
@@ -8,6 +8,8 @@
 //! `x-amzn-ErrorType` header, throttling over the TPM limit, and an
 //! exception mid-stream on demand.
 
+mod eventstream;
+pub(crate) mod invoke;
 pub(crate) mod request;
 pub(crate) mod sigv4;
 
@@ -21,8 +23,8 @@ use serde_json::{Value, json};
 use super::Mode;
 use super::body::MockBody;
 use super::state::Shared;
-use crate::gateway::provider::bedrock::stream::{exception_frame, frame};
 use crate::mock_upstream::openai::WORDS;
+use eventstream::{event as frame, exception as exception_frame};
 
 const ERROR_TYPE: HeaderName = HeaderName::from_static("x-amzn-errortype");
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-amzn-requestid");
@@ -135,12 +137,7 @@ pub(crate) fn answer(
             },
             |exception| {
                 let kind = exception.unwrap_or("modelStreamErrorException");
-                let message = match kind {
-                    "throttlingException" => "Too many tokens, please wait before trying again.",
-                    "serviceUnavailableException" => "Bedrock is unable to process your request.",
-                    _ => "The model stream failed.",
-                };
-                exception_frame(kind, message)
+                exception_frame(kind, stream_message(kind))
             },
             // Binary framing: a good frame whose payload is cut short.
             |_| {
@@ -169,6 +166,15 @@ pub(crate) fn answer(
         response.headers_mut().insert(REQUEST_ID, v);
     }
     response
+}
+
+/// The message of an exception sent inside a stream.
+fn stream_message(kind: &str) -> &'static str {
+    match kind {
+        "throttlingException" => "Too many tokens, please wait before trying again.",
+        "serviceUnavailableException" => "Bedrock is unable to process your request.",
+        _ => "The model stream failed.",
+    }
 }
 
 /// SigV4 when the mock has AWS keys, a Bearer API key when it has one,

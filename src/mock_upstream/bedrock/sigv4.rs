@@ -44,6 +44,21 @@ pub(crate) fn verify(
     body: &[u8],
     now: SystemTime,
 ) -> Result<(), Refused> {
+    verify_for("bedrock", keys, method, path, query, headers, body, now)
+}
+
+/// [`verify`] for any service's scope (the AWS test suite signs for `service`).
+#[allow(clippy::too_many_arguments)]
+fn verify_for(
+    expected_service: &str,
+    keys: &Keys,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(), Refused> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let Some(auth) = text("authorization") else {
         return Err(refused(
@@ -85,10 +100,12 @@ pub(crate) fn verify(
             "Credential should be scoped to a valid region, service and date",
         ));
     };
-    if terminator != "aws4_request" || service != "bedrock" {
+    if terminator != "aws4_request" || service != expected_service {
         return Err(refused(
             "InvalidSignatureException",
-            format!("Credential should be scoped to correct service: 'bedrock' (got '{service}')"),
+            format!(
+                "Credential should be scoped to correct service: '{expected_service}' (got '{service}')"
+            ),
         ));
     }
     if key_id != keys.access_key_id {
@@ -258,16 +275,12 @@ fn parse_amz_date(s: &str) -> Option<SystemTime> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
-    let days = crate::gateway::provider::limits::days_from_civil(y, m, d);
-    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+    crate::mock_upstream::dates::utc(y, m, d, hh, mm, ss)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ApiKey, AwsKeys};
-    use crate::gateway::provider::bedrock::sign::Signer;
 
     fn keys() -> Keys {
         Keys {
@@ -276,81 +289,101 @@ mod tests {
         }
     }
 
-    fn signed(secret: &str, at: SystemTime) -> HeaderMap {
-        let signer = Signer::new(
-            &AwsKeys {
-                access_key_id: ApiKey::literal("AKIDEXAMPLE"),
-                secret_access_key: ApiKey::literal(secret),
-                session_token: None,
-            },
-            "us-east-1",
-        );
-        let mut headers = HeaderMap::new();
-        headers.insert("host", "127.0.0.1:4300".parse().unwrap());
-        headers.insert("content-type", "application/json".parse().unwrap());
-        for (k, v) in signer
-            .sign(
-                "http://127.0.0.1:4300/model/anthropic.claude-v2%3A1/converse",
-                "127.0.0.1:4300",
-                b"{\"messages\":[]}",
-                at,
-            )
-            .unwrap()
-        {
-            headers.insert(k, v);
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, v.parse().unwrap());
         }
-        headers
+        h
     }
 
-    const PATH: &str = "/model/anthropic.claude-v2%3A1/converse";
+    /// 2015-08-30T12:36:00Z, the time of the AWS test suite's requests.
+    fn signed_at() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160)
+    }
 
     #[test]
-    fn the_gateways_signature_is_accepted_and_anything_else_is_refused() {
-        let now = SystemTime::now();
-        let good = signed("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", now);
-        let body = b"{\"messages\":[]}";
+    fn the_aws_test_suites_get_vanilla_is_accepted() {
+        // aws-sig-v4-test-suite/get-vanilla: GET / to example.amazonaws.com.
+        let h = headers(&[
+            ("host", "example.amazonaws.com"),
+            ("x-amz-date", "20150830T123600Z"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31",
+            ),
+        ]);
+        let check =
+            |h: &HeaderMap| verify_for("service", &keys(), "GET", "/", None, h, b"", signed_at());
+        assert_eq!(check(&h), Ok(()));
+        let mut other = h.clone();
+        other.insert("x-amz-date", "20150830T123601Z".parse().unwrap());
         assert_eq!(
-            verify(&keys(), "POST", PATH, None, &good, body, now),
-            Ok(())
+            check(&other).unwrap_err().exception,
+            "InvalidSignatureException"
         );
-        let tampered = verify(
-            &keys(),
-            "POST",
-            PATH,
-            None,
-            &good,
-            b"{\"messages\":[1]}",
-            now,
-        );
-        assert_eq!(tampered.unwrap_err().exception, "InvalidSignatureException");
-        let wrong = signed("not-the-secret", now);
+    }
+
+    /// A Bedrock InvokeModel request as botocore 1.43 signs it (at the test
+    /// suite's time, with its keys): the model ID's `:` encoded once in
+    /// the URL and once more in the canonical request.
+    fn botocore_signed() -> HeaderMap {
+        headers(&[
+            ("host", "127.0.0.1:4300"),
+            ("content-type", "application/json"),
+            ("x-amz-date", "20150830T123600Z"),
+            (
+                "authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/bedrock/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=0615d06f8125ebee779ff58fba8f1a0034a5b6a28e10d69c9f75c5bc062306b9",
+            ),
+        ])
+    }
+
+    const PATH: &str = "/model/anthropic.claude-v2%3A1/invoke";
+    const BODY: &[u8] = b"{\"messages\":[]}";
+
+    #[test]
+    fn a_botocore_signature_is_accepted_and_anything_else_is_refused() {
+        let now = signed_at();
+        let good = botocore_signed();
+        let check =
+            |h: &HeaderMap, body: &[u8], at| verify(&keys(), "POST", PATH, None, h, body, at);
+        assert_eq!(check(&good, BODY, now), Ok(()));
         assert_eq!(
-            verify(&keys(), "POST", PATH, None, &wrong, body, now)
+            check(&good, b"{\"messages\":[1]}", now)
+                .unwrap_err()
+                .exception,
+            "InvalidSignatureException",
+            "a tampered body"
+        );
+        let wrong_secret = Keys {
+            secret_access_key: "not-the-secret".into(),
+            ..keys()
+        };
+        assert_eq!(
+            verify(&wrong_secret, "POST", PATH, None, &good, BODY, now)
                 .unwrap_err()
                 .exception,
             "InvalidSignatureException"
         );
         let later = now + Duration::from_secs(20 * 60);
         assert!(
-            verify(&keys(), "POST", PATH, None, &good, body, later)
+            check(&good, BODY, later)
                 .unwrap_err()
                 .message
                 .contains("expired")
         );
         assert_eq!(
-            verify(&keys(), "POST", PATH, None, &HeaderMap::new(), body, now)
-                .unwrap_err()
-                .exception,
+            check(&HeaderMap::new(), BODY, now).unwrap_err().exception,
             "MissingAuthenticationTokenException"
         );
+        let other_service = verify_for("s3", &keys(), "POST", PATH, None, &good, BODY, now);
+        assert!(other_service.unwrap_err().message.contains("'s3'"));
     }
 
     #[test]
     fn dates_parse() {
-        assert_eq!(
-            parse_amz_date("20150830T123600Z"),
-            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_440_938_160))
-        );
+        assert_eq!(parse_amz_date("20150830T123600Z"), Some(signed_at()));
         assert_eq!(parse_amz_date("2015-08-30"), None);
     }
 }

@@ -6,7 +6,8 @@
 //! Claude through `…/publishers/anthropic/models/{model}:rawPredict` and
 //! `:streamRawPredict` (Anthropic's Messages format with
 //! `anthropic_version: "vertex-2023-10-16"` and no `model`, answered by
-//! the Anthropic mock), other models through
+//! the Anthropic mock) and `…/models/count-tokens:rawPredict` (its
+//! count_tokens, `{"input_tokens": N}`), other models through
 //! `…/endpoints/openapi/chat/completions` (the OpenAI mock). Errors come
 //! in Google's shape, 429 as `RESOURCE_EXHAUSTED`.
 //!
@@ -24,6 +25,7 @@ use hyper::{Response, StatusCode};
 use serde_json::json;
 
 use super::Mode;
+use super::anthropic::Flavor;
 use super::body::MockBody;
 use super::state::Shared;
 
@@ -96,7 +98,17 @@ pub(crate) fn route(
         return Some(google_error(status, text));
     }
     match which {
-        Route::RawPredict => Some(super::anthropic::messages(shared, mode, body, true)),
+        // Claude's token count: Anthropic's count_tokens body, the model
+        // named in it, the version allowed.
+        Route::RawPredict if path.ends_with("/models/count-tokens:rawPredict") => {
+            Some(super::anthropic::counted(body, Flavor::Vertex))
+        }
+        Route::RawPredict => Some(super::anthropic::messages(
+            shared,
+            mode,
+            body,
+            Flavor::Vertex,
+        )),
         _ => None,
     }
 }

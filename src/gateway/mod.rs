@@ -14,6 +14,7 @@ mod chain;
 mod client;
 pub mod clustered;
 pub mod control;
+pub mod door;
 pub mod error;
 mod flight;
 pub mod json;

@@ -1,0 +1,3 @@
+//! The translators' tests, one file per direction, plus the properties.
+
+mod request;

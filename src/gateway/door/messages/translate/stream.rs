@@ -171,7 +171,8 @@ impl ChatToMessages {
         self.frames
     }
 
-    /// The message of an error frame from the upstream, once one came.
+    /// The message of an error frame from the upstream, once one came (or
+    /// of a frame too long to be one: the stream is broken either way).
     pub fn error(&self) -> Option<&str> {
         self.error.as_deref()
     }

@@ -161,3 +161,36 @@ proptest! {
         }
     }
 }
+
+/// Bytes that are nearly the right shape: pieces of real frames and bodies.
+fn noise() -> impl Strategy<Value = Vec<u8>> {
+    let pieces = prop_oneof![
+        Just(b"data: ".to_vec()),
+        Just(b"\n\n".to_vec()),
+        Just(b"[DONE]".to_vec()),
+        Just(br#"{"choices":[{"delta":{"tool_calls":[{"index":"#.to_vec()),
+        Just(br#"{"index":0,"function":{"arguments":"{"}}]}}]}"#.to_vec()),
+        Just(br#"{"model":"m","messages":[{"role":"user","content":[{"type":"#.to_vec()),
+        Just(br#""tool_result","content":[{"type":"image","source":"#.to_vec()),
+        Just(br#"{"type":"text","text":"x"}]}],"tools":[{"type":null}]}"#.to_vec()),
+        Just(br#""finish_reason":"stop","usage":{"prompt_tokens":1}}"#.to_vec()),
+        prop::collection::vec(any::<u8>(), 0..8),
+    ];
+    prop::collection::vec(pieces, 0..12).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #[test]
+    fn no_input_makes_a_translator_panic(bytes in noise(), cut in any::<usize>()) {
+        let _ = crate::gateway::door::messages::translate::to_chat(&bytes);
+        let _ = crate::gateway::door::messages::translate::from_chat(&bytes, "m");
+        let mut t = ChatToMessages::new("m", "msg_x");
+        let cut = cut % (bytes.len() + 1);
+        let mut out = Vec::new();
+        for piece in [&bytes[..cut], &bytes[cut..]] {
+            out.extend(t.feed(piece).map(|b| b.to_vec()).unwrap_or_default());
+        }
+        out.extend(t.finish().map(|b| b.to_vec()).unwrap_or_default());
+        well_formed(&events(&out)).map_err(TestCaseError::fail)?;
+    }
+}

@@ -57,6 +57,10 @@ async fn messages(gw: &TestGateway, body: Value, key: Option<&str>) -> reqwest::
         .unwrap()
 }
 
+fn sent_body(m: &MockHandle) -> Value {
+    serde_json::from_str(&m.stats().last_body.expect("the mock got a body")).unwrap()
+}
+
 /// The SSE events of a body: (event name, data as JSON).
 async fn events(r: reqwest::Response) -> Vec<(String, Value)> {
     let text = r.text().await.unwrap();
@@ -185,4 +189,113 @@ async fn count_tokens_without_a_counting_deployment_is_an_estimate_marked_so() {
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-switchboard-estimate"), "true");
     assert!(json(r).await["input_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn an_openai_deployment_serves_the_messages_door_through_one_translation() {
+    let o = mock_with(|o| o.tokens = 5).await;
+    let gw = gateway(&one_model("", &[deployment("gpt", &o, "")])).await;
+    let r = messages(&gw, ask(false), None).await;
+    assert_eq!(r.status(), 200);
+    let v = json(r).await;
+    assert_eq!(v["type"], "message");
+    // Translated answers carry the name the client asked for.
+    assert_eq!(v["model"], "m");
+    assert_eq!(v["content"][0]["type"], "text");
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert!(v["usage"]["output_tokens"].as_u64().unwrap() > 0);
+    // The upstream got chat completions.
+    let sent = sent_body(&o);
+    assert_eq!(sent["model"], "gpt-model");
+    assert_eq!(sent["messages"][0]["role"], "system");
+    let r = messages(&gw, ask(true), None).await;
+    assert_eq!(r.status(), 200);
+    let ev = events(r).await;
+    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names[0], "message_start");
+    assert_eq!(names[1], "content_block_start");
+    assert_eq!(names.last(), Some(&"message_stop"));
+    let text: String = ev
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert!(!text.is_empty());
+}
+
+#[tokio::test]
+async fn one_claude_model_fails_over_from_anthropic_to_openai_mid_session() {
+    let a = anthropic_mock().await;
+    let o = mock_with(|o| o.tokens = 5).await;
+    a.set_mode(fail(529, None, Some("Overloaded")));
+    let gw = gateway(&one_model(
+        "",
+        &[anthropic("a", &a), deployment("gpt", &o, "")],
+    ))
+    .await;
+    for stream in [true, false] {
+        let r = messages(&gw, ask(stream), None).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "x-switchboard-deployment"), "gpt");
+    }
+}
+
+#[tokio::test]
+async fn tool_use_goes_through_the_translation_both_ways() {
+    let o = mock_with(|o| o.tokens = 5).await;
+    let gw = gateway(&one_model("", &[deployment("gpt", &o, "")])).await;
+    let tools = json!([{"name": "get_weather", "description": "weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]);
+    let mut body = ask(true);
+    body["tools"] = tools.clone();
+    body["tool_choice"] = json!({"type": "tool", "name": "get_weather"});
+    let ev = events(messages(&gw, body, None).await).await;
+    let start = ev
+        .iter()
+        .find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use")
+        .expect("a tool_use block");
+    let id = start.1["content_block"]["id"].as_str().unwrap().to_string();
+    let input: String = ev
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["partial_json"].as_str())
+        .collect();
+    assert!(serde_json::from_str::<Value>(&input).unwrap().is_object());
+    let delta = ev.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(delta.1["delta"]["stop_reason"], "tool_use");
+    // The result goes back as a tool message.
+    let mut next = ask(false);
+    next["tools"] = tools;
+    next["messages"] = json!([
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": id, "name": "get_weather", "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "sunny"}]}
+    ]);
+    let r = messages(&gw, next, None).await;
+    assert_eq!(r.status(), 200);
+    let sent = sent_body(&o);
+    let roles: Vec<&str> = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant", "tool"]);
+}
+
+#[tokio::test]
+async fn what_chat_cannot_carry_is_refused_by_name() {
+    let o = mock().await;
+    let gw = gateway(&one_model("", &[deployment("gpt", &o, "")])).await;
+    let mut body = ask(false);
+    body["tools"] = json!([{"type": "web_search_20250305", "name": "web_search"}]);
+    let r = messages(&gw, body, None).await;
+    assert_eq!(r.status(), 400);
+    let v = json(r).await;
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("web_search"),
+        "{v}"
+    );
+    assert_eq!(o.stats().requests, 0);
 }

@@ -16,6 +16,7 @@ use serde_json::json;
 use super::answer::{
     Watch, failed, is_event_stream, read_answer, root_cause, start_stream, upstream_error,
 };
+use super::door::messages::hub::ThroughChat;
 use super::door::messages::stream::MessagesStream;
 use super::door::{self, Asked, Way};
 use super::error::ApiError;
@@ -730,7 +731,11 @@ async fn attempt(
                 Decoder::Messages(Box::new(MessagesStream::bedrock()))
             }
             Way::Native => Decoder::Messages(Box::new(MessagesStream::sse())),
-            way => dialect.decoder(asked.chat_req(way), &cx),
+            Way::Translated => Decoder::ThroughChat(Box::new(ThroughChat::new(
+                dialect.decoder(asked.chat_req(Way::Translated), &cx),
+                cx.model,
+            ))),
+            Way::Chat => dialect.decoder(req, &cx),
         };
         with_dropped(start_stream(response, decoder, watch).await, call.dropped)
     } else {

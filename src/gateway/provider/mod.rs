@@ -267,6 +267,9 @@ pub enum Decoder {
     Bedrock(Box<bedrock::stream::Translator>),
     /// A Claude deployment's stream on the Messages door, passed through.
     Messages(Box<crate::gateway::door::messages::stream::MessagesStream>),
+    /// Any other deployment's stream on the Messages door: its chat
+    /// chunks translated to Anthropic's events.
+    ThroughChat(Box<crate::gateway::door::messages::hub::ThroughChat>),
 }
 
 impl Decoder {
@@ -277,6 +280,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.feed(&chunk),
             Decoder::Bedrock(t) => t.feed(&chunk),
             Decoder::Messages(m) => m.feed(&chunk),
+            Decoder::ThroughChat(t) => t.feed(chunk),
         }
     }
 
@@ -289,6 +293,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.finish(),
             Decoder::Bedrock(t) => t.finish(),
             Decoder::Messages(m) => m.finish(),
+            Decoder::ThroughChat(t) => t.finish(),
         }
     }
 
@@ -300,6 +305,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.abandon(),
             Decoder::Bedrock(t) => t.abandon(),
             Decoder::Messages(m) => m.abandon(),
+            Decoder::ThroughChat(t) => t.abandon(),
         }
     }
 
@@ -311,6 +317,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.skipped(),
             Decoder::Bedrock(t) => t.skipped(),
             Decoder::Messages(m) => m.skipped(),
+            Decoder::ThroughChat(t) => t.skipped(),
         }
     }
 
@@ -321,6 +328,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.last_skipped(),
             Decoder::Bedrock(t) => t.last_skipped(),
             Decoder::Messages(m) => m.last_skipped(),
+            Decoder::ThroughChat(t) => t.last_skipped(),
         }
     }
 
@@ -331,6 +339,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.error(),
             Decoder::Bedrock(t) => t.error(),
             Decoder::Messages(m) => m.error(),
+            Decoder::ThroughChat(t) => t.error(),
         }
     }
 
@@ -341,6 +350,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.usage(),
             Decoder::Bedrock(t) => t.usage(),
             Decoder::Messages(m) => m.usage(),
+            Decoder::ThroughChat(t) => t.usage(),
         }
     }
 
@@ -351,6 +361,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.done(),
             Decoder::Bedrock(t) => t.done(),
             Decoder::Messages(m) => m.done(),
+            Decoder::ThroughChat(t) => t.done(),
         }
     }
 
@@ -361,6 +372,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.frames(),
             Decoder::Bedrock(t) => t.frames(),
             Decoder::Messages(m) => m.frames(),
+            Decoder::ThroughChat(t) => t.frames(),
         }
     }
 
@@ -371,6 +383,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.error().is_some(),
             Decoder::Bedrock(t) => t.error().is_some(),
             Decoder::Messages(m) => m.error().is_some(),
+            Decoder::ThroughChat(t) => t.saw_error(),
         }
     }
 
@@ -381,6 +394,7 @@ impl Decoder {
             Decoder::Anthropic(t) => t.invalid(),
             Decoder::Bedrock(t) => t.invalid(),
             Decoder::Messages(m) => m.invalid(),
+            Decoder::ThroughChat(t) => t.invalid(),
         }
     }
 
@@ -393,6 +407,7 @@ impl Decoder {
             Decoder::Bedrock(t) if t.throttled() => Some(429),
             Decoder::Anthropic(t) if t.rate_limited() => Some(529),
             Decoder::Messages(m) => m.rate_limited(),
+            Decoder::ThroughChat(t) => t.rate_limited(),
             _ => None,
         }
     }
@@ -407,7 +422,7 @@ impl Decoder {
     /// protocol: never a clean finish.
     pub fn error_event(&self, message: &str, code: &str) -> Bytes {
         match self {
-            Decoder::Messages(_) => {
+            Decoder::Messages(_) | Decoder::ThroughChat(_) => {
                 crate::gateway::door::messages::stream::error_event("api_error", message)
             }
             _ => {

@@ -6,8 +6,10 @@
 pub mod answer;
 pub mod count;
 pub mod error;
+pub mod hub;
 pub mod native;
 pub mod stream;
+pub mod translate;
 
 use std::borrow::Cow;
 
@@ -105,19 +107,25 @@ pub fn inspect(body: &[u8]) -> Result<Inspected, BadRequest> {
     ))
 }
 
-/// The request as chat completions, read as the chat door reads requests.
+/// The request as chat completions, read as the chat door reads requests:
+/// one translation, for every deployment reached through the hub.
 pub fn to_chat(body: &[u8]) -> Result<(Inspected, bytes::Bytes), crate::gateway::error::ApiError> {
-    let _ = body;
-    Err(crate::gateway::error::ApiError::BadRequest {
-        message: "this deployment speaks only chat completions; the Messages door reaches it through a translation not in this build".into(),
+    use crate::gateway::error::ApiError;
+    use crate::gateway::request::{Endpoint, inspect as inspect_chat};
+    let chat = translate::request::to_chat(body).map_err(|e| ApiError::BadRequest {
+        message: e.message,
         param: None,
-    })
+    })?;
+    let req = inspect_chat(&chat, Endpoint::ChatCompletions).map_err(|e| ApiError::BadRequest {
+        message: e.message,
+        param: e.param,
+    })?;
+    Ok((req, chat))
 }
 
-/// A chat answer as a Messages answer.
+/// A chat answer as a Messages answer, named as the client asked.
 pub fn from_chat(chat: &[u8], model: &str) -> Result<bytes::Bytes, String> {
-    let _ = (chat, model);
-    Err("no translation from chat in this build".into())
+    translate::answer::from_chat(chat, model).map(|(body, _)| body)
 }
 
 #[cfg(test)]

@@ -72,12 +72,16 @@ async fn claude_code_survives_a_stream_cut_after_its_first_content() {
     let Some(bin) = agent("claude", "@anthropic-ai/claude-code") else {
         return;
     };
-    let a = anthropic_mock().await;
-    // Every stream breaks after its first events; Claude Code re-asks
-    // without streaming, which the same deployment answers whole.
+    // Tier 1 cuts every answer after its first events; tier 2 is sound.
+    let (a, b) = (anthropic_mock().await, anthropic_mock().await);
     a.set_mode(Mode::ResetMidStream { after_chunks: 4 });
-    let gw = claude_gateway(&[anthropic("a", &a)]).await;
+    let gw = claude_gateway(&[anthropic("a", &a), anthropic("b", &b) + "priority = 2\n"]).await;
     let run = claude(&bin, &gw.url(""), "claude-sonnet-4-5", &["say hi"]).await;
     assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
-    assert!(!run.stdout.trim().is_empty());
+    assert!(!run.stdout.contains("API Error"), "{}", run.stdout);
+    // The stream was cut after content had reached Claude Code, which
+    // asked again without streaming: routed afresh, and answered by b.
+    let stats = a.stats();
+    assert!(stats.requests >= 2, "{stats:?}");
+    assert!(b.stats().ok >= 1);
 }

@@ -5,6 +5,7 @@
 mod common;
 
 use common::agents::{agent, claude};
+use common::claude::{bedrock, bedrock_mock, vertex, vertex_mock};
 use common::*;
 use switchboard::mock_upstream::{MockHandle, MockProvider, Mode};
 
@@ -84,4 +85,68 @@ async fn claude_code_survives_a_stream_cut_after_its_first_content() {
     let stats = a.stats();
     assert!(stats.requests >= 2, "{stats:?}");
     assert!(b.stats().ok >= 1);
+}
+
+#[tokio::test]
+async fn claude_code_answers_through_bedrock_and_vertex_and_one_model_on_all_three() {
+    let Some(bin) = agent("claude", "@anthropic-ai/claude-code") else {
+        return;
+    };
+    let a = anthropic_mock().await;
+    let b = bedrock_mock().await;
+    let (v, _dir, creds) = vertex_mock().await;
+    for (name, deployment) in [
+        ("bedrock", bedrock("bedrock", &b)),
+        ("vertex", vertex("vertex", &v, &creds)),
+    ] {
+        let gw = claude_gateway(&[deployment]).await;
+        let run = claude(&bin, &gw.url(""), "claude-sonnet-4-5", &["say hi"]).await;
+        assert!(run.ok, "{name}: {}\n{}", run.stdout, run.stderr);
+        assert!(!run.stdout.trim().is_empty(), "{name}");
+        assert!(gw.deployment(name).await["requests"].as_u64().unwrap() >= 1);
+    }
+    // One model on all three: three sessions in turn, each answered; the
+    // first two platforms throttle, and Claude Code never hears of it.
+    let gw = claude_gateway(&[
+        anthropic("anthropic", &a),
+        bedrock("bedrock", &b),
+        vertex("vertex", &v, &creds),
+    ])
+    .await;
+    for _ in 0..3 {
+        let run = claude(&bin, &gw.url(""), "claude-sonnet-4-5", &["say hi"]).await;
+        assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    }
+    a.set_mode(fail(429, Some(30.0), None));
+    b.set_mode(fail(429, Some(30.0), None));
+    let run = claude(&bin, &gw.url(""), "claude-sonnet-4-5", &["say hi"]).await;
+    assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("API Error"), "{}", run.stdout);
+}
+
+#[tokio::test]
+async fn claude_code_runs_a_tool_turn_through_the_gateway() {
+    let Some(bin) = agent("claude", "@anthropic-ai/claude-code") else {
+        return;
+    };
+    // The mock calls the tool the prompt names; Claude Code runs it and
+    // sends its result back in a second turn.
+    let a = anthropic_mock().await;
+    let gw = claude_gateway(&[anthropic("direct", &a)]).await;
+    let run = claude(
+        &bin,
+        &gw.url(""),
+        "claude-sonnet-4-5",
+        &["use the Glob tool", "--allowedTools", "Glob"],
+    )
+    .await;
+    assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    let last: serde_json::Value =
+        serde_json::from_str(a.stats().last_body.as_deref().unwrap()).unwrap();
+    let turns = last["messages"].as_array().unwrap();
+    let result = turns
+        .iter()
+        .flat_map(|t| t["content"].as_array().cloned().unwrap_or_default())
+        .any(|b| b["type"] == "tool_result");
+    assert!(result, "the tool's result went back: {last}");
 }

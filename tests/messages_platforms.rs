@@ -5,65 +5,10 @@
 
 mod common;
 
+use common::claude::*;
 use common::*;
 use serde_json::{Value, json};
-use switchboard::mock_upstream::{MockHandle, MockProvider};
-
-const KEY_ID: &str = "AKIDSWITCHBOARDTEST";
-const SECRET: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYzSWITCH";
-const ANTHROPIC_KEY: &str = "sk-ant-test-0123456789";
-
-pub async fn bedrock_mock() -> MockHandle {
-    mock_with(|o| {
-        o.provider = MockProvider::Bedrock;
-        o.aws_access_key_id = Some(KEY_ID.into());
-        o.aws_secret_access_key = Some(SECRET.into());
-        o.tokens = 6;
-    })
-    .await
-}
-
-fn bedrock(name: &str, m: &MockHandle) -> String {
-    format!(
-        "\n[[models.deployments]]\nname = \"{name}\"\nprovider = \"bedrock\"\nregion = \"us-east-1\"\napi_base = \"{}\"\naws_access_key_id = \"{KEY_ID}\"\naws_secret_access_key = \"{SECRET}\"\nmodel_id = \"us.anthropic.claude-sonnet-4-5-20250929-v1:0\"\n",
-        m.base_url()
-    )
-}
-
-async fn vertex_mock() -> (MockHandle, tempfile::TempDir, String) {
-    let m = mock_with(|o| {
-        o.provider = MockProvider::Vertex;
-        o.tokens = 6;
-    })
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("vertex-sa.json");
-    std::fs::write(&path, m.credentials_json()).unwrap();
-    (m, dir, path.display().to_string())
-}
-
-fn vertex(name: &str, m: &MockHandle, credentials: &str) -> String {
-    format!(
-        "\n[[models.deployments]]\nname = \"{name}\"\nprovider = \"vertex\"\nproject = \"mock-project\"\nregion = \"us-east5\"\napi_base = \"{}\"\ncredentials = \"file:{credentials}\"\nmodel_id = \"claude-sonnet-4-5@20250929\"\n",
-        m.base_url()
-    )
-}
-
-async fn anthropic_mock() -> MockHandle {
-    mock_with(|o| {
-        o.provider = MockProvider::Anthropic;
-        o.api_key = Some(ANTHROPIC_KEY.into());
-        o.tokens = 6;
-    })
-    .await
-}
-
-fn anthropic(name: &str, m: &MockHandle) -> String {
-    format!(
-        "\n[[models.deployments]]\nname = \"{name}\"\nprovider = \"anthropic\"\napi_base = \"{}\"\napi_key = \"{ANTHROPIC_KEY}\"\nmodel_id = \"claude-sonnet-4-5-20250929\"\n",
-        m.base_url()
-    )
-}
+use switchboard::mock_upstream::MockHandle;
 
 const BETAS: &str = "claude-code-20250219,interleaved-thinking-2025-05-14,prompt-caching-scope-2026-01-05,context-management-2025-06-27";
 
@@ -108,7 +53,10 @@ async fn event_shapes(r: reqwest::Response) -> Vec<(String, Value)> {
     text.split("\n\n")
         .filter(|f| !f.trim().is_empty())
         .map(|f| {
-            let name = f.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or_default();
+            let name = f
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_default();
             let mut data: Value =
                 serde_json::from_str(f.lines().find_map(|l| l.strip_prefix("data: ")).unwrap())
                     .unwrap();
@@ -138,20 +86,29 @@ async fn bedrock_gets_invoke_model_with_its_version_and_only_the_betas_it_takes(
     assert_eq!(body["anthropic_version"], "bedrock-2023-05-31");
     assert_eq!(
         body["anthropic_beta"],
-        json!(["interleaved-thinking-2025-05-14", "context-management-2025-06-27"])
+        json!([
+            "interleaved-thinking-2025-05-14",
+            "context-management-2025-06-27"
+        ])
     );
     assert!(body.get("model").is_none() && body.get("stream").is_none());
     // output_config needs the effort beta, which the client did not send.
     assert!(body.get("output_config").is_none());
     assert!(body.get("context_management").is_some());
     // Cache markers go as written.
-    assert_eq!(body["messages"][0]["content"][0]["cache_control"]["type"], "ephemeral");
+    assert_eq!(
+        body["messages"][0]["content"][0]["cache_control"]["type"],
+        "ephemeral"
+    );
     let r = messages(&gw, &ask(true)).await;
     assert_eq!(r.status(), 200);
     assert!(sent(&b).2.ends_with("/invoke-with-response-stream"));
     let ev = event_shapes(r).await;
     assert_eq!(ev.first().unwrap().0, "message_start");
-    assert_eq!(ev.last().unwrap(), &("message_stop".to_string(), json!({"type": "message_stop"})));
+    assert_eq!(
+        ev.last().unwrap(),
+        &("message_stop".to_string(), json!({"type": "message_stop"}))
+    );
 }
 
 #[tokio::test]
@@ -168,7 +125,10 @@ async fn vertex_gets_raw_predict_with_its_version_and_the_betas_as_a_header() {
     assert_eq!(body["stream"], true);
     assert!(body.get("model").is_none());
     let betas = headers.get("anthropic-beta").cloned().unwrap_or_default();
-    assert_eq!(betas, "interleaved-thinking-2025-05-14,context-management-2025-06-27");
+    assert_eq!(
+        betas,
+        "interleaved-thinking-2025-05-14,context-management-2025-06-27"
+    );
 }
 
 #[tokio::test]
@@ -192,7 +152,11 @@ async fn the_same_stream_comes_out_alike_from_anthropic_bedrock_and_vertex() {
     let b = bedrock_mock().await;
     let (v, _dir, creds) = vertex_mock().await;
     let mut shapes = Vec::new();
-    for deployment in [anthropic("x", &a), bedrock("x", &b), vertex("x", &v, &creds)] {
+    for deployment in [
+        anthropic("x", &a),
+        bedrock("x", &b),
+        vertex("x", &v, &creds),
+    ] {
         let gw = gateway(&one_model("", &[deployment])).await;
         shapes.push(event_shapes(messages(&gw, &ask(true)).await).await);
     }
@@ -213,7 +177,9 @@ async fn count_tokens_asks_a_deployment_that_can_count_on_each_platform() {
         (vertex("v", &v, &creds), &v, "count-tokens:rawPredict"),
     ] {
         let gw = gateway(&one_model("", &[deployment])).await;
-        let r = gw.post("/v1/messages/count_tokens?beta=true", body.clone()).await;
+        let r = gw
+            .post("/v1/messages/count_tokens?beta=true", body.clone())
+            .await;
         assert_eq!(r.status(), 200);
         assert!(header(&r, "x-switchboard-estimate").is_empty());
         let n = json(r).await["input_tokens"].as_u64().unwrap();

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod agents;
+pub mod claude;
 pub mod sdk;
 
 use std::net::SocketAddr;

@@ -299,3 +299,34 @@ async fn what_chat_cannot_carry_is_refused_by_name() {
     );
     assert_eq!(o.stats().requests, 0);
 }
+
+#[tokio::test]
+async fn a_deployments_max_output_tokens_caps_what_claude_code_asks_for() {
+    let o = mock_with(|o| o.tokens = 5).await;
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("gpt", &o, "max_output_tokens = 16384")],
+    ))
+    .await;
+    let mut body = ask(false);
+    body["max_tokens"] = json!(32000);
+    let r = messages(&gw, body, None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(sent_body(&o)["max_tokens"], 16384);
+    // A request under the cap goes as asked.
+    let r = messages(&gw, ask(false), None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(sent_body(&o)["max_tokens"], 64);
+    // A cap that is no number of tokens is refused by name.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        one_model("", &[deployment("gpt", &o, "max_output_tokens = 0")]),
+    )
+    .unwrap();
+    let err = switchboard::config::Config::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("max_output_tokens"), "{err}");
+}

@@ -113,6 +113,9 @@ pub struct DeploymentConfig {
     pub priority: u32,
     /// Timeouts of its own, overriding the server's where set.
     pub timeouts: Timeouts,
+    /// The most output tokens its model takes: a request asking more
+    /// (Claude Code's `max_tokens: 32000` to a GPT-4o) is capped to it.
+    pub max_output_tokens: Option<u64>,
 }
 
 /// Per-deployment overrides of the server's timeouts (`None`: the server's).
@@ -184,6 +187,9 @@ pub struct DeploymentSpec {
     pub request_timeout_s: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream_idle_timeout_s: Option<f64>,
+    /// Signed so that 0 and negatives get our message, not serde's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<i64>,
 }
 
 /// A field that failed validation, named as in the config (`api_base`,
@@ -235,6 +241,7 @@ impl DeploymentSpec {
                 .map_err(|m| FieldError::new("credentials", m))?,
             priority: checked.priority,
             timeouts: checked.timeouts,
+            max_output_tokens: checked.max_output_tokens,
         })
     }
 
@@ -323,11 +330,22 @@ impl DeploymentSpec {
             request: seconds("request_timeout_s", self.request_timeout_s)?,
             stream_idle: seconds("stream_idle_timeout_s", self.stream_idle_timeout_s)?,
         };
+        let max_output_tokens = match self.max_output_tokens {
+            None => None,
+            Some(n) if n > 0 => Some(n as u64),
+            Some(n) => {
+                return Err(FieldError::new(
+                    "max_output_tokens",
+                    format!("must be a whole number greater than 0 (got {n})"),
+                ));
+            }
+        };
         Ok(Checked {
             api_base,
             tpm_limit,
             priority,
             timeouts,
+            max_output_tokens,
         })
     }
 }
@@ -338,6 +356,7 @@ struct Checked {
     tpm_limit: Option<u64>,
     priority: u32,
     timeouts: Timeouts,
+    max_output_tokens: Option<u64>,
 }
 
 /// A timeout as written: seconds, integer or fractional, greater than zero.

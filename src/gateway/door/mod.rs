@@ -150,8 +150,17 @@ impl Asked {
         }
     }
 
-    /// How `up` is called for this request, or why its API cannot take it.
+    /// How `up` is called for this request, or why its API cannot take it;
+    /// a `max_tokens` beyond the deployment's `max_output_tokens` capped.
     pub fn call(&self, up: &Upstream) -> Result<Call, ApiError> {
+        let mut call = self.call_uncapped(up)?;
+        if let Some(cap) = up.config.max_output_tokens {
+            call.body = cap_output(call.body, cap);
+        }
+        Ok(call)
+    }
+
+    fn call_uncapped(&self, up: &Upstream) -> Result<Call, ApiError> {
         let dialect = up.plan.dialect;
         let Some(m) = &self.messages else {
             return Ok(Call {
@@ -190,5 +199,53 @@ impl Asked {
             way: Way::Translated,
             dropped: None,
         })
+    }
+}
+
+/// `body` with its output-token counts (`max_tokens`,
+/// `max_completion_tokens`, Converse's `maxTokens` inside
+/// `inferenceConfig` aside) no larger than `cap`.
+fn cap_output(body: Bytes, cap: u64) -> Bytes {
+    let mut over: Vec<(usize, usize)> = Vec::new();
+    let start = body.as_ptr() as usize;
+    let _ = super::json::object_members(&body, |key, value| {
+        if matches!(key, b"max_tokens" | b"max_completion_tokens")
+            && super::request::count_of(value).is_some_and(|n| n > cap)
+        {
+            let at = value.as_ptr() as usize - start;
+            over.push((at, at + value.len()));
+        }
+        Ok(())
+    });
+    if over.is_empty() {
+        return body;
+    }
+    let cap = cap.to_string();
+    let mut out = Vec::with_capacity(body.len());
+    let mut at = 0;
+    for (from, to) in over {
+        out.extend_from_slice(&body[at..from]);
+        out.extend_from_slice(cap.as_bytes());
+        at = to;
+    }
+    out.extend_from_slice(&body[at..]);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_tokens_over_the_cap_are_capped_and_nothing_else_changes() {
+        let body = Bytes::from_static(
+            br#"{"model":"m","max_tokens":32000,"messages":[{"max_tokens":99999}]}"#,
+        );
+        assert_eq!(
+            cap_output(body, 16384),
+            &br#"{"model":"m","max_tokens":16384,"messages":[{"max_tokens":99999}]}"#[..]
+        );
+        let small = Bytes::from_static(br#"{"max_completion_tokens":100}"#);
+        assert_eq!(cap_output(small.clone(), 16384), small);
     }
 }

@@ -330,11 +330,9 @@ impl MessagesStream {
                     m.usage.apply(&mut self.tokens);
                 }
             }
-            "content_block_start" => {
-                if !self.started {
-                    self.started = true;
-                    out.append(&mut self.held);
-                }
+            "content_block_start" if !self.started => {
+                self.started = true;
+                out.append(&mut self.held);
             }
             "content_block_delta" => self.frames += 1,
             "message_delta" => {

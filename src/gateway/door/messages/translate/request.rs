@@ -10,8 +10,10 @@
 //! documents → text; `tools` → functions (`strict` kept); `tool_choice`;
 //! `disable_parallel_tool_use` → `parallel_tool_calls: false`;
 //! `stop_sequences` → `stop`; `max_tokens`, `temperature`, `top_p`;
-//! `metadata.user_id` → `user`; `output_config.effort` → `reasoning_effort`
-//! (`max` → `high`); `stream` → `stream` with `include_usage`.
+//! `metadata.user_id` → `user`; `stream` → `stream` with `include_usage`.
+//! `output_config.effort` is not mapped to `reasoning_effort`: Claude Code
+//! sends it on every turn, and OpenAI refuses the parameter for models
+//! that do not reason (gpt-4o, gpt-4.1) — the upstream's default applies.
 //!
 //! Dropped, having no Chat Completions meaning: `cache_control` (OpenAI
 //! caches prefixes by itself), thinking blocks of earlier turns (their
@@ -76,8 +78,6 @@ struct Request<'a> {
     tools: Option<Vec<Tool<'a>>>,
     #[serde(default, borrow)]
     tool_choice: Option<Choice<'a>>,
-    #[serde(default, borrow)]
-    output_config: Option<OutputConfig<'a>>,
     #[serde(default)]
     stream: Option<bool>,
 }
@@ -112,12 +112,6 @@ struct Choice<'a> {
     disable_parallel_tool_use: Option<bool>,
 }
 
-#[derive(Deserialize)]
-struct OutputConfig<'a> {
-    #[serde(default, borrow)]
-    effort: Option<Cow<'a, str>>,
-}
-
 #[derive(Serialize)]
 struct Chat<'a> {
     model: &'a str,
@@ -138,8 +132,6 @@ struct Chat<'a> {
     tool_choice: Option<ChatChoice<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     parallel_tool_calls: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reasoning_effort: Option<&'static str>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -219,11 +211,6 @@ pub fn to_chat(body: &[u8]) -> Result<Bytes, Untranslatable> {
         tools,
         tool_choice,
         parallel_tool_calls,
-        reasoning_effort: req
-            .output_config
-            .as_ref()
-            .and_then(|c| c.effort.as_deref())
-            .and_then(effort),
         stream,
         stream_options: stream.then_some(StreamOptions {
             include_usage: true,
@@ -231,17 +218,6 @@ pub fn to_chat(body: &[u8]) -> Result<Bytes, Untranslatable> {
     };
     // Our own types, borrowing valid JSON: serialising them cannot fail.
     Ok(Bytes::from(serde_json::to_vec(&chat).unwrap_or_default()))
-}
-
-/// Anthropic's effort levels in OpenAI's terms; one it does not have is
-/// dropped rather than guessed at.
-fn effort(level: &str) -> Option<&'static str> {
-    match level {
-        "low" => Some("low"),
-        "medium" => Some("medium"),
-        "high" | "max" => Some("high"),
-        _ => None,
-    }
 }
 
 fn tools<'a>(list: &'a [Tool<'a>]) -> Result<Vec<ChatTool<'a>>, Untranslatable> {

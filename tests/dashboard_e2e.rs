@@ -15,6 +15,10 @@ use switchboard::mock_upstream::{self, MockOptions};
 mod tmux;
 use tmux::{DEADLINE, Tmux, table_has};
 
+#[allow(dead_code)]
+#[path = "common/agents.rs"]
+mod agents;
+
 /// `switchboard demo` on a fresh config in `dir`, the gateway on a free port.
 fn demo(dir: &Path, width: u16, height: u16) -> (Tmux, PathBuf) {
     let config = dir.join("demo.toml");
@@ -320,5 +324,79 @@ fn throttling_each_claude_provider_in_turn_shows_in_the_dashboard() {
         s.lines()
             .any(|l| l.contains("claude") && l.contains("vertex-east5 ✓"))
     });
+    tmux.keys(&["q"]);
+}
+
+/// Claude Code pointed at a gateway run with its dashboard: its requests
+/// come in by the Messages door and show in the traffic pane as
+/// `messages`, its session pinned on the deployment that served it.
+#[test]
+fn claude_code_through_the_gateway_shows_in_the_dashboard() {
+    let Some(bin) = agents::agent("claude", "@anthropic-ai/claude-code") else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (a, b) = rt.block_on(async {
+        let mut mocks = Vec::new();
+        for _ in 0..2 {
+            let mut opts = MockOptions::new("127.0.0.1:0".parse().unwrap());
+            opts.provider = mock_upstream::MockProvider::Anthropic;
+            opts.api_key = Some("sk-ant-test-0123456789".into());
+            mocks.push(mock_upstream::spawn(opts).await.unwrap());
+        }
+        let b = mocks.pop().unwrap();
+        (mocks.pop().unwrap(), b)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchboard.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let deployment = |name: &str, m: &mock_upstream::MockHandle| {
+        format!(
+            "\n[[models.deployments]]\nname = \"{name}\"\nprovider = \"anthropic\"\napi_base = \"{}\"\napi_key = \"sk-ant-test-0123456789\"\nmodel_id = \"claude-sonnet-4-5-20250929\"\n",
+            m.base_url()
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[[models]]\nname = \"claude-sonnet-4-5\"\n{}{}",
+            deployment("anthropic-a", &a),
+            deployment("anthropic-b", &b)
+        ),
+    )
+    .unwrap();
+    let command = format!(
+        "SWITCHBOARD_LOG_DIR='{}' '{}' --config '{}'",
+        dir.path().join("logs").display(),
+        env!("CARGO_BIN_EXE_switchboard"),
+        config.display()
+    );
+    let tmux = Tmux::start(dir.path(), &command, 130, 40);
+    tmux.wait_for("Deployments · claude-sonnet-4-5");
+    let run = agents::claude_blocking(
+        &bin,
+        &format!("http://127.0.0.1:{port}"),
+        "claude-sonnet-4-5",
+        &["say hi"],
+    );
+    assert!(run.ok, "{}\n{}", run.stdout, run.stderr);
+    tmux.wait("a messages row", |s| {
+        s.lines()
+            .any(|l| l.contains("claude-sonnet-4-5") && l.contains("messages") && l.contains('✓'))
+    });
+    // One session, pinned: the sess column of one deployment says 1.
+    tmux.wait("the session pinned", |s| {
+        s.contains("sess")
+            && s.lines()
+                .any(|l| l.contains("anthropic-") && l.contains("healthy") && l.contains("   1 "))
+    });
+    tmux.keys(&["/"]);
+    tmux.type_text("messages");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("/messages");
     tmux.keys(&["q"]);
 }

@@ -49,6 +49,18 @@ pub struct Run {
 /// Runs Claude Code in print mode against `base_url`, with a fresh HOME
 /// and every call home turned off; `args` after `-p`.
 pub async fn claude(bin: &PathBuf, base_url: &str, model: &str, args: &[&str]) -> Run {
+    let (bin, base_url, model) = (bin.clone(), base_url.to_string(), model.to_string());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        claude_blocking(&bin, &base_url, &model, &args)
+    })
+    .await
+    .unwrap()
+}
+
+/// [`claude`], for tests without a runtime.
+pub fn claude_blocking(bin: &PathBuf, base_url: &str, model: &str, args: &[&str]) -> Run {
     let home = tempfile::tempdir().unwrap();
     // coreutils' timeout bounds the run: a hung agent cannot hang the suite.
     let mut cmd = std::process::Command::new("timeout");
@@ -69,10 +81,7 @@ pub async fn claude(bin: &PathBuf, base_url: &str, model: &str, args: &[&str]) -
         .env("DISABLE_ERROR_REPORTING", "1")
         .current_dir(home.path())
         .stdin(std::process::Stdio::null());
-    let output = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .expect("claude runs");
+    let output = cmd.output().expect("claude runs");
     drop(home);
     Run {
         ok: output.status.success(),

@@ -1,7 +1,7 @@
 //! The coding agents themselves (Claude Code, Codex CLI from npm), run as
 //! a user runs them, offline against a gateway on loopback.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where `.ci/run` installs the agents (`npm install --prefix`).
 pub fn agents_prefix() -> PathBuf {
@@ -48,8 +48,8 @@ pub struct Run {
 
 /// Runs Claude Code in print mode against `base_url`, with a fresh HOME
 /// and every call home turned off; `args` after `-p`.
-pub async fn claude(bin: &PathBuf, base_url: &str, model: &str, args: &[&str]) -> Run {
-    let (bin, base_url, model) = (bin.clone(), base_url.to_string(), model.to_string());
+pub async fn claude(bin: &Path, base_url: &str, model: &str, args: &[&str]) -> Run {
+    let (bin, base_url, model) = (bin.to_path_buf(), base_url.to_string(), model.to_string());
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -60,7 +60,7 @@ pub async fn claude(bin: &PathBuf, base_url: &str, model: &str, args: &[&str]) -
 }
 
 /// [`claude`], for tests without a runtime.
-pub fn claude_blocking(bin: &PathBuf, base_url: &str, model: &str, args: &[&str]) -> Run {
+pub fn claude_blocking(bin: &Path, base_url: &str, model: &str, args: &[&str]) -> Run {
     let home = tempfile::tempdir().unwrap();
     // coreutils' timeout bounds the run: a hung agent cannot hang the suite.
     let mut cmd = std::process::Command::new("timeout");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 
 use super::error::ApiError;
@@ -472,7 +472,7 @@ impl Flight {
         };
         let status = error.status().as_u16();
         self.finish(status, RequestOutcome::Failed, 0, 0, false);
-        let mut response = error.into_response();
+        let mut response = super::proxy::refuse(self.endpoint, error);
         // Only an answer after an attempt names a deployment: a refusal the
         // gateway made itself (nothing sent) names none.
         if let Some(last) = last_tried {
@@ -492,10 +492,16 @@ impl Flight {
     fn pass_back(&mut self, answer: Passback, attempts: usize) -> Response {
         let status = answer.status.as_u16();
         self.finish(status, RequestOutcome::ClientError, 0, 0, false);
+        let body = match self.endpoint {
+            Endpoint::Messages => {
+                super::door::messages::error::reshape_body(answer.status, &answer.body)
+            }
+            _ => answer.body,
+        };
         respond(
             answer.status,
             &answer.headers,
-            Body::from(answer.body),
+            Body::from(body),
             &answer.upstream,
             attempts,
             &answer.model,

@@ -194,25 +194,17 @@ pub(super) fn endpoint_for(path: &str) -> Option<Endpoint> {
     }
 }
 
-/// Takes the whole request rather than axum's `HeaderMap` extractor, which
-/// clones every header.
-pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) -> Response {
+/// The gateway's own error, in the shape of the door it answers on.
+pub(super) fn refuse(endpoint: Endpoint, e: ApiError) -> Response {
     match endpoint {
-        // Every answer of the Messages door that is not a success is in
-        // Anthropic's error shape, the gateway's own and the upstreams'.
-        Endpoint::Messages => {
-            let response = serve(gw, endpoint, request).await;
-            if response.status().is_success() {
-                response
-            } else {
-                door::messages::error::reshape(response).await
-            }
-        }
-        _ => serve(gw, endpoint, request).await,
+        Endpoint::Messages => door::messages::error::response(e),
+        _ => e.into_response(),
     }
 }
 
-async fn serve(gw: Gateway, endpoint: Endpoint, request: Request) -> Response {
+/// Takes the whole request rather than axum's `HeaderMap` extractor, which
+/// clones every header.
+pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = parts.headers;
     let started = Instant::now();
@@ -222,11 +214,11 @@ async fn serve(gw: Gateway, endpoint: Endpoint, request: Request) -> Response {
         _ => auth::client_allowed(&headers, &settings.api_keys),
     };
     if !allowed {
-        return ApiError::Unauthorized.into_response();
+        return refuse(endpoint, ApiError::Unauthorized);
     }
     let body = match read_body(body, settings.max_body_bytes).await {
         Ok(b) => b,
-        Err(e) => return e.into_response(),
+        Err(e) => return refuse(endpoint, e),
     };
     let inspected = match endpoint {
         Endpoint::Messages => door::messages::inspect(&body),
@@ -235,15 +227,15 @@ async fn serve(gw: Gateway, endpoint: Endpoint, request: Request) -> Response {
     let req = match inspected {
         Ok(r) => r,
         Err(e) => {
-            return ApiError::BadRequest {
+            let e = ApiError::BadRequest {
                 message: e.message,
                 param: e.param,
-            }
-            .into_response();
+            };
+            return refuse(endpoint, e);
         }
     };
     let Some(route) = gw.shared.table.load().get(&req.model).cloned() else {
-        return ApiError::ModelNotFound(req.model).into_response();
+        return refuse(endpoint, ApiError::ModelNotFound(req.model));
     };
     let deadline = tokio::time::Instant::from_std(far(started, settings.request_timeout));
     let timeouts = ServerTimeouts::of(&settings);
@@ -316,7 +308,13 @@ async fn serve(gw: Gateway, endpoint: Endpoint, request: Request) -> Response {
                             let a = *a;
                             // Perhaps an earlier model's answer (see `divert`).
                             upstream = a.upstream;
-                            (a.status, a.headers, a.body, Some(a.model))
+                            let body = match endpoint {
+                                Endpoint::Messages => {
+                                    door::messages::error::reshape_body(a.status, &a.body)
+                                }
+                                _ => a.body,
+                            };
+                            (a.status, a.headers, body, Some(a.model))
                         }
                     }
                 } else {
@@ -457,8 +455,8 @@ pub(crate) struct Passed {
     cache_control: Option<HeaderValue>,
     request_id: Option<HeaderValue>,
     /// `x-switchboard-dropped-betas`: Anthropic betas the deployment's
-    /// platform does not take, left out.
-    pub(super) dropped_betas: Option<HeaderValue>,
+    /// platform does not take, left out (boxed: rare, and this is moved).
+    pub(super) dropped_betas: Option<Box<HeaderValue>>,
 }
 
 impl Passed {
@@ -502,7 +500,7 @@ pub(super) fn respond(
         h.insert(X_REQUEST_ID, v.clone());
     }
     if let Some(v) = &passed.dropped_betas {
-        h.insert(X_DROPPED_BETAS, v.clone());
+        h.insert(X_DROPPED_BETAS, (**v).clone());
     }
     h.insert(X_DEPLOYMENT, up.header_name.clone());
     h.insert(X_ATTEMPTS, attempts_value(attempts));
@@ -646,7 +644,7 @@ async fn attempt(
     server: ServerTimeouts,
 ) -> Attempted {
     let dialect = up.plan.dialect;
-    let call = match asked.call(up) {
+    let mut call = match asked.call(up) {
         Ok(c) => c,
         Err(e) => return Attempted::Refused(e),
     };
@@ -667,8 +665,8 @@ async fn attempt(
             gw.client(),
             call.endpoint,
             req.stream,
-            call.body,
-            &call.headers,
+            std::mem::take(&mut call.body),
+            call.headers(),
         ),
     )
     .await;
@@ -737,10 +735,17 @@ async fn attempt(
             ))),
             Way::Chat => dialect.decoder(req, &cx),
         };
-        with_dropped(start_stream(response, decoder, watch).await, call.dropped)
+        let started = start_stream(response, decoder, watch).await;
+        match call.extra {
+            Some(extra) => with_dropped(started, extra.dropped),
+            None => started,
+        }
     } else {
         let read = read_answer(response, dialect, call.way, &cx, first_deadline, deadline).await;
-        with_dropped(read, call.dropped)
+        match call.extra {
+            Some(extra) => with_dropped(read, extra.dropped),
+            None => read,
+        }
     }
 }
 
@@ -750,7 +755,7 @@ fn with_dropped(mut attempted: Attempted, dropped: Option<HeaderValue>) -> Attem
         && let Attempted::Answered { headers, .. } | Attempted::Streaming { headers, .. } =
             &mut attempted
     {
-        headers.dropped_betas = Some(d);
+        headers.dropped_betas = Some(Box::new(d));
     }
     attempted
 }

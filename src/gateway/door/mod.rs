@@ -68,12 +68,25 @@ pub struct Call {
     /// The endpoint the deployment is called at.
     pub endpoint: Endpoint,
     pub body: bytes::Bytes,
+    pub way: Way,
+    /// What only the Messages door's native calls have (boxed: the chat
+    /// path moves this struct, and pays for every byte of it).
+    pub extra: Option<Box<Extra>>,
+}
+
+/// A native Messages call's own.
+pub struct Extra {
     /// Headers of the request's own beyond the deployment's plan
     /// (Anthropic's version and betas).
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub way: Way,
     /// Betas left out for this deployment (`x-switchboard-dropped-betas`).
     pub dropped: Option<HeaderValue>,
+}
+
+impl Call {
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        self.extra.as_deref().map_or(&[], |e| &e.headers)
+    }
 }
 
 /// The door's name for a request's endpoint, as the dashboard shows it.
@@ -144,10 +157,12 @@ impl Asked {
     /// How the request read for decoding a chat answer: the client's own,
     /// or its chat translation's.
     pub fn chat_req(&self, way: Way) -> &Inspected {
-        match (way, self.as_chat()) {
-            (Way::Translated, Ok((req, _))) => req,
-            _ => &self.req,
+        if way == Way::Translated
+            && let Ok((req, _)) = self.as_chat()
+        {
+            return req;
         }
+        &self.req
     }
 
     /// How `up` is called for this request, or why its API cannot take it;
@@ -166,11 +181,17 @@ impl Asked {
             return Ok(Call {
                 endpoint: self.endpoint,
                 body: dialect.body(&self.req, &self.body, &up.model_json, &up.config.model_id)?,
-                headers: Vec::new(),
                 way: Way::Chat,
-                dropped: None,
+                extra: None,
             });
         };
+        self.messages_call(m, up)
+    }
+
+    /// Out of line: the chat path's attempt stays as small as it was.
+    #[inline(never)]
+    fn messages_call(&self, m: &MessagesAsk, up: &Upstream) -> Result<Call, ApiError> {
+        let dialect = up.plan.dialect;
         if up.plan.offers(Endpoint::Messages) {
             let platform = Platform::of(dialect);
             let betas = Betas::filter(m.headers.get("anthropic-beta"), platform);
@@ -186,18 +207,19 @@ impl Asked {
                     &up.model_json,
                     &betas,
                 ),
-                headers: messages::native::headers(platform, &m.headers, &betas),
                 way: Way::Native,
-                dropped: betas.dropped_header(),
+                extra: Some(Box::new(Extra {
+                    headers: messages::native::headers(platform, &m.headers, &betas),
+                    dropped: betas.dropped_header(),
+                })),
             });
         }
         let (req, body) = self.as_chat()?;
         Ok(Call {
             endpoint: Endpoint::ChatCompletions,
             body: dialect.body(req, body, &up.model_json, &up.config.model_id)?,
-            headers: Vec::new(),
             way: Way::Translated,
-            dropped: None,
+            extra: None,
         })
     }
 }

@@ -7,7 +7,7 @@
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -45,6 +45,26 @@ pub fn body(status: StatusCode, message: &str) -> Bytes {
     let v =
         serde_json::json!({"type": "error", "error": {"type": kind(status), "message": message}});
     Bytes::from(v.to_string())
+}
+
+/// The gateway's own error in Anthropic's envelope, with its
+/// `retry-after`.
+#[cold]
+pub fn response(e: crate::gateway::error::ApiError) -> Response {
+    let mut r = e.clone().into_response();
+    *r.body_mut() = Body::from(body(e.status(), &e.to_string()));
+    r.headers_mut().remove(header::CONTENT_LENGTH);
+    r
+}
+
+/// An upstream's error body in Anthropic's envelope, its words kept.
+#[cold]
+pub fn reshape_body(status: StatusCode, upstream: &[u8]) -> Bytes {
+    let message = match message(upstream) {
+        m if m.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),
+        m => m,
+    };
+    body(status, &message)
 }
 
 /// The response with its error body in Anthropic's envelope; its status

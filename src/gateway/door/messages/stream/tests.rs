@@ -127,3 +127,5 @@ fn a_bedrock_throttle_is_a_rate_limit_in_anthropics_error_shape() {
     assert!(text.contains("rate_limit_error"));
     assert_eq!(s.rate_limited(), Some(429));
 }
+
+mod props;

@@ -51,8 +51,14 @@ pub fn body(status: StatusCode, message: &str) -> Bytes {
 /// `retry-after`.
 #[cold]
 pub fn response(e: crate::gateway::error::ApiError) -> Response {
+    use crate::gateway::error::ApiError;
+    let message = match &e {
+        // This door's clients send their key as x-api-key.
+        ApiError::Unauthorized => "invalid x-api-key: send 'x-api-key: <key>' (or 'Authorization: Bearer <key>') with a key configured in server.api_keys".to_string(),
+        e => e.to_string(),
+    };
     let mut r = e.clone().into_response();
-    *r.body_mut() = Body::from(body(e.status(), &e.to_string()));
+    *r.body_mut() = Body::from(body(e.status(), &message));
     r.headers_mut().remove(header::CONTENT_LENGTH);
     r
 }

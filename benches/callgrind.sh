@@ -8,13 +8,20 @@
 #   SESSION=1: every request carries an x-switchboard-session header, to
 #   price the pin lookup (with DEPLOYMENTS=2, or a one-deployment model has
 #   nothing to stick to and ignores it).
+#   DOOR=messages: Anthropic's Messages door to an Anthropic mock (native);
+#   DOOR=messages-translated: the Messages door to the OpenAI mock (through chat).
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SB=$(realpath "${1:-$ROOT/target/release/switchboard}"); N=${N:-3000}
 WORK="$(mktemp -d)"; cd "$WORK" || exit 1
 trap 'kill ${MOCK:-} 2>/dev/null; rm -rf "$WORK"' EXIT
-$SB mock-upstream --listen 127.0.0.1:18620 > mock.log 2>&1 & MOCK=$!
-printf '[server]\nlisten = "127.0.0.1:18621"\nworkers = 1\n[[models]]\nname = "bench-model"\n[[models.deployments]]\nname = "mock"\napi_base = "http://127.0.0.1:18620/v1"\nmodel_id = "bench-model"\ntpm_limit = 100000000\n' > cfg.toml
+DOOR=${DOOR:-chat}; PATH_=/v1/chat/completions; PROVIDER=""; MOCK_PROVIDER=openai; BASE=http://127.0.0.1:18620/v1
+case "$DOOR" in
+  messages) PATH_=/v1/messages; MOCK_PROVIDER=anthropic; PROVIDER='provider = "anthropic"\napi_key = "sk-ant-bench-0123456789"\n'; BASE=http://127.0.0.1:18620 ;;
+  messages-translated) PATH_=/v1/messages ;;
+esac
+$SB mock-upstream --listen 127.0.0.1:18620 --provider "$MOCK_PROVIDER" > mock.log 2>&1 & MOCK=$!
+printf "[server]\nlisten = \"127.0.0.1:18621\"\nworkers = 1\n[[models]]\nname = \"bench-model\"\n[[models.deployments]]\nname = \"mock\"\n${PROVIDER}api_base = \"$BASE\"\nmodel_id = \"bench-model\"\ntpm_limit = 100000000\n" > cfg.toml
 # DEPLOYMENTS=2: a second deployment (the same mock), so that a session has
 # a choice to stick to.
 [ "${DEPLOYMENTS:-1}" = 2 ] && printf '[[models.deployments]]\nname = "mock2"\napi_base = "http://127.0.0.1:18620/v1"\nmodel_id = "bench-model"\ntpm_limit = 100000000\n' >> cfg.toml
@@ -24,7 +31,7 @@ total() { # requests -> instructions of the whole run
   for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/18621) 2>/dev/null && break; sleep 0.1; done
   local extra=()
   [ "${SESSION:-0}" = 1 ] && extra=(-H "x-switchboard-session: bench-session-$((RANDOM % 100))")
-  if [ "$1" -gt 0 ]; then oha -n "$1" -c 8 --no-tui -m POST -T application/json -D body.json "${extra[@]}" http://127.0.0.1:18621/v1/chat/completions > /dev/null 2>&1; fi
+  if [ "$1" -gt 0 ]; then oha -n "$1" -c 8 --no-tui -m POST -T application/json -D body.json "${extra[@]}" -H 'anthropic-version: 2023-06-01' "http://127.0.0.1:18621$PATH_" > /dev/null 2>&1; fi
   kill -TERM $vg; wait $vg 2>/dev/null
   awk '/^summary:/ {print $2}' cg.out
 }

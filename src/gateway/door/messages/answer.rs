@@ -2,28 +2,35 @@
 //! as the upstream sent it (its `model` included), read only for usage.
 
 use bytes::Bytes;
-use serde::Deserialize;
 
 use crate::gateway::provider::Invalid;
 use crate::gateway::provider::anthropic::answer::AnthropicUsage;
 use crate::gateway::provider::chunk::Tokens;
 use crate::gateway::sse::Usage;
 
-#[derive(Deserialize)]
-struct Message {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
-}
-
+/// Checked as the chat path checks its answers (one JSON object, by the
+/// validating scanner, no tree built) and read for `type` and `usage`.
 pub fn native(body: Bytes) -> Result<(Bytes, Option<Usage>), Invalid> {
-    let message: Message = serde_json::from_slice(&body)
-        .map_err(|e| format!("a body that is not an Anthropic message ({e})"))?;
-    if message.kind != "message" {
-        return Err(format!("a body of type `{}`, not a message", message.kind));
+    let mut kind: Option<&[u8]> = None;
+    let mut usage: Option<AnthropicUsage> = None;
+    crate::gateway::json::object_members(&body, |key, value| {
+        match key {
+            b"type" => kind = Some(value),
+            b"usage" => {
+                usage = Some(
+                    serde_json::from_slice(value).map_err(|_| "a `usage` that is not token counts")?,
+                )
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("a body that is not an Anthropic message ({e})"))?;
+    if kind != Some(&br#""message""#[..]) {
+        let kind = String::from_utf8_lossy(kind.unwrap_or(b"none"));
+        return Err(format!("a body of type {kind}, not a message"));
     }
-    let usage = message.usage.map(|u| {
+    let usage = usage.map(|u| {
         let mut tokens = Tokens::default();
         u.apply(&mut tokens);
         tokens.usage()

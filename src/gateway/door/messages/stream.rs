@@ -86,6 +86,15 @@ pub struct MessagesStream {
     last_skipped: Option<String>,
 }
 
+/// The name on an event's `event:` line, when it has one.
+fn event_name(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.strip_prefix(b"event:")?;
+    let end = memchr::memchr(b'\n', rest)?;
+    let name = &rest[..end];
+    let name = name.strip_suffix(b"\r").unwrap_or(name);
+    Some(name.strip_prefix(b" ").unwrap_or(name))
+}
+
 /// Anthropic's error event, as the gateway ends a broken stream with it.
 pub fn error_event(kind: &str, message: &str) -> Bytes {
     let mut out = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":".to_vec();
@@ -310,6 +319,29 @@ impl MessagesStream {
             self.send(frame, out);
             return;
         };
+        // The hot events (a token each) carry nothing the gateway reads:
+        // named by their `event:` line, they pass on a glance, unparsed.
+        if self.events > 0
+            && let Some(name) = event_name(frame)
+            && matches!(
+                name,
+                b"content_block_delta" | b"content_block_start" | b"content_block_stop" | b"ping"
+            )
+            && data.first() == Some(&b'{')
+            && data.last() == Some(&b'}')
+        {
+            self.events += 1;
+            match name {
+                b"content_block_delta" => self.frames += 1,
+                b"content_block_start" if !self.started => {
+                    self.started = true;
+                    out.append(&mut self.held);
+                }
+                _ => {}
+            }
+            self.send(frame, out);
+            return;
+        }
         let event: Event = match serde_json::from_slice(&data) {
             Ok(e) => e,
             Err(_) if self.events == 0 => {
@@ -362,6 +394,7 @@ impl MessagesStream {
         self.send(frame, out);
     }
 
+    /// Handed on as is: what the client gets is the upstream's own bytes.
     fn send(&mut self, frame: &[u8], out: &mut Vec<u8>) {
         if self.started || self.error.is_some() {
             out.extend_from_slice(frame);

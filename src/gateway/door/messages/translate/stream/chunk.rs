@@ -111,23 +111,6 @@ pub(super) fn error_message(error: &RawValue) -> String {
         })
 }
 
-/// A frame's data: its `data:` lines joined by newlines.
-pub(super) fn data_of(frame: &[u8]) -> Option<Cow<'_, [u8]>> {
-    let mut lines = frame.split(|&b| b == b'\n').filter_map(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let rest = line.strip_prefix(b"data:")?;
-        Some(rest.strip_prefix(b" ").unwrap_or(rest))
-    });
-    let first = lines.next()?;
-    match lines.next() {
-        None => Some(Cow::Borrowed(first)),
-        Some(second) => {
-            let mut joined = first.to_vec();
-            for line in std::iter::once(second).chain(lines) {
-                joined.push(b'\n');
-                joined.extend_from_slice(line);
-            }
-            Some(Cow::Owned(joined))
-        }
-    }
-}
+/// A frame's data: its `data:` lines joined by newlines (the same reading
+/// as Anthropic's streams get).
+pub(super) use crate::gateway::provider::anthropic::stream::data_of;

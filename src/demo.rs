@@ -166,7 +166,9 @@ model_id = "claude-sonnet-4-5"
 tpm_limit = 15000
 
 [[models]]
-name = "claude"                # one Claude model three ways: Anthropic, Bedrock, Vertex AI
+name = "claude"                # one Claude model three ways: Anthropic, Bedrock, Vertex AI;
+                               # limits with room for Claude Code (ANTHROPIC_MODEL=claude), which
+                               # reserves its max_tokens (32000) on every turn
 
 [[models.deployments]]
 name = "anthropic-direct"
@@ -174,7 +176,7 @@ provider = "anthropic"
 api_base = "http://127.0.0.1:{anthropic-direct}"
 api_key = "sk-ant-demo-0005"
 model_id = "claude-sonnet-4-5"
-tpm_limit = 12000
+tpm_limit = 120000
 
 [[models.deployments]]
 name = "bedrock-east"          # SigV4-signed; its upstream throttles (ThrottlingException)
@@ -184,7 +186,7 @@ api_base = "http://127.0.0.1:{bedrock-east}"
 aws_access_key_id = "AKIADEMO0000000000001"
 aws_secret_access_key = "demo-secret-access-key-0006"
 model_id = "anthropic.claude-sonnet-4-5-20250929-v1:0"
-tpm_limit = 8000
+tpm_limit = 80000
 
 [[models.deployments]]
 name = "vertex-east5"          # an OAuth token from the service-account file the demo writes
@@ -194,7 +196,7 @@ region = "us-east5"
 api_base = "http://127.0.0.1:{vertex-east5}"
 credentials = "file:{vertex-credentials}"
 model_id = "claude-sonnet-4-5@20250929"
-tpm_limit = 8000
+tpm_limit = 80000
 
 [[models]]
 name = "text-embedding-3-small"
@@ -498,13 +500,18 @@ pub fn traffic_line(r: &RequestEvent) -> String {
         .collect::<Vec<_>>()
         .join(" → ");
     format!(
-        "{:<24} {:<44} {:>3} {:>6.0}ms {:>5} tok{}",
+        "{:<24} {:<44} {:>3} {:>6.0}ms {:>5} tok{}{}",
         r.model,
         chain,
         r.status,
         r.latency_ms,
         r.prompt_tokens + r.completion_tokens,
-        if r.stream { "  (stream)" } else { "" }
+        if r.stream { "  (stream)" } else { "" },
+        // Chat is the usual door; the others are named.
+        match r.door() {
+            "chat" => String::new(),
+            door => format!("  [{door}]"),
+        }
     )
 }
 

@@ -18,7 +18,8 @@ pub fn native(body: Bytes) -> Result<(Bytes, Option<Usage>), Invalid> {
             b"type" => kind = Some(value),
             b"usage" => {
                 usage = Some(
-                    serde_json::from_slice(value).map_err(|_| "a `usage` that is not token counts")?,
+                    serde_json::from_slice(value)
+                        .map_err(|_| "a `usage` that is not token counts")?,
                 )
             }
             _ => {}

@@ -106,9 +106,11 @@ pub(super) async fn read_answer(
     cx: &AnswerContext<'_>,
     first_deadline: tokio::time::Instant,
     deadline: tokio::time::Instant,
+    dropped: Option<Box<HeaderValue>>,
 ) -> Attempted {
     let status = response.status();
-    let headers = Passed::from(response.headers());
+    let mut headers = Passed::from(response.headers());
+    headers.dropped_betas = dropped;
     match read_limited(response, MAX_ANSWER_BYTES, first_deadline, deadline).await {
         Err((outcome, detail)) => failed(outcome, detail, Tokens::Estimate),
         Ok(body) => match way.answer(dialect, body, cx) {
@@ -138,6 +140,8 @@ pub(super) struct Watch {
     pub(super) idle: Option<Duration>,
     /// The attempt's deadline.
     pub(super) deadline: Instant,
+    /// Betas left out for this deployment, named in the answer's headers.
+    pub(super) dropped: Option<Box<HeaderValue>>,
 }
 
 /// Why an attempt that streamed nothing worth sending yet is failed over.
@@ -180,10 +184,11 @@ fn stream_refused(decoder: &Decoder, first: Option<&Bytes>) -> Option<Attempted>
 pub(super) async fn start_stream(
     response: UpResponse,
     mut decoder: Decoder,
-    watch: Watch,
+    mut watch: Watch,
 ) -> Attempted {
     let status = response.status();
     let mut headers = Passed::from(response.headers());
+    headers.dropped_betas = watch.dropped.take();
     if decoder.translates() {
         headers.content_type = Some(HeaderValue::from_static("text/event-stream"));
     }

@@ -715,6 +715,7 @@ async fn attempt(
         },
         wants_usage: asked.chat_req(call.way).wants_usage,
     };
+    let dropped = call.extra.and_then(|e| e.dropped.map(Box::new));
     // A request the gateway could not tell was a stream (`"stream": "yes"`)
     // is relayed as one when a lenient upstream answers with one.
     if req.stream || is_event_stream(response.headers()) {
@@ -723,6 +724,7 @@ async fn attempt(
             first_deadline,
             idle: own.stream_idle.or(server.stream_idle),
             deadline,
+            dropped,
         };
         let decoder = match call.way {
             Way::Native if dialect == super::provider::Dialect::Bedrock => {
@@ -735,27 +737,18 @@ async fn attempt(
             ))),
             Way::Chat => dialect.decoder(req, &cx),
         };
-        let started = start_stream(response, decoder, watch).await;
-        match call.extra {
-            Some(extra) => with_dropped(started, extra.dropped),
-            None => started,
-        }
+        start_stream(response, decoder, watch).await
     } else {
-        let read = read_answer(response, dialect, call.way, &cx, first_deadline, deadline).await;
-        match call.extra {
-            Some(extra) => with_dropped(read, extra.dropped),
-            None => read,
-        }
+        read_answer(
+            response,
+            dialect,
+            call.way,
+            &cx,
+            first_deadline,
+            deadline,
+            dropped,
+        )
+        .await
     }
 }
 
-/// Names the betas left out for the deployment that answered.
-fn with_dropped(mut attempted: Attempted, dropped: Option<HeaderValue>) -> Attempted {
-    if let Some(d) = dropped
-        && let Attempted::Answered { headers, .. } | Attempted::Streaming { headers, .. } =
-            &mut attempted
-    {
-        headers.dropped_betas = Some(Box::new(d));
-    }
-    attempted
-}

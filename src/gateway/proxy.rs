@@ -751,4 +751,3 @@ async fn attempt(
         .await
     }
 }
-

@@ -9,6 +9,7 @@
 
 mod admin;
 mod answer;
+mod attempt;
 mod auth;
 mod chain;
 mod client;

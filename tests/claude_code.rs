@@ -150,3 +150,34 @@ async fn claude_code_runs_a_tool_turn_through_the_gateway() {
         .any(|b| b["type"] == "tool_result");
     assert!(result, "the tool's result went back: {last}");
 }
+
+#[tokio::test]
+async fn claude_code_with_a_wrong_key_is_told_at_once() {
+    let Some(bin) = agent("claude", "@anthropic-ai/claude-code") else {
+        return;
+    };
+    let a = anthropic_mock().await;
+    let gw = gateway(&format!(
+        "[server]\napi_keys = [\"another-key-123456\"]\n\n[[models]]\nname = \"claude-sonnet-4-5\"\n{}",
+        anthropic("direct", &a)
+    ))
+    .await;
+    let started = std::time::Instant::now();
+    let run = claude(&bin, &gw.url(""), "claude-sonnet-4-5", &["say hi"]).await;
+    assert!(!run.ok);
+    // Without `x-should-retry: false` it retried for about three minutes.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}: {}{}",
+        started.elapsed(),
+        run.stdout,
+        run.stderr
+    );
+    assert!(
+        (run.stdout.clone() + &run.stderr).contains("API key"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(a.stats().requests, 0);
+}

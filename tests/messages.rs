@@ -160,6 +160,9 @@ async fn errors_come_in_anthropics_envelope_by_status() {
     .await;
     let r = messages(&gw, ask(false), None).await;
     assert_eq!(r.status(), 401);
+    // Anthropic's SDKs (Claude Code: ten times over three minutes) retry a
+    // 401 unless told it is the client's to fix.
+    assert_eq!(header(&r, "x-should-retry"), "false");
     let v = json(r).await;
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "authentication_error");
@@ -176,6 +179,10 @@ async fn errors_come_in_anthropics_envelope_by_status() {
     let r = messages(&gw, ask(false), Some("client-key-123456")).await;
     assert_eq!(r.status(), 429);
     assert!(!header(&r, "retry-after").is_empty());
+    assert!(
+        header(&r, "x-should-retry").is_empty(),
+        "a 429 is worth retrying"
+    );
     assert_eq!(json(r).await["error"]["type"], "rate_limit_error");
 }
 
@@ -329,4 +336,25 @@ async fn a_deployments_max_output_tokens_caps_what_claude_code_asks_for() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("max_output_tokens"), "{err}");
+}
+
+#[tokio::test]
+async fn a_base_url_given_with_v1_still_reaches_the_door() {
+    let a = anthropic_mock().await;
+    let gw = gateway(&one_model("", &[anthropic("a", &a)])).await;
+    let count = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    for (path, body) in [
+        ("/v1/v1/messages", ask(false)),
+        ("/v1/v1/messages/count_tokens", count),
+    ] {
+        let r = gw
+            .client
+            .post(gw.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
 }

@@ -498,14 +498,18 @@ impl Flight {
             }
             _ => answer.body,
         };
-        respond(
+        let mut response = respond(
             answer.status,
             &answer.headers,
             Body::from(body),
             &answer.upstream,
             attempts,
             &answer.model,
-        )
+        );
+        if self.endpoint == Endpoint::Messages {
+            super::door::messages::error::no_retry(&mut response);
+        }
+        response
     }
 
     /// Which deployments a "no deployment available" answer is about.

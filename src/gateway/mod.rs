@@ -345,6 +345,12 @@ impl Gateway {
                 "/v1/messages/count_tokens",
                 post(door::messages::count::handle),
             )
+            // `ANTHROPIC_BASE_URL` given with the `/v1` the dashboard shows.
+            .route("/v1/v1/messages", post(proxy::messages))
+            .route(
+                "/v1/v1/messages/count_tokens",
+                post(door::messages::count::handle),
+            )
             .route("/v1/models", get(proxy::models))
             .route("/v1/models/{*model}", get(proxy::model));
         let admin = Router::new()

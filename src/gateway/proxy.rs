@@ -177,7 +177,9 @@ pub(super) fn endpoint_for(path: &str) -> Option<Endpoint> {
         "/v1/chat/completions" => Some(Endpoint::ChatCompletions),
         "/v1/completions" => Some(Endpoint::Completions),
         "/v1/embeddings" => Some(Endpoint::Embeddings),
-        "/v1/messages" => Some(Endpoint::Messages),
+        // A base URL given with `/v1` (the address the dashboard shows)
+        // to a client that adds `/v1/messages` itself, as Claude Code does.
+        "/v1/messages" | "/v1/v1/messages" => Some(Endpoint::Messages),
         _ => None,
     }
 }
@@ -337,7 +339,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 };
                 let attempts = flight.attempts.len();
                 flight.finish(status.as_u16(), kind, prompt, completion, estimated);
-                return respond(
+                let mut response = respond(
                     status,
                     &headers,
                     Body::from(body),
@@ -345,6 +347,10 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     attempts,
                     served.as_ref().unwrap_or(flight.served_header()),
                 );
+                if client_error && endpoint == Endpoint::Messages {
+                    door::messages::error::no_retry(&mut response);
+                }
+                return response;
             }
             Attempted::Streaming {
                 status,

@@ -79,22 +79,28 @@ pub(super) fn permitted(key: &str, flavor: Flavor, call: Call) -> bool {
         }
 }
 
-/// The betas Bedrock's InvokeModel takes in `anthropic_beta`, as AWS's
-/// "Anthropic Claude Messages API" parameters page lists them; any other
-/// flag is a 400 `ValidationException: invalid beta flag`, as on Bedrock
-/// (Claude Code's own flags, `claude-code-20250219` and the like, among
-/// them). The real list grows with Bedrock's releases: this one is what
-/// the gateway's allowlist is checked against.
-pub(crate) const BEDROCK_BETAS: [&str; 11] = [
+/// The betas Bedrock's InvokeModel takes in `anthropic_beta`: the flags
+/// envoy ai-gateway confirmed against Bedrock by live probes, with AWS's
+/// Claude parameters page; any other flag is a 400 `ValidationException:
+/// invalid beta flag`, as on Bedrock (Claude Code's own flags,
+/// `claude-code-20250219` and the like, among them). The real list grows
+/// with Bedrock's releases.
+pub(crate) const BEDROCK_BETAS: [&str; 17] = [
     "computer-use-2024-10-22",
     "computer-use-2025-01-24",
-    "token-efficient-tools-2025-02-19",
-    "interleaved-thinking-2025-05-14",
-    "output-128k-2025-02-19",
-    "dev-full-thinking-2025-05-14",
     "context-1m-2025-08-07",
     "context-management-2025-06-27",
+    "dev-full-thinking-2025-05-14",
     "effort-2025-11-24",
+    "fine-grained-tool-streaming-2025-05-14",
+    "interleaved-thinking-2025-05-14",
+    "model-context-window-exceeded-2025-08-26",
+    "output-128k-2025-02-19",
+    "pdfs-2024-09-25",
+    "search-results-2025-06-09",
+    "token-counting-2024-11-01",
+    "token-efficient-tools-2025-02-19",
     "tool-search-tool-2025-10-19",
     "tool-examples-2025-10-29",
+    "compact-2026-01-12",
 ];

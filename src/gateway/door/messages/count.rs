@@ -42,7 +42,7 @@ async fn count(gw: Gateway, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let settings = gw.settings();
     if !auth::anthropic_client_allowed(&parts.headers, &settings.api_keys) {
-        return ApiError::Unauthorized.into_response();
+        return super::error::response(ApiError::Unauthorized);
     }
     let timeout = settings.first_byte_timeout;
     let body = match crate::gateway::proxy::read_body(body, settings.max_body_bytes).await {

@@ -47,8 +47,24 @@ pub fn body(status: StatusCode, message: &str) -> Bytes {
     Bytes::from(v.to_string())
 }
 
+const X_SHOULD_RETRY: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-should-retry");
+
+/// Tells Anthropic's SDKs not to send the same request again when it is
+/// the client's to fix (`x-should-retry: false`): Claude Code otherwise
+/// retries a 401 ten times over three minutes before saying the key is
+/// wrong. Timeouts, conflicts, rate limits and 5xx keep their retries.
+pub fn no_retry(response: &mut Response) {
+    let status = response.status();
+    if status.is_client_error() && !matches!(status.as_u16(), 408 | 409 | 429) {
+        response
+            .headers_mut()
+            .insert(X_SHOULD_RETRY, HeaderValue::from_static("false"));
+    }
+}
+
 /// The gateway's own error in Anthropic's envelope, with its
-/// `retry-after`.
+/// `retry-after`, or `x-should-retry: false` when it is the client's.
 #[cold]
 pub fn response(e: crate::gateway::error::ApiError) -> Response {
     use crate::gateway::error::ApiError;
@@ -60,6 +76,7 @@ pub fn response(e: crate::gateway::error::ApiError) -> Response {
     let mut r = e.clone().into_response();
     *r.body_mut() = Body::from(body(e.status(), &message));
     r.headers_mut().remove(header::CONTENT_LENGTH);
+    no_retry(&mut r);
     r
 }
 
@@ -99,7 +116,9 @@ pub async fn reshape(response: Response) -> Response {
         HeaderValue::from_static("application/json"),
     );
     let status = parts.status;
-    Response::from_parts(parts, Body::from(body(status, &message)))
+    let mut r = Response::from_parts(parts, Body::from(body(status, &message)));
+    no_retry(&mut r);
+    r
 }
 
 #[cfg(test)]

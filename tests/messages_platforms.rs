@@ -189,3 +189,38 @@ async fn count_tokens_asks_a_deployment_that_can_count_on_each_platform() {
         assert!(p.ends_with(path), "{p}");
     }
 }
+
+#[tokio::test]
+async fn a_beta_refused_by_bedrock_goes_to_a_platform_that_takes_it() {
+    let a = anthropic_mock().await;
+    let b = bedrock_mock().await;
+    b.set_mode(fail(400, None, Some("invalid beta flag")));
+    let gw = gateway(&one_model(
+        "",
+        &[
+            bedrock("bedrock", &b),
+            anthropic("anthropic", &a) + "priority = 2\n",
+        ],
+    ))
+    .await;
+    let r = messages(&gw, &ask(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-deployment"), "anthropic");
+    assert_eq!(header(&r, "x-switchboard-attempts"), "2");
+    // Bedrock is not failing: its health is untouched.
+    assert_eq!(gw.deployment("bedrock").await["failures"], 0);
+    // Alone, its refusal is the answer, in Anthropic's envelope.
+    let gw = gateway(&one_model("", &[bedrock("bedrock", &b)])).await;
+    let r = messages(&gw, &ask(false)).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(header(&r, "x-should-retry"), "false");
+    let v = json(r).await;
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid beta flag"),
+        "{v}"
+    );
+}

@@ -208,7 +208,30 @@ pub(super) async fn attempt(
     };
     let status = response.status();
     if !status.is_success() {
-        return upstream_error(response, dialect, call.endpoint, first_deadline, deadline).await;
+        let answer =
+            upstream_error(response, dialect, call.endpoint, first_deadline, deadline).await;
+        return match answer {
+            // Bedrock or Vertex refusing a beta flag our allowlist let
+            // through (the platforms add flags, and sometimes drop them):
+            // this deployment's limit, not the request's fault, so the
+            // others are asked; when none can, the client hears this one.
+            Attempted::Answered {
+                status,
+                headers,
+                body,
+                ..
+            } if call.way == Way::Native
+                && status == StatusCode::BAD_REQUEST
+                && memchr::memmem::find(&body, b"invalid beta flag").is_some() =>
+            {
+                Attempted::NotOffered {
+                    status,
+                    headers,
+                    body,
+                }
+            }
+            other => other,
+        };
     }
     let cx = AnswerContext {
         model: flight.answer_model(),

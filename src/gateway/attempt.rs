@@ -265,6 +265,7 @@ pub(super) async fn attempt(
                 cx.model,
             ))),
             Way::Chat => dialect.decoder(req, &cx),
+            Way::Responses => Decoder::Responses(Box::default()),
         };
         start_stream(response, decoder, watch).await
     } else {

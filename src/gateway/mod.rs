@@ -342,6 +342,10 @@ impl Gateway {
             .route("/v1/embeddings", post(proxy::embeddings))
             .route("/v1/messages", post(proxy::messages))
             .route(
+                "/v1/responses",
+                post(proxy::responses).get(proxy::responses_upgrade),
+            )
+            .route(
                 "/v1/messages/count_tokens",
                 post(door::messages::count::handle),
             )

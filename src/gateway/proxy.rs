@@ -86,6 +86,29 @@ pub(super) async fn messages(State(gw): State<Gateway>, request: Request) -> Res
     handle(gw, Endpoint::Messages, request).await
 }
 
+pub(super) async fn responses(State(gw): State<Gateway>, request: Request) -> Response {
+    handle(gw, Endpoint::Responses, request).await
+}
+
+/// `GET /v1/responses`: Codex asks for a WebSocket first when its provider
+/// is OpenAI's. A 426 sends it to HTTP at once (a 404 cost it ~6 s of
+/// retries); WebSocket mode itself is not offered.
+pub(super) async fn responses_upgrade(headers: HeaderMap) -> Response {
+    let wants_socket = headers
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !wants_socket {
+        return ApiError::MethodNotAllowed.into_response();
+    }
+    let body = json!({"error": {
+        "message": "WebSocket mode is not offered by this gateway; use HTTP (POST /v1/responses).",
+        "type": "invalid_request_error",
+        "param": null,
+        "code": "upgrade_required",
+    }});
+    (StatusCode::UPGRADE_REQUIRED, axum::Json(body)).into_response()
+}
+
 pub(super) async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
     if !auth::client_allowed(&headers, &gw.settings().api_keys) {
         return ApiError::Unauthorized.into_response();
@@ -180,6 +203,7 @@ pub(super) fn endpoint_for(path: &str) -> Option<Endpoint> {
         // A base URL given with `/v1` (the address the dashboard shows)
         // to a client that adds `/v1/messages` itself, as Claude Code does.
         "/v1/messages" | "/v1/v1/messages" => Some(Endpoint::Messages),
+        "/v1/responses" => Some(Endpoint::Responses),
         _ => None,
     }
 }
@@ -212,6 +236,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
     };
     let inspected = match endpoint {
         Endpoint::Messages => door::messages::inspect(&body),
+        Endpoint::Responses => door::responses::inspect(&body),
         _ => request::inspect(&body, endpoint),
     };
     let req = match inspected {
@@ -312,8 +337,9 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     if !endpoint.everywhere() {
                         upstream.mark_offered(endpoint);
                     }
+                    // Other doors' native answers go as the upstream sent them.
                     let body = if flight.renames_answer()
-                        && endpoint != Endpoint::Messages
+                        && !matches!(endpoint, Endpoint::Messages | Endpoint::Responses)
                         && upstream.plan.dialect == super::provider::Dialect::OpenAi
                     {
                         super::chain::rename_model(body, &flight.origin().name)

@@ -41,10 +41,12 @@ pub enum Endpoint {
     Messages,
     /// Anthropic's token counting (`/v1/messages/count_tokens`).
     CountTokens,
+    /// OpenAI's Responses API: the Responses door.
+    Responses,
 }
 
 /// How many endpoints there are: the size of per-endpoint tables.
-pub const ENDPOINTS: usize = 5;
+pub const ENDPOINTS: usize = 6;
 
 impl Endpoint {
     pub fn path(&self) -> &'static str {
@@ -54,6 +56,7 @@ impl Endpoint {
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Messages => "/messages",
             Endpoint::CountTokens => "/messages/count_tokens",
+            Endpoint::Responses => "/responses",
         }
     }
 
@@ -70,6 +73,7 @@ impl Endpoint {
             Endpoint::Embeddings => "embeddings",
             Endpoint::Messages => "messages",
             Endpoint::CountTokens => "messages.count_tokens",
+            Endpoint::Responses => "responses",
         }
     }
 }

@@ -21,6 +21,7 @@
 //! | messages | Messages → chat | pass through | pass through (InvokeModel) | Messages → chat → Converse |
 
 pub mod messages;
+pub mod responses;
 
 use std::sync::OnceLock;
 
@@ -42,6 +43,9 @@ pub enum Way {
     /// The Messages door through chat: the provider's chat answer
     /// translated to Messages.
     Translated,
+    /// The Responses door to a deployment that offers `/responses`:
+    /// passed through.
+    Responses,
 }
 
 impl Way {
@@ -55,6 +59,7 @@ impl Way {
         match self {
             Way::Chat => dialect.answer(body, cx),
             Way::Native => messages::answer::native(body),
+            Way::Responses => responses::answer::native(body),
             Way::Translated => {
                 let (chat, usage) = dialect.answer(body, cx)?;
                 Ok((messages::from_chat(&chat, cx.model)?, usage))
@@ -93,6 +98,7 @@ impl Call {
 pub fn name(endpoint: Endpoint) -> &'static str {
     match endpoint {
         Endpoint::Messages | Endpoint::CountTokens => "messages",
+        Endpoint::Responses => "responses",
         _ => "chat",
     }
 }
@@ -178,6 +184,16 @@ impl Asked {
     fn call_uncapped(&self, up: &Upstream) -> Result<Call, ApiError> {
         let dialect = up.plan.dialect;
         let Some(m) = &self.messages else {
+            if self.endpoint == Endpoint::Responses {
+                // Only deployments that offer it are picked (for now: the
+                // bridge through chat is not built yet).
+                return Ok(Call {
+                    endpoint: Endpoint::Responses,
+                    body: self.req.rewrite(&self.body, &up.model_json),
+                    way: Way::Responses,
+                    extra: None,
+                });
+            }
             return Ok(Call {
                 endpoint: self.endpoint,
                 body: dialect.body(&self.req, &self.body, &up.model_json, &up.config.model_id)?,

@@ -90,6 +90,7 @@ pub(super) fn slot(endpoint: Endpoint) -> usize {
         Endpoint::Embeddings => 2,
         Endpoint::Messages => 3,
         Endpoint::CountTokens => 4,
+        Endpoint::Responses => 5,
     }
 }
 
@@ -270,6 +271,8 @@ pub enum Decoder {
     /// Any other deployment's stream on the Messages door: its chat
     /// chunks translated to Anthropic's events.
     ThroughChat(Box<crate::gateway::door::messages::hub::ThroughChat>),
+    /// A Responses stream, passed through.
+    Responses(Box<crate::gateway::door::responses::stream::ResponsesStream>),
 }
 
 impl Decoder {
@@ -281,6 +284,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.feed(&chunk),
             Decoder::Messages(m) => m.feed(&chunk),
             Decoder::ThroughChat(t) => t.feed(chunk),
+            Decoder::Responses(r) => r.feed(&chunk),
         }
     }
 
@@ -294,6 +298,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.finish(),
             Decoder::Messages(m) => m.finish(),
             Decoder::ThroughChat(t) => t.finish(),
+            Decoder::Responses(r) => r.finish(),
         }
     }
 
@@ -306,6 +311,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.abandon(),
             Decoder::Messages(m) => m.abandon(),
             Decoder::ThroughChat(t) => t.abandon(),
+            Decoder::Responses(r) => r.abandon(),
         }
     }
 
@@ -318,6 +324,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.skipped(),
             Decoder::Messages(m) => m.skipped(),
             Decoder::ThroughChat(t) => t.skipped(),
+            Decoder::Responses(r) => r.skipped(),
         }
     }
 
@@ -329,6 +336,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.last_skipped(),
             Decoder::Messages(m) => m.last_skipped(),
             Decoder::ThroughChat(t) => t.last_skipped(),
+            Decoder::Responses(r) => r.last_skipped(),
         }
     }
 
@@ -340,6 +348,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.error(),
             Decoder::Messages(m) => m.error(),
             Decoder::ThroughChat(t) => t.error(),
+            Decoder::Responses(r) => r.error(),
         }
     }
 
@@ -351,6 +360,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.usage(),
             Decoder::Messages(m) => m.usage(),
             Decoder::ThroughChat(t) => t.usage(),
+            Decoder::Responses(r) => r.usage(),
         }
     }
 
@@ -362,6 +372,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.done(),
             Decoder::Messages(m) => m.done(),
             Decoder::ThroughChat(t) => t.done(),
+            Decoder::Responses(r) => r.done(),
         }
     }
 
@@ -373,6 +384,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.frames(),
             Decoder::Messages(m) => m.frames(),
             Decoder::ThroughChat(t) => t.frames(),
+            Decoder::Responses(r) => r.frames(),
         }
     }
 
@@ -384,6 +396,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.error().is_some(),
             Decoder::Messages(m) => m.error().is_some(),
             Decoder::ThroughChat(t) => t.saw_error(),
+            Decoder::Responses(r) => r.error().is_some(),
         }
     }
 
@@ -395,6 +408,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.invalid(),
             Decoder::Messages(m) => m.invalid(),
             Decoder::ThroughChat(t) => t.invalid(),
+            Decoder::Responses(r) => r.invalid(),
         }
     }
 
@@ -408,6 +422,7 @@ impl Decoder {
             Decoder::Anthropic(t) if t.rate_limited() => Some(529),
             Decoder::Messages(m) => m.rate_limited(),
             Decoder::ThroughChat(t) => t.rate_limited(),
+            Decoder::Responses(r) => r.rate_limited(),
             _ => None,
         }
     }
@@ -425,6 +440,7 @@ impl Decoder {
             Decoder::Messages(_) | Decoder::ThroughChat(_) => {
                 crate::gateway::door::messages::stream::error_event("api_error", message)
             }
+            Decoder::Responses(r) => r.failed_event(message, code),
             _ => {
                 let mut out = Vec::new();
                 chunk::error_event(&mut out, message, code);

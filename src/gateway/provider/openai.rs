@@ -13,10 +13,11 @@ use crate::gateway::json;
 use crate::gateway::request::Endpoint;
 use crate::gateway::sse::Usage;
 
-const ENDPOINTS: [Endpoint; 3] = [
+const ENDPOINTS: [Endpoint; 4] = [
     Endpoint::ChatCompletions,
     Endpoint::Completions,
     Endpoint::Embeddings,
+    Endpoint::Responses,
 ];
 
 pub fn plan(config: &DeploymentConfig) -> Plan {
@@ -37,7 +38,7 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
         }
         _ => ENDPOINTS.map(|e| Some(Target::new(&format!("{base}{}", e.path())))),
     };
-    let [chat, completions, embeddings] = targets;
+    let [chat, completions, embeddings, responses] = targets;
     let auth = config
         .api_key
         .as_ref()
@@ -46,7 +47,7 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
             _ => header("authorization", &format!("Bearer {}", key.expose()), true),
         });
     Plan {
-        targets: [chat, completions, embeddings, None, None],
+        targets: [chat, completions, embeddings, None, None, responses],
         headers: auth.into_iter().collect(),
         dialect: super::Dialect::OpenAi,
         streaming: None,

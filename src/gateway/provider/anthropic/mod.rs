@@ -34,6 +34,7 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
             None,
             Some(messages),
             Some(Target::new(&format!("{base}/v1/messages/count_tokens"))),
+            None,
         ],
         headers,
         dialect: Dialect::Anthropic,

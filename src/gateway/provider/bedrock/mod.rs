@@ -52,6 +52,7 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
                 let model = path_segment(base_model(&config.model_id));
                 Target::new(&format!("{base}/model/{model}/count-tokens"))
             }),
+            None,
         ],
         streaming: Some(at("converse-stream")),
         streaming_messages: claude.then(|| at("invoke-with-response-stream")),

@@ -45,6 +45,7 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
                 None,
                 Some(raw),
                 Some(Target::new(&format!("{publisher}/count-tokens:rawPredict"))),
+                None,
             ],
             streaming: Some(stream.clone()),
             streaming_messages: Some(stream),
@@ -58,6 +59,7 @@ pub fn plan(config: &DeploymentConfig) -> Plan {
                 Some(Target::new(&format!(
                     "{root}/endpoints/openapi/chat/completions"
                 ))),
+                None,
                 None,
                 None,
                 None,

@@ -514,3 +514,60 @@ async fn an_overloaded_error_in_a_stream_cools_the_deployment_down() {
     assert_eq!(d["cooldown_cause"], "rate_limited", "{d}");
     assert_eq!(d["failures"], 0, "{d}");
 }
+
+/// A deployment that cuts every stream after it started: each start is an
+/// answer, but breaks in a row with no stream completed between them are
+/// failures in a row, and it cools down instead of taking its share (and
+/// a retrying client) forever.
+#[tokio::test]
+async fn a_deployment_that_cuts_every_stream_cools_down() {
+    let (_a, b, gw) = pair("", Mode::ResetMidStream { after_chunks: 3 }, Mode::Normal).await;
+    for _ in 0..8 {
+        let r = gw
+            .post(
+                "/v1/chat/completions",
+                json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+            )
+            .await;
+        let _ = r.text().await;
+    }
+    let a = gw.deployment("a").await;
+    assert_eq!(a["state"], "cooling_down", "{a}");
+    assert_eq!(a["cooldown_cause"], "failing", "{a}");
+    // Once it cooled down, the sound one took the rest.
+    assert!(b.stats().ok >= 5);
+}
+
+/// One stream broken now and then is a blip, not a pattern: completed
+/// streams between the breaks forgive them.
+#[tokio::test]
+async fn a_stream_broken_now_and_then_does_not_cool_its_deployment() {
+    let (a, _b, gw) = pair("", Mode::Normal, Mode::Normal).await;
+    for round in 0..4 {
+        a.set_mode(Mode::ResetMidStream { after_chunks: 3 });
+        for _ in 0..2 {
+            let r = gw
+                .post(
+                    "/v1/chat/completions",
+                    json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+                )
+                .await;
+            let _ = r.text().await;
+        }
+        a.set_mode(Mode::Normal);
+        for _ in 0..2 {
+            let r = gw
+                .post(
+                    "/v1/chat/completions",
+                    json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+                )
+                .await;
+            let _ = r.text().await;
+        }
+        assert_eq!(
+            gw.deployment("a").await["state"],
+            "healthy",
+            "round {round}"
+        );
+    }
+}

@@ -247,6 +247,11 @@ impl ModelRoute {
     fn lock(&self) -> MutexGuard<'_, ModelState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Consecutive failures before a cooldown, as the routing settings say.
+    fn failure_threshold(&self) -> u32 {
+        self.lock().pool.policy().failure_threshold.max(1)
+    }
 }
 
 impl Gateway {

@@ -133,6 +133,11 @@ impl Relay {
                 None => Verdict::Failed,
             };
             self.flight.fail_answering(verdict);
+            if verdict == Verdict::Failed {
+                self.broken_again();
+            }
+        } else if outcome == RequestOutcome::Ok {
+            self.from.stream_completed();
         }
         let skipped = self.decoder.skipped();
         if skipped > 0 {
@@ -145,6 +150,24 @@ impl Relay {
         self.flight.settle(total);
         self.flight
             .finish(200, outcome, prompt, completion, estimated);
+    }
+
+    /// Another stream of this deployment broke after it had started. Each
+    /// start counts as an answer, which forgives the failures before it, so
+    /// a deployment that cuts every stream half-way would never cool down
+    /// (and a client retrying, as Codex does, would be sent back to it each
+    /// time). Streams broken in a row with none completed between them
+    /// count as failures in a row: at the threshold, it cools down.
+    fn broken_again(&mut self) {
+        let broken = self.from.stream_broke();
+        let threshold = self.flight.route.failure_threshold();
+        if broken >= threshold {
+            // The start's answer reset the count: the failures the breaks
+            // stand for are recorded again, so the core sees them in a row.
+            for _ in 1..threshold {
+                self.flight.fail_answering(Verdict::Failed);
+            }
+        }
     }
 
     /// A break after the first byte: the client's SDK raises, and without

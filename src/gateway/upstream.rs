@@ -33,6 +33,9 @@ pub struct Upstream {
     /// Per endpoint, until when (gateway clock, in ms) this deployment is
     /// known not to offer it (it answered 404/405 for its path); 0: not known.
     not_offered_until: [AtomicU64; crate::gateway::request::ENDPOINTS],
+    /// Its streams that broke after their first byte since one last
+    /// completed (see `Relay::broken_again`).
+    broken_streams: std::sync::atomic::AtomicU32,
 }
 
 /// A deployment name as a header value: printable ASCII as is, every other
@@ -177,6 +180,7 @@ impl Upstream {
             host,
             config,
             not_offered_until: Default::default(),
+            broken_streams: Default::default(),
         }
     }
 
@@ -191,6 +195,19 @@ impl Upstream {
     pub fn known_not_to_offer(&self, endpoint: Endpoint, now: Duration) -> bool {
         let until = self.not_offered_until[slot(endpoint)].load(Ordering::Relaxed);
         until != 0 && u128::from(until) > now.as_millis()
+    }
+
+    /// One more stream broke after its first byte; how many in a row.
+    pub fn stream_broke(&self) -> u32 {
+        self.broken_streams.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A stream ran to its end: the breaks before it are forgiven.
+    pub fn stream_completed(&self) {
+        // Read first: the common case writes nothing to the shared line.
+        if self.broken_streams.load(Ordering::Relaxed) != 0 {
+            self.broken_streams.store(0, Ordering::Relaxed);
+        }
     }
 
     /// The deployment served `endpoint` after all.

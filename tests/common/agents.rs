@@ -89,3 +89,37 @@ pub fn claude_blocking(bin: &Path, base_url: &str, model: &str, args: &[&str]) -
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// Runs Codex CLI (`codex exec`) against `base_url` (the gateway's `/v1`)
+/// as a custom Responses provider, with a fresh HOME and its calls home
+/// (analytics, plugins, apps, update checks) turned off; `prompt` as the task.
+pub fn codex_blocking(bin: &Path, base_url: &str, model: &str, prompt: &str) -> Run {
+    let home = tempfile::tempdir().unwrap();
+    let codex_home = home.path().join(".codex");
+    std::fs::create_dir_all(&codex_home).unwrap();
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "model = \"{model}\"\nmodel_provider = \"switchboard\"\ncheck_for_update_on_startup = false\n\n[model_providers.switchboard]\nname = \"switchboard\"\nbase_url = \"{base_url}\"\nwire_api = \"responses\"\nenv_key = \"SWITCHBOARD_KEY\"\n\n[analytics]\nenabled = false\n\n[features]\nplugins = false\nremote_plugin = false\napps = false\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("timeout");
+    cmd.arg("120")
+        .arg(bin)
+        .args(["exec", "--skip-git-repo-check", "-s", "read-only", prompt])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("CODEX_HOME", &codex_home)
+        .env("SWITCHBOARD_KEY", "sk-client-key-123456")
+        .current_dir(home.path())
+        .stdin(std::process::Stdio::null());
+    let output = cmd.output().expect("codex runs");
+    drop(home);
+    Run {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}

@@ -76,8 +76,10 @@ pub struct MockOptions {
     /// Which provider's API to speak.
     #[arg(long, value_enum, default_value_t = MockProvider::Openai, value_name = "PROVIDER")]
     pub provider: MockProvider,
-    /// Anthropic: input tokens each answer reports as read from the prompt
-    /// cache (`cache_read_input_tokens`).
+    /// Anthropic (and OpenAI Responses): input tokens each answer reports
+    /// as read from the prompt cache (`cache_read_input_tokens`; for the
+    /// Responses API `input_tokens_details.cached_tokens`, at most the
+    /// input).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub cache_read_tokens: u64,
     /// Bedrock: the AWS access key ID whose SigV4 signatures are accepted.
@@ -121,6 +123,8 @@ pub enum MockEndpoint {
     Chat,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API (`/responses` and `/responses/{id}`).
+    Responses,
 }
 
 impl MockOptions {

@@ -49,6 +49,9 @@ enum Endpoint {
     Completions,
     Embeddings,
     Models,
+    /// OpenAI's Responses API: create, and one response by id.
+    Responses,
+    ResponseById,
     /// Anthropic's Messages API and its token count.
     Messages,
     CountTokens,
@@ -86,6 +89,8 @@ fn route(path: &str) -> Route {
         p if p.ends_with("/completions") => Route::Api(Endpoint::Completions),
         p if p.ends_with("/embeddings") => Route::Api(Endpoint::Embeddings),
         p if p.ends_with("/models") => Route::Api(Endpoint::Models),
+        p if p.ends_with("/responses") => Route::Api(Endpoint::Responses),
+        p if p.contains("/responses/") => Route::Api(Endpoint::ResponseById),
         p if p.ends_with("/v1/messages") => Route::Api(Endpoint::Messages),
         p if p.ends_with("/v1/messages/count_tokens") => Route::Api(Endpoint::CountTokens),
         "/token" => Route::Api(Endpoint::Token),
@@ -112,6 +117,9 @@ fn allowed(route: Route, method: &Method) -> bool {
         Route::Health => method == Method::GET || method == Method::HEAD,
         Route::Mode => method == Method::GET || method == Method::PUT,
         Route::Stats | Route::Api(Endpoint::Models) => method == Method::GET,
+        Route::Api(Endpoint::ResponseById) => {
+            method == Method::GET || method == Method::DELETE || method == Method::POST
+        }
         Route::Api(_) => method == Method::POST,
         Route::NotFound => true,
     }
@@ -314,6 +322,7 @@ async fn api(
         Endpoint::Chat => MockEndpoint::Chat,
         Endpoint::Completions => MockEndpoint::Completions,
         Endpoint::Embeddings => MockEndpoint::Embeddings,
+        Endpoint::Responses | Endpoint::ResponseById => MockEndpoint::Responses,
         _ => MockEndpoint::Chat,
     };
     if endpoint != Endpoint::Models && shared.opts.without.contains(&served) {
@@ -333,14 +342,21 @@ async fn api(
             generate(shared, &mode, Kind::Text, openai::parse_completion(&body))
         }
         Endpoint::Embeddings => embed(shared, &mode, openai::parse_embeddings(&body)),
+        Endpoint::Responses => responses::create(shared, &mode, &body),
+        Endpoint::ResponseById => responses::by_id(shared, &parts.method, parts.uri.path()),
         _ => unreachable!("answered above"),
     })
 }
 
-/// Azure's classic API names the deployment in the path and needs an
+/// Azure's classic API names the deployment in the path (Responses:
+/// `/openai/responses`, the deployment in `model`) and needs an
 /// `api-version`; without one Azure answers 404 "Resource not found".
+/// `/openai/v1/...` needs none.
 fn azure_route(uri: &hyper::Uri) -> Option<Response<MockBody>> {
-    let classic = uri.path().contains("/openai/deployments/");
+    let path = uri.path();
+    let classic = path.contains("/openai/deployments/")
+        || path.ends_with("/openai/responses")
+        || path.contains("/openai/responses/");
     let versioned = uri.query().is_some_and(|q| {
         q.split('&').any(|kv| {
             kv.strip_prefix("api-version=")
@@ -574,6 +590,8 @@ pub(super) fn json_response(status: StatusCode, json: impl Into<Bytes>) -> Respo
 pub(super) fn error_response(error: &ApiError) -> Response<MockBody> {
     json_response(error.status, error.to_json())
 }
+
+mod responses;
 
 #[cfg(test)]
 mod tests;

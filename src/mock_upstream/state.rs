@@ -33,6 +33,8 @@ pub(super) struct Shared {
     pub(super) issued: super::vertex::Issued,
     /// Where it listens, once bound (Vertex's token audience).
     pub(super) addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// OpenAI Responses kept for `GET /responses/{id}`.
+    pub(super) responses: super::openai::ResponseStore,
 }
 
 #[derive(Default)]
@@ -64,6 +66,7 @@ impl Shared {
             fail_seed,
             issued: Default::default(),
             addr: Default::default(),
+            responses: Default::default(),
         }
     }
 

@@ -9,6 +9,8 @@ mod embeddings;
 mod error;
 mod reply;
 mod request;
+mod response_reply;
+mod responses;
 
 use serde::Serialize;
 
@@ -16,6 +18,8 @@ pub(super) use embeddings::*;
 pub(super) use error::*;
 pub(super) use reply::*;
 pub(super) use request::*;
+pub(super) use response_reply::*;
+pub(super) use responses::*;
 
 /// What OpenAI puts in `system_fingerprint`; any stable value will do.
 pub(super) const FINGERPRINT: &str = "fp_7e1d2c9a4b";

@@ -54,3 +54,131 @@ async fn a_model_with_no_deployment_offering_responses_says_so() {
     );
     assert_eq!(a.stats().requests, 0);
 }
+
+fn ask(stream: bool) -> Value {
+    json!({"model": "m", "stream": stream, "input": [{"role": "user", "content": "hello there"}], "instructions": "be brief", "store": false, "prompt_cache_key": "thread-1"})
+}
+
+/// The SSE events of a body: (event name, data).
+async fn events(r: reqwest::Response) -> Vec<(String, Value)> {
+    let text = r.text().await.unwrap();
+    text.split("\n\n")
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| {
+            let name = f
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or_default()
+                .to_string();
+            let data = f.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+            (name, serde_json::from_str(data).unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_responses_request_passes_through_whole_and_streamed() {
+    let o = mock_with(|o| o.tokens = 5).await;
+    let gw = gateway(&one_model("", &[deployment("o", &o, "")])).await;
+    let r = gw.post("/v1/responses", ask(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-switchboard-deployment"), "o");
+    let v = json(r).await;
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["status"], "completed");
+    let sent: Value = serde_json::from_str(&o.stats().last_body.unwrap()).unwrap();
+    assert_eq!(sent["model"], "o-model");
+    assert!(o.stats().last_path.unwrap().ends_with("/responses"));
+    let r = gw.post("/v1/responses", ask(true)).await;
+    assert_eq!(r.status(), 200);
+    let ev = events(r).await;
+    assert_eq!(ev[0].0, "response.created");
+    assert_eq!(ev.last().unwrap().0, "response.completed");
+    let s = gw.deployment("o").await;
+    assert_eq!(s["requests"], 2, "{s}");
+    // Usage from response.completed settles the window.
+    assert!(s["tpm_used"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn failures_before_the_first_output_item_are_replaced_invisibly() {
+    for mode in [
+        fail(429, Some(20.0), None),
+        fail(500, None, None),
+        switchboard::mock_upstream::Mode::ErrorMidStream {
+            after_chunks: 1,
+            exception: None,
+        },
+    ] {
+        let (a, _b, gw) = pair("", mode.clone(), switchboard::mock_upstream::Mode::Normal).await;
+        for _ in 0..3 {
+            let r = gw.post("/v1/responses", ask(true)).await;
+            assert_eq!(r.status(), 200);
+            assert_eq!(header(&r, "x-switchboard-deployment"), "b", "{mode:?}");
+            let ev = events(r).await;
+            assert_eq!(
+                ev.iter().filter(|(n, _)| n == "response.created").count(),
+                1
+            );
+            assert!(ev.iter().all(|(n, _)| n != "response.failed"), "{mode:?}");
+            assert_eq!(ev.last().unwrap().0, "response.completed");
+        }
+        assert!(a.stats().requests >= 1);
+    }
+}
+
+#[tokio::test]
+async fn a_break_after_the_first_output_ends_with_response_failed() {
+    let o = mock_with(|o| o.tokens = 8).await;
+    o.set_mode(switchboard::mock_upstream::Mode::ResetMidStream { after_chunks: 6 });
+    let gw = gateway(&one_model("", &[deployment("o", &o, "")])).await;
+    let ev = events(gw.post("/v1/responses", ask(true)).await).await;
+    let (name, data) = ev.last().unwrap();
+    assert_eq!(name, "response.failed", "{ev:?}");
+    assert_eq!(data["response"]["status"], "failed");
+    assert!(ev.iter().all(|(n, _)| n != "response.completed"));
+}
+
+#[tokio::test]
+async fn the_openai_sdk_creates_and_streams_responses_through_the_gateway() {
+    if !common::sdk::sdk_available("openai") {
+        return;
+    }
+    let o = mock_with(|o| o.tokens = 5).await;
+    let gw = gateway(&one_model("", &[deployment("o", &o, "")])).await;
+    let script = r#"
+import json, sys, openai
+c = openai.OpenAI(base_url=sys.argv[1], api_key="k", max_retries=0)
+r = c.responses.create(model="m", input="hello", instructions="be brief")
+with c.responses.stream(model="m", input="hello") as s:
+    final = s.get_final_response()
+tools = [{"type": "function", "name": "get_weather", "description": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
+t = c.responses.create(model="m", input="use get_weather for Paris", tools=tools)
+calls = [i for i in t.output if i.type == "function_call"]
+print(json.dumps({"text": r.output_text, "streamed": final.output_text, "status": final.status, "call": calls[0].name if calls else None}))
+"#;
+    let path = gw.dir.path().join("responses_sdk.py");
+    std::fs::write(&path, script).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let url = gw.url("/v1");
+        move || {
+            std::process::Command::new("python3")
+                .arg(path)
+                .arg(url)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!v["text"].as_str().unwrap().is_empty());
+    assert!(!v["streamed"].as_str().unwrap().is_empty());
+    assert_eq!(v["status"], "completed");
+    assert_eq!(v["call"], "get_weather");
+}

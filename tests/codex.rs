@@ -1,0 +1,90 @@
+//! Codex CLI itself (npm `@openai/codex`) through the gateway's Responses
+//! door, offline: a task answered, a tool turn run in its sandbox, and one
+//! model on an OpenAI and an Azure mock surviving 429 and then 500.
+
+mod common;
+
+use common::agents::{agent, codex_blocking};
+use common::*;
+use switchboard::mock_upstream::{MockHandle, MockProvider};
+
+async fn azure_mock() -> MockHandle {
+    mock_with(|o| {
+        o.provider = MockProvider::Azure;
+        o.tokens = 6;
+    })
+    .await
+}
+
+/// An Azure deployment on its v1 API (`/openai/v1`, no api_version).
+fn azure(name: &str, m: &MockHandle) -> String {
+    format!(
+        "\n[[models.deployments]]\nname = \"{name}\"\nprovider = \"azure\"\napi_base = \"{}/openai/v1\"\napi_key = \"azure-key-0123456789\"\nmodel_id = \"gpt-5-codex\"\n",
+        m.base_url().trim_end_matches("/v1")
+    )
+}
+
+fn openai(name: &str, m: &MockHandle) -> String {
+    format!(
+        "\n[[models.deployments]]\nname = \"{name}\"\napi_base = \"{}\"\napi_key = \"sk-test-{name}-123456\"\nmodel_id = \"gpt-5-codex\"\n",
+        m.base_url()
+    )
+}
+
+async fn codex_gateway(deployments: &[String]) -> TestGateway {
+    gateway(&format!(
+        "[server]\napi_keys = [\"sk-client-key-123456\"]\n\n[[models]]\nname = \"gpt-5-codex\"\n{}",
+        deployments.concat()
+    ))
+    .await
+}
+
+async fn run(gw: &TestGateway, prompt: &str) -> common::agents::Run {
+    let bin = agent("codex", "@openai/codex").unwrap();
+    let url = gw.url("/v1");
+    let prompt = prompt.to_string();
+    tokio::task::spawn_blocking(move || codex_blocking(&bin, &url, "gpt-5-codex", &prompt))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn codex_completes_a_task_and_a_tool_turn_through_the_gateway() {
+    if agent("codex", "@openai/codex").is_none() {
+        return;
+    }
+    let o = mock_with(|o| o.tokens = 6).await;
+    let gw = codex_gateway(&[openai("openai", &o)]).await;
+    let r = run(&gw, "say hi").await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.trim().is_empty());
+    let r = run(&gw, "use exec_command to run a command").await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let last: serde_json::Value =
+        serde_json::from_str(o.stats().last_body.as_deref().unwrap()).unwrap();
+    let output_sent = last["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["type"] == "custom_tool_call_output" || i["type"] == "function_call_output");
+    assert!(output_sent, "the tool's output went back: {last}");
+}
+
+#[tokio::test]
+async fn codex_never_sees_a_429_and_then_a_500_of_one_of_two_providers() {
+    if agent("codex", "@openai/codex").is_none() {
+        return;
+    }
+    let o = mock_with(|o| o.tokens = 6).await;
+    let z = azure_mock().await;
+    let gw = codex_gateway(&[openai("openai", &o), azure("azure", &z)]).await;
+    let r = run(&gw, "say hi").await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    o.set_mode(fail(429, Some(1.0), None));
+    let r = run(&gw, "say hi").await;
+    assert!(r.ok, "429: {}\n{}", r.stdout, r.stderr);
+    o.set_mode(fail(500, None, None));
+    let r = run(&gw, "say hi").await;
+    assert!(r.ok, "500: {}\n{}", r.stdout, r.stderr);
+    assert!(z.stats().ok >= 2, "azure served what openai could not");
+}

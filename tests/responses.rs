@@ -182,3 +182,72 @@ print(json.dumps({"text": r.output_text, "streamed": final.output_text, "status"
     assert_eq!(v["status"], "completed");
     assert_eq!(v["call"], "get_weather");
 }
+
+#[tokio::test]
+async fn a_continuation_goes_where_its_response_is_and_nowhere_else() {
+    let (a, b, gw) = pair(
+        "",
+        switchboard::mock_upstream::Mode::Normal,
+        switchboard::mock_upstream::Mode::Normal,
+    )
+    .await;
+    for stream in [false, true] {
+        let first = gw
+            .post(
+                "/v1/responses",
+                json!({"model": "m", "input": "hello", "stream": stream}),
+            )
+            .await;
+        let producer = header(&first, "x-switchboard-deployment");
+        let id = if stream {
+            let ev = events(first).await;
+            ev[0].1["response"]["id"].as_str().unwrap().to_string()
+        } else {
+            json(first).await["id"].as_str().unwrap().to_string()
+        };
+        // Every follow-up to it goes to its producer, whatever the weights say.
+        for _ in 0..4 {
+            let r = gw
+                .post(
+                    "/v1/responses",
+                    json!({"model": "m", "input": "and then?", "previous_response_id": id}),
+                )
+                .await;
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+            assert_eq!(header(&r, "x-switchboard-deployment"), producer);
+        }
+        // The producer down: the client hears why, and nothing goes elsewhere.
+        let (down, other) = if producer == "a" { (&a, &b) } else { (&b, &a) };
+        down.set_mode(fail(500, None, None));
+        let before = other.stats().requests;
+        let r = gw
+            .post(
+                "/v1/responses",
+                json!({"model": "m", "input": "and then?", "previous_response_id": id}),
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        let v = json(r).await;
+        assert_eq!(v["error"]["code"], "previous_response_not_found");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{producer}`")), "{message}");
+        assert_eq!(other.stats().requests, before);
+        down.set_mode(switchboard::mock_upstream::Mode::Normal);
+        // Let its cooldown pass before the next round.
+        gw.client
+            .put(gw.url(&format!("/admin/models/m/deployments/{producer}/enabled")))
+            .body("true")
+            .send()
+            .await
+            .unwrap();
+    }
+    // Responses made with store: false are not remembered (no upstream keeps them).
+    let r = gw
+        .post(
+            "/v1/responses",
+            json!({"model": "m", "input": "hi", "store": false}),
+        )
+        .await;
+    let id = json(r).await["id"].as_str().unwrap().to_string();
+    assert!(!gw.gateway.remembers_response(&id));
+}

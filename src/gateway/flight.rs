@@ -156,6 +156,23 @@ impl Flight {
         self.refusal = Some(why);
     }
 
+    /// Lets only deployment `name` be picked (where a response's state
+    /// is); false when the model has no such deployment any more.
+    pub(super) fn only(&mut self, name: &str) -> bool {
+        let state = self.route.lock();
+        let Some(keep) = state.upstreams.iter().position(|u| &*u.name == name) else {
+            return false;
+        };
+        let others: Vec<usize> = (0..state.upstreams.len()).filter(|&i| i != keep).collect();
+        drop(state);
+        for i in others {
+            if !self.tried.contains(&i) {
+                self.tried.push(i);
+            }
+        }
+        true
+    }
+
     pub(super) fn pick(&mut self) -> Result<Arc<Upstream>, Unavailable> {
         let now = self.gw.now();
         let mut guard = self.route.lock();

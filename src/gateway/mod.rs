@@ -91,6 +91,8 @@ struct Shared {
     bound: std::sync::OnceLock<SocketAddr>,
     /// The config file's version the gateway was built from.
     loaded_stamp: Option<reload::Stamp>,
+    /// Which deployment produced each stored response.
+    responses: door::responses::memory::Memory,
 }
 
 /// The server part of the config, as requests need it.
@@ -293,8 +295,14 @@ impl Gateway {
                 stopping: tokio_util::sync::CancellationToken::new(),
                 bound: std::sync::OnceLock::new(),
                 loaded_stamp: reload::stamp(&config.path).ok(),
+                responses: Default::default(),
             }),
         })
+    }
+
+    /// Whether the gateway knows which deployment produced response `id`.
+    pub fn remembers_response(&self, id: &str) -> bool {
+        self.shared.responses.producer(id, self.now()).is_some()
     }
 
     /// Time since the gateway started: the router core's clock.

@@ -19,6 +19,7 @@ use super::door::{self, Asked};
 use super::error::ApiError;
 pub(super) use super::flight::Flight;
 use super::flight::Passback;
+use super::provider::Decoder;
 use super::refusal;
 use super::relay::Relay;
 use super::request::{self, Endpoint, Inspected};
@@ -234,9 +235,14 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
         Ok(b) => b,
         Err(e) => return refuse(endpoint, e),
     };
+    // Boxed: the chat path carries a pointer.
+    let mut kept: Option<Box<door::responses::State>> = None;
     let inspected = match endpoint {
         Endpoint::Messages => door::messages::inspect(&body),
-        Endpoint::Responses => door::responses::inspect(&body),
+        Endpoint::Responses => door::responses::read(&body).map(|(req, state)| {
+            kept = Some(Box::new(state));
+            req
+        }),
         _ => request::inspect(&body, endpoint),
     };
     let req = match inspected {
@@ -260,11 +266,20 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
     if flight.route.sticky() {
         flight.session = session_of(&headers, &req);
     }
-    let asked = match endpoint {
-        Endpoint::Messages => Asked::messages(req, body, &headers),
+    let asked = match (endpoint, kept) {
+        (Endpoint::Messages, _) => Asked::messages(req, body, &headers),
+        (Endpoint::Responses, Some(state)) => Asked::responses(req, body, *state),
         _ => Asked::chat(endpoint, req, body),
     };
     let req = &asked.req;
+    // A continuation goes where its state is, and nowhere else.
+    let pinned = match asked.responses.as_deref() {
+        Some(state) => match door::responses::pin::place(&gw, &mut flight, state) {
+            Ok(p) => p,
+            Err(refused) => return refused,
+        },
+        None => None,
+    };
     loop {
         let picked = match &cluster {
             None => flight.pick(),
@@ -275,6 +290,9 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
         let mut upstream = match picked {
             Ok(up) => up,
             Err(why) => {
+                if let Some(p) = &pinned {
+                    return door::responses::pin::unavailable(&mut flight, p, why);
+                }
                 if flight.fall_back(why, deadline) {
                     continue;
                 }
@@ -347,6 +365,9 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                         body
                     };
                     // The model that served is the flight's: no copy of its name.
+                    if endpoint == Endpoint::Responses {
+                        door::responses::pin::note_answer(&gw, &asked, &flight, &upstream, &body);
+                    }
                     (status, headers, body, None)
                 };
                 let (prompt, completion, estimated) = match usage {
@@ -401,6 +422,11 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 flight.served_by_origin();
                 let attempts = flight.attempts.len();
                 let served = flight.served_header().clone();
+                if let Decoder::Responses(r) = &decoder
+                    && let Some(id) = r.response_id()
+                {
+                    door::responses::pin::note(&gw, &asked, &flight, &upstream, id);
+                }
                 let relay = Relay::new(flight, first, rest, decoder, deadline);
                 return respond(
                     status,

@@ -110,6 +110,8 @@ pub struct Asked {
     pub body: Bytes,
     /// The Messages door's own (boxed: the chat path carries a pointer).
     messages: Option<Box<MessagesAsk>>,
+    /// The Responses door's own: what it says of state kept upstream.
+    pub responses: Option<Box<responses::State>>,
 }
 
 struct MessagesAsk {
@@ -127,6 +129,17 @@ impl Asked {
             req,
             body,
             messages: None,
+            responses: None,
+        }
+    }
+
+    pub fn responses(req: Inspected, body: Bytes, state: responses::State) -> Asked {
+        Asked {
+            endpoint: Endpoint::Responses,
+            req,
+            body,
+            messages: None,
+            responses: Some(Box::new(state)),
         }
     }
 
@@ -145,6 +158,7 @@ impl Asked {
                 headers,
                 chat: OnceLock::new(),
             })),
+            responses: None,
         }
     }
 

@@ -5,6 +5,8 @@
 //! output item.
 
 pub mod answer;
+pub mod memory;
+pub mod pin;
 pub mod stream;
 
 use std::borrow::Cow;
@@ -21,6 +23,8 @@ struct Read<'a> {
     stream: Option<&'a [u8]>,
     max_output_tokens: Option<&'a [u8]>,
     prompt_cache_key: Option<&'a [u8]>,
+    store: Option<&'a [u8]>,
+    previous: Option<&'a [u8]>,
     prompt_bytes: u64,
     twice: bool,
     escaped_key: bool,
@@ -33,12 +37,24 @@ impl<'a> Read<'a> {
             b"stream" => self.stream = Some(value),
             b"max_output_tokens" => self.max_output_tokens = Some(value),
             b"prompt_cache_key" => self.prompt_cache_key = Some(value),
+            b"store" => self.store = Some(value),
+            b"previous_response_id" => self.previous = Some(value),
             b"input" | b"instructions" | b"tools" => self.prompt_bytes += value.len() as u64,
             // `"mod\u0065l"` is `model` to the upstream.
             k if k.contains(&b'\\') => self.escaped_key = true,
             _ => {}
         }
     }
+}
+
+/// What a Responses request says about state kept upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// `store` is not `false`: the upstream keeps the response, and a
+    /// follow-up may name it.
+    pub stored: bool,
+    /// `previous_response_id`: the response this one continues.
+    pub previous: Option<String>,
 }
 
 /// Reads a Responses body for routing: `model`, `stream`, the estimate
@@ -48,6 +64,11 @@ impl<'a> Read<'a> {
 /// (a Codex turn resends its whole history); an escaped key sends it to
 /// the validating scanner.
 pub fn inspect(body: &[u8]) -> Result<Inspected, BadRequest> {
+    read(body).map(|(req, _)| req)
+}
+
+/// [`inspect`], and what the request says about state kept upstream.
+pub fn read(body: &[u8]) -> Result<(Inspected, State), BadRequest> {
     let mut r = Read::default();
     if let Err(e) = crate::gateway::skim::members(body, |k, v| r.take(k, v)) {
         return Err(bad(
@@ -100,7 +121,15 @@ pub fn inspect(body: &[u8]) -> Result<Inspected, BadRequest> {
         .and_then(|raw| serde_json::from_slice::<Cow<str>>(raw).ok())
         .filter(|key| !key.is_empty())
         .map(|key| crate::router::SessionKey::of(&key));
-    Ok(req)
+    let state = State {
+        stored: r.store != Some(&b"false"[..]),
+        previous: r
+            .previous
+            .and_then(|raw| serde_json::from_slice::<Option<String>>(raw).ok())
+            .flatten()
+            .filter(|id| !id.is_empty()),
+    };
+    Ok((req, state))
 }
 
 #[cfg(test)]

@@ -79,6 +79,10 @@ impl ResponsesStream {
     pub fn usage(&self) -> Option<Usage> {
         self.usage
     }
+    /// The response's id, once `response.created` named it.
+    pub fn response_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
     pub fn done(&self) -> bool {
         self.done
     }

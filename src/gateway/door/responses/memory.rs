@@ -1,0 +1,117 @@
+//! Which deployment produced each response: a request that continues one
+//! (`previous_response_id`) must go where its state is. Bounded and timed:
+//! an entry lives `TTL` after its response and the oldest go first past
+//! `CAPACITY`; responses made with `store: false` (Codex's) are not kept,
+//! since no upstream keeps them either.
+//!
+//! This instance's memory only: in a cluster, a follow-up that reaches an
+//! instance that did not see the first response is routed freely (the
+//! upstream then answers for itself).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long a response is remembered: the providers keep stored responses
+/// for 30 days; a conversation resumed after a day is rare enough.
+pub const TTL: Duration = Duration::from_secs(24 * 3600);
+/// The most responses remembered.
+pub const CAPACITY: usize = 100_000;
+
+/// Who produced a response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Producer {
+    pub model: Arc<str>,
+    pub deployment: Arc<str>,
+}
+
+#[derive(Debug, Default)]
+pub struct Memory {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_id: HashMap<String, (Producer, Duration)>,
+    /// Ids in the order they were noted, for eviction.
+    order: VecDeque<String>,
+}
+
+impl Memory {
+    /// Notes that `deployment` of `model` produced response `id` at `now`
+    /// (the gateway's clock).
+    pub fn note(&self, id: &str, producer: Producer, now: Duration) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if inner
+            .by_id
+            .insert(id.to_string(), (producer, now + TTL))
+            .is_none()
+        {
+            inner.order.push_back(id.to_string());
+        }
+        // Expired first, then the oldest past the bound.
+        while let Some(oldest) = inner.order.front() {
+            let expired = inner
+                .by_id
+                .get(oldest)
+                .is_none_or(|(_, until)| *until <= now);
+            if !expired && inner.by_id.len() <= CAPACITY {
+                break;
+            }
+            let oldest = inner.order.pop_front().unwrap_or_default();
+            inner.by_id.remove(&oldest);
+        }
+    }
+
+    /// Who produced `id`, if it is remembered and not expired at `now`.
+    pub fn producer(&self, id: &str, now: Duration) -> Option<Producer> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .by_id
+            .get(id)
+            .filter(|(_, until)| *until > now)
+            .map(|(p, _)| p.clone())
+    }
+
+    pub fn forget(&self, id: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.by_id.remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(d: &str) -> Producer {
+        Producer {
+            model: "m".into(),
+            deployment: d.into(),
+        }
+    }
+
+    #[test]
+    fn remembers_until_its_time_runs_out() {
+        let m = Memory::default();
+        let t0 = Duration::from_secs(100);
+        m.note("resp_1", p("eastus"), t0);
+        assert_eq!(m.producer("resp_1", t0 + TTL / 2), Some(p("eastus")));
+        assert_eq!(m.producer("resp_1", t0 + TTL), None);
+        assert_eq!(m.producer("resp_2", t0), None);
+        m.forget("resp_1");
+        assert_eq!(m.producer("resp_1", t0), None);
+    }
+
+    #[test]
+    fn the_oldest_go_first_past_the_bound() {
+        let m = Memory::default();
+        let t = Duration::from_secs(1);
+        for i in 0..CAPACITY + 10 {
+            m.note(&format!("resp_{i}"), p("d"), t);
+        }
+        assert_eq!(m.producer("resp_0", t), None);
+        assert_eq!(m.producer("resp_9", t), None);
+        assert!(m.producer("resp_10", t).is_some());
+        assert!(m.producer(&format!("resp_{}", CAPACITY + 9), t).is_some());
+    }
+}

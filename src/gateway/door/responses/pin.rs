@@ -1,0 +1,121 @@
+//! Stateful Responses requests go where their state is: a request with
+//! `previous_response_id` to the deployment that produced that response,
+//! and only there. When it cannot take the request the client hears why,
+//! as OpenAI answers for a response it does not have; nothing is sent to a
+//! deployment that never saw the conversation.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::State;
+use super::memory::Producer;
+use crate::events::RequestOutcome;
+use crate::gateway::Gateway;
+use crate::gateway::door::Asked;
+use crate::gateway::flight::Flight;
+use crate::gateway::upstream::Upstream;
+use crate::router::Unavailable;
+
+/// The producer a continuation is held to, if the gateway knows it; a
+/// response it never produced (or has forgotten) is routed freely, and the
+/// upstream answers for itself.
+pub(in crate::gateway) fn place(
+    gw: &Gateway,
+    flight: &mut Flight,
+    state: &State,
+) -> Result<Option<(String, Producer)>, Response> {
+    let Some(id) = state.previous.as_deref() else {
+        return Ok(None);
+    };
+    let Some(producer) = gw.shared.responses.producer(id, gw.now()) else {
+        return Ok(None);
+    };
+    if producer.model != flight.route.name {
+        return Ok(None);
+    }
+    if !flight.only(&producer.deployment) {
+        let why = format!(
+            "the deployment `{}` that produced it is no longer configured",
+            producer.deployment
+        );
+        return Err(refuse(flight, id, &why));
+    }
+    Ok(Some((id.to_string(), producer)))
+}
+
+/// The producer cannot take the request: OpenAI's answer for a response it
+/// does not have, saying why.
+pub(in crate::gateway) fn unavailable(
+    flight: &mut Flight,
+    pinned: &(String, Producer),
+    why: Unavailable,
+) -> Response {
+    let (id, producer) = pinned;
+    let state = match (why, flight.last_failure.as_deref()) {
+        (_, Some(failure)) => format!("failed: {failure}"),
+        (Unavailable::NoneEnabled, _) => "is disabled".to_string(),
+        (Unavailable::RateLimited { retry_after }, _) => format!(
+            "is rate limited for {:.0}s more",
+            retry_after.as_secs_f64().ceil()
+        ),
+        (Unavailable::Failing { .. }, _) => "is cooling down after failures".to_string(),
+        (Unavailable::Exhausted, _) => "could not take it".to_string(),
+    };
+    let why = format!(
+        "the deployment `{}` that produced it {state}, and the conversation's state is there only",
+        producer.deployment
+    );
+    refuse(flight, id, &why)
+}
+
+fn refuse(flight: &mut Flight, id: &str, why: &str) -> Response {
+    flight.finish(400, RequestOutcome::Failed, 0, 0, false);
+    let body = json!({"error": {
+        "message": format!("Previous response with id '{id}' cannot be continued here: {why}."),
+        "type": "invalid_request_error",
+        "param": "previous_response_id",
+        "code": "previous_response_not_found",
+    }});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// Notes who produced a whole answer, when the upstream keeps it.
+pub(in crate::gateway) fn note_answer(
+    gw: &Gateway,
+    asked: &Asked,
+    flight: &Flight,
+    up: &Arc<Upstream>,
+    body: &[u8],
+) {
+    let mut id: Option<String> = None;
+    let _ = crate::gateway::json::object_members(body, |key, value| {
+        if key == b"id" {
+            id = serde_json::from_slice(value).ok();
+        }
+        Ok(())
+    });
+    if let Some(id) = id {
+        note(gw, asked, flight, up, &id);
+    }
+}
+
+/// Notes that `up` produced response `id`, when the request asked the
+/// upstream to keep it.
+pub(in crate::gateway) fn note(
+    gw: &Gateway,
+    asked: &Asked,
+    flight: &Flight,
+    up: &Arc<Upstream>,
+    id: &str,
+) {
+    if asked.responses.as_deref().is_some_and(|s| s.stored) {
+        let producer = Producer {
+            model: flight.route.name.clone(),
+            deployment: up.name.clone(),
+        };
+        gw.shared.responses.note(id, producer, gw.now());
+    }
+}

@@ -276,7 +276,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
     let pinned = match asked.responses.as_deref() {
         Some(state) => match door::responses::pin::place(&gw, &mut flight, state) {
             Ok(p) => p,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         },
         None => None,
     };

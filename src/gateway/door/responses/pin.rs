@@ -26,7 +26,7 @@ pub(in crate::gateway) fn place(
     gw: &Gateway,
     flight: &mut Flight,
     state: &State,
-) -> Result<Option<(String, Producer)>, Response> {
+) -> Result<Option<(String, Producer)>, Box<Response>> {
     let Some(id) = state.previous.as_deref() else {
         return Ok(None);
     };
@@ -41,7 +41,7 @@ pub(in crate::gateway) fn place(
             "the deployment `{}` that produced it is no longer configured",
             producer.deployment
         );
-        return Err(refuse(flight, id, &why));
+        return Err(Box::new(refuse(flight, id, &why)));
     }
     Ok(Some((id.to_string(), producer)))
 }

@@ -26,7 +26,7 @@ pub(in crate::gateway) fn place(
     gw: &Gateway,
     flight: &mut Flight,
     state: &State,
-) -> Result<Option<(String, Producer)>, Box<Response>> {
+) -> Result<Option<Box<(String, Producer)>>, Box<Response>> {
     let Some(id) = state.previous.as_deref() else {
         return Ok(None);
     };
@@ -43,7 +43,8 @@ pub(in crate::gateway) fn place(
         );
         return Err(Box::new(refuse(flight, id, &why)));
     }
-    Ok(Some((id.to_string(), producer)))
+    // Boxed: the request's future carries it across every await.
+    Ok(Some(Box::new((id.to_string(), producer))))
 }
 
 /// The producer cannot take the request: OpenAI's answer for a response it

@@ -6,6 +6,7 @@
 
 pub mod answer;
 pub mod stream;
+pub mod translate;
 
 use std::borrow::Cow;
 

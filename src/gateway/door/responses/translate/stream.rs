@@ -64,6 +64,8 @@ struct Call {
 #[derive(Debug)]
 pub struct ChatToResponses {
     pending: Vec<u8>,
+    /// How much of `pending` is known to hold no frame end.
+    scanned: usize,
     out: Vec<u8>,
     model: String,
     id: String,
@@ -94,6 +96,7 @@ impl ChatToResponses {
     pub fn new(model: &str, id: &str) -> Self {
         Self {
             pending: Vec::new(),
+            scanned: 0,
             out: Vec::new(),
             model: model.to_string(),
             id: id.to_string(),
@@ -132,7 +135,12 @@ impl ChatToResponses {
         }
         self.pending.extend_from_slice(chat_sse);
         let mut start = 0;
-        while let Some((end, sep)) = frame_end(&self.pending[start..]) {
+        // A separator is at most 3 bytes: look again from just before
+        // where the last search ended, not from the frame's start.
+        let mut from = self.scanned.saturating_sub(3);
+        while let Some((end, sep)) = frame_end(&self.pending[start + from..]) {
+            let end = from + end;
+            from = 0;
             let frame = self.pending[start..start + end].to_vec();
             start += end + sep;
             self.frame(&frame);
@@ -141,6 +149,8 @@ impl ChatToResponses {
             }
         }
         self.pending.drain(..start.min(self.pending.len()));
+        // What is left was searched to its end (or the stream ended).
+        self.scanned = self.pending.len();
         if self.pending.len() > MAX_FRAME {
             self.pending = Vec::new();
             self.error = Some("an upstream stream frame exceeds 16 MiB".to_string());
@@ -156,6 +166,7 @@ impl ChatToResponses {
             return self.take();
         }
         let rest = std::mem::take(&mut self.pending);
+        self.scanned = 0;
         if !rest.trim_ascii().is_empty() {
             self.frame(&rest);
         }

@@ -8,6 +8,7 @@ pub mod answer;
 pub mod memory;
 pub mod pin;
 pub mod stream;
+pub mod translate;
 
 use std::borrow::Cow;
 

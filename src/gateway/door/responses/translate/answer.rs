@@ -1,0 +1,98 @@
+//! A `chat.completion` as a Responses `response` object.
+//!
+//! Kept: the text (a `message` item with one `output_text` part; a refusal
+//! as a `refusal` part), the tool calls (`function_call` items, `call_id`
+//! the chat call's id; a custom tool's call as a `custom_tool_call` with
+//! the `input` string, and a namespaced tool's with its `namespace`, when
+//! the request's [`Tools`] are given), the finish (`length` → status
+//! `incomplete`, reason `max_output_tokens`; `content_filter` → incomplete,
+//! `content_filter`), the usage (cached and reasoning tokens included).
+//! `model` is the name the client asked for. The response id is `resp_`
+//! and the chat id's tail, so the upstream's logs can still be searched.
+//!
+//! Dropped: reasoning text some servers add (`reasoning_content`): a
+//! Responses `reasoning` item would need OpenAI's encrypted content to be
+//! sent back, and the client would send it on every later turn; logprobs.
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{Tools, now, response, usage};
+
+/// A `chat.completion` body → a Responses `response` body.
+pub fn from_chat(chat: &[u8], model: &str) -> Result<Bytes, String> {
+    from_chat_with_tools(chat, model, &Tools::default())
+}
+
+/// [`from_chat`], giving custom and namespaced tools' calls back in their
+/// own shape.
+pub fn from_chat_with_tools(chat: &[u8], model: &str, tools: &Tools) -> Result<Bytes, String> {
+    let chat: Value =
+        serde_json::from_slice(chat).map_err(|e| format!("the chat answer is not JSON: {e}"))?;
+    let chat_id = chat.get("id").and_then(Value::as_str).unwrap_or("");
+    let rest = chat_id.strip_prefix("chatcmpl-").unwrap_or(chat_id);
+    let id = if rest.is_empty() {
+        "resp_switchboard".to_string()
+    } else {
+        format!("resp_{rest}")
+    };
+    let tail = super::tail(&id).to_string();
+    let created = chat
+        .get("created")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(now);
+    let choice = chat
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .ok_or("the chat answer has no choices")?;
+    let message = choice
+        .get("message")
+        .ok_or("the chat answer has no message")?;
+    let finish = choice
+        .get("finish_reason")
+        .and_then(Value::as_str)
+        .unwrap_or("stop");
+
+    let mut output = Vec::new();
+    let text = message.get("content").and_then(Value::as_str).unwrap_or("");
+    let refusal = message.get("refusal").and_then(Value::as_str).unwrap_or("");
+    let mut parts = Vec::new();
+    if !text.is_empty() {
+        parts.push(json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []}));
+    }
+    if !refusal.is_empty() {
+        parts.push(json!({"type": "refusal", "refusal": refusal}));
+    }
+    if !parts.is_empty() {
+        output.push(json!({
+            "type": "message",
+            "id": format!("msg_{tail}"),
+            "status": "completed",
+            "role": "assistant",
+            "content": parts,
+        }));
+    }
+    if let Some(Value::Array(calls)) = message.get("tool_calls") {
+        for (i, call) in calls.iter().enumerate() {
+            let function = call.get("function");
+            let name = function
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let arguments = function
+                .and_then(|f| f.get("arguments"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let call_id = match call.get("id").and_then(Value::as_str) {
+                Some(c) if !c.is_empty() => c.to_string(),
+                _ => format!("call_{tail}_{i}"),
+            };
+            output.push(tools.call_item(&format!("fc_{tail}_{i}"), &call_id, name, arguments));
+        }
+    }
+    let usage = usage(chat.get("usage")).map(|(u, _, _)| u);
+    let body = response(&id, model, created, Some(finish), output, usage);
+    serde_json::to_vec(&body)
+        .map(Bytes::from)
+        .map_err(|e| e.to_string())
+}

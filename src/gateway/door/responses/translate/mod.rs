@@ -1,0 +1,190 @@
+//! The Responses door in front of an upstream that speaks only OpenAI Chat
+//! Completions (an `openai` or `azure` deployment with
+//! `responses = "bridged"`, or one that answered `/responses` with 404 or
+//! 405; through the chat hub, Anthropic, Bedrock and Vertex too): the
+//! request into a chat body ([`request::to_chat`]), the answer back into a
+//! `response` object ([`answer::from_chat`]), the stream back into
+//! Responses events ([`stream::ChatToResponses`]).
+//!
+//! Only a stateless request can be bridged: a chat upstream keeps nothing,
+//! so `previous_response_id` (and `conversation`, `background`, stored
+//! `item_reference`s) are refused by name, as are the hosted tools, which
+//! only OpenAI's Responses API runs. Everything here is pure (bytes in,
+//! bytes out). What each direction keeps and loses is written at the top
+//! of its file.
+//!
+//! Custom tools (Codex's `exec`, with a Lark grammar) become function
+//! tools with one string parameter `input`; a call to one comes back as a
+//! `custom_tool_call` with that string as its `input` when the caller
+//! passes the request's [`Tools`] (from [`request::to_chat_with_tools`]),
+//! as a `function_call` otherwise. A tool flattened out of a `namespace`
+//! comes back with that `namespace` on its call, as Codex expects.
+
+pub mod answer;
+pub mod request;
+pub mod stream;
+
+pub use answer::{from_chat, from_chat_with_tools};
+pub use request::{Untranslatable, to_chat, to_chat_with_tools};
+pub use stream::ChatToResponses;
+
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
+
+/// What the request said about its tools that the chat answer cannot:
+/// which names are custom tools, and which came from a namespace.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tools {
+    by_name: HashMap<String, ToolKind>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct ToolKind {
+    custom: bool,
+    namespace: Option<String>,
+}
+
+impl Tools {
+    fn add(&mut self, name: &str, custom: bool, namespace: Option<&str>) {
+        self.by_name.insert(
+            name.to_string(),
+            ToolKind {
+                custom,
+                namespace: namespace.map(str::to_string),
+            },
+        );
+    }
+
+    /// Is `name` a custom (free-text input) tool?
+    pub fn is_custom(&self, name: &str) -> bool {
+        self.by_name.get(name).is_some_and(|k| k.custom)
+    }
+
+    /// The namespace `name` was flattened out of, if any.
+    pub fn namespace(&self, name: &str) -> Option<&str> {
+        self.by_name.get(name).and_then(|k| k.namespace.as_deref())
+    }
+
+    /// The output item for a finished call: a `custom_tool_call` whose
+    /// `input` is the `input` string of the arguments (the whole arguments
+    /// when the model wrote something else), or a `function_call`.
+    fn call_item(&self, id: &str, call_id: &str, name: &str, arguments: &str) -> Value {
+        let mut item = if self.is_custom(name) {
+            json!({
+                "type": "custom_tool_call",
+                "id": id,
+                "status": "completed",
+                "call_id": call_id,
+                "name": name,
+                "input": custom_input(arguments),
+            })
+        } else {
+            json!({
+                "type": "function_call",
+                "id": id,
+                "status": "completed",
+                "call_id": call_id,
+                "name": name,
+                "arguments": arguments,
+            })
+        };
+        if let (Some(ns), Some(map)) = (self.namespace(name), item.as_object_mut()) {
+            map.insert("namespace".into(), Value::String(ns.to_string()));
+        }
+        item
+    }
+}
+
+/// The string a custom tool's call carries: `input` of `{"input": "..."}`.
+fn custom_input(arguments: &str) -> String {
+    match serde_json::from_str::<Value>(arguments) {
+        Ok(Value::Object(map)) => match map.get("input") {
+            Some(Value::String(s)) => s.clone(),
+            _ => arguments.to_string(),
+        },
+        _ => arguments.to_string(),
+    }
+}
+
+/// The Responses `usage` for a chat `usage` object (missing counts are 0).
+fn usage(chat: Option<&Value>) -> Option<(Value, u64, u64)> {
+    let u = chat?.as_object()?;
+    let input = u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let output = u
+        .get("completion_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let cached = u
+        .get("prompt_tokens_details")
+        .and_then(|d| d.get("cached_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+        .min(input);
+    let reasoning = u
+        .get("completion_tokens_details")
+        .and_then(|d| d.get("reasoning_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    Some((
+        json!({
+            "input_tokens": input,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": input + output,
+        }),
+        input,
+        output,
+    ))
+}
+
+/// The tail of a response id, for the ids of its items.
+fn tail(response_id: &str) -> &str {
+    response_id.strip_prefix("resp_").unwrap_or(response_id)
+}
+
+/// A `response` object; `status` and `incomplete_details` from the chat
+/// finish reason (`length` → incomplete, `max_output_tokens`;
+/// `content_filter` → incomplete, `content_filter`).
+fn response(
+    id: &str,
+    model: &str,
+    created: u64,
+    finish: Option<&str>,
+    output: Vec<Value>,
+    usage: Option<Value>,
+) -> Value {
+    let (status, details) = match finish {
+        None => ("in_progress", Value::Null),
+        Some("length") => ("incomplete", json!({"reason": "max_output_tokens"})),
+        Some("content_filter") => ("incomplete", json!({"reason": "content_filter"})),
+        Some(_) => ("completed", Value::Null),
+    };
+    json!({
+        "id": id,
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "error": null,
+        "incomplete_details": details,
+        "instructions": null,
+        "metadata": {},
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": true,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": usage,
+    })
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

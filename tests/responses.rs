@@ -30,29 +30,69 @@ async fn a_websocket_upgrade_gets_426_so_codex_falls_back_to_http_at_once() {
 }
 
 #[tokio::test]
-async fn a_model_with_no_deployment_offering_responses_says_so() {
+async fn deployments_without_a_responses_api_serve_it_through_the_bridge() {
     let a = mock_with(|o| {
         o.provider = switchboard::mock_upstream::MockProvider::Anthropic;
+        o.tokens = 5;
     })
     .await;
-    let gw = gateway(&format!(
-        "[[models]]\nname = \"m\"\n\n[[models.deployments]]\nname = \"a\"\nprovider = \"anthropic\"\napi_base = \"{}\"\nmodel_id = \"claude\"\n",
-        a.base_url()
-    ))
+    // An OpenAI-compatible server without /responses (vLLM, Ollama): it
+    // answers 404 once, and from then on is asked through chat.
+    let c = mock_with(|o| {
+        o.tokens = 5;
+        o.without = vec![switchboard::mock_upstream::MockEndpoint::Responses];
+    })
     .await;
-    let r = gw
-        .post("/v1/responses", json!({"model": "m", "input": "hi"}))
-        .await;
-    assert_eq!(r.status(), 404);
-    let v = json(r).await;
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("/responses"),
-        "{v}"
-    );
-    assert_eq!(a.stats().requests, 0);
+    for deployment in [
+        format!(
+            "\n[[models.deployments]]\nname = \"claude\"\nprovider = \"anthropic\"\napi_base = \"{}\"\nmodel_id = \"claude-up\"\n",
+            a.base_url()
+        ),
+        deployment("chat-only", &c, ""),
+    ] {
+        let gw = gateway(&format!("[[models]]\nname = \"m\"\n{deployment}")).await;
+        for stream in [false, true] {
+            let r = gw.post("/v1/responses", ask(stream)).await;
+            let status = r.status();
+            if status != 200 {
+                panic!("{deployment}: {status} {}", r.text().await.unwrap());
+            }
+            if stream {
+                let ev = events(r).await;
+                assert_eq!(ev[0].0, "response.created", "{ev:?}");
+                let done = ev.last().unwrap();
+                assert_eq!(done.0, "response.completed");
+                assert_eq!(done.1["response"]["model"], "m");
+                assert!(
+                    done.1["response"]["usage"]["output_tokens"]
+                        .as_u64()
+                        .unwrap()
+                        > 0
+                );
+            } else {
+                let v = json(r).await;
+                assert_eq!(v["object"], "response");
+                assert_eq!(v["status"], "completed");
+                assert_eq!(v["model"], "m");
+            }
+        }
+        // A stored conversation cannot go through chat: refused by name.
+        let r = gw
+            .post(
+                "/v1/responses",
+                json!({"model": "m", "input": "hi", "previous_response_id": "resp_x"}),
+            )
+            .await;
+        assert_eq!(r.status(), 400);
+        let v = json(r).await;
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("previous_response_id"),
+            "{v}"
+        );
+    }
 }
 
 fn ask(stream: bool) -> Value {

@@ -102,7 +102,10 @@ async fn read_limited(
 pub(super) async fn read_answer(
     response: UpResponse,
     dialect: Dialect,
-    way: Way,
+    (way, tools): (
+        Way,
+        Option<&crate::gateway::door::responses::translate::Tools>,
+    ),
     cx: &AnswerContext<'_>,
     first_deadline: tokio::time::Instant,
     deadline: tokio::time::Instant,
@@ -113,7 +116,7 @@ pub(super) async fn read_answer(
     headers.dropped_betas = dropped;
     match read_limited(response, MAX_ANSWER_BYTES, first_deadline, deadline).await {
         Err((outcome, detail)) => failed(outcome, detail, Tokens::Estimate),
-        Ok(body) => match way.answer(dialect, body, cx) {
+        Ok(body) => match way.answer(dialect, body, cx, tools) {
             Ok((body, usage)) => Attempted::Answered {
                 status,
                 headers: headers.translated(dialect),

@@ -13,6 +13,7 @@ use super::answer::{
 };
 use super::door::messages::hub::ThroughChat;
 use super::door::messages::stream::MessagesStream;
+use super::door::responses::hub::Bridged;
 use super::door::{Asked, Way};
 use super::error::ApiError;
 use super::flight::Flight;
@@ -150,7 +151,7 @@ pub(super) async fn attempt(
     server: ServerTimeouts,
 ) -> Attempted {
     let dialect = up.plan.dialect;
-    let mut call = match asked.call(up) {
+    let mut call = match asked.call(up, gw.now()) {
         Ok(c) => c,
         Err(e) => return Attempted::Refused(e),
     };
@@ -266,13 +267,22 @@ pub(super) async fn attempt(
             ))),
             Way::Chat => dialect.decoder(req, &cx),
             Way::Responses => Decoder::Responses(Box::default()),
+            Way::Bridged => Decoder::Bridged(Box::new(Bridged::new(
+                dialect.decoder(asked.chat_req(Way::Bridged), &cx),
+                cx.model,
+                asked.bridged_tools().cloned().unwrap_or_default(),
+            ))),
         };
         start_stream(response, decoder, watch).await
     } else {
+        let tools = match call.way {
+            Way::Bridged => asked.bridged_tools(),
+            _ => None,
+        };
         read_answer(
             response,
             dialect,
-            call.way,
+            (call.way, tools),
             &cx,
             first_deadline,
             deadline,

@@ -173,6 +173,12 @@ impl Flight {
         true
     }
 
+    /// The last deployment picked may be picked again (it is to be asked
+    /// another way).
+    pub(super) fn untry_last(&mut self) {
+        self.tried.pop();
+    }
+
     pub(super) fn pick(&mut self) -> Result<Arc<Upstream>, Unavailable> {
         let now = self.gw.now();
         let mut guard = self.route.lock();

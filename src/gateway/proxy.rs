@@ -273,7 +273,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
     };
     let req = &asked.req;
     // A continuation goes where its state is, and nowhere else.
-    let pinned = match asked.responses.as_deref() {
+    let pinned = match asked.responses_state() {
         Some(state) => match door::responses::pin::place(&gw, &mut flight, state) {
             Ok(p) => p,
             Err(refused) => return *refused,
@@ -461,6 +461,11 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     upstream,
                     model: flight.served_header().clone(),
                 });
+                if endpoint == Endpoint::Responses {
+                    // It has no Responses API: the same deployment is asked
+                    // again through its chat endpoint (the bridge).
+                    flight.untry_last();
+                }
                 if tokio::time::Instant::now() >= deadline {
                     return flight.give_up(Unavailable::Exhausted);
                 }

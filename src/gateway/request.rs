@@ -63,7 +63,10 @@ impl Endpoint {
     /// Every deployment serves it, natively or through the door's one
     /// translation to chat completions: never a reason to skip one.
     pub fn everywhere(&self) -> bool {
-        matches!(self, Endpoint::ChatCompletions | Endpoint::Messages)
+        matches!(
+            self,
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::Responses
+        )
     }
 
     pub fn name(&self) -> &'static str {

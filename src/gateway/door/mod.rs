@@ -46,6 +46,9 @@ pub enum Way {
     /// The Responses door to a deployment that offers `/responses`:
     /// passed through.
     Responses,
+    /// The Responses door through chat: the provider's chat answer
+    /// translated to a response.
+    Bridged,
 }
 
 impl Way {
@@ -55,8 +58,19 @@ impl Way {
         dialect: super::provider::Dialect,
         body: Bytes,
         cx: &super::provider::AnswerContext,
+        tools: Option<&responses::translate::Tools>,
     ) -> Result<(Bytes, Option<super::sse::Usage>), super::provider::Invalid> {
         match self {
+            Way::Bridged => {
+                let (chat, usage) = dialect.answer(body, cx)?;
+                let none = responses::translate::Tools::default();
+                let body = responses::translate::answer::from_chat_with_tools(
+                    &chat,
+                    cx.model,
+                    tools.unwrap_or(&none),
+                )?;
+                Ok((body, usage))
+            }
             Way::Chat => dialect.answer(body, cx),
             Way::Native => messages::answer::native(body),
             Way::Responses => responses::answer::native(body),
@@ -110,8 +124,16 @@ pub struct Asked {
     pub body: Bytes,
     /// The Messages door's own (boxed: the chat path carries a pointer).
     messages: Option<Box<MessagesAsk>>,
-    /// The Responses door's own: what it says of state kept upstream.
-    pub responses: Option<Box<responses::State>>,
+    /// The Responses door's own (boxed, as the Messages door's).
+    responses: Option<Box<ResponsesAsk>>,
+}
+
+struct ResponsesAsk {
+    /// What the request says of state kept upstream.
+    state: responses::State,
+    /// The request as chat completions, for deployments reached through
+    /// the bridge, and its tools (to name their calls in the answer).
+    chat: OnceLock<Result<(Inspected, Bytes, responses::translate::Tools), ApiError>>,
 }
 
 struct MessagesAsk {
@@ -139,8 +161,32 @@ impl Asked {
             req,
             body,
             messages: None,
-            responses: Some(Box::new(state)),
+            responses: Some(Box::new(ResponsesAsk {
+                state,
+                chat: OnceLock::new(),
+            })),
         }
+    }
+
+    /// What a Responses request says of state kept upstream.
+    pub fn responses_state(&self) -> Option<&responses::State> {
+        self.responses.as_deref().map(|r| &r.state)
+    }
+
+    /// A Responses request as chat completions (made once).
+    fn bridged(&self) -> Result<&(Inspected, Bytes, responses::translate::Tools), ApiError> {
+        let Some(r) = &self.responses else {
+            return Err(ApiError::Internal("not a Responses request".into()));
+        };
+        r.chat
+            .get_or_init(|| responses::to_chat(&self.body))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// The tools of a bridged Responses request, to name their calls.
+    pub fn bridged_tools(&self) -> Option<&responses::translate::Tools> {
+        self.bridged().ok().map(|(_, _, tools)| tools)
     }
 
     pub fn messages(req: Inspected, body: Bytes, client: &HeaderMap) -> Asked {
@@ -182,25 +228,35 @@ impl Asked {
         {
             return req;
         }
+        if way == Way::Bridged
+            && let Ok((req, _, _)) = self.bridged()
+        {
+            return req;
+        }
         &self.req
     }
 
     /// How `up` is called for this request, or why its API cannot take it;
     /// a `max_tokens` beyond the deployment's `max_output_tokens` capped.
-    pub fn call(&self, up: &Upstream) -> Result<Call, ApiError> {
-        let mut call = self.call_uncapped(up)?;
+    pub fn call(&self, up: &Upstream, now: std::time::Duration) -> Result<Call, ApiError> {
+        let mut call = self.call_uncapped(up, now)?;
         if let Some(cap) = up.config.max_output_tokens {
             call.body = cap_output(call.body, cap);
         }
         Ok(call)
     }
 
-    fn call_uncapped(&self, up: &Upstream) -> Result<Call, ApiError> {
+    fn call_uncapped(&self, up: &Upstream, now: std::time::Duration) -> Result<Call, ApiError> {
         let dialect = up.plan.dialect;
         let Some(m) = &self.messages else {
             if self.endpoint == Endpoint::Responses {
-                // Only deployments that offer it are picked (for now: the
-                // bridge through chat is not built yet).
+                // Natively where it is offered (and has not answered 404);
+                // through chat everywhere else.
+                if !up.plan.offers(Endpoint::Responses)
+                    || up.known_not_to_offer(Endpoint::Responses, now)
+                {
+                    return self.bridge_call(up);
+                }
                 return Ok(Call {
                     endpoint: Endpoint::Responses,
                     body: self.req.rewrite(&self.body, &up.model_json),
@@ -216,6 +272,32 @@ impl Asked {
             });
         };
         self.messages_call(m, up)
+    }
+
+    /// A Responses request through chat (out of line, as the Messages
+    /// door's): stateless requests only, since no chat upstream keeps a
+    /// conversation.
+    #[inline(never)]
+    fn bridge_call(&self, up: &Upstream) -> Result<Call, ApiError> {
+        if self.responses_state().is_some_and(|s| s.previous.is_some()) {
+            return Err(ApiError::Unsupported {
+                message: format!(
+                    "previous_response_id: a stored conversation cannot be continued through `{}`, which is reached through chat completions (no Responses API of its own)",
+                    up.name
+                ),
+                param: "previous_response_id".into(),
+            });
+        }
+        let (req, body, _) = self.bridged()?;
+        Ok(Call {
+            endpoint: Endpoint::ChatCompletions,
+            body: up
+                .plan
+                .dialect
+                .body(req, body, &up.model_json, &up.config.model_id)?,
+            way: Way::Bridged,
+            extra: None,
+        })
     }
 
     /// Out of line: the chat path's attempt stays as small as it was.

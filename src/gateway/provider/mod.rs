@@ -273,6 +273,9 @@ pub enum Decoder {
     ThroughChat(Box<crate::gateway::door::messages::hub::ThroughChat>),
     /// A Responses stream, passed through.
     Responses(Box<crate::gateway::door::responses::stream::ResponsesStream>),
+    /// Any other deployment's stream on the Responses door: its chat
+    /// chunks translated to Responses events.
+    Bridged(Box<crate::gateway::door::responses::hub::Bridged>),
 }
 
 impl Decoder {
@@ -285,6 +288,7 @@ impl Decoder {
             Decoder::Messages(m) => m.feed(&chunk),
             Decoder::ThroughChat(t) => t.feed(chunk),
             Decoder::Responses(r) => r.feed(&chunk),
+            Decoder::Bridged(b) => b.feed(chunk),
         }
     }
 
@@ -299,6 +303,7 @@ impl Decoder {
             Decoder::Messages(m) => m.finish(),
             Decoder::ThroughChat(t) => t.finish(),
             Decoder::Responses(r) => r.finish(),
+            Decoder::Bridged(b) => b.finish(),
         }
     }
 
@@ -312,6 +317,7 @@ impl Decoder {
             Decoder::Messages(m) => m.abandon(),
             Decoder::ThroughChat(t) => t.abandon(),
             Decoder::Responses(r) => r.abandon(),
+            Decoder::Bridged(b) => b.abandon(),
         }
     }
 
@@ -325,6 +331,7 @@ impl Decoder {
             Decoder::Messages(m) => m.skipped(),
             Decoder::ThroughChat(t) => t.skipped(),
             Decoder::Responses(r) => r.skipped(),
+            Decoder::Bridged(b) => b.skipped(),
         }
     }
 
@@ -337,6 +344,7 @@ impl Decoder {
             Decoder::Messages(m) => m.last_skipped(),
             Decoder::ThroughChat(t) => t.last_skipped(),
             Decoder::Responses(r) => r.last_skipped(),
+            Decoder::Bridged(b) => b.last_skipped(),
         }
     }
 
@@ -349,6 +357,7 @@ impl Decoder {
             Decoder::Messages(m) => m.error(),
             Decoder::ThroughChat(t) => t.error(),
             Decoder::Responses(r) => r.error(),
+            Decoder::Bridged(b) => b.error(),
         }
     }
 
@@ -361,6 +370,7 @@ impl Decoder {
             Decoder::Messages(m) => m.usage(),
             Decoder::ThroughChat(t) => t.usage(),
             Decoder::Responses(r) => r.usage(),
+            Decoder::Bridged(b) => b.usage(),
         }
     }
 
@@ -373,6 +383,7 @@ impl Decoder {
             Decoder::Messages(m) => m.done(),
             Decoder::ThroughChat(t) => t.done(),
             Decoder::Responses(r) => r.done(),
+            Decoder::Bridged(b) => b.done(),
         }
     }
 
@@ -385,6 +396,7 @@ impl Decoder {
             Decoder::Messages(m) => m.frames(),
             Decoder::ThroughChat(t) => t.frames(),
             Decoder::Responses(r) => r.frames(),
+            Decoder::Bridged(b) => b.frames(),
         }
     }
 
@@ -397,6 +409,7 @@ impl Decoder {
             Decoder::Messages(m) => m.error().is_some(),
             Decoder::ThroughChat(t) => t.saw_error(),
             Decoder::Responses(r) => r.error().is_some(),
+            Decoder::Bridged(b) => b.saw_error(),
         }
     }
 
@@ -409,6 +422,7 @@ impl Decoder {
             Decoder::Messages(m) => m.invalid(),
             Decoder::ThroughChat(t) => t.invalid(),
             Decoder::Responses(r) => r.invalid(),
+            Decoder::Bridged(b) => b.invalid(),
         }
     }
 
@@ -423,6 +437,7 @@ impl Decoder {
             Decoder::Messages(m) => m.rate_limited(),
             Decoder::ThroughChat(t) => t.rate_limited(),
             Decoder::Responses(r) => r.rate_limited(),
+            Decoder::Bridged(b) => b.rate_limited(),
             _ => None,
         }
     }
@@ -441,6 +456,7 @@ impl Decoder {
                 crate::gateway::door::messages::stream::error_event("api_error", message)
             }
             Decoder::Responses(r) => r.failed_event(message, code),
+            Decoder::Bridged(b) => b.failed_event(message, code),
             _ => {
                 let mut out = Vec::new();
                 chunk::error_event(&mut out, message, code);

@@ -5,6 +5,7 @@
 //! output item.
 
 pub mod answer;
+pub mod hub;
 pub mod memory;
 pub mod pin;
 pub mod stream;
@@ -46,6 +47,26 @@ impl<'a> Read<'a> {
             _ => {}
         }
     }
+}
+
+/// The request as chat completions, read as the chat door reads requests,
+/// and its tools: one translation, for every deployment reached through
+/// the bridge.
+pub fn to_chat(
+    body: &[u8],
+) -> Result<(Inspected, bytes::Bytes, translate::Tools), crate::gateway::error::ApiError> {
+    use crate::gateway::error::ApiError;
+    use crate::gateway::request::{Endpoint, inspect as inspect_chat};
+    let (chat, tools) =
+        translate::request::to_chat_with_tools(body).map_err(|e| ApiError::BadRequest {
+            message: e.message,
+            param: None,
+        })?;
+    let req = inspect_chat(&chat, Endpoint::ChatCompletions).map_err(|e| ApiError::BadRequest {
+        message: e.message,
+        param: e.param,
+    })?;
+    Ok((req, chat, tools))
 }
 
 /// What a Responses request says about state kept upstream.

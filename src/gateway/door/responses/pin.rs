@@ -112,7 +112,7 @@ pub(in crate::gateway) fn note(
     up: &Arc<Upstream>,
     id: &str,
 ) {
-    if asked.responses.as_deref().is_some_and(|s| s.stored) {
+    if asked.responses_state().is_some_and(|s| s.stored) {
         let producer = Producer {
             model: flight.route.name.clone(),
             deployment: up.name.clone(),

@@ -24,8 +24,7 @@
 //! answer puts the `namespace` back on their calls: see [`super::Tools`]).
 //! `tool_choice` (`auto` / `none` / `required`, a function or custom tool
 //! by name); `parallel_tool_calls`; `max_output_tokens` → `max_tokens`;
-//! `temperature`; `top_p`; `user` and `safety_identifier`;
-//! `prompt_cache_key` (chat accepts it as is); `text.format` (`json_schema`,
+//! `temperature`; `top_p`; `user`; `text.format` (`json_schema`,
 //! `json_object`) → `response_format`; `stream` → `stream` with
 //! `stream_options.include_usage`.
 //!
@@ -160,7 +159,10 @@ pub fn to_chat_with_tools(body: &[u8]) -> Result<(Bytes, Tools), Untranslatable>
             chat.insert(key.into(), v.clone());
         }
     }
-    for key in ["user", "safety_identifier", "prompt_cache_key"] {
+    // `prompt_cache_key` and `safety_identifier` are left out: the gateway
+    // reads the first for its sessions, and the providers behind the bridge
+    // (Anthropic, Bedrock, Vertex, older chat servers) refuse both.
+    for key in ["user"] {
         if let Some(v) = request.get(key).filter(|v| v.is_string()) {
             chat.insert(key.into(), v.clone());
         }

@@ -40,10 +40,14 @@ async fn codex_gateway(deployments: &[String]) -> TestGateway {
 }
 
 async fn run(gw: &TestGateway, prompt: &str) -> common::agents::Run {
+    run_as(gw, "gpt-5-codex", prompt).await
+}
+
+async fn run_as(gw: &TestGateway, model: &str, prompt: &str) -> common::agents::Run {
     let bin = agent("codex", "@openai/codex").unwrap();
     let url = gw.url("/v1");
-    let prompt = prompt.to_string();
-    tokio::task::spawn_blocking(move || codex_blocking(&bin, &url, "gpt-5-codex", &prompt))
+    let (model, prompt) = (model.to_string(), prompt.to_string());
+    tokio::task::spawn_blocking(move || codex_blocking(&bin, &url, &model, &prompt))
         .await
         .unwrap()
 }
@@ -87,4 +91,38 @@ async fn codex_never_sees_a_429_and_then_a_500_of_one_of_two_providers() {
     let r = run(&gw, "say hi").await;
     assert!(r.ok, "500: {}\n{}", r.stdout, r.stderr);
     assert!(z.stats().ok >= 2, "azure served what openai could not");
+}
+
+#[tokio::test]
+async fn codex_works_bridged_to_an_anthropic_deployment() {
+    if agent("codex", "@openai/codex").is_none() {
+        return;
+    }
+    let a = mock_with(|o| {
+        o.provider = MockProvider::Anthropic;
+        o.tokens = 6;
+    })
+    .await;
+    // Codex's own default model (it knows its tools: `exec` and `wait`,
+    // sent in an `additional_tools` item); `gpt-5-codex`, a model it has
+    // no metadata for, always adds the hosted `web_search`, which no chat
+    // upstream can run and the bridge refuses by name.
+    let gw = gateway(&format!(
+        "[server]\napi_keys = [\"sk-client-key-123456\"]\n\n[[models]]\nname = \"gpt-6.2-sol\"\n\n[[models.deployments]]\nname = \"claude\"\nprovider = \"anthropic\"\napi_base = \"{}\"\nmodel_id = \"claude-sonnet-4-5\"\n",
+        a.base_url()
+    ))
+    .await;
+    let r = run_as(&gw, "gpt-6.2-sol", "say hi").await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.trim().is_empty());
+    let r = run_as(&gw, "gpt-6.2-sol", "use exec to run a command").await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let last: serde_json::Value =
+        serde_json::from_str(a.stats().last_body.as_deref().unwrap()).unwrap();
+    let result_sent = last["messages"].as_array().unwrap().iter().any(|m| {
+        m["content"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"))
+    });
+    assert!(result_sent, "the tool's output reached Claude: {last}");
 }

@@ -819,6 +819,16 @@ fn traffic_rows_name_their_door_and_the_filter_matches_it() {
     // Where room is short, four letters.
     press(&mut app, &[KeyCode::Esc]);
     assert!(render(&app, 80, 24).contains("msgs"));
+    // The Responses door too.
+    let mut codex = request(501, 9_500, "gpt-4o", &[("eastus", OK, 200.0)]);
+    if let Event::Request(r) = Arc::make_mut(&mut codex) {
+        r.endpoint = "responses".into();
+    }
+    app.ingest_events(std::slice::from_ref(&codex), 0);
+    assert!(render(&app, 120, 35).contains("responses eastus ✓"));
+    press(&mut app, &[KeyCode::Char('/')]);
+    type_text(&mut app, "responses");
+    assert_eq!(app.traffic.visible().len(), 1);
 }
 
 #[test]

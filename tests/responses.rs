@@ -291,3 +291,93 @@ async fn a_continuation_goes_where_its_response_is_and_nowhere_else() {
     let id = json(r).await["id"].as_str().unwrap().to_string();
     assert!(!gw.gateway.remembers_response(&id));
 }
+
+#[tokio::test]
+async fn a_stored_response_is_read_and_deleted_at_its_producer() {
+    let (a, b, gw) = pair(
+        "",
+        switchboard::mock_upstream::Mode::Normal,
+        switchboard::mock_upstream::Mode::Normal,
+    )
+    .await;
+    let r = gw
+        .post("/v1/responses", json!({"model": "m", "input": "hello"}))
+        .await;
+    let producer = header(&r, "x-switchboard-deployment");
+    let id = json(r).await["id"].as_str().unwrap().to_string();
+    let other = if producer == "a" { &b } else { &a };
+    let before = other.stats().requests;
+    let got = gw
+        .client
+        .get(gw.url(&format!("/v1/responses/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(header(&got, "x-switchboard-deployment"), producer);
+    assert_eq!(json(got).await["id"], id.as_str());
+    let items = gw
+        .client
+        .get(gw.url(&format!("/v1/responses/{id}/input_items?limit=5")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(items.status(), 200);
+    let deleted = gw
+        .client
+        .delete(gw.url(&format!("/v1/responses/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(
+        other.stats().requests,
+        before,
+        "nothing went to the other deployment"
+    );
+    // Forgotten now, and an id it never made: OpenAI's 404, saying why.
+    for unknown in [id.as_str(), "resp_never"] {
+        let r = gw
+            .client
+            .get(gw.url(&format!("/v1/responses/{unknown}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        let v = json(r).await;
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("did not produce it"),
+            "{v}"
+        );
+    }
+    // Its producer disabled: still not asked elsewhere, and said so.
+    let r = gw
+        .post("/v1/responses", json!({"model": "m", "input": "again"}))
+        .await;
+    let producer = header(&r, "x-switchboard-deployment");
+    let id = json(r).await["id"].as_str().unwrap().to_string();
+    gw.client
+        .put(gw.url(&format!("/admin/models/m/deployments/{producer}/enabled")))
+        .body("false")
+        .send()
+        .await
+        .unwrap();
+    let r = gw
+        .client
+        .get(gw.url(&format!("/v1/responses/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v = json(r).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is disabled"),
+        "{v}"
+    );
+}

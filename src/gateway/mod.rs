@@ -359,6 +359,18 @@ impl Gateway {
                 post(proxy::responses).get(proxy::responses_upgrade),
             )
             .route(
+                "/v1/responses/{id}",
+                get(door::responses::by_id::response).delete(door::responses::by_id::response),
+            )
+            .route(
+                "/v1/responses/{id}/input_items",
+                get(door::responses::by_id::input_items),
+            )
+            .route(
+                "/v1/responses/{id}/cancel",
+                post(door::responses::by_id::cancel),
+            )
+            .route(
                 "/v1/messages/count_tokens",
                 post(door::messages::count::handle),
             )

@@ -295,6 +295,39 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// A call about a response it stored (`GET` / `DELETE
+    /// /responses/{id}`, `/input_items`, `/cancel`) at `url`, with its
+    /// plan's headers: only deployments with a Responses API (static
+    /// auth) store responses.
+    pub async fn about_response(
+        &self,
+        client: &Client,
+        method: axum::http::Method,
+        url: &str,
+        body: Bytes,
+    ) -> Result<Response, Sent> {
+        let t = Target::new(url);
+        let mut req = axum::http::Request::new(Full::new(body));
+        *req.method_mut() = method;
+        let headers = req.headers_mut();
+        headers.insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for (name, value) in &self.plan.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        let target = super::client::Target {
+            origin: &self.origin,
+            url: &t.url,
+            path: &t.path,
+            host: self.host.as_ref(),
+        };
+        Box::pin(client.send(target, req)).await.map_err(Sent::Http)
+    }
+}
+
 /// Why a request got no response.
 #[derive(Debug)]
 pub enum Sent {

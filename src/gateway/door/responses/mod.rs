@@ -5,6 +5,7 @@
 //! output item.
 
 pub mod answer;
+pub mod by_id;
 pub mod hub;
 pub mod memory;
 pub mod pin;

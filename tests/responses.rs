@@ -381,3 +381,44 @@ async fn a_stored_response_is_read_and_deleted_at_its_producer() {
         "{v}"
     );
 }
+
+/// The OpenAI Agents SDK (Python `openai-agents`): `Runner.run_sync` and
+/// `run_streamed` with a function tool, natively and through the bridge.
+#[tokio::test]
+async fn the_agents_sdk_runs_its_tools_through_the_gateway() {
+    if !common::sdk::sdk_available("agents") {
+        return;
+    }
+    let o = mock_with(|o| o.tokens = 5).await;
+    let a = mock_with(|o| {
+        o.provider = switchboard::mock_upstream::MockProvider::Anthropic;
+        o.tokens = 5;
+    })
+    .await;
+    for deployment in [
+        deployment("openai", &o, ""),
+        format!(
+            "\n[[models.deployments]]\nname = \"claude\"\nprovider = \"anthropic\"\napi_base = \"{}\"\nmodel_id = \"claude-up\"\n",
+            a.base_url()
+        ),
+    ] {
+        let gw = gateway(&format!("[[models]]\nname = \"m\"\n{deployment}")).await;
+        let v = common::sdk::python("agents_responses.py", vec![gw.url("/v1"), "m".into()]).await;
+        assert!(!v["plain"].as_str().unwrap().is_empty(), "{v}");
+        assert!(!v["tooled"].as_str().unwrap().is_empty(), "{v}");
+        assert!(!v["streamed"].as_str().unwrap().is_empty(), "{v}");
+        assert_eq!(
+            v["calls"].as_array().unwrap().len(),
+            2,
+            "one call each: {v}"
+        );
+        assert!(
+            v["kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k == "raw_response_event"),
+            "{v}"
+        );
+    }
+}

@@ -422,3 +422,33 @@ async fn the_agents_sdk_runs_its_tools_through_the_gateway() {
         );
     }
 }
+
+#[tokio::test]
+async fn responses_bridged_sends_an_openai_deployment_through_its_chat_endpoint() {
+    let o = mock_with(|o| o.tokens = 5).await;
+    let gw = gateway(&one_model(
+        "",
+        &[deployment("o", &o, "responses = \"bridged\"")],
+    ))
+    .await;
+    let r = gw.post("/v1/responses", ask(false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["object"], "response");
+    assert!(o.stats().last_path.unwrap().ends_with("/chat/completions"));
+    // A value it does not know, or on a provider without a Responses API: named.
+    let dir = tempfile::tempdir().unwrap();
+    for (extra, words) in [
+        ("responses = \"sometimes\"", "\"native\" or \"bridged\""),
+        (
+            "provider = \"anthropic\"\nresponses = \"bridged\"",
+            "only openai and azure",
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, one_model("", &[deployment("o", &o, extra)])).unwrap();
+        let err = switchboard::config::Config::load(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("responses") && err.contains(words), "{err}");
+    }
+}

@@ -24,8 +24,10 @@ pub(super) fn check(spec: &DeploymentSpec) -> Result<(), FieldError> {
         }
         Ok(())
     };
-    use Provider::{Bedrock, Vertex};
+    use Provider::{Azure, Bedrock, OpenAi, Vertex};
     only("region", spec.region.is_some(), &[Bedrock, Vertex])?;
+    // The others have no Responses API: the door always bridges to them.
+    only("responses", spec.responses.is_some(), &[OpenAi, Azure])?;
     only(
         "aws_access_key_id",
         spec.aws_access_key_id.is_some(),

@@ -116,6 +116,9 @@ pub struct DeploymentConfig {
     /// The most output tokens its model takes: a request asking more
     /// (Claude Code's `max_tokens: 32000` to a GPT-4o) is capped to it.
     pub max_output_tokens: Option<u64>,
+    /// `responses = "bridged"`: the Responses door reaches it through its
+    /// chat endpoint even though its provider has a Responses API.
+    pub responses_bridged: bool,
 }
 
 /// Per-deployment overrides of the server's timeouts (`None`: the server's).
@@ -190,6 +193,9 @@ pub struct DeploymentSpec {
     /// Signed so that 0 and negatives get our message, not serde's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<i64>,
+    /// `"native"` (default for openai and azure) or `"bridged"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responses: Option<String>,
 }
 
 /// A field that failed validation, named as in the config (`api_base`,
@@ -242,6 +248,7 @@ impl DeploymentSpec {
             priority: checked.priority,
             timeouts: checked.timeouts,
             max_output_tokens: checked.max_output_tokens,
+            responses_bridged: checked.responses_bridged,
         })
     }
 
@@ -340,12 +347,23 @@ impl DeploymentSpec {
                 ));
             }
         };
+        let responses_bridged = match self.responses.as_deref().map(str::trim) {
+            None | Some("native") => false,
+            Some("bridged") => true,
+            Some(other) => {
+                return Err(FieldError::new(
+                    "responses",
+                    format!("must be \"native\" or \"bridged\" (got {other:?})"),
+                ));
+            }
+        };
         Ok(Checked {
             api_base,
             tpm_limit,
             priority,
             timeouts,
             max_output_tokens,
+            responses_bridged,
         })
     }
 }
@@ -357,6 +375,7 @@ struct Checked {
     priority: u32,
     timeouts: Timeouts,
     max_output_tokens: Option<u64>,
+    responses_bridged: bool,
 }
 
 /// A timeout as written: seconds, integer or fractional, greater than zero.

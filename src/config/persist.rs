@@ -422,6 +422,9 @@ fn deployment_fields(spec: &DeploymentSpec) -> Vec<(&'static str, Value)> {
     if let Some(cap) = spec.max_output_tokens {
         fields.push(("max_output_tokens", Value::from(cap)));
     }
+    if let Some(way) = &spec.responses {
+        fields.push(("responses", Value::from(way.as_str())));
+    }
     fields.push(("enabled", Value::from(spec.enabled.unwrap_or(true))));
     for (field, value) in [
         ("first_byte_timeout_s", spec.first_byte_timeout_s),

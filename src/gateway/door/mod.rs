@@ -253,6 +253,7 @@ impl Asked {
                 // Natively where it is offered (and has not answered 404);
                 // through chat everywhere else.
                 if !up.plan.offers(Endpoint::Responses)
+                    || up.config.responses_bridged
                     || up.known_not_to_offer(Endpoint::Responses, now)
                 {
                     return self.bridge_call(up);

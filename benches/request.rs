@@ -120,11 +120,33 @@ fn messages_inspect(c: &mut Criterion) {
     });
 }
 
+/// The Responses door's read of a Codex turn for routing: a captured
+/// body (tests/fixtures/agents), its history grown to 40 KB.
+fn responses_inspect(c: &mut Criterion) {
+    let fixture: serde_json::Value = serde_json::from_str(include_str!(
+        "../tests/fixtures/agents/codex/tool_turn3_resume.json"
+    ))
+    .unwrap();
+    let mut body: serde_json::Value =
+        serde_json::from_str(fixture["body"].as_str().unwrap()).unwrap();
+    let filler = "fn main() {\n    println!(\"hello\");\n}\n".repeat(40);
+    while body.to_string().len() < 40_000 {
+        body["input"].as_array_mut().unwrap().push(serde_json::json!(
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": filler}]}
+        ));
+    }
+    let body = body.to_string();
+    c.bench_function("responses/inspect_codex_40k", |b| {
+        b.iter(|| switchboard::gateway::door::responses::inspect(black_box(body.as_bytes())).unwrap())
+    });
+}
+
 criterion_group!(
     benches,
     body_rewrite,
     sse_scan,
     answer_check,
-    messages_inspect
+    messages_inspect,
+    responses_inspect
 );
 criterion_main!(benches);

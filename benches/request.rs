@@ -137,7 +137,9 @@ fn responses_inspect(c: &mut Criterion) {
     }
     let body = body.to_string();
     c.bench_function("responses/inspect_codex_40k", |b| {
-        b.iter(|| switchboard::gateway::door::responses::inspect(black_box(body.as_bytes())).unwrap())
+        b.iter(|| {
+            switchboard::gateway::door::responses::inspect(black_box(body.as_bytes())).unwrap()
+        })
     });
 }
 

@@ -5,6 +5,8 @@
 #   messages → anthropic     native (passed through)        target ≥ 0.95×
 #   messages → bedrock       native (InvokeModel, SigV4, event-stream unwrapped)
 #   messages → openai        translated through chat         target ≥ 0.8×
+#   responses → openai       passed through (/responses)     target ≥ 0.95×
+#   responses → anthropic    bridged through chat            target ≥ 0.8×
 # Usage: benches/doors.sh   (RUNS=3 DUR=8s; SWITCHBOARD_BIN=path to skip the build; needs oha)
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -48,14 +50,18 @@ CFG
 RUST_LOG=warn $SB serve --config cfg.toml > serve.log 2>&1 & GW=$!
 for _ in $(seq 50); do curl -s -o /dev/null 127.0.0.1:18642/health && break; sleep 0.1; done
 load() { # path model stream -> req/s
-  printf '{"model":"%s","max_tokens":16,"stream":%s,"messages":[{"role":"user","content":"Say hello."}]}' "$2" "$3" > body.json
+  if [ "$1" = /v1/responses ]; then
+    printf '{"model":"%s","max_output_tokens":16,"stream":%s,"input":"Say hello."}' "$2" "$3" > body.json
+  else
+    printf '{"model":"%s","max_tokens":16,"stream":%s,"messages":[{"role":"user","content":"Say hello."}]}' "$2" "$3" > body.json
+  fi
   oha -c 32 -z "$DUR" --no-tui --worker-threads 1 -m POST -T application/json -H 'anthropic-version: 2023-06-01' -D body.json "http://127.0.0.1:18642$1" 2>/dev/null \
     | awk '/Requests\/sec/ {print $2}'
 }
 declare -A sum
 for stream in false true; do
   for i in $(seq "$RUNS"); do
-    for path in "chat:/v1/chat/completions:via-openai" "messages-native:/v1/messages:via-anthropic" "messages-bedrock:/v1/messages:via-bedrock" "messages-translated:/v1/messages:via-openai"; do
+    for path in "chat:/v1/chat/completions:via-openai" "messages-native:/v1/messages:via-anthropic" "messages-bedrock:/v1/messages:via-bedrock" "messages-translated:/v1/messages:via-openai" "responses-native:/v1/responses:via-openai" "responses-bridged:/v1/responses:via-anthropic"; do
       IFS=: read -r name url model <<< "$path"
       r=$(load "$url" "$model" "$stream" | head -1)
       echo "stream=$stream $name run $i: $r req/s"

@@ -108,6 +108,35 @@ impl Call {
     }
 }
 
+/// Reads a door's body into `R` member by member (`take`): skimmed (a
+/// coding agent resends tens of kilobytes of history every turn), and,
+/// when a key has an escape, read afresh by the validating scanner, which
+/// decodes keys, so that no spelling of `model` gets past.
+pub(crate) fn read_members<'a, R: Default>(
+    body: &'a [u8],
+    take: fn(&mut R, &[u8], &'a [u8]),
+) -> Result<R, super::request::BadRequest> {
+    let invalid = |e: &dyn std::fmt::Display| {
+        super::request::bad(format!("The request body is not valid JSON: {e}"), None)
+    };
+    let mut read = R::default();
+    let mut escaped = false;
+    super::skim::members(body, |k, v| {
+        escaped |= k.contains(&b'\\');
+        take(&mut read, k, v)
+    })
+    .map_err(|e| invalid(&e))?;
+    if escaped {
+        read = R::default();
+        super::json::object_members(body, |k, v| {
+            take(&mut read, k, v);
+            Ok(())
+        })
+        .map_err(|e| invalid(&e))?;
+    }
+    Ok(read)
+}
+
 /// The door's name for a request's endpoint, as the dashboard shows it.
 pub fn name(endpoint: Endpoint) -> &'static str {
     match endpoint {

@@ -13,7 +13,6 @@ pub mod translate;
 
 use std::borrow::Cow;
 
-use crate::gateway::json;
 use crate::gateway::request::{BadRequest, Inspected, bad, count_of, span_of};
 
 /// Output tokens assumed when `max_tokens` is missing or unreadable (the
@@ -28,7 +27,6 @@ struct Read<'a> {
     max_tokens: Option<&'a [u8]>,
     prompt_bytes: u64,
     twice: bool,
-    escaped_key: bool,
 }
 
 impl<'a> Read<'a> {
@@ -38,8 +36,6 @@ impl<'a> Read<'a> {
             b"stream" => self.stream = Some(value),
             b"max_tokens" => self.max_tokens = Some(value),
             b"messages" | b"system" | b"tools" => self.prompt_bytes += value.len() as u64,
-            // `"mod\u0065l"` is `model` to the upstream.
-            k if k.contains(&b'\\') => self.escaped_key = true,
             _ => {}
         }
     }
@@ -54,26 +50,7 @@ impl<'a> Read<'a> {
 /// kilobytes resent every time); one with an escaped key is read again by
 /// the scanner that decodes keys, so no spelling of `model` gets past.
 pub fn inspect(body: &[u8]) -> Result<Inspected, BadRequest> {
-    let mut r = Read::default();
-    if let Err(e) = crate::gateway::skim::members(body, |k, v| r.take(k, v)) {
-        return Err(bad(
-            format!("The request body is not valid JSON: {e}"),
-            None,
-        ));
-    }
-    if r.escaped_key {
-        r = Read::default();
-        let read = json::object_members(body, |k, v| {
-            r.take(k, v);
-            Ok(())
-        });
-        if let Err(e) = read {
-            return Err(bad(
-                format!("The request body is not valid JSON: {e}"),
-                None,
-            ));
-        }
-    }
+    let r = super::read_members(body, Read::take)?;
     let Read {
         model,
         stream,

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use crate::gateway::provider::anthropic::answer::AnthropicUsage;
 use crate::gateway::provider::anthropic::stream::data_of;
 use crate::gateway::provider::chunk::{Tokens, push_json};
-use crate::gateway::sse::{Usage, frame_end, preview};
+use crate::gateway::sse::{Usage, event_name, frame_end, preview};
 
 /// The most one event may hold before the stream is taken as broken.
 const MAX_EVENT: usize = 16 << 20;
@@ -84,15 +84,6 @@ pub struct MessagesStream {
     invalid: bool,
     skipped: u64,
     last_skipped: Option<String>,
-}
-
-/// The name on an event's `event:` line, when it has one.
-fn event_name(frame: &[u8]) -> Option<&[u8]> {
-    let rest = frame.strip_prefix(b"event:")?;
-    let end = memchr::memchr(b'\n', rest)?;
-    let name = &rest[..end];
-    let name = name.strip_suffix(b"\r").unwrap_or(name);
-    Some(name.strip_prefix(b" ").unwrap_or(name))
 }
 
 /// Anthropic's error event, as the gateway ends a broken stream with it.

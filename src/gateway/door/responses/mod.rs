@@ -14,7 +14,6 @@ pub mod translate;
 
 use std::borrow::Cow;
 
-use crate::gateway::json;
 use crate::gateway::request::{
     BadRequest, DEFAULT_COMPLETION_ESTIMATE, Inspected, bad, count_of, span_of,
 };
@@ -30,7 +29,6 @@ struct Read<'a> {
     previous: Option<&'a [u8]>,
     prompt_bytes: u64,
     twice: bool,
-    escaped_key: bool,
 }
 
 impl<'a> Read<'a> {
@@ -43,8 +41,6 @@ impl<'a> Read<'a> {
             b"store" => self.store = Some(value),
             b"previous_response_id" => self.previous = Some(value),
             b"input" | b"instructions" | b"tools" => self.prompt_bytes += value.len() as u64,
-            // `"mod\u0065l"` is `model` to the upstream.
-            k if k.contains(&b'\\') => self.escaped_key = true,
             _ => {}
         }
     }
@@ -92,26 +88,7 @@ pub fn inspect(body: &[u8]) -> Result<Inspected, BadRequest> {
 
 /// [`inspect`], and what the request says about state kept upstream.
 pub fn read(body: &[u8]) -> Result<(Inspected, State), BadRequest> {
-    let mut r = Read::default();
-    if let Err(e) = crate::gateway::skim::members(body, |k, v| r.take(k, v)) {
-        return Err(bad(
-            format!("The request body is not valid JSON: {e}"),
-            None,
-        ));
-    }
-    if r.escaped_key {
-        r = Read::default();
-        let read = json::object_members(body, |k, v| {
-            r.take(k, v);
-            Ok(())
-        });
-        if let Err(e) = read {
-            return Err(bad(
-                format!("The request body is not valid JSON: {e}"),
-                None,
-            ));
-        }
-    }
+    let r = super::read_members(body, Read::take)?;
     if r.twice {
         return Err(bad(
             "'model' is given more than once: the gateway routes on it and cannot tell which one the upstream would use.",

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::answer::ResponsesUsage;
 use crate::gateway::provider::anthropic::stream::data_of;
 use crate::gateway::provider::chunk::push_json;
-use crate::gateway::sse::{Usage, frame_end, preview};
+use crate::gateway::sse::{Usage, event_name, frame_end, preview};
 
 const MAX_EVENT: usize = 16 << 20;
 
@@ -253,15 +253,6 @@ impl ResponsesStream {
             self.held.extend_from_slice(frame);
         }
     }
-}
-
-/// The name on an event's `event:` line, when it has one.
-fn event_name(frame: &[u8]) -> Option<&[u8]> {
-    let rest = frame.strip_prefix(b"event:")?;
-    let end = memchr::memchr(b'\n', rest)?;
-    let name = &rest[..end];
-    let name = name.strip_suffix(b"\r").unwrap_or(name);
-    Some(name.strip_prefix(b" ").unwrap_or(name))
 }
 
 #[cfg(test)]

@@ -119,6 +119,8 @@ pub struct DeploymentConfig {
     /// `responses = "bridged"`: the Responses door reaches it through its
     /// chat endpoint even though its provider has a Responses API.
     pub responses_bridged: bool,
+    /// Its limits beyond tokens per minute.
+    pub capacity: super::Capacity,
 }
 
 /// Per-deployment overrides of the server's timeouts (`None`: the server's).
@@ -196,6 +198,18 @@ pub struct DeploymentSpec {
     /// `"native"` (default for openai and azure) or `"bridged"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub responses: Option<String>,
+    /// Capacity (see `capacity.rs`); signed so that 0 and negatives get
+    /// our message, not serde's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm_slice_s: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tpm_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tpm_limit: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<i64>,
 }
 
 /// A field that failed validation, named as in the config (`api_base`,
@@ -249,6 +263,7 @@ impl DeploymentSpec {
             timeouts: checked.timeouts,
             max_output_tokens: checked.max_output_tokens,
             responses_bridged: checked.responses_bridged,
+            capacity: checked.capacity,
         })
     }
 
@@ -364,6 +379,7 @@ impl DeploymentSpec {
             timeouts,
             max_output_tokens,
             responses_bridged,
+            capacity: super::capacity::check(self)?,
         })
     }
 }
@@ -376,6 +392,7 @@ struct Checked {
     timeouts: Timeouts,
     max_output_tokens: Option<u64>,
     responses_bridged: bool,
+    capacity: super::Capacity,
 }
 
 /// A timeout as written: seconds, integer or fractional, greater than zero.

@@ -12,6 +12,7 @@
 //!
 //! [`persist`] writes changes back into the user's file.
 
+mod capacity;
 mod cloud;
 mod deployment;
 mod locate;
@@ -24,6 +25,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use capacity::{Capacity, DEFAULT_MAX_QUEUE, Queueing};
 pub use cloud::ServiceAccount;
 pub use deployment::{
     AwsKeys, DEFAULT_PRIORITY, DeploymentConfig, DeploymentSpec, FieldError, Provider, Timeouts,
@@ -163,6 +165,8 @@ pub struct ModelConfig {
     pub affinity: Affinity,
     /// An idle session's pin expires after this.
     pub affinity_ttl: Duration,
+    /// Waiting for room instead of a 429.
+    pub queueing: Queueing,
 }
 
 impl ModelConfig {
@@ -177,6 +181,7 @@ impl ModelConfig {
             report_served_model: false,
             affinity: Affinity::Session,
             affinity_ttl: DEFAULT_AFFINITY_TTL,
+            queueing: Queueing::default(),
         }
     }
 }

@@ -56,6 +56,7 @@ struct RawServer {
     max_body_mb: Option<f64>,
     /// Signed so that 0 and negatives get our message, not serde's.
     workers: Option<i64>,
+    max_wait_s: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +84,8 @@ struct RawModel {
     report_served_model: bool,
     affinity: Option<String>,
     affinity_ttl_s: Option<f64>,
+    max_wait_s: Option<f64>,
+    max_queue: Option<i64>,
     #[serde(default)]
     deployments: Vec<DeploymentSpec>,
 }
@@ -116,6 +119,13 @@ impl RawConfig {
     /// against `base_dir`). Stops at the first problem.
     pub(super) fn validate(self, base_dir: &Path) -> Result<Validated, Invalid> {
         let root = FieldPath::default();
+        let max_wait = self
+            .server
+            .max_wait_s
+            .map(super::capacity::wait_seconds)
+            .transpose()
+            .map_err(|m| Invalid::new(root.key("server").key("max_wait_s"), m))?
+            .unwrap_or_default();
         Ok(Validated {
             server: self.server.validate(&root.key("server"), base_dir)?,
             routing: self.routing.validate(&root.key("routing"))?,
@@ -123,7 +133,7 @@ impl RawConfig {
                 .cluster
                 .map(|c| c.validate(&root.key("cluster"), base_dir))
                 .transpose()?,
-            models: validate_models(self.models, &root.key("models"), base_dir)?,
+            models: validate_models(self.models, &root.key("models"), base_dir, max_wait)?,
         })
     }
 }
@@ -295,6 +305,7 @@ fn validate_models(
     raw: Vec<RawModel>,
     at: &FieldPath,
     base_dir: &Path,
+    max_wait: Duration,
 ) -> Result<Vec<ModelConfig>, Invalid> {
     let mut models: Vec<ModelConfig> = Vec::with_capacity(raw.len());
     for (i, model) in raw.into_iter().enumerate() {
@@ -321,7 +332,22 @@ fn validate_models(
                 ));
             }
         };
+        let queueing = super::Queueing {
+            max_wait: model
+                .max_wait_s
+                .map(super::capacity::wait_seconds)
+                .transpose()
+                .map_err(|m| Invalid::new(at.key("max_wait_s"), m))?
+                .unwrap_or(max_wait),
+            max_queue: model
+                .max_queue
+                .map(super::capacity::queue_size)
+                .transpose()
+                .map_err(|m| Invalid::new(at.key("max_queue"), m))?
+                .unwrap_or(super::DEFAULT_MAX_QUEUE),
+        };
         models.push(ModelConfig {
+            queueing,
             name: model.name,
             deployments,
             fallbacks: model.fallbacks,

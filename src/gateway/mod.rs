@@ -205,7 +205,7 @@ impl ModelRoute {
         let mut upstreams = Vec::new();
         for d in &model.deployments {
             let up = Upstream::new(d.clone());
-            let index = pool.push(up.name.clone(), d.tpm_limit, d.enabled);
+            let index = pool.push(up.name.clone(), d, d.enabled);
             pool.set_priority(index, d.priority);
             upstreams.push(Arc::new(up));
         }

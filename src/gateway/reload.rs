@@ -214,7 +214,7 @@ impl Gateway {
             for d in &model.deployments {
                 let Some(i) = state.pool.index_of(&d.name) else {
                     let up = Arc::new(Upstream::new(d.clone()));
-                    let index = state.pool.push(up.name.clone(), d.tpm_limit, d.enabled);
+                    let index = state.pool.push(up.name.clone(), d, d.enabled);
                     state.pool.set_priority(index, d.priority);
                     state.upstreams.push(up.clone());
                     changes.push(format!("{}/{} added", model.name, d.name));
@@ -222,7 +222,7 @@ impl Gateway {
                     continue;
                 };
                 let name = state.pool.name(i).clone();
-                let limit_changed = state.pool.set_limit(i, d.tpm_limit);
+                let limit_changed = state.pool.set_limits(i, d);
                 let tier_changed = state.pool.set_priority(i, d.priority);
                 if limit_changed
                     || tier_changed

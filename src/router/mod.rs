@@ -24,7 +24,8 @@
 
 pub mod affinity;
 pub mod health;
-mod pick;
+pub mod limits;
+pub(crate) mod pick;
 pub mod select;
 pub mod window;
 
@@ -36,6 +37,7 @@ use affinity::Pins;
 pub use affinity::SessionKey;
 use health::Health;
 pub use health::{Blocked, Cause, Transition, Verdict};
+pub use limits::{Dim, Limits, Need, Spent, Used};
 pub use window::{Reservation, TpmWindow};
 
 /// One deployment's routing state.
@@ -43,10 +45,10 @@ pub use window::{Reservation, TpmWindow};
 struct Slot {
     name: Arc<str>,
     enabled: bool,
-    tpm_limit: Option<u64>,
+    limits: Limits,
     weight: i64,
     credit: i64,
-    window: TpmWindow,
+    meter: limits::Meter,
     health: Health,
     requests: u64,
     failures: u64,
@@ -128,6 +130,19 @@ pub struct SlotStatus {
     pub enabled: bool,
     pub tpm_limit: Option<u64>,
     pub tpm_used: u64,
+    pub rpm_limit: Option<u64>,
+    pub rpm_used: u64,
+    pub input_tpm_limit: Option<u64>,
+    pub input_tpm_used: u64,
+    pub output_tpm_limit: Option<u64>,
+    pub output_tpm_used: u64,
+    pub max_in_flight: Option<u64>,
+    pub in_flight: u64,
+    /// The limit it is at now, if any (ours or the provider's word).
+    pub limited_by: Option<Dim>,
+    /// Seconds until a limit is reached at the recent rate; `None`: not at
+    /// this rate.
+    pub forecast_full_s: Option<f64>,
     pub state: State,
     pub cooldown_cause: Option<Cause>,
     pub cooldown_remaining_s: f64,
@@ -170,14 +185,14 @@ impl Pool {
     }
 
     /// Adds a deployment; returns its index (indices never change).
-    pub fn push(&mut self, name: Arc<str>, tpm_limit: Option<u64>, enabled: bool) -> usize {
+    pub fn push(&mut self, name: Arc<str>, limits: impl Into<Limits>, enabled: bool) -> usize {
         self.slots.push(Slot {
             name,
             enabled,
-            tpm_limit,
+            limits: limits.into(),
             weight: 1,
             credit: 0,
-            window: TpmWindow::new(),
+            meter: limits::Meter::default(),
             health: Health::default(),
             requests: 0,
             failures: 0,
@@ -224,15 +239,21 @@ impl Pool {
         self.spilled_to
     }
 
-    /// Changes a TPM limit (a config reload); weights follow at once. The
-    /// window keeps its tokens: they were spent whatever the new limit.
-    pub fn set_limit(&mut self, index: usize, tpm_limit: Option<u64>) -> bool {
-        let changed = self.slots[index].tpm_limit != tpm_limit;
+    /// Changes a deployment's limits (a config reload); weights follow at
+    /// once. The windows keep their counts: they were spent whatever the
+    /// new limits.
+    pub fn set_limits(&mut self, index: usize, limits: impl Into<Limits>) -> bool {
+        let limits = limits.into();
+        let changed = self.slots[index].limits != limits;
         if changed {
-            self.slots[index].tpm_limit = tpm_limit;
+            self.slots[index].limits = limits;
             self.reweigh();
         }
         changed
+    }
+
+    pub fn limits(&self, index: usize) -> &Limits {
+        &self.slots[index].limits
     }
 
     /// New cooldown rules (a config reload), for failures from now on.
@@ -270,18 +291,25 @@ impl Pool {
         if !self.tiered {
             self.spilled_to = None;
         }
-        let largest = self
-            .slots
-            .iter()
-            .filter(|s| !s.retired)
-            .filter_map(|s| s.tpm_limit)
-            .max();
+        // Weights follow the first kind of limit any deployment has: tokens
+        // (`tpm_limit`, else input and output together), else requests a
+        // minute, else requests in flight. One kind only: a token limit and
+        // a request limit are not comparable.
+        let kinds: [fn(&Limits) -> Option<u64>; 3] =
+            [Limits::tokens, |l| l.rpm, |l| l.max_in_flight];
+        let live = || self.slots.iter().filter(|s| !s.retired);
+        let basis = kinds
+            .into_iter()
+            .find(|kind| live().any(|s| kind(&s.limits).is_some()));
+        let largest = basis.and_then(|kind| live().filter_map(|s| kind(&s.limits)).max());
         for slot in &mut self.slots {
-            slot.weight = match (slot.tpm_limit, largest) {
+            let own = basis.and_then(|kind| kind(&slot.limits));
+            slot.weight = match (own, largest) {
                 (Some(limit), _) => limit.min(i64::MAX as u64 / 1024) as i64,
                 (None, Some(largest)) => largest.min(i64::MAX as u64 / 1024) as i64,
                 (None, None) => 1,
-            };
+            }
+            .max(1);
         }
     }
 
@@ -293,10 +321,10 @@ impl Pool {
 
     /// Counts `tokens` for a deployment another decider chose (the cluster),
     /// so that this instance knows what it sent if it must decide alone.
-    pub fn reserve(&mut self, index: usize, now: Duration, tokens: u64) -> Reservation {
+    pub fn reserve(&mut self, index: usize, now: Duration, need: impl Into<Need>) -> Reservation {
         let slot = &mut self.slots[index];
         slot.requests += 1;
-        slot.window.add(now, tokens)
+        slot.meter.add(now, need.into())
     }
 
     /// The live deployments as a shared pick needs them: index, name,
@@ -306,7 +334,7 @@ impl Pool {
     ) -> impl Iterator<Item = (usize, &Arc<str>, i64, Option<u64>, bool, u32)> + '_ {
         self.live().map(|i| {
             let s = &self.slots[i];
-            (i, &s.name, s.weight, s.tpm_limit, s.enabled, s.priority)
+            (i, &s.name, s.weight, s.limits.tpm, s.enabled, s.priority)
         })
     }
 
@@ -344,8 +372,39 @@ impl Pool {
     }
 
     /// Replaces the estimate counted at pick time by the tokens really used.
-    pub fn settle(&mut self, index: usize, now: Duration, reservation: Reservation, actual: u64) {
-        self.slots[index].window.settle(now, reservation, actual);
+    pub fn settle(
+        &mut self,
+        index: usize,
+        now: Duration,
+        reservation: Reservation,
+        spent: impl Into<Spent>,
+    ) {
+        self.slots[index]
+            .meter
+            .settle(now, reservation, spent.into());
+    }
+
+    /// A request picked for `index` was never sent: nothing of it counts,
+    /// and it is no longer in flight.
+    pub fn undo(&mut self, index: usize, now: Duration, reservation: Reservation) {
+        let meter = &mut self.slots[index].meter;
+        meter.undo(now, reservation);
+        meter.end();
+    }
+
+    /// A request picked for `index` finished: its place in flight is free.
+    pub fn end(&mut self, index: usize) {
+        self.slots[index].meter.end();
+    }
+
+    /// The provider said one of the deployment's limits ran out until `until`.
+    pub fn exhaust(&mut self, index: usize, dim: Dim, until: Duration) {
+        self.slots[index].meter.exhaust(dim, until);
+    }
+
+    /// What the deployment's windows hold now.
+    pub fn used(&mut self, index: usize, now: Duration) -> Used {
+        self.slots[index].meter.used(now)
     }
 
     pub fn status(&mut self, index: usize, now: Duration) -> SlotStatus {
@@ -358,11 +417,25 @@ impl Pool {
         } else {
             State::Healthy
         };
+        let used = slot.meter.used(now);
+        let limited_by = slot.meter.full(now, Need::default(), &slot.limits, 1);
+        let forecast_full_s = slot.meter.forecast(now, &slot.limits);
+        let l = slot.limits;
         SlotStatus {
             name: slot.name.clone(),
             enabled: slot.enabled,
-            tpm_limit: slot.tpm_limit,
-            tpm_used: slot.window.used(now),
+            tpm_limit: l.tpm,
+            tpm_used: used.tokens,
+            rpm_limit: l.rpm,
+            rpm_used: used.requests,
+            input_tpm_limit: l.input_tpm,
+            input_tpm_used: used.input,
+            output_tpm_limit: l.output_tpm,
+            output_tpm_used: used.output,
+            max_in_flight: l.max_in_flight,
+            in_flight: used.in_flight,
+            limited_by,
+            forecast_full_s,
             state,
             cooldown_cause: cooling.map(|(c, _)| c),
             cooldown_remaining_s: cooling.map_or(0.0, |(_, d)| d.as_secs_f64()),

@@ -9,16 +9,16 @@ use std::time::Duration;
 pub const OVERLOAD_PCT: u128 = 5;
 
 use super::health::{Blocked, Cause};
+use super::limits::Need;
 use super::select::{Candidate, smooth_wrr};
 use super::{Pick, Pool, Slot, TierChange, Unavailable, Want};
 
-/// One attempt's question to every deployment: may it take `estimate`
-/// tokens now, not having been tried, with this instance's `share` of the
-/// limits?
+/// One attempt's question to every deployment: may it take `need` now,
+/// not having been tried, with this instance's `share` of the limits?
 #[derive(Clone, Copy)]
 struct Ask<'a> {
     now: Duration,
-    estimate: u64,
+    need: Need,
     tried: &'a [usize],
     share: u64,
 }
@@ -30,7 +30,7 @@ impl Pool {
     pub fn pick(
         &mut self,
         now: Duration,
-        estimate: u64,
+        estimate: impl Into<Need>,
         tried: &[usize],
     ) -> Result<Pick, Unavailable> {
         self.pick_for(now, estimate, tried, Want::default())
@@ -40,13 +40,14 @@ impl Pool {
     pub fn pick_for(
         &mut self,
         now: Duration,
-        estimate: u64,
+        need: impl Into<Need>,
         tried: &[usize],
         want: Want,
     ) -> Result<Pick, Unavailable> {
+        let need = need.into();
         let ask = Ask {
             now,
-            estimate,
+            need,
             tried,
             share: self.share,
         };
@@ -55,7 +56,7 @@ impl Pool {
         let tier = if self.tiered {
             match self.best_open_tier(&ask) {
                 Some(tier) => tier,
-                None => return Err(self.why_unavailable(now, estimate, tried)),
+                None => return Err(self.why_unavailable(now, need, tried)),
             }
         } else {
             self.single_tier
@@ -76,10 +77,10 @@ impl Pool {
             (None, None) => self.rotate(&ask, tier),
         };
         let Some(index) = index else {
-            return Err(self.why_unavailable(now, estimate, tried));
+            return Err(self.why_unavailable(now, need, tried));
         };
         if let Some((key, ttl)) = want.session {
-            let tokens = pinned.map_or(0, |p| p.tokens).saturating_add(estimate);
+            let tokens = pinned.map_or(0, |p| p.tokens).saturating_add(need.total());
             self.pins.set(key, index, now, ttl, tokens);
         }
         let tier_change = if self.tiered {
@@ -90,7 +91,7 @@ impl Pool {
         let slot = &mut self.slots[index];
         let probe = slot.health.on_pick();
         slot.requests += 1;
-        let reservation = slot.window.add(now, estimate);
+        let reservation = slot.meter.add(now, need);
         Ok(Pick {
             index,
             reservation,
@@ -141,7 +142,7 @@ impl Pool {
                 continue;
             }
             // used/weight compared as used_a * weight_b < used_b * weight_a.
-            let used = u128::from(slot.window.used(ask.now));
+            let used = u128::from(slot.meter.tokens_used(ask.now));
             let weight = slot.weight.max(1);
             let better = match best {
                 None => true,
@@ -174,7 +175,7 @@ impl Pool {
                 continue;
             }
             let (used, weight) = (
-                u128::from(slot.window.used(ask.now)),
+                u128::from(slot.meter.tokens_used(ask.now)),
                 slot.weight.max(1) as u128,
             );
             total += used;
@@ -188,7 +189,7 @@ impl Pool {
         };
         let slot = &mut self.slots[index];
         let (mine, my_weight) = (
-            u128::from(slot.window.used(ask.now)),
+            u128::from(slot.meter.tokens_used(ask.now)),
             slot.weight.max(1) as u128,
         );
         // Over its share by more than the margin (all scaled by `weights`).
@@ -247,7 +248,7 @@ impl Pool {
         &mut self,
         index: usize,
         now: Duration,
-        estimate: u64,
+        need: impl Into<Need>,
         tried: &[usize],
     ) -> Option<TierChange> {
         if !self.tiered {
@@ -265,7 +266,7 @@ impl Pool {
         }
         let ask = Ask {
             now,
-            estimate,
+            need: need.into(),
             tried: &[],
             share: self.share,
         };
@@ -279,12 +280,12 @@ impl Pool {
         &mut self,
         index: usize,
         now: Duration,
-        estimate: u64,
+        need: impl Into<Need>,
         tried: &[usize],
     ) -> &'static str {
         let ask = Ask {
             now,
-            estimate,
+            need: need.into(),
             tried,
             share: self.share,
         };
@@ -328,11 +329,11 @@ impl Pool {
 
     /// Why a request of `estimate` tokens could not be placed now, counting
     /// every enabled deployment (for the Retry-After of a final answer).
-    pub fn pick_hint(&mut self, now: Duration, estimate: u64) -> Unavailable {
-        self.why_unavailable(now, estimate, &[])
+    pub fn pick_hint(&mut self, now: Duration, need: impl Into<Need>) -> Unavailable {
+        self.why_unavailable(now, need.into(), &[])
     }
 
-    fn why_unavailable(&mut self, now: Duration, estimate: u64, tried: &[usize]) -> Unavailable {
+    fn why_unavailable(&mut self, now: Duration, need: Need, tried: &[usize]) -> Unavailable {
         let mut any_enabled = false;
         let mut any_limited = false;
         let mut soonest: Option<Duration> = None;
@@ -351,13 +352,20 @@ impl Pool {
                 }
                 // A probe answers within a request's time; a second is a fair hint.
                 Some(Blocked::Probing) => Duration::from_secs(1),
-                None => match slot.tpm_limit {
-                    Some(limit) => {
-                        any_limited = true;
-                        slot.window
-                            .time_until_fits(now, estimate, own_part(limit, self.share))
+                None => match slot
+                    .meter
+                    .time_until_fits(now, need, &slot.limits, self.share)
+                {
+                    Some(wait) => {
+                        any_limited |= !wait.is_zero();
+                        wait
                     }
-                    None => Duration::ZERO,
+                    // A place in flight frees when a request ends, at no
+                    // known time: a second is a fair hint.
+                    None => {
+                        any_limited = true;
+                        IN_FLIGHT_HINT
+                    }
                 },
             };
             soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
@@ -377,10 +385,10 @@ impl Slot {
         self.enabled
             && !ask.tried.contains(&index)
             && self.health.blocked(ask.now).is_none()
-            && self.tpm_limit.is_none_or(|limit| {
-                self.window
-                    .fits(ask.now, ask.estimate, own_part(limit, ask.share))
-            })
+            && self
+                .meter
+                .full(ask.now, ask.need, &self.limits, ask.share)
+                .is_none()
     }
 
     /// In tier `tier`, and may it take the request now?
@@ -405,24 +413,12 @@ impl Slot {
             Some(Blocked::Probing) => return "being probed",
             None => {}
         }
-        match self.tpm_limit {
-            Some(limit)
-                if !self
-                    .window
-                    .fits(ask.now, ask.estimate, own_part(limit, ask.share)) =>
-            {
-                "at limit"
-            }
-            _ => "busy",
+        match self.meter.full(ask.now, ask.need, &self.limits, ask.share) {
+            Some(dim) => dim.at_limit(),
+            None => "busy",
         }
     }
 }
 
-/// This instance's part of a limit shared by `share` instances deciding alone.
-fn own_part(limit: u64, share: u64) -> u64 {
-    if share > 1 {
-        (limit / share).max(1)
-    } else {
-        limit
-    }
-}
+/// The Retry-After hint when only places in flight are missing.
+pub const IN_FLIGHT_HINT: Duration = Duration::from_secs(1);

@@ -27,12 +27,30 @@ pub struct TpmWindow {
 pub struct Reservation {
     second: u64,
     tokens: u64,
+    /// Of `tokens`, the output reserved (the rest is input).
+    output: u64,
 }
 
 impl Reservation {
     /// A reservation made elsewhere (the cluster's window, by its clock).
     pub fn at(second: u64, tokens: u64) -> Reservation {
-        Reservation { second, tokens }
+        Reservation {
+            second,
+            tokens,
+            output: 0,
+        }
+    }
+
+    /// The same, `output` of whose tokens are output.
+    pub fn with_output(self, output: u64) -> Reservation {
+        Reservation {
+            output: output.min(self.tokens),
+            ..self
+        }
+    }
+
+    pub fn output(&self) -> u64 {
+        self.output
     }
 
     pub fn tokens(&self) -> u64 {
@@ -94,10 +112,7 @@ impl TpmWindow {
         let sec = self.advance(now);
         self.buckets[(sec % WINDOW_SECS) as usize] += tokens;
         self.total += tokens;
-        Reservation {
-            second: sec,
-            tokens,
-        }
+        Reservation::at(sec, tokens)
     }
 
     /// Replaces an earlier estimate by the real count. A reservation that has
@@ -124,21 +139,101 @@ impl TpmWindow {
 
     /// How long until `need` tokens fit under `limit` (zero when they fit now).
     pub fn time_until_fits(&mut self, now: Duration, need: u64, limit: u64) -> Duration {
-        if self.fits(now, need, limit) {
+        self.time_until_fits_within(now, need, limit, WINDOW_SECS)
+    }
+
+    /// Counted in the last `span` seconds (at most 60), this one included.
+    pub fn used_within(&mut self, now: Duration, span: u64) -> u64 {
+        let head = self.advance(now);
+        if span >= WINDOW_SECS {
+            return self.total;
+        }
+        (0..span)
+            .map_while(|k| head.checked_sub(k))
+            .map(|s| self.buckets[(s % WINDOW_SECS) as usize])
+            .sum()
+    }
+
+    /// How long until `need` more fit under `limit` in every `span`-second
+    /// stretch ending now (zero when they fit now). An empty stretch always
+    /// admits one request, as [`TpmWindow::fits`] does.
+    pub fn time_until_fits_within(
+        &mut self,
+        now: Duration,
+        need: u64,
+        limit: u64,
+        span: u64,
+    ) -> Duration {
+        let span = span.clamp(1, WINDOW_SECS);
+        let used = self.used_within(now, span);
+        if used == 0 || used.saturating_add(need) <= limit {
             return Duration::ZERO;
         }
         let head = self.head;
-        let oldest = head.saturating_sub(WINDOW_SECS - 1);
-        let mut remaining = self.total;
-        for s in oldest..=head {
+        let mut remaining = used;
+        for s in head.saturating_sub(span - 1)..=head {
             remaining -= self.buckets[(s % WINDOW_SECS) as usize];
             if remaining == 0 || remaining.saturating_add(need) <= limit {
-                return Duration::from_secs(s + WINDOW_SECS).saturating_sub(now);
+                return Duration::from_secs(s + span).saturating_sub(now);
             }
         }
-        Duration::from_secs(head + WINDOW_SECS).saturating_sub(now)
+        Duration::from_secs(head + span).saturating_sub(now)
+    }
+
+    /// The recent rate per second: the complete seconds of the window,
+    /// each weighing less the older it is (a 15 s time constant), so a
+    /// change of load shows within seconds while one busy second does not
+    /// make a trend.
+    pub fn rate(&mut self, now: Duration) -> f64 {
+        let head = self.advance(now);
+        let (mut sum, mut weights) = (0.0, 0.0);
+        let mut weight = 1.0;
+        for k in 1..WINDOW_SECS {
+            let Some(s) = head.checked_sub(k) else { break };
+            sum += weight * self.buckets[(s % WINDOW_SECS) as usize] as f64;
+            weights += weight;
+            weight *= DECAY;
+        }
+        if weights == 0.0 { 0.0 } else { sum / weights }
+    }
+
+    /// Seconds from `now` until the window holds `limit` if `rate` a second
+    /// keeps coming, counting what leaves it meanwhile; `None` when it never
+    /// will at this rate (a window holds at most 60 seconds of a steady rate,
+    /// so what is not reached within 60 s is never reached).
+    pub fn time_until_full(&mut self, now: Duration, limit: u64, rate: f64) -> Option<f64> {
+        let used = self.used(now);
+        if used >= limit {
+            return Some(0.0);
+        }
+        let head = self.head;
+        // Into the current second already.
+        let into = now.as_secs_f64() - head as f64;
+        let mut held = used as f64;
+        for t in 1..=WINDOW_SECS {
+            // At head + t the tokens of second head + t - 60 leave.
+            if let Some(leaving) = (head + t).checked_sub(WINDOW_SECS) {
+                held -= self.buckets[(leaving % WINDOW_SECS) as usize] as f64;
+            }
+            let at = held + rate * (t as f64 - into).max(0.0);
+            if at >= limit as f64 {
+                // Reached within this second: where, at a steady rate.
+                let before = at - rate;
+                let part = if rate > 0.0 {
+                    ((limit as f64 - before) / rate).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                return Some((t as f64 - 1.0 + part - into).max(0.0));
+            }
+        }
+        None
     }
 }
+
+/// How much a second's count weighs against the next newer one's in
+/// [`TpmWindow::rate`]: e^(-1/15).
+const DECAY: f64 = 0.935_506_985_031_617_8;
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //! deadlines, the start of a stream up to its first event worth sending,
 //! an error status classified by the deployment's provider.
 
+use super::attempt::Exhausted;
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -33,6 +34,7 @@ pub(super) fn failed(
         verdict: Verdict::Failed,
         detail: detail.into(),
         tokens,
+        exhausted: Exhausted::default(),
     }
 }
 
@@ -170,12 +172,13 @@ fn stream_refused(decoder: &Decoder, first: Option<&Bytes>) -> Option<Attempted>
             outcome: AttemptOutcome::Status { status },
             verdict: Verdict::RateLimited(None),
             detail: format!("streamed a rate limit: {text}"),
-            tokens: Tokens::Actual(0),
+            tokens: Tokens::NOTHING,
+            exhausted: Exhausted::default(),
         },
         None => failed(
             AttemptOutcome::InvalidResponse,
             format!("streamed an error: {text}"),
-            Tokens::Actual(0),
+            Tokens::NOTHING,
         ),
     })
 }
@@ -300,13 +303,15 @@ pub(super) async fn upstream_error(
             outcome: AttemptOutcome::Status { status: code },
             verdict: Verdict::RateLimited(hint),
             detail: format!("answered {code}: {message}"),
-            tokens: Tokens::Actual(0),
+            tokens: Tokens::NOTHING,
+            exhausted: Exhausted::of(&upstream_headers, std::time::SystemTime::now()),
         },
         ErrorVerdict::Failed { message } => Attempted::Failed {
             outcome: AttemptOutcome::Status { status: code },
             verdict: Verdict::Failed,
             detail: format!("answered {code}: {message}"),
-            tokens: Tokens::Actual(0),
+            tokens: Tokens::NOTHING,
+            exhausted: Exhausted::default(),
         },
     }
 }

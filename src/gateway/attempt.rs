@@ -32,13 +32,23 @@ pub(super) fn far(at: Instant, d: Duration) -> Instant {
         .unwrap_or(at)
 }
 
+pub(super) use super::provider::limits::Exhausted;
+
 /// What to count against the deployment's window for an attempt.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Tokens {
-    /// The upstream's report (or zero for a request it refused).
-    Actual(u64),
+    /// The upstream's report (or nothing for a request it refused).
+    Actual(crate::router::Spent),
     /// Keep the estimate: the upstream may have spent tokens we cannot see.
     Estimate,
+}
+
+impl Tokens {
+    /// Nothing spent: the upstream refused the request.
+    pub(super) const NOTHING: Tokens = Tokens::Actual(crate::router::Spent {
+        input: 0,
+        output: 0,
+    });
 }
 
 pub(super) enum Attempted {
@@ -70,6 +80,8 @@ pub(super) enum Attempted {
         verdict: Verdict,
         detail: String,
         tokens: Tokens,
+        /// The limits the provider said ran out (Anthropic's headers).
+        exhausted: Exhausted,
     },
 }
 
@@ -96,11 +108,13 @@ pub(super) fn scrubbed(attempted: Attempted, up: &Upstream) -> Attempted {
             verdict,
             detail,
             tokens,
+            exhausted,
         } => Attempted::Failed {
             outcome,
             verdict,
             detail: up.scrub(detail),
             tokens,
+            exhausted,
         },
         Attempted::Answered {
             status,
@@ -189,13 +203,13 @@ pub(super) async fn attempt(
         Ok(Err(Sent::Auth(why))) => {
             // The operator must hear why without turning debug logs on.
             tracing::warn!(deployment = %up.name, "cannot authenticate: {why}");
-            return failed(AttemptOutcome::Auth, why, Tokens::Actual(0));
+            return failed(AttemptOutcome::Auth, why, Tokens::NOTHING);
         }
         Ok(Err(Sent::Http(e))) if e.is_connect() => {
             return failed(
                 AttemptOutcome::Connect,
                 format!("could not connect: {}", root_cause(&e)),
-                Tokens::Actual(0),
+                Tokens::NOTHING,
             );
         }
         Ok(Err(Sent::Http(e))) => {

@@ -21,7 +21,7 @@ use super::{Gateway, ModelRoute};
 use crate::config::Affinity;
 use crate::events::{self, AttemptOutcome, Event, RequestEvent, RequestOutcome};
 use crate::events::{RouteChange, RouteEvent};
-use crate::router::{Reservation, SessionKey, TierChange, Unavailable, Verdict, Want};
+use crate::router::{Need, Reservation, SessionKey, Spent, TierChange, Unavailable, Verdict, Want};
 
 /// An upstream's answer kept to be passed back if nothing better comes.
 pub(super) struct Passback {
@@ -146,11 +146,11 @@ impl Flight {
         if let Some(cur) = self.current.take() {
             let now = self.gw.now();
             let mut state = self.route.lock();
-            state.pool.settle(cur.index, now, cur.reservation, 0);
+            state.pool.undo(cur.index, now, cur.reservation);
             // No verdict on its health; a probe it was is left to the next request.
             state.pool.record(cur.index, now, Verdict::Abandoned);
             drop(state);
-            self.share_verdict(&cur, Verdict::Abandoned, Some(0));
+            self.share_verdict(&cur, Verdict::Abandoned, Some(Spent::default()));
         }
         self.withdrawn += 1;
         self.refusal = Some(why);
@@ -201,10 +201,10 @@ impl Flight {
                 .map(|key| (key, state.policy.affinity_ttl)),
         };
         let mut pick = match avoid
-            .and_then(|avoid| state.pool.pick_for(now, self.estimate, &avoid, want).ok())
+            .and_then(|avoid| state.pool.pick_for(now, self.need(), &avoid, want).ok())
         {
             Some(pick) => pick,
-            None => state.pool.pick_for(now, self.estimate, &self.tried, want)?,
+            None => state.pool.pick_for(now, self.need(), &self.tried, want)?,
         };
         let upstream = state.upstreams[pick.index].clone();
         let changes = (pick.tier_change.is_some() || pick.repinned_from.is_some()).then(|| {
@@ -264,7 +264,7 @@ impl Flight {
             None => {}
         }
         if let Some(from) = repinned_from {
-            let reason = pool.why_not(from, now, self.estimate, &self.tried);
+            let reason = pool.why_not(from, now, self.need(), &self.tried);
             changes.push(RouteChange::Repinned {
                 from: pool.name(from).clone(),
                 to: pool.name(index).clone(),
@@ -302,6 +302,10 @@ impl Flight {
             if let Some(Tokens::Actual(actual)) = tokens {
                 state.pool.settle(cur.index, now, cur.reservation, actual);
             }
+            // The attempt is over unless its answer is still coming.
+            if tokens.is_some() {
+                state.pool.end(cur.index);
+            }
             state.pool.record(cur.index, now, verdict)
         };
         let actual = match tokens {
@@ -327,15 +331,36 @@ impl Flight {
         }
     }
 
-    /// Corrects the answering deployment's window to the tokens really used.
-    pub(super) fn settle(&mut self, tokens: u64) {
+    /// Corrects the answering deployment's windows to the tokens really
+    /// used; its answer is over.
+    pub(super) fn settle(&mut self, spent: Spent) {
         if let Some(cur) = self.answered.take() {
             let now = self.gw.now();
-            self.route
-                .lock()
-                .pool
-                .settle(cur.index, now, cur.reservation, tokens);
-            self.share_settle(&cur, tokens);
+            let mut state = self.route.lock();
+            state.pool.settle(cur.index, now, cur.reservation, spent);
+            state.pool.end(cur.index);
+            drop(state);
+            self.share_settle(&cur, spent.total());
+        }
+    }
+
+    /// The provider said some of the current deployment's limits ran out.
+    #[cold]
+    pub(super) fn exhausted(&self, exhausted: super::attempt::Exhausted) {
+        if let Some(cur) = &self.current {
+            let now = self.gw.now();
+            let mut state = self.route.lock();
+            for (dim, wait) in exhausted.dims() {
+                state.pool.exhaust(cur.index, dim, now + wait);
+            }
+        }
+    }
+
+    /// What the request asks of a deployment's windows.
+    pub(super) fn need(&self) -> Need {
+        Need {
+            input: self.prompt_estimate,
+            output: self.estimate - self.prompt_estimate,
         }
     }
 
@@ -549,7 +574,7 @@ impl Flight {
         self.visited()
             .iter()
             .filter_map(
-                |route| match route.lock().pool.pick_hint(now, self.estimate) {
+                |route| match route.lock().pool.pick_hint(now, self.need()) {
                     Unavailable::RateLimited { retry_after }
                     | Unavailable::Failing { retry_after } => Some(retry_after),
                     _ => None,
@@ -562,6 +587,11 @@ impl Flight {
 
 impl Drop for Flight {
     fn drop(&mut self) {
+        // An answer whose end was never settled (the client left before
+        // its last byte): its place in flight frees now, its estimate stays.
+        if let Some(cur) = self.answered.take() {
+            self.route.lock().pool.end(cur.index);
+        }
         // The client left (the handler future or the response body was dropped).
         if self.current.is_some() {
             self.conclude(

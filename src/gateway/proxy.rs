@@ -319,8 +319,8 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 };
                 // An upstream that rejects the request (400, 422...) did not use tokens.
                 let tokens = match (client_error, usage) {
-                    (true, _) => Tokens::Actual(0),
-                    (false, Some(u)) => Tokens::Actual(u.total()),
+                    (true, _) => Tokens::NOTHING,
+                    (false, Some(u)) => Tokens::Actual(u.spent()),
                     (false, None) => Tokens::Estimate,
                 };
                 flight.conclude(outcome, Verdict::Answered, Some(tokens));
@@ -452,7 +452,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                         status: status.as_u16(),
                     },
                     Verdict::NotOffered,
-                    Some(Tokens::Actual(0)),
+                    Some(Tokens::NOTHING),
                 );
                 flight.not_offered_answer = Some(Passback {
                     status,
@@ -481,7 +481,11 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 verdict,
                 detail,
                 tokens,
+                exhausted,
             } => {
+                if !exhausted.is_empty() {
+                    flight.exhausted(exhausted);
+                }
                 if matches!(outcome, AttemptOutcome::Status { status: 401 | 403 }) {
                     // A refused key or signature is the operator's to fix: said
                     // at the default level (the cooldown keeps it to a few lines).

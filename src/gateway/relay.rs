@@ -119,10 +119,13 @@ impl Relay {
     fn end(&mut self, outcome: RequestOutcome) {
         self.ended = true;
         let (prompt, completion, estimated) = self.tokens();
-        let total = self
-            .decoder
-            .usage()
-            .map_or(prompt + completion, |u| u.total());
+        let spent = self.decoder.usage().map_or(
+            crate::router::Spent {
+                input: prompt,
+                output: completion,
+            },
+            |u| u.spent(),
+        );
         // Before settling: settling releases the record of who answered.
         if outcome == RequestOutcome::StreamInterrupted {
             // Throttled or overloaded mid-stream (Bedrock's
@@ -147,7 +150,7 @@ impl Relay {
                 skipped,
             );
         }
-        self.flight.settle(total);
+        self.flight.settle(spent);
         self.flight
             .finish(200, outcome, prompt, completion, estimated);
     }

@@ -81,7 +81,7 @@ impl Flight {
                 let (upstream, reservation, changes) = {
                     let mut guard = self.route.lock();
                     let state = &mut *guard;
-                    let reservation = state.pool.reserve(i, now, self.estimate);
+                    let reservation = state.pool.reserve(i, now, self.need());
                     // This instance's view: its pins (for the counts shown)
                     // and the tier its traffic goes to.
                     if let Some((key, ttl)) = session {
@@ -138,8 +138,9 @@ impl Flight {
         &self,
         cur: &Current,
         verdict: Verdict,
-        actual: Option<u64>,
+        actual: Option<crate::router::Spent>,
     ) -> bool {
+        let actual = actual.map(|s| s.total());
         let Some(cluster) = self.gw.cluster() else {
             return false;
         };

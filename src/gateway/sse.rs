@@ -37,6 +37,14 @@ impl Usage {
         self.total_tokens
             .max(self.prompt_tokens + self.completion_tokens)
     }
+
+    /// As the windows count it: the prompt is input, the rest output.
+    pub fn spent(&self) -> crate::router::Spent {
+        crate::router::Spent {
+            input: self.prompt_tokens,
+            output: self.total().saturating_sub(self.prompt_tokens),
+        }
+    }
 }
 
 #[derive(Debug, Default)]

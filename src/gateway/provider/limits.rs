@@ -74,6 +74,66 @@ fn anthropic_reset(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         .and_then(|d| positive_secs(d.as_secs_f64()))
 }
 
+/// The limits a provider said ran out, each with how long until it
+/// resets: Anthropic's `anthropic-ratelimit-{requests,input-tokens,
+/// output-tokens}-remaining: 0` with their `-reset` times, so that only
+/// the dimension that ran out is held back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Exhausted {
+    requests: Option<Duration>,
+    input: Option<Duration>,
+    output: Option<Duration>,
+}
+
+impl Exhausted {
+    pub fn of(headers: &HeaderMap, now: SystemTime) -> Exhausted {
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        };
+        let kind = |kind: &str| {
+            if get(&format!("anthropic-ratelimit-{kind}-remaining")) != Some("0") {
+                return None;
+            }
+            let wait = get(&format!("anthropic-ratelimit-{kind}-reset"))
+                .and_then(parse_rfc3339)
+                .map(|at| at.duration_since(now).unwrap_or_default())
+                // Said to be used up, with no time: a window's worth at most.
+                .unwrap_or(Duration::from_secs(60));
+            Some(wait.min(Duration::from_secs(60)))
+        };
+        if !headers
+            .keys()
+            .any(|k| k.as_str().starts_with("anthropic-ratelimit-"))
+        {
+            return Exhausted::default();
+        }
+        Exhausted {
+            requests: kind("requests"),
+            input: kind("input-tokens"),
+            output: kind("output-tokens"),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Exhausted::default()
+    }
+
+    /// Each limit that ran out, with how long until it resets.
+    pub fn dims(&self) -> impl Iterator<Item = (crate::router::Dim, Duration)> {
+        use crate::router::Dim;
+        [
+            (Dim::Requests, self.requests),
+            (Dim::Input, self.input),
+            (Dim::Output, self.output),
+        ]
+        .into_iter()
+        .filter_map(|(d, w)| w.map(|w| (d, w)))
+    }
+}
+
 /// `2026-12-01T20:47:03Z`, with optional fractional seconds and a `Z` or
 /// `±hh:mm` offset.
 pub fn parse_rfc3339(v: &str) -> Option<SystemTime> {

@@ -49,7 +49,8 @@ pub(in crate::gateway) async fn producer(
         );
         return Err(Unasked);
     }
-    // Boxed: only requests that name a response wait for Redis.
+    // Boxed: inline, the Redis call would make every Responses request's
+    // future larger, though only those that name a response wait for it.
     match Box::pin(cluster.response_producer(id)).await {
         Ok(found) => Ok(found.map(|(model, deployment)| Producer {
             model: model.into(),

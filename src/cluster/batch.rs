@@ -12,6 +12,11 @@
 //! load, the requests that arrive while a batch is out wait for the next one
 //! (at most one round trip) instead of each paying for its own. Alone, a
 //! request's pick goes at once: nothing waits to fill a batch.
+//!
+//! The lane also carries the response ids the cluster remembers (see
+//! [`super::responses`]): they go at once, those that arrived together in
+//! one script call, since a follow-up may reach another instance as soon
+//! as the client has its answer.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::responses::Note;
 use super::shared::{Applied, DepSpec, ModelKeys, PickRequest, Picked};
 use super::{Cluster, Down, Op, PROBE_HOLD, REDIS_TIMEOUT};
 use redis::aio::ConnectionManager;
@@ -87,6 +93,7 @@ pub(super) struct Lane {
     cluster: usize,
     pub picks: mpsc::UnboundedSender<PickJob>,
     pub ops: mpsc::UnboundedSender<Op>,
+    pub notes: mpsc::UnboundedSender<Note>,
 }
 
 thread_local! {
@@ -107,6 +114,7 @@ impl Cluster {
             let me = self.this.upgrade()?;
             let (picks, picks_rx) = mpsc::unbounded_channel();
             let (ops, ops_rx) = mpsc::unbounded_channel();
+            let (notes, notes_rx) = mpsc::unbounded_channel();
             tokio::spawn(async move {
                 // Made here, so that its connection lives on this runtime.
                 let Ok(con) = ConnectionManager::new_lazy_with_config(
@@ -115,12 +123,16 @@ impl Cluster {
                 ) else {
                     return;
                 };
-                me.run_lane(picks_rx, ops_rx, con).await;
+                // So that the first response id noted is one round trip,
+                // not three (EVALSHA, SCRIPT LOAD, EVALSHA).
+                tokio::spawn(super::responses::preload(con.clone()));
+                me.run_lane(picks_rx, ops_rx, notes_rx, con).await;
             });
             let lane = Lane {
                 cluster: key,
                 picks,
                 ops,
+                notes,
             };
             lanes.push(lane.clone());
             Some(lane)
@@ -141,10 +153,12 @@ impl Cluster {
         self: Arc<Self>,
         mut picks: mpsc::UnboundedReceiver<PickJob>,
         mut ops: mpsc::UnboundedReceiver<Op>,
+        mut notes: mpsc::UnboundedReceiver<Note>,
         con: ConnectionManager,
     ) {
         let mut jobs = Vec::new();
         let mut arrived = Vec::new();
+        let mut noted = Vec::new();
         // In arrival order, with when each arrived.
         let mut pending: Vec<(tokio::time::Instant, Op)> = Vec::new();
         let mut out = FuturesUnordered::new();
@@ -177,6 +191,13 @@ impl Cluster {
                         let all = pending.drain(..).map(|(_, op)| op).collect();
                         out.push(self.clone().write_ops(all, con.clone()).boxed());
                     }
+                }
+                n = notes.recv_many(&mut noted, MAX_OPS) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let all = std::mem::take(&mut noted);
+                    out.push(self.clone().write_notes(all, con.clone()).boxed());
                 }
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                     let all = pending.drain(..).map(|(_, op)| op).collect();

@@ -88,12 +88,14 @@ fn hostname() -> Option<String> {
     None
 }
 
+/// The hash tag of every key of cluster `name` that is not a model's.
+pub(super) fn tag_of(name: &str) -> String {
+    format!("{{sb:{}}}", name.replace('{', "%7B").replace('}', "%7D"))
+}
+
 impl Cluster {
     pub(super) fn tag(&self) -> String {
-        format!(
-            "{{sb:{}}}",
-            self.name.replace('{', "%7B").replace('}', "%7D")
-        )
+        tag_of(&self.name)
     }
 
     fn changes_channel(&self) -> String {

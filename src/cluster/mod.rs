@@ -15,6 +15,7 @@
 mod batch;
 pub mod member;
 mod relay;
+pub mod responses;
 pub mod shared;
 
 use std::collections::HashMap;

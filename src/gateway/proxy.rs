@@ -274,7 +274,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
     let req = &asked.req;
     // A continuation goes where its state is, and nowhere else.
     let pinned = match asked.responses_state() {
-        Some(state) => match door::responses::pin::place(&gw, &mut flight, state) {
+        Some(state) => match door::responses::pin::place(&gw, &mut flight, state).await {
             Ok(p) => p,
             Err(refused) => return *refused,
         },

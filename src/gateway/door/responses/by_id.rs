@@ -1,7 +1,9 @@
 //! `GET` / `DELETE /v1/responses/{id}`, `GET …/{id}/input_items`, `POST
 //! …/{id}/cancel`: asked of the deployment that produced the response,
 //! and of no other. A response the gateway does not know, or whose
-//! producer cannot be asked now, gets OpenAI's 404 saying why.
+//! producer cannot be asked now, gets OpenAI's 404 saying why. In a
+//! cluster the producer may be known to another instance only: then Redis
+//! says who it is (see `memory`).
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
@@ -62,11 +64,27 @@ async fn ask(gw: Gateway, id: String, suffix: &str, request: Request) -> Respons
         Err(e) => return e.into_response(),
     };
     drop(settings);
-    let Some(producer) = gw.shared.responses.producer(&id, gw.now()) else {
-        return not_found(
-            &id,
-            "this gateway did not produce it (or has forgotten it: responses are remembered for 24 hours, and only by the instance that served them)",
-        );
+    let producer = match super::pin::producer(&gw, &id).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            let by = if gw.cluster().is_some() {
+                ", by the whole cluster"
+            } else {
+                ""
+            };
+            let why = format!(
+                "this gateway did not produce it (or has forgotten it: the newest {} responses are remembered for {} hours{by})",
+                super::memory::CAPACITY,
+                super::memory::TTL.as_secs() / 3600,
+            );
+            return not_found(&id, &why);
+        }
+        Err(super::pin::Unasked) => {
+            return not_found(
+                &id,
+                "this instance did not produce it, and Redis, where the cluster remembers which deployment did, cannot be reached now",
+            );
+        }
     };
     let Some(route) = gw.shared.table.load().get(&producer.model).cloned() else {
         return not_found(
@@ -154,7 +172,7 @@ async fn ask(gw: Gateway, id: String, suffix: &str, request: Request) -> Respons
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     if method == Method::DELETE && status.is_success() {
-        gw.shared.responses.forget(&id);
+        super::pin::forget(&gw, &id);
     }
     let mut r = Response::new(Body::from(up.scrub_bytes(bytes)));
     *r.status_mut() = status;

@@ -4,9 +4,18 @@
 //! `CAPACITY`; responses made with `store: false` (Codex's) are not kept,
 //! since no upstream keeps them either.
 //!
-//! This instance's memory only: in a cluster, a follow-up that reaches an
-//! instance that did not see the first response is routed freely (the
-//! upstream then answers for itself).
+//! This is one instance's memory. In a cluster (`[cluster]`) each id is
+//! also written to Redis (`cluster::responses`): a key
+//! `{sb:<name>}:r:<id>` with the same `TTL`, and an index that holds the
+//! newest `CAPACITY` of the whole cluster, the oldest deleted past it. The
+//! write leaves the request's path: the cluster's lane sends it at once,
+//! and it lands about a round trip after the answer. A request that names
+//! a response (`previous_response_id`, `GET` / `DELETE
+//! /v1/responses/{id}`, …) looks here first and asks Redis (one GET) only
+//! when the id is not known here; a DELETE forgets it in both. When Redis
+//! is away, noting is lost for the others and looking up is this memory
+//! alone (said in the debug log): an id unknown here is then treated as
+//! unknown, as without a cluster.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -3,6 +3,9 @@
 //! and only there. When it cannot take the request the client hears why,
 //! as OpenAI answers for a response it does not have; nothing is sent to a
 //! deployment that never saw the conversation.
+//!
+//! Who produced a response is this instance's memory, and in a cluster
+//! also Redis's (see `memory`): noted in both, looked up here first.
 
 use std::sync::Arc;
 
@@ -19,10 +22,63 @@ use crate::gateway::flight::Flight;
 use crate::gateway::upstream::Upstream;
 use crate::router::Unavailable;
 
+/// The cluster could not be asked who produced a response: only this
+/// instance's memory counted.
+pub(in crate::gateway) struct Unasked;
+
+/// Who produced response `id`: this instance's memory, then, when it is
+/// not known here and the gateway is in a cluster, the cluster's (one GET).
+///
+/// What the cluster answers is not copied into this instance's memory: a
+/// DELETE through another instance then holds here too, and a GET costs
+/// less than keeping the copy true.
+pub(in crate::gateway) async fn producer(
+    gw: &Gateway,
+    id: &str,
+) -> Result<Option<Producer>, Unasked> {
+    if let Some(p) = gw.shared.responses.producer(id, gw.now()) {
+        return Ok(Some(p));
+    }
+    let Some(cluster) = gw.cluster() else {
+        return Ok(None);
+    };
+    if !cluster.is_up() {
+        tracing::debug!(
+            id,
+            "response id unknown here, and Redis is away: not asked of the cluster"
+        );
+        return Err(Unasked);
+    }
+    // Boxed: inline, the Redis call would make every Responses request's
+    // future larger, though only those that name a response wait for it.
+    match Box::pin(cluster.response_producer(id)).await {
+        Ok(found) => Ok(found.map(|(model, deployment)| Producer {
+            model: model.into(),
+            deployment: deployment.into(),
+        })),
+        Err(e) => {
+            tracing::debug!(
+                id,
+                "response id unknown here, and the cluster could not be asked: {e}"
+            );
+            Err(Unasked)
+        }
+    }
+}
+
+/// Forgets response `id` here and in the cluster.
+pub(in crate::gateway) fn forget(gw: &Gateway, id: &str) {
+    gw.shared.responses.forget(id);
+    if let Some(cluster) = gw.cluster() {
+        cluster.forget_response(id);
+    }
+}
+
 /// The producer a continuation is held to, if the gateway knows it; a
-/// response it never produced (or has forgotten) is routed freely, and the
-/// upstream answers for itself.
-pub(in crate::gateway) fn place(
+/// response it never produced (or has forgotten, or cannot ask the cluster
+/// about while Redis is away) is routed freely, and the upstream answers
+/// for itself.
+pub(in crate::gateway) async fn place(
     gw: &Gateway,
     flight: &mut Flight,
     state: &State,
@@ -30,7 +86,7 @@ pub(in crate::gateway) fn place(
     let Some(id) = state.previous.as_deref() else {
         return Ok(None);
     };
-    let Some(producer) = gw.shared.responses.producer(id, gw.now()) else {
+    let Ok(Some(producer)) = producer(gw, id).await else {
         return Ok(None);
     };
     if producer.model != flight.route.name {
@@ -58,6 +114,9 @@ pub(in crate::gateway) fn unavailable(
     let state = match (why, flight.last_failure.as_deref()) {
         (_, Some(failure)) => format!("failed: {failure}"),
         (Unavailable::NoneEnabled, _) => "is disabled".to_string(),
+        (Unavailable::Exhausted, _) if disabled(flight, &producer.deployment) => {
+            "is disabled".to_string()
+        }
         (Unavailable::RateLimited { retry_after }, _) => format!(
             "is rate limited for {:.0}s more",
             retry_after.as_secs_f64().ceil()
@@ -70,6 +129,18 @@ pub(in crate::gateway) fn unavailable(
         producer.deployment
     );
     refuse(flight, id, &why)
+}
+
+/// Whether deployment `name` is disabled. With the others set aside and
+/// still enabled, a disabled producer leaves the pick nothing to try
+/// (`Exhausted`, not `NoneEnabled`).
+fn disabled(flight: &Flight, name: &str) -> bool {
+    let now = flight.gw.now();
+    let mut state = flight.route.lock();
+    let Some(i) = state.upstreams.iter().position(|u| &*u.name == name) else {
+        return false;
+    };
+    state.pool.status(i, now).state == crate::router::State::Disabled
 }
 
 fn refuse(flight: &mut Flight, id: &str, why: &str) -> Response {
@@ -113,6 +184,15 @@ pub(in crate::gateway) fn note(
     id: &str,
 ) {
     if asked.responses_state().is_some_and(|s| s.stored) {
+        if let Some(cluster) = gw.cluster() {
+            cluster.remember_response(
+                id,
+                &flight.route.name,
+                &up.name,
+                super::memory::TTL,
+                super::memory::CAPACITY,
+            );
+        }
         let producer = Producer {
             model: flight.route.name.clone(),
             deployment: up.name.clone(),

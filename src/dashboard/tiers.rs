@@ -95,6 +95,9 @@ mod tests {
             spilling_to: None,
             fallbacks: Vec::new(),
             affinity: Affinity::Session,
+            queue: Default::default(),
+            headroom: None,
+            headroom_by_tier: Vec::new(),
         }
     }
 

@@ -60,6 +60,15 @@ fn worse(a: Unavailable, b: Unavailable) -> Unavailable {
 
 impl Flight {
     /// The model the client asked for.
+    /// Back to the model asked for, as if nothing had been tried (a
+    /// request that waited for room starts over).
+    pub(super) fn back_to_origin(&mut self) {
+        if let Some(chain) = self.chain.take() {
+            self.route = chain.origin;
+        }
+        self.skip_incapable();
+    }
+
     pub(super) fn origin(&self) -> &Arc<ModelRoute> {
         self.chain.as_ref().map_or(&self.route, |c| &c.origin)
     }

@@ -71,6 +71,23 @@ pub struct ModelView {
     pub fallbacks: Vec<String>,
     #[serde(default = "session_affinity")]
     pub affinity: crate::config::Affinity,
+    /// Requests waiting for room.
+    #[serde(default)]
+    pub queue: QueueView,
+    /// The share of the admissible token capacity the current rate
+    /// leaves (0 to 1); null when no deployment has a token limit.
+    #[serde(default)]
+    pub headroom: Option<f64>,
+    /// The same per tier, best first.
+    #[serde(default)]
+    pub headroom_by_tier: Vec<crate::router::capacity::TierHeadroom>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct QueueView {
+    pub length: usize,
+    /// How long the first in line has waited; null when nobody waits.
+    pub oldest_ms: Option<u64>,
 }
 
 fn session_affinity() -> crate::config::Affinity {
@@ -101,6 +118,30 @@ pub struct DeploymentView {
     pub enabled: bool,
     pub tpm_limit: Option<u64>,
     pub tpm_used: u64,
+    #[serde(default)]
+    pub rpm_limit: Option<u64>,
+    #[serde(default)]
+    pub rpm_used: u64,
+    #[serde(default)]
+    pub input_tpm_limit: Option<u64>,
+    #[serde(default)]
+    pub input_tpm_used: u64,
+    #[serde(default)]
+    pub output_tpm_limit: Option<u64>,
+    #[serde(default)]
+    pub output_tpm_used: u64,
+    #[serde(default)]
+    pub max_in_flight: Option<u64>,
+    #[serde(default)]
+    pub in_flight: u64,
+    /// The limit it is at now (`tokens`, `requests`, `slice`, `input`,
+    /// `output`, `in_flight`), if any.
+    #[serde(default)]
+    pub limited_by: Option<crate::router::Dim>,
+    /// Seconds until a limit is reached at the current rate; null when
+    /// none will be at this rate.
+    #[serde(default)]
+    pub forecast_full_s: Option<f64>,
     /// Its tier: lower is tried first.
     #[serde(default = "default_priority")]
     pub priority: u32,
@@ -145,6 +186,16 @@ fn view(up: &Upstream, s: SlotStatus) -> DeploymentView {
         enabled: s.enabled,
         tpm_limit: s.tpm_limit,
         tpm_used: s.tpm_used,
+        rpm_limit: s.rpm_limit,
+        rpm_used: s.rpm_used,
+        input_tpm_limit: s.input_tpm_limit,
+        input_tpm_used: s.input_tpm_used,
+        output_tpm_limit: s.output_tpm_limit,
+        output_tpm_used: s.output_tpm_used,
+        max_in_flight: s.max_in_flight,
+        in_flight: s.in_flight,
+        limited_by: s.limited_by,
+        forecast_full_s: s.forecast_full_s.map(|f| (f * 10.0).round() / 10.0),
         priority: s.priority,
         pinned_sessions: s.pinned_sessions,
         state: s.state,
@@ -232,8 +283,16 @@ impl Gateway {
                     .zip(statuses)
                     .map(|(i, status)| view(&state.upstreams[i], status))
                     .collect();
+                let (headroom, headroom_by_tier) = state.pool.headroom(now);
+                let (length, oldest) = route.queue.snapshot();
                 let policy = &state.policy;
                 ModelView {
+                    queue: QueueView {
+                        length,
+                        oldest_ms: oldest.map(|d| d.as_millis() as u64),
+                    },
+                    headroom: headroom.map(|h| (h * 1000.0).round() / 1000.0),
+                    headroom_by_tier,
                     name: route.name.to_string(),
                     last_minute: Rates::default(),
                     deployments,
@@ -351,6 +410,7 @@ impl Gateway {
         let changed = route.lock().pool.set_enabled(index, enabled);
         if changed {
             self.publish_enabled(&route.name, &name, enabled);
+            route.queue.kick();
         }
         tracing::info!(model, deployment, enabled, "deployment toggled");
         Ok(changed)
@@ -512,7 +572,7 @@ impl Gateway {
             );
             state.pool.set_priority(index, upstream.config.priority);
             state.upstreams.push(upstream.clone());
-            route.note_stickiness(&state);
+            route.note_shape(&state);
             let status = state.pool.status(index, now);
             view(&upstream, status)
         };

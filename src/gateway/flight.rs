@@ -69,6 +69,8 @@ pub(super) struct Flight {
     /// Where the request goes once its model has nothing left; set up by
     /// the first fallback (see `chain`).
     pub(super) chain: Option<Box<super::chain::Chain>>,
+    /// How long it waited for room, when it did.
+    pub(super) queued: Option<Duration>,
 }
 
 pub(super) struct Current {
@@ -114,6 +116,7 @@ impl Flight {
             finished: false,
             session: None,
             chain: None,
+            queued: None,
         };
         flight.skip_incapable();
         flight
@@ -150,6 +153,7 @@ impl Flight {
             // No verdict on its health; a probe it was is left to the next request.
             state.pool.record(cur.index, now, Verdict::Abandoned);
             drop(state);
+            self.route.queue.kick();
             self.share_verdict(&cur, Verdict::Abandoned, Some(Spent::default()));
         }
         self.withdrawn += 1;
@@ -308,6 +312,9 @@ impl Flight {
             }
             state.pool.record(cur.index, now, verdict)
         };
+        if tokens.is_some() {
+            self.route.queue.kick();
+        }
         let actual = match tokens {
             Some(Tokens::Actual(a)) => Some(a),
             _ => None,
@@ -340,6 +347,7 @@ impl Flight {
             state.pool.settle(cur.index, now, cur.reservation, spent);
             state.pool.end(cur.index);
             drop(state);
+            self.route.queue.kick();
             self.share_settle(&cur, spent.total());
         }
     }
@@ -533,6 +541,7 @@ impl Flight {
                 .headers_mut()
                 .insert(X_ATTEMPTS, super::proxy::attempts_value(attempts));
         }
+        self.mark(&mut response);
         response
     }
 
@@ -557,6 +566,7 @@ impl Flight {
         if self.endpoint == Endpoint::Messages {
             super::door::messages::error::no_retry(&mut response);
         }
+        self.mark(&mut response);
         response
     }
 
@@ -591,6 +601,7 @@ impl Drop for Flight {
         // its last byte): its place in flight frees now, its estimate stays.
         if let Some(cur) = self.answered.take() {
             self.route.lock().pool.end(cur.index);
+            self.route.queue.kick();
         }
         // The client left (the handler future or the response body was dropped).
         if self.current.is_some() {

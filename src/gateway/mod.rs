@@ -24,6 +24,8 @@ mod named;
 mod probe;
 pub mod provider;
 mod proxy;
+mod queue;
+mod ratelimit;
 mod refusal;
 mod relay;
 mod reload;
@@ -35,6 +37,7 @@ pub mod sse;
 pub mod stats;
 pub mod testing;
 pub mod upstream;
+mod waiting;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -158,6 +161,10 @@ pub struct ModelRoute {
     /// Sessions may stick: affinity is on and there is more than one
     /// deployment to stick to. Read on every request, before any lock.
     sticky: AtomicBool,
+    /// Some deployment has a limit. Read on every answer.
+    limited: AtomicBool,
+    /// Requests waiting for room.
+    queue: queue::Queue,
     state: Mutex<ModelState>,
 }
 
@@ -180,6 +187,7 @@ pub(crate) struct ModelPolicy {
     pub report_served_model: bool,
     pub affinity: crate::config::Affinity,
     pub affinity_ttl: Duration,
+    pub queueing: crate::config::Queueing,
 }
 
 impl From<&crate::config::ModelConfig> for ModelPolicy {
@@ -192,6 +200,7 @@ impl From<&crate::config::ModelConfig> for ModelPolicy {
             report_served_model: m.report_served_model,
             affinity: m.affinity,
             affinity_ttl: m.affinity_ttl,
+            queueing: m.queueing,
         }
     }
 }
@@ -214,6 +223,8 @@ impl ModelRoute {
             header_value: upstream::header_safe(&model.name),
             falling_back: AtomicBool::new(false),
             sticky: AtomicBool::new(false),
+            limited: AtomicBool::new(false),
+            queue: queue::Queue::default(),
             state: Mutex::new(ModelState {
                 pool,
                 upstreams,
@@ -221,19 +232,31 @@ impl ModelRoute {
                 fell_back_to: Vec::new(),
             }),
         })
-        .with_stickiness()
+        .with_shape()
     }
 
-    /// Sets `sticky` from the state (after any change of deployments or policy).
-    fn note_stickiness(&self, state: &ModelState) {
+    /// Sets `sticky` and `limited` from the state (after any change of
+    /// deployments or policy).
+    fn note_shape(&self, state: &ModelState) {
         let sticky = state.policy.affinity == crate::config::Affinity::Session
             && state.pool.live().nth(1).is_some();
         self.sticky.store(sticky, Ordering::Relaxed);
+        let limited = state
+            .pool
+            .live()
+            .any(|i| *state.pool.limits(i) != crate::router::Limits::default());
+        self.limited.store(limited, Ordering::Relaxed);
     }
 
-    fn with_stickiness(self: Arc<Self>) -> Arc<Self> {
+    /// Whether any deployment has a limit: its answers then say what the
+    /// model has left (`x-ratelimit-*`).
+    fn limited(&self) -> bool {
+        self.limited.load(Ordering::Relaxed)
+    }
+
+    fn with_shape(self: Arc<Self>) -> Arc<Self> {
         let state = self.lock();
-        self.note_stickiness(&state);
+        self.note_shape(&state);
         drop(state);
         self
     }

@@ -17,13 +17,14 @@ pub(super) use super::attempt::{Attempted, Tokens};
 use super::attempt::{ServerTimeouts, attempt, far, outcome_summary, scrubbed};
 use super::door::{self, Asked};
 use super::error::ApiError;
-pub(super) use super::flight::Flight;
+use super::flight::Flight;
 use super::flight::Passback;
 use super::provider::Decoder;
 use super::refusal;
 use super::relay::Relay;
 use super::request::{self, Endpoint, Inspected};
 use super::upstream::Upstream;
+pub(super) use super::waiting::Waited;
 use super::{Gateway, auth};
 use crate::events::{AttemptOutcome, RequestOutcome};
 use crate::router::{Unavailable, Verdict};
@@ -280,6 +281,14 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
         },
         None => None,
     };
+    let origin = flight.route.clone();
+    let mut place = None;
+    if !origin.queue.is_empty()
+        && pinned.is_none()
+        && let Err(why) = Box::pin(flight.line_up(&origin, &mut place)).await
+    {
+        return flight.give_up(why);
+    }
     loop {
         let picked = match &cluster {
             None => flight.pick(),
@@ -288,7 +297,12 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
             Some(c) => Box::pin(flight.pick_in_cluster(c)).await,
         };
         let mut upstream = match picked {
-            Ok(up) => up,
+            Ok(up) => {
+                if place.is_some() {
+                    flight.admitted(&mut place);
+                }
+                up
+            }
             Err(why) => {
                 if let Some(p) = &pinned {
                     return door::responses::pin::unavailable(&mut flight, p, why);
@@ -296,7 +310,12 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 if flight.fall_back(why, deadline) {
                     continue;
                 }
-                return flight.give_up(why);
+                // Boxed: waiting is rare, and inline it would make every
+                // request's future larger to move.
+                match Box::pin(flight.wait_for_room(&origin, &mut place, why)).await {
+                    Waited::Again => continue,
+                    Waited::No(why) => return flight.give_up(why),
+                }
             }
         };
         let attempted = attempt(&gw, &flight, &upstream, &asked, deadline, timeouts).await;
@@ -397,6 +416,7 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 if client_error && endpoint == Endpoint::Messages {
                     door::messages::error::no_retry(&mut response);
                 }
+                flight.mark(&mut response);
                 return response;
             }
             Attempted::Streaming {
@@ -427,8 +447,9 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                 {
                     door::responses::pin::note(&gw, &asked, &flight, &upstream, id);
                 }
+                let marks = flight.marks();
                 let relay = Relay::new(flight, first, rest, decoder, deadline);
-                return respond(
+                let mut response = respond(
                     status,
                     &headers,
                     Body::from_stream(relay),
@@ -436,6 +457,10 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     attempts,
                     &served,
                 );
+                if let Some(marks) = marks {
+                    marks.apply(&mut response);
+                }
+                return response;
             }
             Attempted::NotOffered {
                 status,

@@ -256,7 +256,7 @@ impl Gateway {
                 changes.push(format!("{}/{} removed", model.name, name));
                 events.push((name, DeploymentChange::Removed));
             }
-            route.note_stickiness(&state);
+            route.note_shape(&state);
         }
         for (deployment, change) in events {
             self.publish_change(route.name.clone(), deployment, change);

@@ -106,7 +106,7 @@ impl From<u64> for Need {
 pub type Spent = Need;
 
 /// One of a deployment's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Dim {
     Tokens,
@@ -331,6 +331,25 @@ impl Meter {
             note(Some(0.0));
         }
         soonest
+    }
+
+    /// Requests in the window, and when it is whole again.
+    pub fn requests_left(&mut self, now: Duration) -> (u64, Duration) {
+        (self.requests.used(now), self.requests.time_until_empty(now))
+    }
+
+    /// Tokens counted against `limits`' token capacity (`tpm`, else input
+    /// and output together), and when that window is whole again.
+    pub fn tokens_left(&mut self, now: Duration, limits: &Limits) -> (u64, Duration) {
+        if limits.tpm.is_some() {
+            return (self.tokens.used(now), self.tokens.time_until_empty(now));
+        }
+        let used = self.input.used(now) + self.output.used(now);
+        let reset = self
+            .input
+            .time_until_empty(now)
+            .max(self.output.time_until_empty(now));
+        (used, reset)
     }
 
     /// Tokens a second lately (see [`TpmWindow::rate`]).

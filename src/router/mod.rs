@@ -23,6 +23,7 @@
 //!   in sessions ([`affinity`]).
 
 pub mod affinity;
+pub mod capacity;
 pub mod health;
 pub mod limits;
 pub(crate) mod pick;

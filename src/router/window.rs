@@ -180,6 +180,21 @@ impl TpmWindow {
         Duration::from_secs(head + span).saturating_sub(now)
     }
 
+    /// How long until everything counted now has left the window (the
+    /// window is whole again).
+    pub fn time_until_empty(&mut self, now: Duration) -> Duration {
+        let head = self.advance(now);
+        if self.total == 0 {
+            return Duration::ZERO;
+        }
+        // The newest second with a count leaves last.
+        let newest = (0..WINDOW_SECS)
+            .map_while(|k| head.checked_sub(k))
+            .find(|&s| self.buckets[(s % WINDOW_SECS) as usize] > 0)
+            .unwrap_or(head);
+        Duration::from_secs(newest + WINDOW_SECS).saturating_sub(now)
+    }
+
     /// The recent rate per second: the complete seconds of the window,
     /// each weighing less the older it is (a 15 s time constant), so a
     /// change of load shows within seconds while one busy second does not

@@ -21,7 +21,9 @@ case "$DOOR" in
   messages-translated) PATH_=/v1/messages ;;
 esac
 $SB mock-upstream --listen 127.0.0.1:18620 --provider "$MOCK_PROVIDER" > mock.log 2>&1 & MOCK=$!
-printf "[server]\nlisten = \"127.0.0.1:18621\"\nworkers = 1\n[[models]]\nname = \"bench-model\"\n[[models.deployments]]\nname = \"mock\"\n${PROVIDER}api_base = \"$BASE\"\nmodel_id = \"bench-model\"\ntpm_limit = 100000000\n" > cfg.toml
+# LIMITS=0: no tpm_limit (a model with no limit: no x-ratelimit-* headers).
+TPM='tpm_limit = 100000000\n'; [ "${LIMITS:-1}" = 0 ] && TPM=''
+printf "[server]\nlisten = \"127.0.0.1:18621\"\nworkers = 1\n[[models]]\nname = \"bench-model\"\n[[models.deployments]]\nname = \"mock\"\n${PROVIDER}api_base = \"$BASE\"\nmodel_id = \"bench-model\"\n${TPM}" > cfg.toml
 # DEPLOYMENTS=2: a second deployment (the same mock), so that a session has
 # a choice to stick to.
 [ "${DEPLOYMENTS:-1}" = 2 ] && printf '[[models.deployments]]\nname = "mock2"\napi_base = "http://127.0.0.1:18620/v1"\nmodel_id = "bench-model"\ntpm_limit = 100000000\n' >> cfg.toml

@@ -15,15 +15,13 @@ const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-rema
 const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
 const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
 const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
-const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
-const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
 pub(super) const QUEUED_MS: HeaderName = HeaderName::from_static("x-switchboard-queued-ms");
 
 impl Flight {
     /// What the client should know about the model's room, when there is
     /// something to say.
     #[inline]
-    pub(super) fn marks(&self) -> Option<Box<Marks>> {
+    pub(super) fn marks(&self) -> Option<Marks> {
         if self.queued.is_some() || self.origin().limited() {
             Some(self.room_marks())
         } else {
@@ -40,65 +38,65 @@ impl Flight {
     }
 
     #[cold]
-    fn room_marks(&self) -> Box<Marks> {
-        let mut marks = Box::<Marks>::default();
-        if let Some(queued) = self.queued {
-            marks
-                .set
-                .push((QUEUED_MS, HeaderValue::from(queued.as_millis() as u64)));
-        }
+    fn room_marks(&self) -> Marks {
+        let mut marks = Marks {
+            queued: self.queued.map(|q| HeaderValue::from(q.as_millis() as u64)),
+            ..Marks::default()
+        };
         let origin = self.origin();
-        if !origin.limited() {
-            return marks;
-        }
-        let now = self.gw.now();
-        let room = origin.lock().pool.remaining(now);
-        // The upstream's own figures are one deployment's; the model's
-        // replace them, or go when the model has no such limit.
-        for (room, remaining, reset, limit) in [
-            (
-                room.requests,
-                REMAINING_REQUESTS,
-                RESET_REQUESTS,
-                LIMIT_REQUESTS,
-            ),
-            (room.tokens, REMAINING_TOKENS, RESET_TOKENS, LIMIT_TOKENS),
-        ] {
-            marks.remove.push(limit);
-            match room {
-                Some(Room {
-                    remaining: left,
-                    reset: at,
-                }) => {
-                    marks.set.push((remaining, HeaderValue::from(left)));
-                    marks.set.push((reset, go_duration(at)));
-                }
-                None => {
-                    marks.remove.push(remaining);
-                    marks.remove.push(reset);
-                }
-            }
+        if origin.limited() {
+            let now = self.gw.now();
+            let room = origin.lock().pool.remaining(now);
+            let values = |r: Room| [HeaderValue::from(r.remaining), reset(r.reset)];
+            marks.requests = room.requests.map(values);
+            marks.tokens = room.tokens.map(values);
         }
         marks
     }
 }
 
-/// Headers to set on an answer, and the upstream's to take off.
+/// Headers to add to an answer: the wait, and the model's room in each
+/// kind of limit it has (remaining, reset). The upstream's own
+/// `x-ratelimit-*` never reach the client: they speak for one deployment.
 #[derive(Debug, Default)]
 pub(super) struct Marks {
-    set: Vec<(HeaderName, HeaderValue)>,
-    remove: Vec<HeaderName>,
+    queued: Option<HeaderValue>,
+    requests: Option<[HeaderValue; 2]>,
+    tokens: Option<[HeaderValue; 2]>,
 }
 
 impl Marks {
     pub(super) fn apply(self, response: &mut Response) {
         let headers = response.headers_mut();
-        for name in &self.remove {
-            headers.remove(name);
+        if let Some(v) = self.queued {
+            headers.insert(QUEUED_MS, v);
         }
-        for (name, value) in self.set {
-            headers.insert(name, value);
+        if let Some([remaining, reset]) = self.requests {
+            headers.insert(REMAINING_REQUESTS, remaining);
+            headers.insert(RESET_REQUESTS, reset);
         }
+        if let Some([remaining, reset]) = self.tokens {
+            headers.insert(REMAINING_TOKENS, remaining);
+            headers.insert(RESET_TOKENS, reset);
+        }
+    }
+}
+
+/// A window's reset, in whole seconds rounded up (the windows count whole
+/// seconds), from a table for the minute a window spans: no formatting on
+/// an answer's path.
+fn reset(d: Duration) -> HeaderValue {
+    const SECONDS: [&str; 61] = [
+        "0s", "1s", "2s", "3s", "4s", "5s", "6s", "7s", "8s", "9s", "10s", "11s", "12s", "13s",
+        "14s", "15s", "16s", "17s", "18s", "19s", "20s", "21s", "22s", "23s", "24s", "25s", "26s",
+        "27s", "28s", "29s", "30s", "31s", "32s", "33s", "34s", "35s", "36s", "37s", "38s", "39s",
+        "40s", "41s", "42s", "43s", "44s", "45s", "46s", "47s", "48s", "49s", "50s", "51s", "52s",
+        "53s", "54s", "55s", "56s", "57s", "58s", "59s", "1m0s",
+    ];
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    match SECONDS.get(secs as usize) {
+        Some(text) => HeaderValue::from_static(text),
+        None => go_duration(Duration::from_secs(secs)),
     }
 }
 
@@ -143,6 +141,9 @@ mod tests {
         assert_eq!(d(1500), "1.5s");
         assert_eq!(d(360_000), "6m0s");
         assert_eq!(d(3_723_040), "1h2m3.04s");
+        assert_eq!(reset(Duration::from_millis(1)), "1s");
+        assert_eq!(reset(Duration::from_millis(59_001)), "1m0s");
+        assert_eq!(reset(Duration::from_secs(61)), "1m1s");
         // And the gateway's own reader takes them back.
         for ms in [250, 1000, 1500, 360_000, 59_999] {
             let text = d(ms);

@@ -4,7 +4,9 @@
 //! OpenAI or Azure OpenAI. It answers like they do (shapes, usage, SSE
 //! frames, error bodies, rate-limit headers) and can misbehave on demand
 //! through a [`Mode`]: fail with any status, hang, send garbage, reset the
-//! connection, cut a stream.
+//! connection, cut a stream. It enforces the capacity limits providers do
+//! (tokens, requests per minute and per slice, input and output tokens,
+//! requests in flight; see `limits`), each with its provider's 429.
 //!
 //! It sits in load benchmarks, so the hot path takes no lock across an
 //! await, logs nothing per request and builds its JSON without a DOM.

@@ -188,8 +188,9 @@ impl Limits {
         }
     }
 
-    /// Counts `need` in every window when it fits them all.
-    pub(super) fn admit(&self, need: Need) -> Result<Admitted, Refused> {
+    /// Counts `need` in every window when it fits them all. A refusal is
+    /// boxed: it carries every gauge, and it is the rare path.
+    pub(super) fn admit(&self, need: Need) -> Result<Admitted, Box<Refused>> {
         let Some(windows) = &self.windows else {
             return Ok(Admitted::default());
         };
@@ -312,7 +313,7 @@ impl Windows {
         &mut self,
         need: Need,
         now: Instant,
-    ) -> Result<(Gauges, Option<Reservation>), Refused> {
+    ) -> Result<(Gauges, Option<Reservation>), Box<Refused>> {
         let mut too_large = false;
         let mut check = |window: Option<&mut TokenWindow>, n: u64| {
             window.map(|w| {
@@ -356,7 +357,7 @@ impl Windows {
                     }
                 })
             };
-            return Err(Refused {
+            return Err(Box::new(Refused {
                 dim,
                 gauges: Gauges {
                     tokens: left(tokens, need.tokens),
@@ -375,7 +376,7 @@ impl Windows {
                     .filter(|_| slice.is_some_and(|g| g.refused))
                     .map(|(per, s, _)| (*per, *s)),
                 max_in_flight: None,
-            });
+            }));
         }
         let record = |window: Option<&mut TokenWindow>, n: u64| {
             window.map(|w| {

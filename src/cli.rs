@@ -71,7 +71,8 @@ enum Command {
         config: PathBuf,
     },
     /// A simulated OpenAI-compatible upstream for demos, tests and benchmarks.
-    MockUpstream(MockOptions),
+    // Boxed: its many options would make every other command as large.
+    MockUpstream(Box<MockOptions>),
     /// The dashboard on a gateway that runs elsewhere, through its admin API.
     Attach {
         /// The gateway: `http://HOST:PORT` or `https://…` (a `/v1` or `/admin` path is taken off).
@@ -101,7 +102,7 @@ pub fn main() -> ExitCode {
         Some(Command::Init { file }) => init(&file),
         Some(Command::Check { config }) => check(&config),
         Some(Command::MockUpstream(opts)) => {
-            runtime().and_then(|rt| rt.block_on(mock_upstream::run(opts)))
+            runtime().and_then(|rt| rt.block_on(mock_upstream::run(*opts)))
         }
         Some(Command::Attach { url, admin_key }) => attach(&url, admin_key.as_deref()),
     };

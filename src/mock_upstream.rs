@@ -4,7 +4,9 @@
 //! OpenAI or Azure OpenAI. It answers like they do (shapes, usage, SSE
 //! frames, error bodies, rate-limit headers) and can misbehave on demand
 //! through a [`Mode`]: fail with any status, hang, send garbage, reset the
-//! connection, cut a stream.
+//! connection, cut a stream. It enforces the capacity limits providers do
+//! (tokens, requests per minute and per slice, input and output tokens,
+//! requests in flight; see `limits`), each with its provider's 429.
 //!
 //! It sits in load benchmarks, so the hot path takes no lock across an
 //! await, logs nothing per request and builds its JSON without a DOM.
@@ -19,6 +21,7 @@ mod bedrock;
 mod body;
 mod dates;
 mod handler;
+mod limits;
 mod openai;
 mod refusal;
 mod server;
@@ -56,6 +59,30 @@ pub struct MockOptions {
     /// Tokens per minute this upstream serves before it answers 429.
     #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u64).range(1..))]
     pub tpm_limit: Option<u64>,
+    /// Requests per minute (a sliding 60 s window) before it answers 429.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rpm_limit: Option<u64>,
+    /// Also enforce --rpm-limit in slices of 1 or 10 s, as Azure does: at
+    /// most N x SECONDS / 60 requests (rounded down, at least 1) in any
+    /// span of SECONDS.
+    #[arg(long, value_name = "SECONDS", requires = "rpm_limit", value_parser = parse_slice)]
+    pub rpm_slice_s: Option<u64>,
+    /// Input (prompt) tokens per minute before it answers 429.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub input_tpm_limit: Option<u64>,
+    /// Output tokens per minute before it answers 429: max_tokens reserved
+    /// at admission, corrected to what was written when the answer ends.
+    #[arg(long, value_name = "TOKENS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub output_tpm_limit: Option<u64>,
+    /// Requests served at once (a stream until its last byte or until its
+    /// client leaves); the next one is answered 429 at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_in_flight: Option<u64>,
+    /// Every window (tokens, requests, slice, input, output) forgets what
+    /// it counted this much before its span is up: room for a gateway whose
+    /// clock and counting granularity differ from the mock's (0: exact).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub limit_grace_ms: u64,
     /// Require "Authorization: Bearer KEY" or "api-key: KEY" (else 401).
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
@@ -137,6 +164,12 @@ impl MockOptions {
             chunk_delay_ms: 0,
             fail_rate: 0.0,
             tpm_limit: None,
+            rpm_limit: None,
+            rpm_slice_s: None,
+            input_tpm_limit: None,
+            output_tpm_limit: None,
+            max_in_flight: None,
+            limit_grace_ms: 0,
             api_key: None,
             model: None,
             seed: None,
@@ -159,10 +192,32 @@ impl MockOptions {
                 self.fail_rate
             ));
         }
-        if self.tpm_limit == Some(0) {
-            return Err("tpm_limit must be greater than 0".to_string());
+        for (name, limit) in [
+            ("tpm_limit", self.tpm_limit),
+            ("rpm_limit", self.rpm_limit),
+            ("input_tpm_limit", self.input_tpm_limit),
+            ("output_tpm_limit", self.output_tpm_limit),
+            ("max_in_flight", self.max_in_flight),
+        ] {
+            if limit == Some(0) {
+                return Err(format!("{name} must be greater than 0"));
+            }
         }
-        Ok(())
+        match (self.rpm_slice_s, self.rpm_limit) {
+            (Some(s), _) if s != 1 && s != 10 => {
+                Err(format!("rpm_slice_s must be 1 or 10, not {s}"))
+            }
+            (Some(_), None) => Err("rpm_slice_s needs rpm_limit".to_string()),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn parse_slice(s: &str) -> Result<u64, String> {
+    match s {
+        "1" => Ok(1),
+        "10" => Ok(10),
+        _ => Err(format!("`{s}` is not 1 or 10")),
     }
 }
 
@@ -243,10 +298,11 @@ pub enum Mode {
 ///
 /// `requests` counts API requests (`/v1/...`, not `/health` or `/mock/...`).
 /// Each answered one lands in exactly one of `ok` (2xx headers sent, even
-/// when a mode then spoils the body), `rate_limited` (429) or `errors` (any
-/// other status, or a reset before the headers); a hung request lands in
-/// none. Token counts are those of admitted requests, as the TPM window
-/// counts them.
+/// when a mode then spoils the body), `rate_limited` (429, whatever sent
+/// it: a limit or `Mode::Fail`) or `errors` (any other status, or a reset
+/// before the headers); a hung request lands in none. Token counts are
+/// those of admitted requests, as the TPM window counts them.
+/// `rate_limited_by` says which of the mock's own limits sent its 429s.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MockStats {
     pub requests: u64,
@@ -270,6 +326,31 @@ pub struct MockStats {
     /// and `anthropic-version` among them.
     #[serde(default)]
     pub last_headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub rate_limited_by: RateLimitedBy,
+    /// Requests being served now (streams until their last byte).
+    #[serde(default)]
+    pub in_flight: u64,
+    /// The most requests ever served at once, counted with or without
+    /// `--max-in-flight`.
+    #[serde(default)]
+    pub max_in_flight_seen: u64,
+}
+
+/// The 429s the mock's limits sent, by limit. A request over several
+/// limits at once counts under each; `Mode::Fail` 429s count under none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RateLimitedBy {
+    /// `--tpm-limit`.
+    pub tokens: u64,
+    /// `--rpm-limit`, its slice included.
+    pub requests: u64,
+    /// `--input-tpm-limit`.
+    pub input: u64,
+    /// `--output-tpm-limit`.
+    pub output: u64,
+    /// `--max-in-flight`.
+    pub in_flight: u64,
 }
 
 /// A running mock; dropping it stops the server and its connections.
@@ -425,8 +506,31 @@ mod tests {
             "--usage-in-finish-chunk",
             "--without",
             "embeddings,completions",
+            "--rpm-limit",
+            "600",
+            "--rpm-slice-s",
+            "10",
+            "--input-tpm-limit",
+            "4000",
+            "--output-tpm-limit",
+            "800",
+            "--max-in-flight",
+            "8",
+            "--limit-grace-ms",
+            "1500",
         ])
         .unwrap();
+        assert_eq!(
+            (
+                o.rpm_limit,
+                o.rpm_slice_s,
+                o.input_tpm_limit,
+                o.output_tpm_limit,
+                o.max_in_flight,
+                o.limit_grace_ms
+            ),
+            (Some(600), Some(10), Some(4000), Some(800), Some(8), 1500)
+        );
         assert!(o.usage_in_finish_chunk);
         assert_eq!(
             o.without,
@@ -453,6 +557,40 @@ mod tests {
         assert!(parse(&["--listen", "127.0.0.1:0", "--fail-rate", "1.5"]).is_err());
         assert!(parse(&["--listen", "127.0.0.1:0", "--fail-rate", "x"]).is_err());
         assert!(parse(&["--listen", "127.0.0.1:0", "--tpm-limit", "0"]).is_err());
+        for flag in [
+            "--rpm-limit",
+            "--input-tpm-limit",
+            "--output-tpm-limit",
+            "--max-in-flight",
+        ] {
+            assert!(
+                parse(&["--listen", "127.0.0.1:0", flag, "0"]).is_err(),
+                "{flag}"
+            );
+        }
+        let slice = |s: &str| {
+            parse(&[
+                "--listen",
+                "127.0.0.1:0",
+                "--rpm-limit",
+                "60",
+                "--rpm-slice-s",
+                s,
+            ])
+        };
+        assert_eq!(slice("1").unwrap().rpm_slice_s, Some(1));
+        assert!(slice("5").is_err(), "slices are 1 or 10 s");
+        assert!(
+            parse(&["--listen", "127.0.0.1:0", "--rpm-slice-s", "10"]).is_err(),
+            "a slice needs --rpm-limit"
+        );
+        let mut o = MockOptions::new("127.0.0.1:0".parse().unwrap());
+        o.rpm_slice_s = Some(10);
+        assert!(o.validate().is_err(), "in code too");
+        o.rpm_limit = Some(60);
+        assert!(o.validate().is_ok());
+        o.rpm_slice_s = Some(3);
+        assert!(o.validate().is_err());
     }
 
     #[test]

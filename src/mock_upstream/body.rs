@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use super::limits::{Settle, Slot};
+
 /// How the body ends once its frames are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum End {
@@ -43,6 +45,11 @@ pub(super) struct MockBody {
     /// An abort first yields once so hyper flushes what it has buffered:
     /// the frames before the cut must reach the client.
     abort_flushed: bool,
+    /// The request's in-flight slot and output reservation: they end with
+    /// the body, which hyper drops after the last frame or when the
+    /// client leaves (see `limits`).
+    slot: Option<Slot>,
+    settle: Option<Settle>,
 }
 
 /// The delay between frames (none before the first).
@@ -188,7 +195,19 @@ impl MockBody {
             end,
             pacing: None,
             abort_flushed: false,
+            slot: None,
+            settle: None,
         }
+    }
+
+    /// Keeps the request in flight until the body ends.
+    pub(super) fn hold_slot(&mut self, slot: Option<Slot>) {
+        self.slot = slot;
+    }
+
+    /// Corrects the output reservation when the body ends.
+    pub(super) fn hold_settle(&mut self, settle: Option<Settle>) {
+        self.settle = settle;
     }
 }
 

@@ -43,6 +43,16 @@ pub(crate) fn rfc3339(at: SystemTime) -> String {
     )
 }
 
+/// The same, rounded up to the next whole second: a reset time that a
+/// client waits for must not come before the moment it means.
+pub(crate) fn rfc3339_ceil(at: SystemTime) -> String {
+    let since = at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let up = Duration::from_secs(since.as_secs() + u64::from(since.subsec_nanos() > 0));
+    rfc3339(SystemTime::UNIX_EPOCH + up)
+}
+
 /// A UTC date and time as a `SystemTime` (None before 1970).
 pub(crate) fn utc(y: i64, m: i64, d: i64, hh: i64, mm: i64, ss: i64) -> Option<SystemTime> {
     let secs = days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss;
@@ -60,6 +70,11 @@ mod tests {
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_158_023);
         assert_eq!(rfc3339(at), "2026-12-01T20:47:03Z");
         assert_eq!(utc(2026, 12, 1, 20, 47, 3), Some(at));
+        assert_eq!(rfc3339_ceil(at), "2026-12-01T20:47:03Z");
+        assert_eq!(
+            rfc3339_ceil(at + Duration::from_millis(1)),
+            "2026-12-01T20:47:04Z"
+        );
         assert_eq!(
             rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "2000-02-29T00:00:00Z"

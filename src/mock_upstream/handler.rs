@@ -1,10 +1,12 @@
 //! One request: route it, apply the mode, the key, the fail rate and the
-//! TPM limit, and answer.
+//! limits, and answer.
 //!
 //! The order is that of a real provider seen through a faulty network:
+//! a request over `--max-in-flight` is refused as soon as its body is read
+//! (an overloaded server does not wait, look at keys or modes first); then
 //! connection faults (hang, reset) hit before anything is checked, then the
 //! key, then a forced failure (`Mode::Fail`, an outage answers whatever the
-//! body), then the body, then the random failures and the rate limit. The
+//! body), then the body, then the random failures and the rate limits. The
 //! body faults (garbage, cuts) spoil an answer that was otherwise due.
 
 use std::time::Duration;
@@ -16,8 +18,9 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::body::{End, MockBody};
+use super::limits::{Dim, Need, Refused};
 use super::openai::{self, ApiError, EmbeddingJob, Generation, Kind, Reply, StreamUsage, Usage};
-use super::refusal::{admit, fail_response, rate_limited};
+use super::refusal::{self, fail_response, rate_limited};
 use super::server::Conn;
 use super::state::Shared;
 use super::{MockEndpoint, MockProvider, Mode, anthropic, bedrock, vertex};
@@ -152,7 +155,8 @@ pub(super) async fn handle(
     Ok(response)
 }
 
-/// An API request, counted in the stats.
+/// An API request, counted in the stats; one that generates (or embeds)
+/// holds an in-flight slot from here until its body ends.
 async fn counted(
     conn: &Conn,
     endpoint: Endpoint,
@@ -160,12 +164,77 @@ async fn counted(
 ) -> Result<Response<MockBody>, Dropped> {
     let shared = &*conn.shared;
     shared.count_request();
-    let answer = api(conn, endpoint, req).await;
+    let answer = if generates(endpoint, req.uri().path()) {
+        match shared.limits.in_flight.enter() {
+            Some(slot) => api(conn, endpoint, req).await.map(|mut response| {
+                response.body_mut().hold_slot(Some(slot));
+                response
+            }),
+            None => Ok(over_capacity(shared, endpoint, req).await),
+        }
+    } else {
+        api(conn, endpoint, req).await
+    };
     match &answer {
         Ok(response) => shared.count_answer(response.status()),
         Err(Dropped) => shared.count_reset(),
     }
     answer
+}
+
+/// The requests that the limits count: those that generate or embed, not
+/// the listings, token counts, token grants or stored responses.
+fn generates(endpoint: Endpoint, path: &str) -> bool {
+    match endpoint {
+        Endpoint::Chat
+        | Endpoint::Completions
+        | Endpoint::Embeddings
+        | Endpoint::Responses
+        | Endpoint::Messages
+        | Endpoint::Converse
+        | Endpoint::ConverseStream
+        | Endpoint::Invoke
+        | Endpoint::InvokeStream => true,
+        Endpoint::RawPredict => !path.ends_with("/count-tokens:rawPredict"),
+        Endpoint::Models
+        | Endpoint::ResponseById
+        | Endpoint::CountTokens
+        | Endpoint::InvokeCount
+        | Endpoint::Token => false,
+    }
+}
+
+/// The 429 for a request over `--max-in-flight`, in the provider's shape
+/// (Anthropic's too: Anthropic says 529 `overloaded_error` when it is
+/// itself overloaded, but a concurrency limit is a rate limit of the
+/// caller's, and a 429 is what the gateway's accounting is tested on).
+async fn over_capacity(
+    shared: &Shared,
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+) -> Response<MockBody> {
+    let (parts, body) = req.into_parts();
+    // Read to the end so that the connection stays usable.
+    let body = read_body(body).await.unwrap_or_default();
+    shared.record_body(&body);
+    shared.record_head(&parts.uri, &parts.headers);
+    shared.limits.count_refused(Dim::InFlight);
+    let refused = Refused::in_flight(shared.limits.in_flight.limit().unwrap_or_default());
+    match (shared.opts.provider, endpoint) {
+        (MockProvider::Anthropic, _) | (MockProvider::Vertex, Endpoint::RawPredict) => {
+            anthropic::rate_limited(&refused)
+        }
+        (MockProvider::Bedrock, _) => bedrock::throttled(&refused),
+        _ => {
+            let model = shared
+                .opts
+                .model
+                .clone()
+                .or_else(|| super::state::model_of(&body))
+                .unwrap_or_default();
+            rate_limited(&model, &refused)
+        }
+    }
 }
 
 async fn api(
@@ -423,9 +492,10 @@ fn generate(
         .map_or(configured, |max| max.min(configured));
     let usage = Usage::new(request.prompt_tokens, completion_tokens);
     let model = shared.opts.model.as_deref().unwrap_or(&request.model);
-    let limit = match admit(shared, usage.total_tokens) {
-        Ok(limit) => limit,
-        Err(refusal) => return rate_limited(model, refusal),
+    let need = Need::new(usage.prompt_tokens, completion_tokens, request.max_tokens);
+    let admitted = match shared.limits.admit(need) {
+        Ok(admitted) => admitted,
+        Err(refused) => return rate_limited(model, &refused),
     };
     shared.count_tokens(usage.prompt_tokens, usage.completion_tokens);
     let id = shared.completion_id(kind.id_prefix());
@@ -464,9 +534,7 @@ fn generate(
             MockBody::answer(mode, openai::completion_json(&reply)),
         )
     };
-    if let Some(limit) = limit {
-        limit.apply(response.headers_mut());
-    }
+    refusal::admitted(&mut response, admitted);
     response
 }
 
@@ -484,9 +552,9 @@ fn embed(
     }
     let model = shared.opts.model.as_deref().unwrap_or(&job.model);
     let tokens = job.prompt_tokens();
-    let limit = match admit(shared, tokens) {
-        Ok(limit) => limit,
-        Err(refusal) => return rate_limited(model, refusal),
+    let admitted = match shared.limits.admit(Need::new(tokens, 0, None)) {
+        Ok(admitted) => admitted,
+        Err(refused) => return rate_limited(model, &refused),
     };
     shared.count_tokens(tokens, 0);
     let mut response = respond(
@@ -494,9 +562,7 @@ fn embed(
         JSON,
         MockBody::answer(mode, openai::embeddings_json(&job, model)),
     );
-    if let Some(limit) = limit {
-        limit.apply(response.headers_mut());
-    }
+    refusal::admitted(&mut response, admitted);
     response
 }
 

@@ -1,121 +1,151 @@
-//! OpenAI's refusals as the mock gives them: over its tokens-per-minute
-//! limit (429 with the headers clients read), and the failures a
-//! [`Mode::Fail`](super::Mode) asks for.
+//! OpenAI's refusals as the mock gives them: over one of its limits (429
+//! with the headers clients read), and the failures a
+//! [`Mode::Fail`](super::Mode) asks for; and the limits' headers on the
+//! answers it admits.
+//!
+//! OpenAI (and Azure) report two limits in headers, tokens and requests:
+//! `x-ratelimit-{limit,remaining,reset}-{tokens,requests}`. The mock's
+//! input and output limits have no OpenAI headers; their 429s say which
+//! limit in the error's `type` and message, and when in `retry-after`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::body::MockBody;
 use super::handler::error_response;
+use super::limits::{Admitted, Dim, Gauge, Gauges, Refused};
 use super::openai::ApiError;
-use super::state::Shared;
-use super::window::{self, Admission};
+use super::window;
 
 pub(super) const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 const LIMIT_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-limit-tokens");
 const REMAINING_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-tokens");
 pub(super) const RESET_TOKENS: HeaderName = HeaderName::from_static("x-ratelimit-reset-tokens");
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
 
-/// The TPM headers of an admitted answer.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct LimitHeaders {
-    limit: u64,
-    remaining: u64,
+/// An admitted answer: the limits' headers, and the output reservation
+/// held until its body ends.
+pub(super) fn admitted(response: &mut Response<MockBody>, admitted: Admitted) {
+    set_gauges(response.headers_mut(), &admitted.gauges);
+    response.body_mut().hold_settle(admitted.settle);
 }
 
-impl LimitHeaders {
-    pub(super) fn apply(self, headers: &mut HeaderMap) {
-        headers.insert(LIMIT_TOKENS, HeaderValue::from(self.limit));
-        headers.insert(REMAINING_TOKENS, HeaderValue::from(self.remaining));
-    }
-}
-
-/// A request the TPM window refused.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Refusal {
-    limit: u64,
-    remaining: u64,
-    requested: u64,
-    retry_after: Duration,
-    too_large: bool,
-}
-
-/// Counts `tokens` in the TPM window, when the mock has a limit.
-pub(super) fn admit(shared: &Shared, tokens: u64) -> Result<Option<LimitHeaders>, Refusal> {
-    let Some(mut window) = shared.window() else {
-        return Ok(None);
+/// `x-ratelimit-*` for tokens and requests, when the mock has those limits.
+/// On a 429 the tokens keep their real remaining (what OpenAI sends) while
+/// the requests that ran out say 0; each reset is the time until the
+/// request would fit, or until the window is whole again.
+fn set_gauges(headers: &mut HeaderMap, gauges: &Gauges) {
+    let mut set = |gauge: Option<Gauge>, names: [HeaderName; 3]| {
+        let Some(g) = gauge else { return };
+        let [limit, remaining, reset] = names;
+        headers.insert(limit, HeaderValue::from(g.limit));
+        headers.insert(remaining, HeaderValue::from(g.remaining));
+        if let Ok(v) = HeaderValue::try_from(window::openai_duration(g.reset)) {
+            headers.insert(reset, v);
+        }
     };
-    let limit = window.limit();
-    let admission = window.try_admit(tokens, Instant::now());
-    drop(window);
-    match admission {
-        Admission::Admitted { remaining } => Ok(Some(LimitHeaders { limit, remaining })),
-        Admission::Limited {
-            remaining,
-            retry_after,
-            too_large,
-        } => Err(Refusal {
-            limit,
-            remaining,
-            requested: tokens,
-            retry_after,
-            too_large,
-        }),
-    }
+    set(
+        gauges.tokens,
+        [LIMIT_TOKENS, REMAINING_TOKENS, RESET_TOKENS],
+    );
+    set(
+        gauges.requests,
+        [LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS],
+    );
 }
 
-/// The 429 OpenAI answers when the tokens-per-minute limit is reached.
-pub(super) fn rate_limited(model: &str, refusal: Refusal) -> Response<MockBody> {
-    let Refusal {
-        limit,
-        remaining,
-        requested,
-        retry_after,
-        too_large,
-    } = refusal;
-    // A zero wait (a request that never fits, on an empty window) would
-    // invite an immediate retry; Retry-After is at least 1 s anyway.
-    let wait = retry_after.max(Duration::from_millis(1));
-    let message = if too_large {
-        format!(
-            "Request too large for {model} in organization org-mock on tokens per min (TPM): Limit {limit}, \
-             Requested {requested}. The input or output tokens must be reduced in order to run successfully. \
-             Visit https://platform.openai.com/account/rate-limits to learn more."
-        )
-    } else {
-        format!(
-            "Rate limit reached for {model} in organization org-mock on tokens per min (TPM): Limit {limit}, \
-             Used {}, Requested {requested}. Please try again in {}. Visit \
-             https://platform.openai.com/account/rate-limits to learn more.",
-            limit - remaining,
-            window::openai_duration(wait),
-        )
-    };
+/// The 429 OpenAI answers when a limit is reached.
+pub(super) fn rate_limited(model: &str, refused: &Refused) -> Response<MockBody> {
+    let wait = refused.retry_after;
+    let (kind, message) = message(model, refused);
     let error = ApiError {
-        kind: "tokens",
+        kind,
         ..ApiError::for_status(StatusCode::TOO_MANY_REQUESTS, Some(&message))
     };
     let mut response = error_response(&error);
     let headers = response.headers_mut();
-    set_retry_headers(headers, window::retry_after_secs(wait), wait, true);
-    LimitHeaders { limit, remaining }.apply(headers);
+    set_retry_headers(headers, window::retry_after_secs(wait), wait, false);
+    set_gauges(headers, &refused.gauges);
     response
 }
 
-/// `Retry-After` (whole seconds), `retry-after-ms`, and for a 429
-/// `x-ratelimit-reset-tokens`: the three signals clients look at.
-fn set_retry_headers(headers: &mut HeaderMap, secs: u64, wait: Duration, rate_limited: bool) {
+/// The error's `type` and message, in OpenAI's words for the limit that
+/// refused (the mock's own for the ones OpenAI does not have).
+fn message(model: &str, refused: &Refused) -> (&'static str, String) {
+    let retry = window::openai_duration(refused.retry_after);
+    let visit = "Visit https://platform.openai.com/account/rate-limits to learn more.";
+    let g = &refused.gauges;
+    let (kind, what, gauge, requested) = match refused.dim {
+        Dim::Tokens => (
+            "tokens",
+            "tokens per min (TPM)",
+            g.tokens,
+            refused.need.tokens,
+        ),
+        Dim::Requests => ("requests", "requests per min (RPM)", g.requests, 1),
+        Dim::Input => (
+            "input_tokens",
+            "input tokens per min (ITPM)",
+            g.input,
+            refused.need.input,
+        ),
+        Dim::Output => (
+            "output_tokens",
+            "output tokens per min (OTPM)",
+            g.output,
+            refused.need.output_reserved,
+        ),
+        Dim::InFlight => {
+            let max = refused.max_in_flight.unwrap_or_default();
+            return (
+                "requests",
+                format!(
+                    "Rate limit reached for {model} in organization org-mock on concurrent requests: \
+                     Limit {max}. Please try again in {retry}. {visit}"
+                ),
+            );
+        }
+    };
+    let (limit, remaining) = gauge.map_or((0, 0), |g| (g.limit, g.remaining));
+    if let (Dim::Requests, Some((per, slice))) = (refused.dim, refused.slice) {
+        return (
+            kind,
+            format!(
+                "Rate limit reached for {model} in organization org-mock on requests per {slice}s: \
+                 Limit {per} (of {limit} per min), Requested 1. Please try again in {retry}. {visit}"
+            ),
+        );
+    }
+    let message = if refused.too_large {
+        format!(
+            "Request too large for {model} in organization org-mock on {what}: Limit {limit}, \
+             Requested {requested}. The input or output tokens must be reduced in order to run successfully. {visit}"
+        )
+    } else {
+        format!(
+            "Rate limit reached for {model} in organization org-mock on {what}: Limit {limit}, \
+             Used {}, Requested {requested}. Please try again in {retry}. {visit}",
+            limit - remaining,
+        )
+    };
+    (kind, message)
+}
+
+/// `Retry-After` (whole seconds), `retry-after-ms`, and with `reset_tokens`
+/// `x-ratelimit-reset-tokens`: the three signals clients look at (a
+/// limit's own 429 sets its reset headers from its gauges instead).
+fn set_retry_headers(headers: &mut HeaderMap, secs: u64, wait: Duration, reset_tokens: bool) {
     headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     headers.insert(RETRY_AFTER_MS, HeaderValue::from(window::ceil_millis(wait)));
-    if rate_limited && let Ok(reset) = HeaderValue::try_from(window::openai_duration(wait)) {
+    if reset_tokens && let Ok(reset) = HeaderValue::try_from(window::openai_duration(wait)) {
         headers.insert(RESET_TOKENS, reset);
     }
 }
 
-/// `Mode::Fail`'s answer. Statuses that are not errors become 500: a 1xx or
-/// a 204 with a body would break the framing, not test the gateway.
 /// `Mode::Fail`'s status as answered: an error status, else 500 (a 204
 /// with a body would break the framing, not test the gateway).
 pub(super) fn fail_status(status: u16) -> StatusCode {
@@ -125,6 +155,7 @@ pub(super) fn fail_status(status: u16) -> StatusCode {
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
+/// `Mode::Fail`'s answer.
 pub(super) fn fail_response(
     status: u16,
     retry_after_s: Option<f64>,

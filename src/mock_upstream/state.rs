@@ -1,18 +1,19 @@
-//! What every connection shares: options, mode, counters, the TPM window.
+//! What every connection shares: options, mode, counters, the limits.
 //!
-//! The hot path only touches atomics, an `ArcSwap` load and two short std
-//! mutexes (the last body, the window) that are never held across an await.
+//! The hot path only touches atomics, an `ArcSwap` load and short std
+//! mutexes (the last body, the limits' windows) that are never held across
+//! an await.
 
 use std::fmt::Write as _;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use hyper::StatusCode;
 
-use super::window::TokenWindow;
+use super::limits::Limits;
 use super::{MockOptions, MockStats, Mode};
 
 pub(super) struct Shared {
@@ -22,7 +23,7 @@ pub(super) struct Shared {
     last_body: Mutex<Option<Bytes>>,
     /// The last API request's path (with its query) and headers.
     last_head: Mutex<Option<(String, hyper::HeaderMap)>>,
-    window: Option<Mutex<TokenWindow>>,
+    pub(super) limits: Limits,
     /// Feeds ids; ids only need to be unique, not unpredictable.
     id_counter: AtomicU64,
     id_salt: u64,
@@ -49,9 +50,7 @@ struct Counters {
 
 impl Shared {
     pub(super) fn new(opts: MockOptions) -> Self {
-        let window = opts
-            .tpm_limit
-            .map(|limit| Mutex::new(TokenWindow::new(limit)));
+        let limits = Limits::new(&opts);
         let fail_seed = opts.seed.unwrap_or_else(random_u64);
         Shared {
             opts,
@@ -59,7 +58,7 @@ impl Shared {
             counters: Counters::default(),
             last_body: Mutex::new(None),
             last_head: Mutex::new(None),
-            window,
+            limits,
             id_counter: AtomicU64::new(0),
             id_salt: random_u64(),
             fail_draws: AtomicU64::new(0),
@@ -80,15 +79,6 @@ impl Shared {
 
     pub(super) fn set_mode(&self, mode: Mode) {
         self.mode.store(Arc::new(mode));
-    }
-
-    /// The TPM window, when the mock has a limit.
-    pub(super) fn window(&self) -> Option<MutexGuard<'_, TokenWindow>> {
-        // A panic while holding the lock cannot leave the window inconsistent
-        // in a way that matters to a mock: keep serving.
-        self.window
-            .as_ref()
-            .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     pub(super) fn count_request(&self) {
@@ -159,6 +149,9 @@ impl Shared {
             last_model: last_body.as_deref().and_then(model_of),
             last_body: last_body.map(|b| String::from_utf8_lossy(&b).into_owned()),
             token_requests: self.issued.requests.load(Relaxed),
+            rate_limited_by: self.limits.refused(),
+            in_flight: self.limits.in_flight.now(),
+            max_in_flight_seen: self.limits.in_flight.max_seen(),
         }
     }
 
@@ -225,7 +218,7 @@ fn header_map(headers: &hyper::HeaderMap) -> std::collections::BTreeMap<String, 
 }
 
 /// The `model` field of a request body, if it is JSON with a string model.
-fn model_of(body: &[u8]) -> Option<String> {
+pub(super) fn model_of(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct ModelOnly {
         model: Option<String>,

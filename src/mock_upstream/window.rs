@@ -1,4 +1,5 @@
-//! The mock's own tokens-per-minute limit: a sliding 60-second window.
+//! A sliding window: what the mock counted in the last `span` (60 s for
+//! the per-minute limits, 1 or 10 s for a request slice), for one limit.
 //!
 //! Every function takes `now` from the caller so the tests can move time
 //! without sleeping.
@@ -6,16 +7,19 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// How far back the window looks.
+/// How far back a per-minute window looks.
 pub(super) const SPAN: Duration = Duration::from_secs(60);
 
-/// Admissions this close together share one entry, so the queue holds at
-/// most SPAN / BUCKET entries however heavy the load.
-const BUCKET: Duration = Duration::from_millis(100);
+/// Admissions closer together than `span / BUCKETS` share one entry, so the
+/// queue holds at most about BUCKETS entries however heavy the load (100 ms
+/// for a minute, 1.7 ms for a one-second slice: a coarse bucket would make
+/// a short slice stricter than it says).
+const BUCKETS: u32 = 600;
 
-/// Tokens admitted within one bucket. An entry leaves the window SPAN after
-/// its *latest* admission: a merged entry may leave up to BUCKET late, never
-/// early, so a client that waits the advertised time is always admitted.
+/// Tokens admitted within one bucket. An entry leaves the window `span`
+/// after its *latest* admission: a merged entry may leave up to a bucket
+/// late, never early, so a client that waits the advertised time is always
+/// admitted.
 #[derive(Debug)]
 struct Entry {
     first: Instant,
@@ -25,9 +29,9 @@ struct Entry {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Admission {
-    /// Counted; `remaining` tokens are left in the window.
+    /// Fits; `remaining` tokens are left in the window once it is counted.
     Admitted { remaining: u64 },
-    /// Not counted: the request fits after `retry_after`.
+    /// Does not fit: it would after `retry_after`.
     /// `too_large` when it can never fit (it asks for more than the limit);
     /// `retry_after` is then the time until the window is empty.
     Limited {
@@ -37,19 +41,45 @@ pub(super) enum Admission {
     },
 }
 
+/// Where an admission was counted, so that an estimate can be replaced by
+/// what was really used (the output reserved from `max_tokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reservation {
+    /// The entry's number: entries are numbered in order, so it is found
+    /// by its distance from the front (even after merging, whatever order
+    /// concurrent callers read the clock in).
+    entry: u64,
+    tokens: u64,
+}
+
 #[derive(Debug)]
 pub(super) struct TokenWindow {
     limit: u64,
+    span: Duration,
+    bucket: Duration,
     used: u64,
     entries: VecDeque<Entry>,
+    /// The number of `entries.front()`.
+    front_id: u64,
 }
 
 impl TokenWindow {
+    /// A per-minute window.
+    #[cfg(test)]
     pub(super) fn new(limit: u64) -> Self {
+        TokenWindow::with_span(limit, SPAN)
+    }
+
+    /// A window of `span`; a zero span holds nothing (every admission
+    /// leaves at once), so only a request larger than the limit is refused.
+    pub(super) fn with_span(limit: u64, span: Duration) -> Self {
         TokenWindow {
             limit,
+            span,
+            bucket: span / BUCKETS,
             used: 0,
             entries: VecDeque::new(),
+            front_id: 0,
         }
     }
 
@@ -57,12 +87,11 @@ impl TokenWindow {
         self.limit
     }
 
-    /// Counts `tokens` at `now` when they fit under the limit.
-    pub(super) fn try_admit(&mut self, tokens: u64, now: Instant) -> Admission {
+    /// Whether `tokens` fit at `now`, without counting them.
+    pub(super) fn check(&mut self, tokens: u64, now: Instant) -> Admission {
         self.expire(now);
         let remaining = self.limit.saturating_sub(self.used);
         if tokens <= remaining {
-            self.record(tokens, now);
             return Admission::Admitted {
                 remaining: remaining - tokens,
             };
@@ -82,6 +111,26 @@ impl TokenWindow {
         }
     }
 
+    /// Counts `tokens` at `now` when they fit under the limit.
+    #[cfg(test)]
+    pub(super) fn try_admit(&mut self, tokens: u64, now: Instant) -> Admission {
+        let admission = self.check(tokens, now);
+        if let Admission::Admitted { .. } = admission {
+            self.record(tokens, now);
+        }
+        admission
+    }
+
+    /// How long until everything counted now has left: when the window is
+    /// whole again (what `x-ratelimit-reset-*` and Anthropic's `-reset`
+    /// mean on an answer that was not refused).
+    pub(super) fn until_whole(&mut self, now: Instant) -> Duration {
+        self.expire(now);
+        self.entries.back().map_or(Duration::ZERO, |e| {
+            (e.last + self.span).saturating_duration_since(now)
+        })
+    }
+
     /// Tokens counted in the window at `now`.
     #[cfg(test)]
     fn used(&mut self, now: Instant) -> u64 {
@@ -91,31 +140,57 @@ impl TokenWindow {
 
     fn expire(&mut self, now: Instant) {
         while let Some(front) = self.entries.front() {
-            if now.saturating_duration_since(front.last) < SPAN {
+            if now.saturating_duration_since(front.last) < self.span {
                 break;
             }
             self.used -= front.tokens;
             self.entries.pop_front();
+            self.front_id += 1;
         }
     }
 
-    fn record(&mut self, tokens: u64, now: Instant) {
-        if tokens == 0 {
-            return;
-        }
+    /// Counts `tokens` at `now`, whether or not they fit (call
+    /// [`TokenWindow::check`] first).
+    pub(super) fn record(&mut self, tokens: u64, now: Instant) -> Reservation {
+        self.expire(now);
         self.used += tokens;
         if let Some(back) = self.entries.back_mut()
-            && now.saturating_duration_since(back.first) < BUCKET
+            && now.saturating_duration_since(back.first) < self.bucket
         {
             back.tokens += tokens;
             back.last = back.last.max(now);
-            return;
+            return Reservation {
+                entry: self.front_id + self.entries.len() as u64 - 1,
+                tokens,
+            };
         }
         self.entries.push_back(Entry {
             first: now,
             last: now,
             tokens,
         });
+        Reservation {
+            entry: self.front_id + self.entries.len() as u64 - 1,
+            tokens,
+        }
+    }
+
+    /// Replaces what `reservation` counted by `actual`. Once its entry has
+    /// left the window there is nothing left to correct.
+    pub(super) fn settle(&mut self, reservation: Reservation, actual: u64, now: Instant) {
+        self.expire(now);
+        let Some(index) = reservation.entry.checked_sub(self.front_id) else {
+            return;
+        };
+        let Some(entry) = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.entries.get_mut(i))
+        else {
+            return;
+        };
+        let removed = reservation.tokens.min(entry.tokens);
+        entry.tokens = entry.tokens - removed + actual;
+        self.used = self.used - removed + actual;
     }
 
     /// How long until at least `must_free` tokens have left the window.
@@ -124,7 +199,7 @@ impl TokenWindow {
         for entry in &self.entries {
             freed += entry.tokens;
             if freed >= must_free {
-                return (entry.last + SPAN).saturating_duration_since(now);
+                return (entry.last + self.span).saturating_duration_since(now);
             }
         }
         Duration::ZERO
@@ -304,6 +379,48 @@ mod tests {
         w.try_admit(5, t0);
         assert_eq!(w.try_admit(0, t0), Admission::Admitted { remaining: 0 });
         assert_eq!(w.entries.len(), 1);
+    }
+
+    #[test]
+    fn a_settlement_replaces_the_estimate_until_it_leaves() {
+        let t0 = Instant::now();
+        let mut w = TokenWindow::new(100);
+        let r = w.record(60, t0);
+        w.record(10, t0 + Duration::from_millis(10));
+        w.settle(r, 5, t0 + secs(1.0));
+        assert_eq!(w.used(t0 + secs(1.0)), 15, "merged entries keep the rest");
+        let later = w.record(20, t0 + secs(2.0));
+        w.settle(later, 30, t0 + secs(3.0));
+        assert_eq!(w.used(t0 + secs(3.0)), 45, "more than reserved counts too");
+        // Once its entry has left, a late settlement changes nothing.
+        assert_eq!(w.used(t0 + secs(61.0)), 30);
+        w.settle(r, 50, t0 + secs(61.0));
+        assert_eq!(w.used(t0 + secs(61.0)), 30);
+    }
+
+    #[test]
+    fn short_windows_slide_with_fine_buckets() {
+        let t0 = Instant::now();
+        let mut w = TokenWindow::with_span(2, Duration::from_secs(1));
+        w.try_admit(1, t0);
+        w.try_admit(1, t0 + Duration::from_millis(5));
+        assert_eq!(w.entries.len(), 2, "a 1 s window's buckets are under 2 ms");
+        assert_eq!(w.until_whole(t0 + secs(0.5)), Duration::from_millis(505));
+        assert!(matches!(
+            w.try_admit(1, t0 + secs(0.999)),
+            Admission::Limited { .. }
+        ));
+        assert_eq!(
+            w.try_admit(1, t0 + secs(1.0)),
+            Admission::Admitted { remaining: 0 }
+        );
+        let mut nothing = TokenWindow::with_span(1, Duration::ZERO);
+        for _ in 0..3 {
+            assert_eq!(
+                nothing.try_admit(1, t0),
+                Admission::Admitted { remaining: 0 }
+            );
+        }
     }
 
     #[test]

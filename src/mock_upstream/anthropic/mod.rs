@@ -11,10 +11,11 @@
 //! and ignored; the stats keep the last request's headers for tests.
 
 mod fields;
+mod limits;
 pub(crate) mod reply;
 pub(crate) mod request;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
@@ -23,9 +24,9 @@ use serde_json::json;
 
 use super::Mode;
 use super::body::MockBody;
-use super::dates::rfc3339;
+use super::limits::Need;
 use super::state::Shared;
-use super::window::{self, Admission};
+pub(crate) use limits::rate_limited;
 pub(crate) use request::Flavor;
 
 /// An Anthropic error answer: `{"type":"error","error":{"type","message"}}`.
@@ -199,10 +200,14 @@ pub(crate) fn messages(
         shared.opts.cache_read_tokens,
         shared.completion_id("msg_"),
     );
-    let tokens = reply.input_tokens + reply.output_tokens;
-    let limits = match admit(shared, tokens) {
-        Ok(limits) => limits,
-        Err(refusal) => return rate_limited(refusal),
+    let need = Need::new(
+        reply.input_tokens,
+        reply.output_tokens,
+        Some(req.max_tokens),
+    );
+    let admitted = match shared.limits.admit(need) {
+        Ok(admitted) => admitted,
+        Err(refused) => return rate_limited(&refused),
     };
     shared.count_tokens(reply.input_tokens, reply.output_tokens);
     let gap = Duration::from_millis(shared.opts.chunk_delay_ms);
@@ -230,9 +235,7 @@ pub(crate) fn messages(
         );
         r
     };
-    if let Some(limits) = limits {
-        limits.apply(response.headers_mut(), false);
-    }
+    limits::admitted(&mut response, admitted);
     response
 }
 
@@ -246,83 +249,6 @@ fn garbage(count: u64) -> Vec<Bytes> {
         .collect()
 }
 
-/// The `anthropic-ratelimit-tokens-*` headers of the mock's window.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    limit: u64,
-    remaining: u64,
-    reset: Duration,
-}
-
-impl Limits {
-    fn apply(self, headers: &mut HeaderMap, exhausted: bool) {
-        let reset = rfc3339(SystemTime::now() + self.reset);
-        let pairs = [
-            ("anthropic-ratelimit-tokens-limit", self.limit.to_string()),
-            (
-                "anthropic-ratelimit-tokens-remaining",
-                if exhausted {
-                    "0".into()
-                } else {
-                    self.remaining.to_string()
-                },
-            ),
-            ("anthropic-ratelimit-tokens-reset", reset.clone()),
-            ("anthropic-ratelimit-requests-limit", "1000".into()),
-            ("anthropic-ratelimit-requests-remaining", "999".into()),
-            ("anthropic-ratelimit-requests-reset", reset),
-        ];
-        for (name, value) in pairs {
-            if let Ok(v) = HeaderValue::try_from(value) {
-                headers.insert(HeaderName::from_static(name), v);
-            }
-        }
-    }
-}
-
-pub(crate) fn admit(shared: &Shared, tokens: u64) -> Result<Option<Limits>, Limits> {
-    let Some(mut w) = shared.window() else {
-        return Ok(None);
-    };
-    let limit = w.limit();
-    let admission = w.try_admit(tokens, std::time::Instant::now());
-    drop(w);
-    match admission {
-        Admission::Admitted { remaining } => Ok(Some(Limits {
-            limit,
-            remaining,
-            reset: Duration::from_secs(60),
-        })),
-        Admission::Limited {
-            remaining,
-            retry_after,
-            ..
-        } => Err(Limits {
-            limit,
-            remaining,
-            reset: retry_after,
-        }),
-    }
-}
-
-/// The 429 Anthropic answers over its limit: `retry-after` in whole
-/// seconds and the limit headers, the used-up one at 0.
-pub(crate) fn rate_limited(limits: Limits) -> Response<MockBody> {
-    let wait = limits.reset.max(Duration::from_millis(1));
-    let mut r = ErrorBody::for_status(StatusCode::TOO_MANY_REQUESTS, Some("This request would exceed the rate limit for your organization of input tokens per minute.")).response();
-    let headers = r.headers_mut();
-    headers.insert(
-        hyper::header::RETRY_AFTER,
-        HeaderValue::from(window::retry_after_secs(wait)),
-    );
-    Limits {
-        reset: wait,
-        ..limits
-    }
-    .apply(headers, true);
-    r
-}
-
 /// `Mode::Fail` in Anthropic's words.
 fn fail(status: u16, retry_after_s: Option<f64>, message: Option<&str>) -> Response<MockBody> {
     let status = super::refusal::fail_status(status);
@@ -332,12 +258,7 @@ fn fail(status: u16, retry_after_s: Option<f64>, message: Option<&str>) -> Respo
         r.headers_mut()
             .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
         if status == StatusCode::TOO_MANY_REQUESTS {
-            Limits {
-                limit: 0,
-                remaining: 0,
-                reset: wait,
-            }
-            .apply(r.headers_mut(), true);
+            limits::failed(r.headers_mut(), wait);
         }
     }
     r

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use super::super::Mode;
 use super::super::anthropic::{Flavor, reply::Reply, request};
 use super::super::body::MockBody;
+use super::super::limits::Need;
 use super::super::state::Shared;
 use super::{error, eventstream, for_status};
 
@@ -83,13 +84,11 @@ pub(crate) fn answer(
         id,
     );
     let (input, output) = (reply.input_tokens, reply.output_tokens);
-    if let Some(mut w) = shared.window() {
-        let admitted = w.try_admit(input + output, std::time::Instant::now());
-        drop(w);
-        if matches!(admitted, super::super::window::Admission::Limited { .. }) {
-            return for_status(StatusCode::TOO_MANY_REQUESTS, None);
-        }
-    }
+    let need = Need::new(input, output, Some(req.max_tokens));
+    let admitted = match shared.limits.admit(need) {
+        Ok(admitted) => admitted,
+        Err(refused) => return super::throttled(&refused),
+    };
     shared.count_tokens(input, output);
     let gap = Duration::from_millis(shared.opts.chunk_delay_ms);
     let mut response = if op == Op::Stream {
@@ -132,6 +131,7 @@ pub(crate) fn answer(
     if let Ok(v) = HeaderValue::try_from(shared.request_id()) {
         response.headers_mut().insert(super::REQUEST_ID, v);
     }
+    response.body_mut().hold_settle(admitted.settle);
     response
 }
 

@@ -5,7 +5,7 @@
 //! `InvalidSignatureException`) or a Bedrock API key (`--api-key`, as
 //! Bearer), Converse's validation, answers with text and tool use, streams
 //! in AWS's event-stream framing (CRCs and all), its exceptions in the
-//! `x-amzn-ErrorType` header, throttling over the TPM limit, and an
+//! `x-amzn-ErrorType` header, throttling over the mock's limits, and an
 //! exception mid-stream on demand.
 
 mod eventstream;
@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::Mode;
 use super::body::MockBody;
+use super::limits::{Dim, Need, Refused};
 use super::state::Shared;
 use crate::mock_upstream::openai::WORDS;
 use eventstream::{event as frame, exception as exception_frame};
@@ -114,15 +115,11 @@ pub(crate) fn answer(
         u64::from(shared.opts.tokens),
         shared.opts.cache_read_tokens,
     );
-    let tokens = reply.input_tokens + reply.output_tokens;
-    if let Some(mut w) = shared.window() {
-        let admitted = w.try_admit(tokens, std::time::Instant::now());
-        drop(w);
-        if matches!(admitted, super::window::Admission::Limited { .. }) {
-            // Bedrock gives no retry-after: the caller backs off on its own.
-            return for_status(StatusCode::TOO_MANY_REQUESTS, None);
-        }
-    }
+    let need = Need::new(reply.input_tokens, reply.output_tokens, req.max_tokens);
+    let admitted = match shared.limits.admit(need) {
+        Ok(admitted) => admitted,
+        Err(refused) => return throttled(&refused),
+    };
     shared.count_tokens(reply.input_tokens, reply.output_tokens);
     let gap = Duration::from_millis(shared.opts.chunk_delay_ms);
     let mut response = if stream {
@@ -165,7 +162,21 @@ pub(crate) fn answer(
     if let Ok(v) = HeaderValue::try_from(shared.request_id()) {
         response.headers_mut().insert(REQUEST_ID, v);
     }
+    response.body_mut().hold_settle(admitted.settle);
     response
+}
+
+/// Bedrock's 429 over one of the mock's limits: a `ThrottlingException`
+/// and no retry-after (the caller backs off on its own), its message
+/// saying tokens or requests as Bedrock's do.
+pub(crate) fn throttled(refused: &Refused) -> Response<MockBody> {
+    let message = match refused.dim {
+        Dim::Tokens | Dim::Input | Dim::Output => None,
+        Dim::Requests | Dim::InFlight => {
+            Some("Too many requests, please wait before trying again.")
+        }
+    };
+    for_status(StatusCode::TOO_MANY_REQUESTS, message)
 }
 
 /// The message of an exception sent inside a stream.

@@ -10,8 +10,9 @@ use hyper::{Method, Response, StatusCode};
 use super::{EVENT_STREAM, JSON, error_response, json_response, respond};
 use crate::mock_upstream::Mode;
 use crate::mock_upstream::body::{End, MockBody};
+use crate::mock_upstream::limits::Need;
 use crate::mock_upstream::openai::{self, ApiError, ResponseReply};
-use crate::mock_upstream::refusal::{admit, rate_limited};
+use crate::mock_upstream::refusal::{self, rate_limited};
 use crate::mock_upstream::state::Shared;
 
 /// `POST /responses`.
@@ -33,9 +34,10 @@ pub(super) fn create(shared: &Shared, mode: &Mode, body: &[u8]) -> Response<Mock
         .max_output_tokens
         .map_or(configured, |max| max.min(configured));
     let model = shared.opts.model.as_deref().unwrap_or(&job.model);
-    let limit = match admit(shared, job.input_tokens + output_tokens) {
-        Ok(limit) => limit,
-        Err(refusal) => return rate_limited(model, refusal),
+    let need = Need::new(job.input_tokens, output_tokens, job.max_output_tokens);
+    let admitted = match shared.limits.admit(need) {
+        Ok(admitted) => admitted,
+        Err(refused) => return rate_limited(model, &refused),
     };
     shared.count_tokens(job.input_tokens, output_tokens);
     let id = shared.completion_id("resp_");
@@ -59,9 +61,7 @@ pub(super) fn create(shared: &Shared, mode: &Mode, body: &[u8]) -> Response<Mock
     } else {
         respond(StatusCode::OK, JSON, MockBody::answer(mode, json))
     };
-    if let Some(limit) = limit {
-        limit.apply(response.headers_mut());
-    }
+    refusal::admitted(&mut response, admitted);
     response
 }
 

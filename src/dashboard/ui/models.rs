@@ -1,17 +1,22 @@
 //! The Models pane: each model's traffic and how many of its deployments
-//! are healthy; `⤵T2` by the name of a model whose traffic spills to tier 2.
+//! are healthy; `⤵T2` by the name of a model whose traffic spills to tier 2;
+//! its headroom when it has token limits, and its queue while requests wait.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, HighlightSpacing, Row, Table, TableState};
 
-use super::{Theme, fit, name_cell, percent, rate, tokens};
+use super::{Theme, capacity, fit, name_cell, percent, rate, tokens};
 use crate::dashboard::action::Pane;
 use crate::dashboard::app::App;
 use crate::dashboard::tiers;
 use crate::gateway::ModelView;
 use crate::router::State;
+
+/// `headroom`, the heading, is the widest the column gets (`100%`).
+const HEADROOM_WIDTH: u16 = 8;
+const SPACING: u16 = 2;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let focused = app.focus == Pane::Models && app.overlay.is_none();
@@ -28,14 +33,37 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .unwrap_or(5)
         .clamp(5, 32) as u16;
     let right = |s: String| Cell::from(Line::from(s).right_aligned());
-    let heading = Row::new(vec![
+    // The headroom column only when a model has token limits: a gateway
+    // without them looks as it did.
+    let headroom = capacity::shows_headroom(&app.state.models);
+    let mut widths = vec![
+        Constraint::Length(name_width),
+        Constraint::Length(6),
+        Constraint::Length(8),
+        Constraint::Length(7),
+    ];
+    let mut heading = vec![
         Cell::from("model"),
         right("req/s".into()),
         right("tok/min".into()),
         right("errors".into()),
-        Cell::from("deployments"),
-    ])
-    .style(theme.dim());
+    ];
+    if headroom {
+        widths.push(Constraint::Length(HEADROOM_WIDTH));
+        heading.push(right("headroom".into()));
+    }
+    // What the deployments column gets: the inner width less the selection
+    // mark, the columns before it and the gaps.
+    let fill = widths
+        .iter()
+        .map(|c| match c {
+            Constraint::Length(w) => w + SPACING,
+            _ => SPACING,
+        })
+        .fold(area.width.saturating_sub(4), u16::saturating_sub) as usize;
+    widths.push(Constraint::Fill(1));
+    heading.push(Cell::from("deployments"));
+    let heading = Row::new(heading).style(theme.dim());
 
     let rows = app.state.models.iter().enumerate().map(|(i, m)| {
         let r = m.last_minute;
@@ -58,23 +86,23 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             .filter(|d| d.state == State::Healthy)
             .count();
         let total = m.deployments.len();
-        let mut health: Vec<Span> = Vec::new();
+        let mut dots: Vec<Span> = Vec::new();
         if total <= 8 {
             // Tier by tier, a space between them.
             let mut tier = None;
             for i in tiers::order(m) {
                 let d = &m.deployments[i];
                 if tier.is_some_and(|t| t != d.priority) {
-                    health.push(Span::raw(" "));
+                    dots.push(Span::raw(" "));
                 }
                 tier = Some(d.priority);
-                health.push(match d.state {
+                dots.push(match d.state {
                     State::Healthy => Span::styled("●", theme.ok()),
                     State::CoolingDown => Span::styled("◐", theme.warn()),
                     State::Disabled => Span::styled("○", theme.dim()),
                 });
             }
-            health.push(Span::raw(" "));
+            dots.push(Span::raw(" "));
         }
         let style = if healthy == total && total > 0 {
             theme.ok()
@@ -83,8 +111,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         } else {
             theme.warn()
         };
-        health.push(Span::styled(format!("{healthy}/{total} healthy"), style));
-        Row::new(vec![
+        let count = Span::styled(format!("{healthy}/{total} healthy"), style);
+        let mut cells = vec![
             match tiers::spill_mark(m) {
                 None => name_cell(&m.name, name_width, i == app.model, focused, theme),
                 Some(mark) => spilling_name(m, &mark, name_width, i == app.model, focused, theme),
@@ -92,26 +120,54 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             right(rate(r.per_second)),
             right(tokens(r.tokens_per_minute)),
             errors,
-            Cell::from(Line::from(health)),
-        ])
+        ];
+        if headroom {
+            cells.push(Cell::from(capacity::headroom(m, theme).right_aligned()));
+        }
+        cells.push(Cell::from(deployments_cell(
+            dots, count, &m.queue, fill, theme,
+        )));
+        Row::new(cells)
     });
 
-    let widths = [
-        Constraint::Length(name_width),
-        Constraint::Length(6),
-        Constraint::Length(8),
-        Constraint::Length(7),
-        Constraint::Fill(1),
-    ];
     let table = Table::new(rows, widths)
         .header(heading)
         .block(block)
-        .column_spacing(2)
+        .column_spacing(SPACING)
         .highlight_symbol("▸ ")
         .highlight_spacing(HighlightSpacing::Always)
         .row_highlight_style(theme.selected_unfocused());
     let mut state = TableState::default().with_selected(Some(app.model));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// The deployments column: the dots and the count of healthy deployments,
+/// then the queue while requests wait. When the queue makes it too wide for
+/// `room`, the dots go first (the count says it too), then the queue's words.
+fn deployments_cell(
+    dots: Vec<Span<'static>>,
+    count: Span<'static>,
+    queue: &crate::gateway::control::QueueView,
+    room: usize,
+    theme: &Theme,
+) -> Line<'static> {
+    let join = |dots: &[Span<'static>], short: bool| {
+        let mut spans = dots.to_vec();
+        spans.push(count.clone());
+        let queue = capacity::queue(queue, short, theme);
+        if !queue.is_empty() {
+            spans.push(Span::raw("  "));
+            spans.extend(queue);
+        }
+        Line::from(spans)
+    };
+    if queue.length == 0 {
+        return join(&dots, false);
+    }
+    [join(&dots, false), join(&[], false)]
+        .into_iter()
+        .find(|line| line.width() <= room)
+        .unwrap_or_else(|| join(&[], true))
 }
 
 /// The room a tiered model's name keeps for its spill mark (` ⤵T2`).

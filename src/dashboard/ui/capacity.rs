@@ -41,7 +41,7 @@ pub fn at_limit(dim: Dim) -> &'static str {
         Dim::Slice => "at RPM slice",
         Dim::Input => "at input TPM",
         Dim::Output => "at output TPM",
-        Dim::InFlight => "at max in flight",
+        Dim::InFlight => "max in flight",
     }
 }
 
@@ -166,19 +166,19 @@ pub fn other_limit_width(deployments: &[DeploymentView]) -> u16 {
         .unwrap_or(0) as u16
 }
 
-/// Whether any model has a headroom to show: the column is there only then.
-pub fn shows_headroom(models: &[ModelView]) -> bool {
-    models.iter().any(|m| m.headroom.is_some())
-}
-
-/// `35%`: the share of the model's token capacity left at the current rate;
-/// green above 30 %, yellow to 10 %, red under. Nothing when no deployment
-/// has a token limit.
-pub fn headroom(m: &ModelView, theme: &Theme) -> Line<'static> {
-    match m.headroom {
-        None => Line::default(),
-        Some(h) => Line::styled(format!("{:.0}%", h * 100.0), theme.headroom(h)),
-    }
+/// `35% headroom`: the share of the model's token capacity left at the
+/// current rate; green above 30 %, yellow from 10 % to 30 %, red under. Nothing when
+/// no deployment has a token limit.
+pub fn headroom(m: &ModelView, theme: &Theme) -> Option<Span<'static>> {
+    m.headroom.map(|h| {
+        // Rounded down, and coloured by the figure shown, so that `10%` is
+        // never red nor `30%` green.
+        let percent = (h.clamp(0.0, 1.0) * 100.0).floor();
+        Span::styled(
+            format!("{percent:.0}% headroom"),
+            theme.headroom(percent / 100.0),
+        )
+    })
 }
 
 /// `⏳ 12 waiting · 3.2s`, or in `short` form `⏳ 12 · 3.2s`: the

@@ -73,15 +73,20 @@ const STATE_WIDTH: u16 = 11;
 /// The pinned sessions: `sess`, up to `9999` (then `12k`).
 const SESS_WIDTH: u16 = 4;
 const GAUGE_MIN: u16 = 16;
+/// The forecast stays while the gauge keeps this much: a bar of three and
+/// its figures.
+const GAUGE_TIGHT: u16 = 13;
 /// Dropped in this order when the gauge would get narrower than GAUGE_MIN:
-/// the forecast last, since it is what an operator acts on.
+/// the capacity columns last (they are there only for deployments that have
+/// those limits), the forecast the very last, since it is what an operator
+/// acts on.
 const DROP_ORDER: [Col; 7] = [
     Col::P50,
     Col::Share,
     Col::Errors,
     Col::P95,
-    Col::Limit,
     Col::PerMin,
+    Col::Limit,
     Col::Forecast,
 ];
 
@@ -164,7 +169,12 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             + (cols.len() as u16 + 3)
     };
     for drop in DROP_ORDER {
-        if inner.saturating_sub(fixed(&cols)) >= GAUGE_MIN {
+        let min = if drop == Col::Forecast {
+            GAUGE_TIGHT
+        } else {
+            GAUGE_MIN
+        };
+        if inner.saturating_sub(fixed(&cols)) >= min {
             break;
         }
         cols.retain(|c| *c != drop);

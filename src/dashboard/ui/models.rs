@@ -14,8 +14,6 @@ use crate::dashboard::tiers;
 use crate::gateway::ModelView;
 use crate::router::State;
 
-/// `headroom`, the heading, is the widest the column gets (`100%`).
-const HEADROOM_WIDTH: u16 = 8;
 const SPACING: u16 = 2;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
@@ -33,37 +31,30 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .unwrap_or(5)
         .clamp(5, 32) as u16;
     let right = |s: String| Cell::from(Line::from(s).right_aligned());
-    // The headroom column only when a model has token limits: a gateway
-    // without them looks as it did.
-    let headroom = capacity::shows_headroom(&app.state.models);
-    let mut widths = vec![
+    let widths = [
         Constraint::Length(name_width),
         Constraint::Length(6),
         Constraint::Length(8),
         Constraint::Length(7),
+        Constraint::Fill(1),
     ];
-    let mut heading = vec![
+    let heading = Row::new(vec![
         Cell::from("model"),
         right("req/s".into()),
         right("tok/min".into()),
         right("errors".into()),
-    ];
-    if headroom {
-        widths.push(Constraint::Length(HEADROOM_WIDTH));
-        heading.push(right("headroom".into()));
-    }
+        Cell::from("deployments"),
+    ])
+    .style(theme.dim());
     // What the deployments column gets: the inner width less the selection
     // mark, the columns before it and the gaps.
-    let fill = widths
+    let room = widths
         .iter()
         .map(|c| match c {
             Constraint::Length(w) => w + SPACING,
-            _ => SPACING,
+            _ => 0,
         })
         .fold(area.width.saturating_sub(4), u16::saturating_sub) as usize;
-    widths.push(Constraint::Fill(1));
-    heading.push(Cell::from("deployments"));
-    let heading = Row::new(heading).style(theme.dim());
 
     let rows = app.state.models.iter().enumerate().map(|(i, m)| {
         let r = m.last_minute;
@@ -112,7 +103,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             theme.warn()
         };
         let count = Span::styled(format!("{healthy}/{total} healthy"), style);
-        let mut cells = vec![
+        Row::new(vec![
             match tiers::spill_mark(m) {
                 None => name_cell(&m.name, name_width, i == app.model, focused, theme),
                 Some(mark) => spilling_name(m, &mark, name_width, i == app.model, focused, theme),
@@ -120,14 +111,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             right(rate(r.per_second)),
             right(tokens(r.tokens_per_minute)),
             errors,
-        ];
-        if headroom {
-            cells.push(Cell::from(capacity::headroom(m, theme).right_aligned()));
-        }
-        cells.push(Cell::from(deployments_cell(
-            dots, count, &m.queue, fill, theme,
-        )));
-        Row::new(cells)
+            Cell::from(deployments_cell(dots, count, m, room, theme)),
+        ])
     });
 
     let table = Table::new(rows, widths)
@@ -142,32 +127,52 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 }
 
 /// The deployments column: the dots and the count of healthy deployments,
-/// then the queue while requests wait. When the queue makes it too wide for
-/// `room`, the dots go first (the count says it too), then the queue's words.
+/// then the headroom and the queue when there are (a model without limits
+/// reads as it did). When that is too wide for `room`, the dots go first
+/// (the count says it too), then the queue's words; on the narrowest the
+/// queue and the headroom come first, since they are what is about to go
+/// wrong.
 fn deployments_cell(
     dots: Vec<Span<'static>>,
     count: Span<'static>,
-    queue: &crate::gateway::control::QueueView,
+    m: &ModelView,
     room: usize,
     theme: &Theme,
 ) -> Line<'static> {
-    let join = |dots: &[Span<'static>], short: bool| {
-        let mut spans = dots.to_vec();
-        spans.push(count.clone());
-        let queue = capacity::queue(queue, short, theme);
+    let headroom = capacity::headroom(m, theme);
+    let mut line = dots;
+    line.push(count.clone());
+    if headroom.is_none() && m.queue.length == 0 {
+        return Line::from(line);
+    }
+    let gap = || Span::raw("  ");
+    let with = |mut spans: Vec<Span<'static>>, short: bool| {
+        if let Some(h) = &headroom {
+            spans.extend([gap(), h.clone()]);
+        }
+        let queue = capacity::queue(&m.queue, short, theme);
         if !queue.is_empty() {
-            spans.push(Span::raw("  "));
+            spans.push(gap());
             spans.extend(queue);
         }
         Line::from(spans)
     };
-    if queue.length == 0 {
-        return join(&dots, false);
+    let mut urgent_first = capacity::queue(&m.queue, true, theme);
+    if let Some(h) = &headroom {
+        if !urgent_first.is_empty() {
+            urgent_first.push(gap());
+        }
+        urgent_first.push(h.clone());
     }
-    [join(&dots, false), join(&[], false)]
-        .into_iter()
-        .find(|line| line.width() <= room)
-        .unwrap_or_else(|| join(&[], true))
+    urgent_first.extend([gap(), count.clone()]);
+    [
+        with(line, false),
+        with(vec![count.clone()], false),
+        with(vec![count], true),
+    ]
+    .into_iter()
+    .find(|line| line.width() <= room)
+    .unwrap_or_else(|| Line::from(urgent_first))
 }
 
 /// The room a tiered model's name keeps for its spill mark (` ⤵T2`).

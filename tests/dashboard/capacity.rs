@@ -124,6 +124,17 @@ fn a_deployment_counting_down_says_when_it_will_be_full() {
         Some(Color::Yellow)
     );
     assert!(line_of(&render(&app, 120, 35), "] sweden").contains("3/8 in flight"));
+
+    // Coloured by the figure shown: 9.6 s reads `10s`, a warning still.
+    let mut state = capacity_state();
+    state.models[0].deployments[0].forecast_full_s = Some(9.6);
+    let mut app = capacity_app();
+    app.ingest_state(state, T0 + 10_000);
+    let colour = render_with(&app, 120, 35, &Theme { color: true });
+    assert_eq!(
+        style_of(&colour, "] eastus", "full in 10s").fg,
+        Some(Color::Yellow)
+    );
 }
 
 #[test]

@@ -55,6 +55,8 @@ pub fn forecast(d: &DeploymentView, theme: &Theme) -> Line<'static> {
     match d.forecast_full_s {
         None => Line::default(),
         Some(s) => {
+            // By the figure shown, so that `full in 10s` is never red.
+            let s = s.max(0.0).round();
             let style = if s < FORECAST_BAD_S {
                 theme.bad()
             } else if s < FORECAST_WARN_S {

@@ -261,13 +261,19 @@ fn render_with(app: &App, width: u16, height: u16, theme: &Theme) -> Terminal<Te
     terminal
 }
 
-/// The screen as text, one line per row, trailing blanks cut.
+/// The screen as text, one line per row, trailing blanks cut. A wide
+/// character (`⏳`) covers two cells, as on a terminal: the cell it hides
+/// is left out.
 fn render(app: &App, width: u16, height: u16) -> String {
     let terminal = render_with(app, width, height, &Theme::plain());
     let buffer = terminal.backend().buffer();
+    let wide = |x: u16, y: u16| ratatui::text::Span::raw(buffer[(x, y)].symbol()).width() > 1;
     let mut out = String::new();
     for y in 0..height {
-        let line: String = (0..width).map(|x| buffer[(x, y)].symbol()).collect();
+        let line: String = (0..width)
+            .filter(|&x| x == 0 || !wide(x - 1, y))
+            .map(|x| buffer[(x, y)].symbol())
+            .collect();
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -1198,3 +1204,7 @@ fn a_rejected_config_edit_stays_on_screen_until_a_good_one_replaces_it() {
 // this one is long enough).
 #[path = "dashboard/tiers.rs"]
 mod tiers;
+
+// Capacity: forecasts, other limits, headroom and queues.
+#[path = "dashboard/capacity.rs"]
+mod capacity;

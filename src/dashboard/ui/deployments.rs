@@ -1,14 +1,16 @@
 //! The Deployments pane: the selected model's deployments, each with its
 //! toggle, state, TPM gauge and the last minute's traffic. A model in more
 //! than one tier lists them tier by tier, with a tier column; one that pins
-//! sessions shows each deployment's pins.
+//! sessions shows each deployment's pins. Beside the gauge, when there is
+//! something to say, the limit beyond TPM closest to full and when the
+//! deployment will be full (or the limit it is at).
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, HighlightSpacing, Row, Table, TableState};
 
-use super::{Theme, count, fit, millis, percent, scroll_offset, tokens};
+use super::{Theme, capacity, count, fit, millis, percent, scroll_offset, tokens};
 use crate::dashboard::action::Pane;
 use crate::dashboard::app::{App, Level};
 use crate::dashboard::tiers;
@@ -16,8 +18,11 @@ use crate::gateway::DeploymentView;
 use crate::router::{Cause, State};
 
 /// Columns that give way, least useful first, when the pane is narrow.
+/// `Limit` and `Forecast` stand beside the gauge, the others after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Col {
+    Limit,
+    Forecast,
     PerMin,
     P50,
     P95,
@@ -25,9 +30,19 @@ enum Col {
     Share,
 }
 
+/// The widths of the capacity columns, which depend on the deployments'
+/// limits (0: not shown).
+#[derive(Debug, Clone, Copy)]
+struct Widths {
+    limit: u16,
+    forecast: u16,
+}
+
 impl Col {
-    fn width(self) -> u16 {
+    fn width(self, w: Widths) -> u16 {
         match self {
+            Col::Limit => w.limit,
+            Col::Forecast => w.forecast,
             Col::PerMin => 5,
             Col::P50 | Col::P95 => 6,
             Col::Errors => 4,
@@ -37,12 +52,19 @@ impl Col {
 
     fn heading(self) -> &'static str {
         match self {
+            Col::Limit => "limit",
+            Col::Forecast => "forecast",
             Col::PerMin => "req/m",
             Col::P50 => "p50",
             Col::P95 => "p95",
             Col::Errors => "err",
             Col::Share => "share",
         }
+    }
+
+    /// Beside the gauge, before the pins and the traffic.
+    fn beside_gauge(self) -> bool {
+        matches!(self, Col::Limit | Col::Forecast)
     }
 }
 
@@ -51,8 +73,22 @@ const STATE_WIDTH: u16 = 11;
 /// The pinned sessions: `sess`, up to `9999` (then `12k`).
 const SESS_WIDTH: u16 = 4;
 const GAUGE_MIN: u16 = 16;
-/// Dropped in this order when the gauge would get narrower than GAUGE_MIN.
-const DROP_ORDER: [Col; 5] = [Col::P50, Col::Share, Col::Errors, Col::P95, Col::PerMin];
+/// The forecast stays while the gauge keeps this much: a bar of three and
+/// its figures.
+const GAUGE_TIGHT: u16 = 13;
+/// Dropped in this order when the gauge would get narrower than GAUGE_MIN:
+/// the capacity columns last (they are there only for deployments that have
+/// those limits), the forecast the very last, since it is what an operator
+/// acts on.
+const DROP_ORDER: [Col; 7] = [
+    Col::P50,
+    Col::Share,
+    Col::Errors,
+    Col::P95,
+    Col::PerMin,
+    Col::Limit,
+    Col::Forecast,
+];
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let focused = app.focus == Pane::Deployments && app.overlay.is_none();
@@ -111,7 +147,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let pins = tiers::shows_pins(model);
     // The inner width, less the selection mark.
     let inner = area.width.saturating_sub(4);
+    let widths = Widths {
+        limit: capacity::other_limit_width(&model.deployments),
+        forecast: capacity::forecast_width(&model.deployments),
+    };
     let mut cols = vec![Col::PerMin, Col::P50, Col::P95, Col::Errors, Col::Share];
+    if widths.forecast > 0 {
+        cols.insert(0, Col::Forecast);
+    }
+    if widths.limit > 0 {
+        cols.insert(0, Col::Limit);
+    }
     let optional = |width: u16| if width > 0 { width + 1 } else { 0 };
     let fixed = |cols: &[Col]| -> u16 {
         optional(tier_width)
@@ -119,11 +165,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             + name_width
             + STATE_WIDTH
             + optional(if pins { SESS_WIDTH } else { 0 })
-            + cols.iter().map(|c| c.width()).sum::<u16>()
+            + cols.iter().map(|c| c.width(widths)).sum::<u16>()
             + (cols.len() as u16 + 3)
     };
     for drop in DROP_ORDER {
-        if inner.saturating_sub(fixed(&cols)) >= GAUGE_MIN {
+        let min = if drop == Col::Forecast {
+            GAUGE_TIGHT
+        } else {
+            GAUGE_MIN
+        };
+        if inner.saturating_sub(fixed(&cols)) >= min {
             break;
         }
         cols.retain(|c| *c != drop);
@@ -141,10 +192,16 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Cell::from("state"),
         Cell::from("TPM used / limit"),
     ]);
+    let (beside, after): (Vec<Col>, Vec<Col>) = cols.iter().partition(|c| c.beside_gauge());
+    heading.extend(
+        beside
+            .iter()
+            .map(|c| Cell::from(fit(c.heading(), c.width(widths) as usize))),
+    );
     if pins {
         heading.push(right("sess".into()));
     }
-    heading.extend(cols.iter().map(|c| right(c.heading().into())));
+    heading.extend(after.iter().map(|c| right(c.heading().into())));
 
     // A tier is named on its first row, and on the first row in view.
     let first_shown = scroll_offset(
@@ -181,6 +238,26 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Cell::from(state(d, enabled, theme)),
             Cell::from(gauge(d.tpm_used, d.tpm_limit, gauge_width as usize, theme)),
         ]);
+        let cell = |c: &Col| match c {
+            Col::Limit => Cell::from(capacity::other_limit(d, theme)),
+            Col::Forecast => Cell::from(capacity::forecast(d, theme)),
+            Col::PerMin => right(count(r.attempts, Col::PerMin.width(widths) as usize)),
+            Col::P50 => right(r.p50_ms.map_or("–".into(), millis)),
+            Col::P95 => right(r.p95_ms.map_or("–".into(), millis)),
+            Col::Errors => Cell::from(
+                Line::styled(
+                    count(r.failures, Col::Errors.width(widths) as usize),
+                    if r.failures > 0 {
+                        theme.bad()
+                    } else {
+                        theme.dim()
+                    },
+                )
+                .right_aligned(),
+            ),
+            Col::Share => right(r.share.map_or("–".into(), percent)),
+        };
+        cells.extend(beside.iter().map(cell));
         if pins {
             let n = u64::from(d.pinned_sessions);
             let style = if n > 0 { theme.bold() } else { theme.dim() };
@@ -188,43 +265,26 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
                 Line::styled(count(n, SESS_WIDTH as usize), style).right_aligned(),
             ));
         }
-        for c in &cols {
-            cells.push(match c {
-                Col::PerMin => right(count(r.attempts, Col::PerMin.width() as usize)),
-                Col::P50 => right(r.p50_ms.map_or("–".into(), millis)),
-                Col::P95 => right(r.p95_ms.map_or("–".into(), millis)),
-                Col::Errors => Cell::from(
-                    Line::styled(
-                        count(r.failures, Col::Errors.width() as usize),
-                        if r.failures > 0 {
-                            theme.bad()
-                        } else {
-                            theme.dim()
-                        },
-                    )
-                    .right_aligned(),
-                ),
-                Col::Share => right(r.share.map_or("–".into(), percent)),
-            });
-        }
+        cells.extend(after.iter().map(cell));
         Row::new(cells)
     });
 
-    let mut widths = Vec::new();
+    let mut constraints = Vec::new();
     if tier_width > 0 {
-        widths.push(Constraint::Length(tier_width));
+        constraints.push(Constraint::Length(tier_width));
     }
-    widths.extend([
+    constraints.extend([
         Constraint::Length(ON_WIDTH),
         Constraint::Length(name_width),
         Constraint::Length(STATE_WIDTH),
         Constraint::Length(gauge_width),
     ]);
+    constraints.extend(beside.iter().map(|c| Constraint::Length(c.width(widths))));
     if pins {
-        widths.push(Constraint::Length(SESS_WIDTH));
+        constraints.push(Constraint::Length(SESS_WIDTH));
     }
-    widths.extend(cols.iter().map(|c| Constraint::Length(c.width())));
-    let table = Table::new(rows, widths)
+    constraints.extend(after.iter().map(|c| Constraint::Length(c.width(widths))));
+    let table = Table::new(rows, constraints)
         .header(Row::new(heading).style(theme.dim()))
         .block(block)
         .column_spacing(1)

@@ -1,6 +1,7 @@
 //! Drawing: a pure function of the [`App`] (owned data, no locks) onto a
 //! ratatui frame, one file per pane.
 
+mod capacity;
 mod deployments;
 mod footer;
 mod form;

@@ -5,6 +5,10 @@
 
 use ratatui::style::{Color, Modifier, Style};
 
+/// Where a gauge turns yellow, and red: the share of its limit used.
+const WARN_AT: f64 = 0.7;
+const BAD_AT: f64 = 0.9;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Theme {
     pub color: bool,
@@ -88,12 +92,42 @@ impl Theme {
 
     /// A gauge or a rate by how close to its limit: under 70 %, to 90 %, over.
     pub fn level(&self, fraction: f64) -> Style {
-        if fraction >= 0.9 {
+        if fraction >= BAD_AT {
             self.bad()
-        } else if fraction >= 0.7 {
+        } else if fraction >= WARN_AT {
             self.warn()
         } else {
             self.ok()
         }
+    }
+
+    /// A share left (a model's headroom): the gauge's levels seen from the
+    /// other side, so that a model and its gauges turn at the same points —
+    /// green above 30 % left, yellow to 10 %, red under.
+    pub fn headroom(&self, left: f64) -> Style {
+        if left < 1.0 - BAD_AT {
+            self.bad()
+        } else if left <= 1.0 - WARN_AT {
+            self.warn()
+        } else {
+            self.ok()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headroom_turns_where_the_gauges_do() {
+        let t = Theme { color: true };
+        assert_eq!(t.headroom(0.35), t.ok());
+        assert_eq!(t.headroom(0.3), t.warn());
+        assert_eq!(t.headroom(0.1), t.warn());
+        assert_eq!(t.headroom(0.09), t.bad());
+        assert_eq!(t.headroom(0.0), t.bad());
+        assert_eq!(t.level(0.65), t.headroom(0.35));
+        assert_eq!(t.level(0.95), t.headroom(0.05));
     }
 }

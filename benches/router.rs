@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use switchboard::config::RoutingConfig;
-use switchboard::router::{Pool, TpmWindow, Verdict};
+use switchboard::router::{Limits, Need, Pool, TpmWindow, Verdict};
 
 fn pool(n: usize, limits: bool) -> Pool {
     let mut p = Pool::new(RoutingConfig::default());
@@ -54,5 +54,70 @@ fn window(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, selection, window);
+/// Admission with every limit a deployment can have against the TPM
+/// window alone (the bar: at most 1.5x).
+fn admission(c: &mut Criterion) {
+    let mut group = c.benchmark_group("admission");
+    let all = |i: u64| Limits {
+        tpm: Some(100_000_000 + i),
+        rpm: Some(100_000_000),
+        rpm_slice_s: Some(10),
+        input_tpm: Some(100_000_000),
+        output_tpm: Some(100_000_000),
+        max_in_flight: Some(1_000),
+    };
+    for (name, limits) in [
+        (
+            "tpm_only",
+            [
+                Limits::tpm(Some(100_000_000)),
+                Limits::tpm(Some(100_000_001)),
+            ],
+        ),
+        ("four_limits", [all(0), all(1)]),
+    ] {
+        group.bench_function(name, |b| {
+            let mut p = Pool::new(RoutingConfig::default());
+            for (i, l) in limits.iter().enumerate() {
+                p.push(format!("deployment-{i}").into(), *l, true);
+            }
+            let mut t = 0u64;
+            b.iter(|| {
+                t += 1;
+                let now = Duration::from_micros(t * 50);
+                let need = Need {
+                    input: black_box(60),
+                    output: 40,
+                };
+                let pick = p.pick(now, need, &[]).unwrap();
+                p.settle(pick.index, now, pick.reservation, need);
+                p.end(pick.index);
+                p.record(pick.index, now, Verdict::Answered);
+                pick.index
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A request that lines up and is let on at once: the cost of the queue
+/// when the wait is 0 s (the bar: under 5 us).
+fn queue(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let q = switchboard::gateway::queue::Queue::default();
+    c.bench_function("queue/zero_wait", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let place = q.join(1000).unwrap();
+                place.turn().await;
+                drop(place);
+            })
+        })
+    });
+    c.bench_function("queue/empty_check", |b| b.iter(|| black_box(&q).is_empty()));
+}
+
+criterion_group!(benches, selection, window, admission, queue);
 criterion_main!(benches);

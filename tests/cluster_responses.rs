@@ -76,10 +76,10 @@ fn message(v: &[Value]) -> String {
         .to_string()
 }
 
-/// Waits until the cluster has response `id`. Noting it leaves the
-/// answer's path, so it lands in Redis about a round trip after the answer
-/// (see README): a client as quick as this test's could beat it.
-async fn noted(redis: &Redis, id: &str) {
+/// Checks that the cluster has response `id`: at once for a whole answer
+/// (written before the answer goes), within a second for a stream (its id
+/// is written off the path, see README).
+async fn noted(redis: &Redis, id: &str, stream: bool) {
     let client = ::redis::Client::open(redis.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let key = ResponseKeys::new("test").of(id);
@@ -93,6 +93,7 @@ async fn noted(redis: &Redis, id: &str) {
         if found.is_some() {
             return;
         }
+        assert!(stream, "{id} not in Redis when its whole answer came");
         assert!(
             Instant::now() < deadline,
             "{id} not in Redis after a second"
@@ -144,7 +145,7 @@ async fn a_response_made_through_one_instance_is_found_through_the_others() {
         let id = id.as_str().unwrap().to_string();
         let other = if producer == "a" { &b } else { &a };
         let before = other.stats().requests;
-        noted(&redis, &id).await;
+        noted(&redis, &id, stream).await;
         // Even weights: routed freely, two follow-ups in a row through one
         // instance would reach both deployments.
         for i in [1, 2, 1, 2] {
@@ -177,7 +178,7 @@ async fn a_response_made_through_one_instance_is_found_through_the_others() {
     let body = json!({"model": "m", "input": "hello again"});
     let (_, producer, first) = send(&cluster, 0, "POST", "/v1/responses", Some(body)).await;
     let id = first[0]["id"].as_str().unwrap().to_string();
-    noted(&redis, &id).await;
+    noted(&redis, &id, false).await;
     let other = if producer == "a" { &b } else { &a };
     let path = format!("/v1/responses/{id}");
     let r = reqwest::Client::new()
@@ -257,7 +258,7 @@ async fn with_redis_away_each_instance_knows_only_its_own() {
     let body = json!({"model": "m", "input": "hello"});
     let (_, producer, first) = send(&cluster, 0, "POST", "/v1/responses", Some(body)).await;
     let id = first[0]["id"].as_str().unwrap().to_string();
-    noted(&redis, &id).await;
+    noted(&redis, &id, false).await;
     redis.stop();
     wait_until("both instances see Redis down", || {
         (0..2).all(|i| cluster.state(i)["cluster"]["redis"] == "down")

@@ -161,6 +161,41 @@ impl Cluster {
         });
     }
 
+    /// Notes it before the answer goes: a client may send its follow-up
+    /// through another instance as soon as it has the answer, faster than
+    /// a note sent off the path lands. One script call, bounded by
+    /// [`REDIS_TIMEOUT`]; when Redis is away the note goes off the path
+    /// instead, as [`Cluster::remember_response`] does.
+    pub async fn remember_response_now(
+        &self,
+        id: &str,
+        model: &str,
+        deployment: &str,
+        ttl: Duration,
+        bound: usize,
+    ) {
+        if id.len() > MAX_ID {
+            return;
+        }
+        let note = Note::Remember {
+            id: id.into(),
+            model: model.into(),
+            deployment: deployment.into(),
+            ttl,
+            bound,
+        };
+        let mut con = self.connection();
+        let keys = self.response_keys();
+        let written = tokio::time::timeout(
+            REDIS_TIMEOUT,
+            write(&mut con, &keys, None, std::slice::from_ref(&note)),
+        )
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            self.note_response(note);
+        }
+    }
+
     /// Forgets response `id`, off the request's path.
     pub fn forget_response(&self, id: &str) {
         if id.len() <= MAX_ID {

@@ -24,7 +24,7 @@ mod named;
 mod probe;
 pub mod provider;
 mod proxy;
-mod queue;
+pub mod queue;
 mod ratelimit;
 mod refusal;
 mod relay;

@@ -385,7 +385,10 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     };
                     // The model that served is the flight's: no copy of its name.
                     if endpoint == Endpoint::Responses {
-                        door::responses::pin::note_answer(&gw, &asked, &flight, &upstream, &body);
+                        Box::pin(door::responses::pin::note_answer(
+                            &gw, &asked, &flight, &upstream, &body,
+                        ))
+                        .await;
                     }
                     (status, headers, body, None)
                 };

@@ -245,7 +245,14 @@ impl Body for MockBody {
             if let Some(pacing) = &mut this.pacing {
                 ready!(pacing.poll_gap(cx));
             }
-            return Poll::Ready(this.frames.next().map(|b| Ok(Frame::data(b))));
+            let frame = this.frames.next();
+            if this.frames.len() == 0 && this.end == End::Clean {
+                // The answer is made: a server frees its place before the
+                // last bytes reach the client (a client that reads them
+                // may send its next request at once).
+                this.slot = None;
+            }
+            return Poll::Ready(frame.map(|b| Ok(Frame::data(b))));
         }
         match this.end {
             End::Clean => Poll::Ready(None),

@@ -7,9 +7,10 @@
 //! This is one instance's memory. In a cluster (`[cluster]`) each id is
 //! also written to Redis (`cluster::responses`): a key
 //! `{sb:<name>}:r:<id>` with the same `TTL`, and an index that holds the
-//! newest `CAPACITY` of the whole cluster, the oldest deleted past it. The
-//! write leaves the request's path: the cluster's lane sends it at once,
-//! and it lands about a round trip after the answer. A request that names
+//! newest `CAPACITY` of the whole cluster, the oldest deleted past it. A
+//! whole stored answer is written before it goes (a follow-up may come
+//! through another instance at once); a stream's id off the path, when
+//! its first output event passes, long before the stream ends. A request that names
 //! a response (`previous_response_id`, `GET` / `DELETE
 //! /v1/responses/{id}`, …) looks here first and asks Redis (one GET) only
 //! when the id is not known here; a DELETE forgets it in both. When Redis

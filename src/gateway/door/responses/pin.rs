@@ -154,8 +154,10 @@ fn refuse(flight: &mut Flight, id: &str, why: &str) -> Response {
     (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
-/// Notes who produced a whole answer, when the upstream keeps it.
-pub(in crate::gateway) fn note_answer(
+/// Notes who produced a whole answer, when the upstream keeps it: in a
+/// cluster, in Redis before the answer goes (see
+/// `Cluster::remember_response_now`).
+pub(in crate::gateway) async fn note_answer(
     gw: &Gateway,
     asked: &Asked,
     flight: &Flight,
@@ -169,9 +171,23 @@ pub(in crate::gateway) fn note_answer(
         }
         Ok(())
     });
-    if let Some(id) = id {
-        note(gw, asked, flight, up, &id);
+    let Some(id) = id else { return };
+    if let Some(cluster) = gw.cluster()
+        && asked.responses_state().is_some_and(|s| s.stored)
+    {
+        cluster
+            .remember_response_now(
+                &id,
+                &flight.route.name,
+                &up.name,
+                super::memory::TTL,
+                super::memory::CAPACITY,
+            )
+            .await;
+        note_here(gw, flight, up, &id);
+        return;
     }
+    note(gw, asked, flight, up, &id);
 }
 
 /// Notes that `up` produced response `id`, when the request asked the
@@ -193,10 +209,15 @@ pub(in crate::gateway) fn note(
                 super::memory::CAPACITY,
             );
         }
-        let producer = Producer {
-            model: flight.route.name.clone(),
-            deployment: up.name.clone(),
-        };
-        gw.shared.responses.note(id, producer, gw.now());
+        note_here(gw, flight, up, id);
     }
+}
+
+/// Notes it in this instance's memory.
+fn note_here(gw: &Gateway, flight: &Flight, up: &Arc<Upstream>, id: &str) {
+    let producer = Producer {
+        model: flight.route.name.clone(),
+        deployment: up.name.clone(),
+    };
+    gw.shared.responses.note(id, producer, gw.now());
 }

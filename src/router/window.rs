@@ -198,18 +198,29 @@ impl TpmWindow {
     /// The recent rate per second: the complete seconds of the window,
     /// each weighing less the older it is (a 15 s time constant), so a
     /// change of load shows within seconds while one busy second does not
-    /// make a trend.
+    /// make a trend; or the last five seconds' mean when that is higher,
+    /// so that a rising load (the case a forecast is for) is not seen
+    /// late.
     pub fn rate(&mut self, now: Duration) -> f64 {
         let head = self.advance(now);
         let (mut sum, mut weights) = (0.0, 0.0);
+        let (mut recent, mut recent_secs) = (0.0, 0.0);
         let mut weight = 1.0;
         for k in 1..WINDOW_SECS {
             let Some(s) = head.checked_sub(k) else { break };
-            sum += weight * self.buckets[(s % WINDOW_SECS) as usize] as f64;
+            let count = self.buckets[(s % WINDOW_SECS) as usize] as f64;
+            sum += weight * count;
             weights += weight;
             weight *= DECAY;
+            if k <= RECENT_SECS {
+                recent += count;
+                recent_secs += 1.0;
+            }
         }
-        if weights == 0.0 { 0.0 } else { sum / weights }
+        if weights == 0.0 {
+            return 0.0;
+        }
+        (sum / weights).max(recent / recent_secs)
     }
 
     /// Seconds from `now` until the window holds `limit` if `rate` a second
@@ -245,6 +256,9 @@ impl TpmWindow {
         None
     }
 }
+
+/// The seconds of the recent mean in [`TpmWindow::rate`].
+const RECENT_SECS: u64 = 5;
 
 /// How much a second's count weighs against the next newer one's in
 /// [`TpmWindow::rate`]: e^(-1/15).

@@ -52,6 +52,7 @@ fn deployment(name: &str, tpm: (u64, Option<u64>), state: State) -> DeploymentVi
         in_flight: 0,
         limited_by: None,
         forecast_full_s: None,
+        forecasts: Vec::new(),
         priority: 1,
         pinned_sessions: 0,
         state,

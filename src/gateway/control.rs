@@ -142,6 +142,9 @@ pub struct DeploymentView {
     /// none will be at this rate.
     #[serde(default)]
     pub forecast_full_s: Option<f64>,
+    /// The forecast of each of its limits (`{"limit", "full_s"}`).
+    #[serde(default)]
+    pub forecasts: Vec<crate::router::limits::Forecast>,
     /// Its tier: lower is tried first.
     #[serde(default = "default_priority")]
     pub priority: u32,
@@ -196,6 +199,14 @@ fn view(up: &Upstream, s: SlotStatus) -> DeploymentView {
         in_flight: s.in_flight,
         limited_by: s.limited_by,
         forecast_full_s: s.forecast_full_s.map(|f| (f * 10.0).round() / 10.0),
+        forecasts: s
+            .forecasts
+            .iter()
+            .map(|f| crate::router::limits::Forecast {
+                full_s: f.full_s.map(|s| (s * 10.0).round() / 10.0),
+                ..*f
+            })
+            .collect(),
         priority: s.priority,
         pinned_sessions: s.pinned_sessions,
         state: s.state,

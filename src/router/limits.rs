@@ -308,29 +308,37 @@ impl Meter {
     /// Seconds until the first of `limits` is reached at the recent rate
     /// (0 when one is reached now), `None` when none will be at this rate.
     pub fn forecast(&mut self, now: Duration, limits: &Limits) -> Option<f64> {
-        let mut soonest: Option<f64> = None;
-        let mut note = |t: Option<f64>| {
-            if let Some(t) = t {
-                soonest = Some(soonest.map_or(t, |s: f64| s.min(t)));
+        self.forecasts(now, limits)
+            .into_iter()
+            .filter_map(|f| f.full_s)
+            .reduce(f64::min)
+    }
+
+    /// The forecast of each limit the deployment has.
+    pub fn forecasts(&mut self, now: Duration, limits: &Limits) -> Vec<Forecast> {
+        let mut out = Vec::new();
+        for (limit, window, max) in [
+            (Dim::Tokens, &mut self.tokens, limits.tpm),
+            (Dim::Requests, &mut self.requests, limits.rpm),
+            (Dim::Input, &mut self.input, limits.input_tpm),
+            (Dim::Output, &mut self.output, limits.output_tpm),
+        ] {
+            if let Some(max) = max {
+                let rate = window.rate(now);
+                out.push(Forecast {
+                    limit,
+                    full_s: window.time_until_full(now, max, rate),
+                });
             }
-        };
-        let window = |w: &mut TpmWindow, limit: Option<u64>| {
-            limit.and_then(|limit| {
-                let rate = w.rate(now);
-                w.time_until_full(now, limit, rate)
-            })
-        };
-        note(window(&mut self.tokens, limits.tpm));
-        note(window(&mut self.requests, limits.rpm));
-        note(window(&mut self.input, limits.input_tpm));
-        note(window(&mut self.output, limits.output_tpm));
-        if limits
-            .max_in_flight
-            .is_some_and(|max| self.in_flight >= max)
-        {
-            note(Some(0.0));
         }
-        soonest
+        if let Some(max) = limits.max_in_flight {
+            // No rate says when places run out: full now, or not said.
+            out.push(Forecast {
+                limit: Dim::InFlight,
+                full_s: (self.in_flight >= max).then_some(0.0),
+            });
+        }
+        out
     }
 
     /// Requests in the window, and when it is whole again.
@@ -356,6 +364,14 @@ impl Meter {
     pub fn token_rate(&mut self, now: Duration) -> f64 {
         self.tokens.rate(now)
     }
+}
+
+/// When one limit will be reached at the recent rate (`None`: not at
+/// this rate).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Forecast {
+    pub limit: Dim,
+    pub full_s: Option<f64>,
 }
 
 /// What a deployment's windows hold now.

@@ -144,6 +144,8 @@ pub struct SlotStatus {
     /// Seconds until a limit is reached at the recent rate; `None`: not at
     /// this rate.
     pub forecast_full_s: Option<f64>,
+    /// The same for each of its limits.
+    pub forecasts: Vec<limits::Forecast>,
     pub state: State,
     pub cooldown_cause: Option<Cause>,
     pub cooldown_remaining_s: f64,
@@ -420,7 +422,8 @@ impl Pool {
         };
         let used = slot.meter.used(now);
         let limited_by = slot.meter.full(now, Need::default(), &slot.limits, 1);
-        let forecast_full_s = slot.meter.forecast(now, &slot.limits);
+        let forecasts = slot.meter.forecasts(now, &slot.limits);
+        let forecast_full_s = forecasts.iter().filter_map(|f| f.full_s).reduce(f64::min);
         let l = slot.limits;
         SlotStatus {
             name: slot.name.clone(),
@@ -437,6 +440,7 @@ impl Pool {
             in_flight: used.in_flight,
             limited_by,
             forecast_full_s,
+            forecasts,
             state,
             cooldown_cause: cooling.map(|(c, _)| c),
             cooldown_remaining_s: cooling.map_or(0.0, |(_, d)| d.as_secs_f64()),

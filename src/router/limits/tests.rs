@@ -251,3 +251,31 @@ fn the_forecast_counts_what_leaves_the_window() {
     assert_eq!(p.status(0, s(50)).tpm_used, 5_000);
     assert_eq!(p.status(0, s(50)).forecast_full_s, None);
 }
+
+#[test]
+fn each_limit_has_its_own_forecast() {
+    let both = Limits {
+        tpm: Some(100_000),
+        output_tpm: Some(2_000),
+        max_in_flight: Some(4),
+        ..Limits::default()
+    };
+    let mut p = pool(&[both]);
+    for t in 0..30 {
+        let r = p.pick(s(t), need(10, 50), &[]).unwrap();
+        p.end(r.index);
+    }
+    // 1,500 of 2,000 output at 50 a second: ~10 s; tokens far off.
+    let status = p.status(0, s(30));
+    let by: Vec<(Dim, Option<f64>)> = status
+        .forecasts
+        .iter()
+        .map(|f| (f.limit, f.full_s))
+        .collect();
+    assert_eq!(by.len(), 3, "{by:?}");
+    assert_eq!(by[0].1, None, "60 tokens a second never fill 100,000");
+    let output = by[1].1.unwrap();
+    assert!((8.0..12.0).contains(&output), "{output}");
+    assert_eq!(by[2], (Dim::InFlight, None));
+    assert_eq!(status.forecast_full_s, Some(output));
+}

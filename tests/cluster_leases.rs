@@ -4,7 +4,8 @@
 //! each decided by the core and by the scripts alike; and the leases'
 //! life, which the core has no clock for: taken by a pick, released at
 //! the request's end, renewed while it runs, expired within their TTL when
-//! their instance stops renewing them, and cleaned by the next pick.
+//! their instance stops renewing them, and cleaned by the next pick; and
+//! what an instance admitted alone joining each window its limits keep.
 
 mod redis;
 
@@ -12,8 +13,8 @@ use std::time::Duration;
 
 use redis::Redis;
 use switchboard::cluster::shared::{
-    Applied, Counted, DepSpec, Mark, ModelKeys, PickRequest, Picked, Scripts, Terms, Windows,
-    lease_name,
+    AloneSecond, Applied, Counted, DepSpec, Mark, ModelKeys, PickRequest, Picked, Scripts, Terms,
+    Windows, lease_name,
 };
 use switchboard::config::RoutingConfig;
 use switchboard::router::{Limits, Need, Pool, Spent, Unavailable};
@@ -275,4 +276,54 @@ async fn the_leases_of_an_instance_that_died_come_free_within_their_ttl() {
     assert!(matches!(picked, Picked::Deployment { leased: true, .. }));
     assert_eq!(both.in_flight(T0 + 30_000).await, 1);
     assert!(mine.starts_with("alive:"));
+}
+
+#[tokio::test]
+async fn what_was_admitted_alone_joins_each_window_its_limits_keep() {
+    let limits = Limits {
+        tpm: Some(10_000),
+        rpm: Some(100),
+        input_tpm: Some(5_000),
+        ..Limits::default()
+    };
+    let mut both = Both::new(limits).await;
+    both.pick(
+        T0,
+        Need {
+            input: 10,
+            output: 5,
+        },
+    )
+    .await
+    .unwrap();
+    let second = |second: u64| AloneSecond {
+        second,
+        tokens: 300,
+        requests: 2,
+        input: 200,
+        output: 100,
+    };
+    // Second 970 has left the windows by second 1030; 1020 has not.
+    let seconds = [second(970), second(1_020)];
+    both.scripts
+        .push(
+            &mut both.con,
+            &both.keys,
+            "d",
+            Some(T0 + 30_000),
+            Windows::of(&limits),
+            &seconds,
+        )
+        .await
+        .unwrap();
+    let s = &both
+        .scripts
+        .state(&mut both.con, &both.keys, Some(T0 + 30_000), &[("d", true)])
+        .await
+        .unwrap()[0];
+    assert_eq!(
+        (s.tpm_used, s.rpm_used, s.input_tpm_used, s.output_tpm_used),
+        (15 + 300, 1 + 2, 10 + 200, 0),
+        "no output window without its limit"
+    );
 }

@@ -83,11 +83,6 @@ impl Cluster {
         });
     }
 
-    /// How many leases this instance holds.
-    pub fn leases_held(&self) -> usize {
-        self.live().len()
-    }
-
     /// Renews this instance's leases every third of their TTL, until the
     /// cluster is dropped: one script call per model that has any.
     pub async fn renew_leases(self: Arc<Self>) {

@@ -30,6 +30,9 @@ pub(super) struct Held {
     live: Mutex<HashMap<u64, (ModelKeys, Arc<str>)>>,
 }
 
+/// A model's leases held, by deployment: their names.
+type ByDeployment = Vec<(Arc<str>, Vec<String>)>;
+
 /// A lease the cluster gave one of this instance's requests: renewed
 /// while it lives, released when it is dropped.
 pub struct Lease {
@@ -108,8 +111,8 @@ impl Cluster {
     }
 
     /// The leases held, by model and deployment, by name.
-    fn by_model(&self) -> Vec<(ModelKeys, Vec<(Arc<str>, Vec<String>)>)> {
-        let mut out: Vec<(ModelKeys, Vec<(Arc<str>, Vec<String>)>)> = Vec::new();
+    fn by_model(&self) -> Vec<(ModelKeys, ByDeployment)> {
+        let mut out: Vec<(ModelKeys, ByDeployment)> = Vec::new();
         for (number, (keys, dep)) in self.live().iter() {
             let deps = match out.iter_mut().find(|(k, _)| k == keys) {
                 Some((_, deps)) => deps,

@@ -368,18 +368,25 @@ impl Scripts {
             .arg(terms.owner);
         for d in deps {
             let l = &d.limits;
-            inv.arg(d.weight);
-            for limit in [
-                l.tpm,
+            inv.arg(d.weight)
+                .arg(l.tpm.unwrap_or(0))
+                .arg(u8::from(d.enabled))
+                .arg(d.priority);
+            // The limits beyond tokens in one argument, empty without any:
+            // a deployment with only a TPM limit costs what it did.
+            let more = [
                 l.rpm,
                 l.rpm.and(l.rpm_slice_s),
                 l.input_tpm,
                 l.output_tpm,
                 l.max_in_flight,
-            ] {
-                inv.arg(limit.unwrap_or(0));
+            ];
+            if more.iter().any(Option::is_some) {
+                let [r, s, i, o, f] = more.map(|m| m.unwrap_or(0));
+                inv.arg(format!("{r} {s} {i} {o} {f}"));
+            } else {
+                inv.arg("");
             }
-            inv.arg(u8::from(d.enabled)).arg(d.priority);
         }
         inv.arg(requests.len());
         // Pin keys follow the model's: 1 + 3 per deployment, then one per

@@ -7,9 +7,9 @@
 --               named by a letter and the deployment's name:
 --                 e enabled ("1" | "0", when set in the cluster), c SWRR credit,
 --                 h windows' head second, t tokens window total,
---                 r / i / o requests / input / output window totals (only
---                 while the deployment has that limit: the window exists
---                 while its total does),
+--                 r / i / o requests / input / output window totals (begun
+--                 by a pick of a deployment with that limit, gone after a
+--                 quiet minute: the window exists while its total does),
 --                 f consecutive failures, u cooldown until (ms), k its cause
 --                 ("r" rate limited, "f" failing), n needs a probe,
 --                 q requests, x failures
@@ -20,7 +20,8 @@
 --               probe expires instead of blocking the deployment)
 --   T:l:<dep>   sorted set, the leases of requests in flight (max_in_flight):
 --               "<instance>:<n>" scored by its expiry (ms, the script's
---               clock); expired ones are removed before counting
+--               clock); only the live ones count, and a pick that takes a
+--               lease removes the expired ones
 -- Every key expires on its own once nobody writes it.
 --
 -- Every script takes KEYS = T:s, then per deployment i T:w (KEYS[3i-1]),
@@ -49,7 +50,8 @@ end
 local function num(v) if v then return tonumber(v) end return 0 end
 
 -- T:s, read once and written once.
-local cache, dirty, moved = {}, {}, {}
+-- leased: lease keys written, with how long they are kept.
+local cache, dirty, moved, leased = {}, {}, {}, {}
 local function prefetch(kinds)
   local fields = {}
   for i = 1, N do
@@ -83,6 +85,7 @@ local function flush()
   if #del > 0 then redis.call('HDEL', S, unpack(del)) end
   if #set > 0 or #del > 0 then redis.call('PEXPIRE', S, KEEP_MS) end
   for i in pairs(moved) do redis.call('PEXPIRE', KEYS[3 * i - 1], WINDOW_KEEP_MS) end
+  for i, keep in pairs(leased) do redis.call('PEXPIRE', KEYS[3 * i + 1], keep) end
 end
 local function wkey(i) return KEYS[3 * i - 1] end
 local function pkey(i) return KEYS[3 * i] end
@@ -107,7 +110,11 @@ local function advance(i, sec)
   local gap = sec - head
   if gap >= WINDOW then
     redis.call('DEL', wkey(i))
-    for _, w in ipairs(windows) do put(TOTAL[w], i, 0) end
+    put('t', i, 0)
+    -- Empty windows beyond tokens go (a pick begins them again while the
+    -- deployment has their limit): one whose limit went away lingers no
+    -- longer than the deployment's first quiet minute.
+    for k = 2, #windows do put(TOTAL[windows[k]], i, false) end
   else
     local slots = {}
     for _, w in ipairs(windows) do
@@ -204,14 +211,13 @@ local function time_until_fits(i, w, now, sec, need, limit, span)
   return math.max((head + span) * 1000 - now, 0)
 end
 
--- Leases of the requests in flight: counted after the expired ones go,
--- once per script (picks in a row add to it; a release counts afresh).
+-- Leases of the requests in flight: the ones not expired, counted once
+-- per script (picks in a row add to it; a release counts afresh).
 local held = {}
 local function in_flight(i, now)
   local n = held[i]
   if n == nil then
-    redis.call('ZREMRANGEBYSCORE', lkey(i), '-inf', now)
-    n = redis.call('ZCARD', lkey(i))
+    n = redis.call('ZCOUNT', lkey(i), '(' .. now, '+inf')
     held[i] = n
   end
   return n
@@ -220,10 +226,12 @@ end
 -- The key outlives its leases whatever the TTL an instance gives them.
 local function lease_keep(ttl) return math.max(ttl, WINDOW_KEEP_MS) end
 
+-- Takes a lease; the expired ones of the deployment go first.
 local function lease(i, now, member, ttl)
   local n = in_flight(i, now)
+  redis.call('ZREMRANGEBYSCORE', lkey(i), '-inf', now)
   redis.call('ZADD', lkey(i), now + ttl, member)
-  redis.call('PEXPIRE', lkey(i), lease_keep(ttl))
+  leased[i] = lease_keep(ttl)
   held[i] = n + 1
 end
 

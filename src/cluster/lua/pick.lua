@@ -2,9 +2,11 @@
 -- cluster, for one request or for several in a row (the picks of concurrent
 -- requests of one model, batched: the same decisions as one script call each).
 -- ARGV (after the names): probe_ttl_ms, lease_ttl_ms, owner (the instance
---   whose requests take the leases), per deployment weight, its limits
---   (0 = none): tpm, rpm, rpm_slice_s, input_tpm, output_tpm, max_in_flight,
---   enabled in the config (0/1), tier; then k, and per request: input and
+--   whose requests take the leases), per deployment weight, tpm limit (0 =
+--   none), enabled in the config (0/1), tier, its other limits ('' for
+--   none, else "rpm rpm_slice_s input_tpm output_tpm max_in_flight", 0 =
+--   none: a deployment with only a TPM limit costs what it did before they
+--   were checked); then k, and per request: input and
 --   output estimates, marks (one character per deployment: 0 open, 1 tried,
 --   2 known not to offer the endpoint: tried last), pin (the index in KEYS
 --   of the session's pin key, 0 for none), pin ttl_ms, lease number (its
@@ -22,35 +24,40 @@
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
 local probe_ttl, lease_ttl, owner = tonumber(ARGV[A]), tonumber(ARGV[A + 1]), ARGV[A + 2]
-local PER_DEP, PER_REQUEST = 9, 6
-local LIMIT_OF = {r = 'rpm', i = 'input', o = 'output'}
-prefetch('echtuknfqxrio')
+local PER_DEP, PER_REQUEST = 5, 6
 local deps = {}
 local by_name = {}
+local windows = false
 for i = 1, N do
   local a = A + 3 + (i - 1) * PER_DEP
-  local enabled = get('e', i)
-  if enabled == false then enabled = (ARGV[a + 7] == '1') else enabled = (enabled == '1') end
-  local d = {weight = tonumber(ARGV[a]), tpm = tonumber(ARGV[a + 1]), rpm = tonumber(ARGV[a + 2]),
-    slice = tonumber(ARGV[a + 3]), input = tonumber(ARGV[a + 4]), output = tonumber(ARGV[a + 5]),
-    flight = tonumber(ARGV[a + 6]), enabled = enabled, tier = tonumber(ARGV[a + 8])}
-  -- limits.rs's Limits::per_slice: at least one request a slice.
-  d.per = 0
-  if d.rpm > 0 and d.slice > 0 then d.per = math.max(math.floor(d.rpm * d.slice / WINDOW), 1) end
-  d.more = d.rpm > 0 or d.input > 0 or d.output > 0 or d.flight > 0
-  d.limited = d.tpm > 0 or d.more
+  local tpm = tonumber(ARGV[a + 1])
+  local d = {weight = tonumber(ARGV[a]), tpm = tpm, enabled = ARGV[a + 2] == '1',
+    tier = tonumber(ARGV[a + 3]), rpm = 0, slice = 0, input = 0, output = 0, flight = 0,
+    per = 0, more = false, limited = tpm > 0}
+  local more = ARGV[a + 4]
+  if more ~= '' then
+    local r, s, inp, out, f = string.match(more, '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
+    d.rpm, d.slice, d.input, d.output, d.flight = tonumber(r), tonumber(s), tonumber(inp),
+      tonumber(out), tonumber(f)
+    -- limits.rs's Limits::per_slice: at least one request a slice.
+    if d.rpm > 0 and d.slice > 0 then d.per = math.max(math.floor(d.rpm * d.slice / WINDOW), 1) end
+    windows = windows or d.rpm > 0 or d.input > 0 or d.output > 0
+    d.more = d.rpm > 0 or d.input > 0 or d.output > 0 or d.flight > 0
+    d.limited = d.limited or d.more
+  end
   deps[i] = d
   by_name[NAMES[i]] = i
-  -- A window whose limit went away is dropped once it has emptied.
-  for _, w in ipairs(EXTRA) do
-    if get(w, i) and d[LIMIT_OF[w]] == 0 and used(i, w, sec) == 0 then put(w, i, false) end
-  end
+end
+-- The windows beyond tokens only where some deployment keeps them (one
+-- that lingers after its limit went away is read when it is advanced).
+if windows then prefetch('echtuknfqxrio') else prefetch('echtuknfqx') end
+for i = 1, N do
+  local enabled = get('e', i)
+  if enabled ~= false then deps[i].enabled = (enabled == '1') end
 end
 
--- limits.rs's Meter::full: inside every limit the deployment has.
-local function admits(i, d, input, output)
-  if d.tpm > 0 and not fits(i, '', sec, input + output, d.tpm) then return false end
-  if not d.more then return true end
+-- limits.rs's Meter::full beyond tokens (see admits below).
+local function admits_more(i, d, input, output)
   if d.flight > 0 and in_flight(i, now) >= d.flight then return false end
   if d.rpm > 0 and not fits(i, 'r', sec, 1, d.rpm) then return false end
   if d.per > 0 then
@@ -60,6 +67,12 @@ local function admits(i, d, input, output)
   if d.input > 0 and not fits(i, 'i', sec, input, d.input) then return false end
   if d.output > 0 and not fits(i, 'o', sec, output, d.output) then return false end
   return true
+end
+
+-- limits.rs's Meter::full: inside every limit the deployment has.
+local function admits(i, d, input, output)
+  if d.tpm > 0 and not fits(i, '', sec, input + output, d.tpm) then return false end
+  return not d.more or admits_more(i, d, input, output)
 end
 
 -- limits.rs's Meter::time_until_fits: ms until the request fits every

@@ -14,7 +14,7 @@ for i = 1, N do
   local b = blocked(i, now)
   local cause, remaining = '', 0
   if b ~= nil and b[1] ~= 'p' then cause, remaining = b[1], b[2] end
-  local leases = redis.call('ZCOUNT', lkey(i), '(' .. now, '+inf')
+  local leases = in_flight(i, now)
   out[i] = {tonumber(enabled), used(i, '', sec), cause, remaining, num(get('f', i)),
             num(get('q', i)), num(get('x', i)), used(i, 'r', sec), used(i, 'i', sec),
             used(i, 'o', sec), leases}

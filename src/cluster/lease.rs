@@ -2,14 +2,15 @@
 //!
 //! A shared pick of such a deployment takes a lease in the same script
 //! call: a member `<instance>:<n>` of the sorted set `T:l:<deployment>`,
-//! scored by its expiry on the script's clock, and the pick counts the
-//! set's live members against the limit after removing the expired ones.
+//! scored by its expiry on the script's clock; picks count the set's live
+//! members against the limit, and one that takes a lease removes the
+//! expired ones.
 //! The request's end releases it, off the path like a settle (a [`Lease`]
 //! dropped, wherever the local pool's place in flight ends too). While
 //! the request runs, this instance renews every lease it holds every third
 //! of their TTL (a stream may run for an hour); an instance that dies
-//! stops renewing, so its leases expire within the TTL (30 s unless
-//! `lease_ttl_s` says less) and the next pick removes them.
+//! stops renewing, so its leases stop counting within the TTL (30 s
+//! unless `lease_ttl_s` says less).
 //!
 //! Chosen over a count per instance with a heartbeat: a lease is one
 //! request, so a release that was lost, or a pick whose answer never came

@@ -361,6 +361,23 @@ fn timeouts_and_sizes_must_be_positive_numbers() {
 }
 
 #[test]
+fn a_lease_ttl_is_one_to_thirty_seconds() {
+    let cluster =
+        |extra: &str| format!("[cluster]\nredis_url = \"redis://127.0.0.1:1\"\n{extra}\n");
+    let ttl = |extra: &str| load(&cluster(extra)).unwrap().cluster.unwrap().lease_ttl;
+    assert_eq!(ttl(""), Duration::from_secs(30));
+    assert_eq!(ttl("lease_ttl_s = 2.5"), Duration::from_millis(2_500));
+    for value in ["0", "0.5", "31", "-1"] {
+        expect_error(
+            &cluster(&format!("lease_ttl_s = {value}")),
+            3,
+            "cluster.lease_ttl_s",
+            "",
+        );
+    }
+}
+
+#[test]
 fn listen_must_be_a_socket_address() {
     for bad in ["localhost", "127.0.0.1", "4000", "[::1]"] {
         let text = format!("[server]\nlisten = \"{bad}\"\n");

@@ -26,7 +26,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::responses::Note;
-use super::shared::{Applied, DepSpec, ModelKeys, PickRequest, Picked};
+use super::shared::{Applied, DepSpec, ModelKeys, PickRequest, Picked, Terms};
 use super::{Cluster, Down, Op, PROBE_HOLD, REDIS_TIMEOUT};
 use redis::aio::ConnectionManager;
 
@@ -226,7 +226,11 @@ impl Cluster {
                                 &g.keys,
                                 None,
                                 &g.deps,
-                                PROBE_HOLD,
+                                Terms {
+                                    probe_ttl: PROBE_HOLD,
+                                    lease_ttl: this.lease_ttl,
+                                    owner: &this.id,
+                                },
                                 &g.requests,
                                 &applied,
                             )
@@ -359,13 +363,12 @@ impl Op {
 impl super::What {
     fn as_applied(&self) -> Applied<'_> {
         match self {
-            super::What::Settle {
-                reservation,
-                actual,
-            } => Applied::Settle {
-                reservation: *reservation,
-                actual: *actual,
+            super::What::Settle { counted, spent } => Applied::Settle {
+                counted: *counted,
+                spent: *spent,
             },
+            super::What::Undo { counted } => Applied::Undo { counted: *counted },
+            super::What::Release { lease } => Applied::Release { lease },
             super::What::Record {
                 verdict, policy, ..
             } => Applied::Record {

@@ -1,18 +1,21 @@
 //! Several instances acting as one gateway through Redis: the routing state
-//! of every model (TPM windows, round-robin credits, cooldowns, probes,
-//! enabled flags) lives in Redis and is changed only by Lua scripts that
-//! implement the router core's rules ([`shared`]); membership is a
-//! heartbeat with a TTL and changes travel by pub/sub ([`member`]).
+//! of every model (the windows of every limit, leases of requests in
+//! flight, round-robin credits, cooldowns, probes, enabled flags) lives in
+//! Redis and is changed only by Lua scripts that implement the router
+//! core's rules ([`shared`]); membership is a heartbeat with a TTL and
+//! changes travel by pub/sub ([`member`]); leases are renewed while their
+//! requests run ([`lease`]).
 //!
 //! On the request path a pick is one script call, bounded by
-//! [`REDIS_TIMEOUT`]; settling the tokens and recording how an attempt went
-//! leave the path (queued, then sent side by side over the one multiplexed
+//! [`REDIS_TIMEOUT`]; settling the tokens, releasing a lease and recording
+//! how an attempt went leave the path (queued, then sent side by side over the one multiplexed
 //! connection, which pipelines them). When Redis cannot be reached the
 //! instance says so once and goes on alone with its share of each limit
 //! (`on_redis_down = "local"`) or answers 503 (`"closed"`); when Redis is
 //! back it rejoins and adds what it admitted meanwhile.
 
 mod batch;
+mod lease;
 pub mod member;
 mod relay;
 pub mod responses;
@@ -28,9 +31,11 @@ use redis::aio::ConnectionManager;
 
 use crate::config::{ClusterConfig, OnRedisDown, RoutingConfig};
 use crate::events::{DeploymentChange, DeploymentEvent, Event, EventBus, unix_ms};
-use crate::router::{Reservation, Transition, Verdict};
+use crate::router::{Need, Reservation, Spent, Transition, Verdict};
+pub use lease::Lease;
 pub use member::{Change, Instance};
-use shared::{DepSpec, ModelKeys, PickRequest, Picked, Scripts, SharedStatus};
+use shared::{AloneSecond, Counted, DepSpec, ModelKeys, PickRequest, Picked, Scripts};
+use shared::{SharedStatus, Windows};
 
 /// The longest a request waits for Redis: a hung or unreachable Redis
 /// costs a request no more than this before the instance decides alone.
@@ -45,8 +50,9 @@ pub enum Down {
     Redis(String),
 }
 
-/// Per model and deployment, tokens by second: (Unix second, tokens).
-type AdmittedAlone = HashMap<(Arc<str>, Arc<str>), Vec<(u64, u64)>>;
+/// Per model and deployment, the windows its limits keep and what was
+/// admitted alone by (Unix) second.
+type AdmittedAlone = HashMap<(Arc<str>, Arc<str>), (Windows, Vec<AloneSecond>)>;
 
 /// Work for Redis that does not hold up a request.
 pub(super) struct Op {
@@ -57,8 +63,14 @@ pub(super) struct Op {
 
 enum What {
     Settle {
-        reservation: Reservation,
-        actual: u64,
+        counted: Counted,
+        spent: Spent,
+    },
+    Undo {
+        counted: Counted,
+    },
+    Release {
+        lease: String,
     },
     Record {
         model: Arc<str>,
@@ -89,9 +101,13 @@ pub struct Cluster {
     /// Itself, for the tasks of the lanes it starts (see [`batch`]).
     this: std::sync::Weak<Cluster>,
     events: EventBus,
-    /// Tokens admitted alone while Redis was down, per model and
-    /// deployment: (second, tokens), pushed when it is back.
+    /// What was admitted alone while Redis was down, per model and
+    /// deployment, pushed when it is back.
     admitted_alone: Mutex<AdmittedAlone>,
+    /// How long a lease holds without renewal.
+    pub lease_ttl: Duration,
+    /// The leases this instance's requests hold (see [`lease`]).
+    leases: lease::Held,
 }
 
 impl Cluster {
@@ -133,6 +149,8 @@ impl Cluster {
             this: this.clone(),
             events,
             admitted_alone: Mutex::new(HashMap::new()),
+            lease_ttl: config.lease_ttl,
+            leases: lease::Held::default(),
         }))
     }
 
@@ -209,15 +227,22 @@ impl Cluster {
         }
     }
 
-    /// Queues the settling of a shared reservation.
-    pub fn settle(&self, keys: ModelKeys, dep: Arc<str>, reservation: Reservation, actual: u64) {
+    /// Queues the settling of what a shared pick counted.
+    pub fn settle(&self, keys: ModelKeys, dep: Arc<str>, counted: Counted, spent: Spent) {
         self.queue(Op {
             keys,
             dep,
-            what: What::Settle {
-                reservation,
-                actual,
-            },
+            what: What::Settle { counted, spent },
+        })
+    }
+
+    /// Queues the undoing of what a shared pick counted for a request
+    /// never sent.
+    pub fn undo(&self, keys: ModelKeys, dep: Arc<str>, counted: Counted) {
+        self.queue(Op {
+            keys,
+            dep,
+            what: What::Undo { counted },
         })
     }
 
@@ -242,36 +267,69 @@ impl Cluster {
         });
     }
 
-    /// Notes tokens admitted alone, to be added to the shared window later;
-    /// where they were noted, to correct them to the usage.
-    pub fn admitted_alone(&self, model: &Arc<str>, dep: &Arc<str>, tokens: u64) -> Reservation {
+    /// Notes a request admitted alone (its tokens, and its requests, input
+    /// and output for the windows its deployment's limits keep), to be
+    /// added to the shared windows later; where it was noted, to correct it
+    /// to the usage.
+    pub fn admitted_alone(
+        &self,
+        model: &Arc<str>,
+        dep: &Arc<str>,
+        need: Need,
+        windows: Windows,
+    ) -> Reservation {
         let sec = unix_ms() / 1000;
         let mut log = self
             .admitted_alone
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let entry = log.entry((model.clone(), dep.clone())).or_default();
-        match entry.last_mut() {
-            Some((s, n)) if *s == sec => *n += tokens,
-            _ => entry.push((sec, tokens)),
+        let (kept, entry) = log.entry((model.clone(), dep.clone())).or_default();
+        *kept = windows;
+        if entry.last().is_none_or(|s| s.second != sec) {
+            entry.push(AloneSecond {
+                second: sec,
+                ..AloneSecond::default()
+            });
+        }
+        if let Some(s) = entry.last_mut() {
+            s.tokens += need.total();
+            s.requests += 1;
+            s.input += need.input;
+            s.output += need.output;
         }
         // Only the last minute can still matter.
-        entry.retain(|(s, _)| s + 60 > sec);
-        Reservation::at(sec, tokens)
+        entry.retain(|s| s.second + 60 > sec);
+        Reservation::at(sec, need.total()).with_output(need.output)
     }
 
-    /// An estimate admitted alone, corrected to what the request used. When
-    /// it was pushed meanwhile the correction is lost: the shared window
-    /// then counts the estimate, which errs on the safe side.
-    pub fn settle_alone(&self, model: &Arc<str>, dep: &Arc<str>, r: Reservation, actual: u64) {
+    /// A request admitted alone, corrected to what it used (`undo`: it was
+    /// never sent, and counts nothing). When it was pushed meanwhile the
+    /// correction is lost: the shared windows then count the estimate,
+    /// which errs on the safe side.
+    pub fn settle_alone(
+        &self,
+        model: &Arc<str>,
+        dep: &Arc<str>,
+        r: Reservation,
+        spent: Spent,
+        undo: bool,
+    ) {
         let mut log = self
             .admitted_alone
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = log.get_mut(&(model.clone(), dep.clone()))
-            && let Some((_, n)) = entry.iter_mut().find(|(s, _)| *s == r.second())
+        if let Some((_, entry)) = log.get_mut(&(model.clone(), dep.clone()))
+            && let Some(s) = entry.iter_mut().find(|s| s.second == r.second())
         {
-            *n = (*n + actual).saturating_sub(r.tokens());
+            let fix = |n: &mut u64, reserved: u64, actual: u64| {
+                *n = (*n + actual).saturating_sub(reserved)
+            };
+            fix(&mut s.tokens, r.tokens(), spent.total());
+            fix(&mut s.input, r.tokens() - r.output(), spent.input);
+            fix(&mut s.output, r.output(), spent.output);
+            if undo {
+                s.requests = s.requests.saturating_sub(1);
+            }
         }
     }
 
@@ -319,12 +377,12 @@ impl Cluster {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()),
         );
-        for ((model, dep), tokens) in log {
+        for ((model, dep), (windows, seconds)) in log {
             let mut con = self.con.clone();
             let keys = self.keys(&model);
             if let Err(e) = self
                 .scripts
-                .push(&mut con, &keys, &dep, None, &tokens)
+                .push(&mut con, &keys, &dep, None, windows, &seconds)
                 .await
             {
                 tracing::debug!("cluster: could not add what {model}/{dep} admitted alone: {e}");

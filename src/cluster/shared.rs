@@ -1,5 +1,5 @@
 //! The router core's decisions on Redis: one Lua script per operation of
-//! `router::Pool` (pick, record, settle, toggle, state), each a second
+//! `router::Pool` (pick, record, settle, undo, end, toggle, state), each a second
 //! implementation of the same rules (see `lua/lib.lua`), run atomically by
 //! the server with the server's clock. `tests/cluster_model.rs` runs both
 //! implementations on random operation sequences and compares them.
@@ -11,7 +11,9 @@ use redis::aio::ConnectionLike;
 use redis::{Script, ScriptInvocation};
 
 use crate::config::RoutingConfig;
-use crate::router::{Cause, Reservation, SessionKey, Transition, Unavailable, Verdict};
+use crate::router::{
+    Cause, Limits, Need, Reservation, SessionKey, Spent, Transition, Unavailable, Verdict,
+};
 
 macro_rules! script {
     ($file:literal) => {
@@ -27,6 +29,7 @@ pub struct Scripts {
     state: Script,
     toggle: Script,
     push: Script,
+    renew: Script,
 }
 
 impl Default for Scripts {
@@ -37,6 +40,7 @@ impl Default for Scripts {
             state: Script::new(script!("lua/state.lua")),
             toggle: Script::new(script!("lua/toggle.lua")),
             push: Script::new(script!("lua/push.lua")),
+            renew: Script::new(script!("lua/renew.lua")),
         }
     }
 }
@@ -81,7 +85,8 @@ impl ModelKeys {
 pub struct DepSpec {
     pub name: Arc<str>,
     pub weight: i64,
-    pub limit: Option<u64>,
+    /// A pick admits it only inside every one of them.
+    pub limits: Limits,
     /// Enabled in this instance's config: what counts until the cluster says otherwise.
     pub enabled: bool,
     /// Its tier (lower is tried first).
@@ -107,23 +112,89 @@ impl Mark {
     }
 }
 
-/// One request's pick: its estimate, a mark per deployment, and its
-/// session with the model's pin lifetime.
+/// The windows beyond tokens the cluster keeps for a deployment, and so
+/// those a pick counts in: the ones it has a limit for (its tokens are
+/// always counted: the shares of new sessions follow them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Windows(u8);
+
+impl Windows {
+    const REQUESTS: u8 = 1;
+    const INPUT: u8 = 2;
+    const OUTPUT: u8 = 4;
+
+    pub fn of(limits: &Limits) -> Windows {
+        let bit = |limit: Option<u64>, b: u8| if limit.is_some() { b } else { 0 };
+        Windows(
+            bit(limits.rpm, Self::REQUESTS)
+                | bit(limits.input_tpm, Self::INPUT)
+                | bit(limits.output_tpm, Self::OUTPUT),
+        )
+    }
+}
+
+/// Where a shared pick counted a request: the second (the script's clock),
+/// its estimates, and the windows beyond tokens it was counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    pub reservation: Reservation,
+    pub windows: Windows,
+}
+
+impl Counted {
+    pub fn new(second: u64, need: Need, windows: Windows) -> Counted {
+        Counted {
+            reservation: Reservation::at(second, need.total()).with_output(need.output),
+            windows,
+        }
+    }
+}
+
+/// One request's pick: what it needs, a mark per deployment, its session
+/// with the model's pin lifetime, and the number of the lease it takes if
+/// the deployment limits requests in flight.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PickRequest {
-    pub estimate: u64,
+    pub need: Need,
     pub marks: Vec<Mark>,
     pub session: Option<(SessionKey, Duration)>,
+    pub lease: u64,
+}
+
+/// What a pick call says besides its requests: how long a probe and a
+/// lease hold the deployment without word from their instance, and that
+/// instance, `owner` (a lease is `<owner>:<number>`).
+#[derive(Debug, Clone, Copy)]
+pub struct Terms<'a> {
+    pub probe_ttl: Duration,
+    pub lease_ttl: Duration,
+    pub owner: &'a str,
+}
+
+/// A lease's name in Redis.
+pub fn lease_name(owner: &str, number: u64) -> String {
+    format!("{owner}:{number}")
+}
+
+/// What an instance admitted alone in one second, for [`Scripts::push`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AloneSecond {
+    pub second: u64,
+    pub tokens: u64,
+    pub requests: u64,
+    pub input: u64,
+    pub output: u64,
 }
 
 /// Something that happened after a pick, for [`Scripts::apply`].
 #[derive(Debug, Clone)]
 pub enum Applied<'a> {
-    /// The reserved estimate replaced by the usage.
-    Settle {
-        reservation: Reservation,
-        actual: u64,
-    },
+    /// The reserved estimates replaced by the usage.
+    Settle { counted: Counted, spent: Spent },
+    /// The request was never sent: nothing of it counts.
+    Undo { counted: Counted },
+    /// The request ended: its lease is free.
+    Release { lease: &'a str },
     /// How an attempt went.
     Record {
         verdict: Verdict,
@@ -142,6 +213,8 @@ pub enum Picked {
         /// The session was pinned to this other deployment, which could
         /// not take it.
         repinned_from: Option<usize>,
+        /// It took a lease (the deployment limits requests in flight).
+        leased: bool,
     },
     Unavailable(Unavailable),
 }
@@ -155,6 +228,12 @@ pub struct SharedStatus {
     pub consecutive_failures: u32,
     pub requests: u64,
     pub failures: u64,
+    /// The windows and leases the cluster keeps only for the limits a
+    /// deployment has (0 without).
+    pub rpm_used: u64,
+    pub input_tpm_used: u64,
+    pub output_tpm_used: u64,
+    pub in_flight: u64,
 }
 
 fn now_arg(now_ms: Option<u64>) -> String {
@@ -179,7 +258,9 @@ fn header<'a, 'b>(
     inv.key(keys.key("s"));
     inv.arg(now_arg(now_ms)).arg(names.len());
     for name in names {
-        inv.key(keys.dep("w", name)).key(keys.dep("p", name));
+        inv.key(keys.dep("w", name))
+            .key(keys.dep("p", name))
+            .key(keys.dep("l", name));
         inv.arg(*name);
     }
     inv
@@ -200,19 +281,33 @@ fn text(v: Option<&redis::Value>) -> String {
     }
 }
 
-/// Settles and verdicts as the scripts read them (see `lua/apply.lua`).
+/// The second and the reserved input and output, as the scripts read them.
+fn push_counted(inv: &mut ScriptInvocation<'_>, c: &Counted) {
+    let r = c.reservation;
+    inv.arg(r.second())
+        .arg(r.tokens() - r.output())
+        .arg(r.output());
+}
+
+/// Settles, undos, releases and verdicts as the scripts read them (see
+/// `lua/apply.lua`).
 fn push_ops(inv: &mut ScriptInvocation<'_>, ops: &[(usize, Applied<'_>)]) {
     for (dep, op) in ops {
         match op {
-            Applied::Settle {
-                reservation,
-                actual,
-            } => {
-                inv.arg("s")
-                    .arg(dep + 1)
-                    .arg(reservation.second())
-                    .arg(reservation.tokens())
-                    .arg(*actual);
+            Applied::Settle { counted, spent } => {
+                inv.arg("s").arg(dep + 1);
+                push_counted(inv, counted);
+                inv.arg(spent.input)
+                    .arg(spent.output)
+                    .arg(counted.windows.0);
+            }
+            Applied::Undo { counted } => {
+                inv.arg("u").arg(dep + 1);
+                push_counted(inv, counted);
+                inv.arg(counted.windows.0);
+            }
+            Applied::Release { lease } => {
+                inv.arg("l").arg(dep + 1).arg(*lease);
             }
             Applied::Record { verdict, policy } => {
                 let (v, hint) = match verdict {
@@ -260,26 +355,46 @@ impl Scripts {
         keys: &ModelKeys,
         now_ms: Option<u64>,
         deps: &[DepSpec],
-        probe_ttl: Duration,
+        terms: Terms<'_>,
         requests: &[PickRequest],
         ops: &[(usize, Applied<'_>)],
     ) -> redis::RedisResult<(Vec<Picked>, Vec<Option<Transition>>)> {
         let names: Vec<&str> = deps.iter().map(|d| &*d.name).collect();
         let mut inv = self.pick.prepare_invoke();
-        header(&mut inv, keys, now_ms, &names).arg(probe_ttl.as_millis().max(1) as u64);
+        let ms = |d: Duration| d.as_millis().max(1) as u64;
+        header(&mut inv, keys, now_ms, &names)
+            .arg(ms(terms.probe_ttl))
+            .arg(ms(terms.lease_ttl))
+            .arg(terms.owner);
         for d in deps {
+            let l = &d.limits;
             inv.arg(d.weight)
-                .arg(d.limit.unwrap_or(0))
+                .arg(l.tpm.unwrap_or(0))
                 .arg(u8::from(d.enabled))
                 .arg(d.priority);
+            // The limits beyond tokens in one argument, empty without any:
+            // a deployment with only a TPM limit costs what it did.
+            let more = [
+                l.rpm,
+                l.rpm.and(l.rpm_slice_s),
+                l.input_tpm,
+                l.output_tpm,
+                l.max_in_flight,
+            ];
+            if more.iter().any(Option::is_some) {
+                let [r, s, i, o, f] = more.map(|m| m.unwrap_or(0));
+                inv.arg(format!("{r} {s} {i} {o} {f}"));
+            } else {
+                inv.arg("");
+            }
         }
         inv.arg(requests.len());
-        // Pin keys follow the model's: 1 + 2 per deployment, then one per
+        // Pin keys follow the model's: 1 + 3 per deployment, then one per
         // keyed request (KEYS are 1-based in Lua).
-        let mut next_key = 2 + 2 * deps.len();
+        let mut next_key = 2 + 3 * deps.len();
         for r in requests {
             let marks: Vec<u8> = r.marks.iter().map(|m| m.byte()).collect();
-            inv.arg(r.estimate).arg(marks);
+            inv.arg(r.need.input).arg(r.need.output).arg(marks);
             match r.session {
                 Some((session, ttl)) => {
                     inv.key(keys.pin(session));
@@ -290,12 +405,13 @@ impl Scripts {
                     inv.arg(0).arg(0);
                 }
             }
+            inv.arg(r.lease);
         }
         push_ops(&mut inv, ops);
         let reply: Vec<redis::Value> = inv.invoke_async(con).await?;
-        let (picks, applied) = reply.split_at((requests.len() * 5).min(reply.len()));
+        let (picks, applied) = reply.split_at((requests.len() * 6).min(reply.len()));
         let picks = picks
-            .chunks(5)
+            .chunks(6)
             .map(|r| {
                 if int(r.first()) == 1 {
                     let was = int(r.get(4));
@@ -304,6 +420,7 @@ impl Scripts {
                         second: int(r.get(2)).max(0) as u64,
                         probe: int(r.get(3)) == 1,
                         repinned_from: (was > 0).then(|| (was - 1) as usize),
+                        leased: int(r.get(5)) == 1,
                     };
                 }
                 let retry_after = Duration::from_millis(int(r.get(2)).max(0) as u64);
@@ -350,22 +467,41 @@ impl Scripts {
         Ok(done.pop().flatten())
     }
 
-    /// `Pool::settle`: the reserved estimate replaced by `actual`.
+    /// `Pool::settle`: the reserved estimates replaced by `spent`.
     pub async fn settle<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         keys: &ModelKeys,
         dep: &str,
         now_ms: Option<u64>,
-        reservation: Reservation,
-        actual: u64,
+        counted: Counted,
+        spent: Spent,
     ) -> redis::RedisResult<()> {
-        let op = Applied::Settle {
-            reservation,
-            actual,
-        };
+        let op = Applied::Settle { counted, spent };
         self.apply(con, keys, now_ms, &[dep], &[(0, op)]).await?;
         Ok(())
+    }
+
+    /// An instance's leases still in use (per deployment of the model,
+    /// their names) held `ttl` more; returns how many were still there.
+    pub async fn renew<C: ConnectionLike + Send>(
+        &self,
+        con: &mut C,
+        keys: &ModelKeys,
+        now_ms: Option<u64>,
+        ttl: Duration,
+        leases: &[(&str, Vec<String>)],
+    ) -> redis::RedisResult<u64> {
+        let names: Vec<&str> = leases.iter().map(|(n, _)| *n).collect();
+        let mut inv = self.renew.prepare_invoke();
+        header(&mut inv, keys, now_ms, &names).arg(ttl.as_millis().max(1) as u64);
+        for (_, held) in leases {
+            inv.arg(held.len());
+            for lease in held {
+                inv.arg(lease);
+            }
+        }
+        inv.invoke_async(con).await
     }
 
     /// `Pool::set_enabled`; returns whether it changed.
@@ -399,35 +535,46 @@ impl Scripts {
         for (_, enabled) in deps {
             inv.arg(u8::from(*enabled));
         }
-        let rows: Vec<(i64, u64, String, u64, u32, u64, u64)> = inv.invoke_async(con).await?;
+        let rows: Vec<Vec<redis::Value>> = inv.invoke_async(con).await?;
         Ok(rows
-            .into_iter()
-            .map(
-                |(enabled, used, cause, remaining, fails, requests, failures)| SharedStatus {
-                    enabled: enabled == 1,
-                    tpm_used: used,
-                    cooldown: cause_of(&cause).map(|c| (c, Duration::from_millis(remaining))),
-                    consecutive_failures: fails,
-                    requests,
-                    failures,
-                },
-            )
+            .iter()
+            .map(|r| {
+                let n = |i: usize| int(r.get(i)).max(0) as u64;
+                SharedStatus {
+                    enabled: n(0) == 1,
+                    tpm_used: n(1),
+                    cooldown: cause_of(&text(r.get(2))).map(|c| (c, Duration::from_millis(n(3)))),
+                    consecutive_failures: n(4) as u32,
+                    requests: n(5),
+                    failures: n(6),
+                    rpm_used: n(7),
+                    input_tpm_used: n(8),
+                    output_tpm_used: n(9),
+                    in_flight: n(10),
+                }
+            })
             .collect())
     }
 
-    /// Tokens admitted while Redis was away, added at their seconds.
+    /// What was admitted while Redis was away, added at its seconds: the
+    /// tokens, and the requests, input and output in `windows`.
     pub async fn push<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         keys: &ModelKeys,
         dep: &str,
         now_ms: Option<u64>,
-        tokens: &[(u64, u64)],
+        windows: Windows,
+        seconds: &[AloneSecond],
     ) -> redis::RedisResult<()> {
         let mut inv = self.push.prepare_invoke();
-        header(&mut inv, keys, now_ms, &[dep]);
-        for (second, n) in tokens {
-            inv.arg(*second).arg(*n);
+        header(&mut inv, keys, now_ms, &[dep]).arg(windows.0);
+        for s in seconds {
+            inv.arg(s.second)
+                .arg(s.tokens)
+                .arg(s.requests)
+                .arg(s.input)
+                .arg(s.output);
         }
         let _: i64 = inv.invoke_async(con).await?;
         Ok(())

@@ -61,7 +61,14 @@ pub struct ClusterConfig {
     /// `advertise`: where others reach this instance.
     pub advertise: Option<String>,
     pub on_redis_down: OnRedisDown,
+    /// `lease_ttl_s`: how long a lease of a request in flight holds
+    /// without renewal (its instance renews it every third of that), so
+    /// the leases of an instance that died come free within it.
+    pub lease_ttl: Duration,
 }
+
+/// `lease_ttl_s` unless set, and its most (CONTRACT.md, "Capacity").
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
 /// What an instance does while it cannot reach Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

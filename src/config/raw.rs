@@ -38,6 +38,7 @@ struct RawCluster {
     name: Option<String>,
     advertise: Option<String>,
     on_redis_down: Option<String>,
+    lease_ttl_s: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,11 +170,26 @@ impl RawCluster {
                 ));
             }
         };
+        let lease_ttl = seconds_or(
+            self.lease_ttl_s,
+            super::DEFAULT_LEASE_TTL,
+            &at.key("lease_ttl_s"),
+        )?;
+        if !(Duration::from_secs(1)..=super::DEFAULT_LEASE_TTL).contains(&lease_ttl) {
+            return Err(Invalid::new(
+                at.key("lease_ttl_s"),
+                format!(
+                    "must be between 1 and {} seconds: the leases of an instance that died come free within it",
+                    super::DEFAULT_LEASE_TTL.as_secs()
+                ),
+            ));
+        }
         Ok(ClusterConfig {
             redis_url,
             name,
             advertise: self.advertise.map(|a| a.trim_end_matches('/').to_string()),
             on_redis_down,
+            lease_ttl,
         })
     }
 }

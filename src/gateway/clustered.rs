@@ -99,6 +99,7 @@ impl Gateway {
         until(Box::pin(cluster.clone().watch_marks(relay_on)));
         until(Box::pin(cluster.clone().relay(relay)));
         until(Box::pin(cluster.clone().receive_events()));
+        until(Box::pin(cluster.clone().renew_leases()));
         let (tx, mut rx) = tokio::sync::mpsc::channel(256);
         until(Box::pin(cluster.clone().listen(tx)));
         let gw = self.clone();
@@ -139,8 +140,9 @@ impl Gateway {
     }
 
     /// The state, with what the cluster holds in place of this instance's
-    /// own view: enabled flags, TPM used, cooldowns and counters from Redis,
-    /// the last minute's figures summed over the instances.
+    /// own view: enabled flags, the windows and leases of the limits set,
+    /// cooldowns and counters from Redis, the last minute's figures summed
+    /// over the instances.
     pub async fn current_state(&self) -> StateView {
         let mut state = self.state();
         let Some(cluster) = self.cluster() else {
@@ -164,6 +166,19 @@ impl Gateway {
                         for (d, s) in m.deployments.iter_mut().zip(shared) {
                             d.enabled = s.enabled;
                             d.tpm_used = s.tpm_used;
+                            // The cluster keeps these only for the limits set.
+                            if d.rpm_limit.is_some() {
+                                d.rpm_used = s.rpm_used;
+                            }
+                            if d.input_tpm_limit.is_some() {
+                                d.input_tpm_used = s.input_tpm_used;
+                            }
+                            if d.output_tpm_limit.is_some() {
+                                d.output_tpm_used = s.output_tpm_used;
+                            }
+                            if d.max_in_flight.is_some() {
+                                d.in_flight = s.in_flight;
+                            }
                             d.cooldown_cause = s.cooldown.map(|(c, _)| c);
                             d.cooldown_remaining_s = s
                                 .cooldown

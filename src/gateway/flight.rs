@@ -73,15 +73,20 @@ pub(super) struct Flight {
     pub(super) queued: Option<Duration>,
 }
 
+/// An attempt from its pick until its deployment's answer is over (the
+/// local pool's place in flight, and the cluster's lease, end with it).
 pub(super) struct Current {
     pub(super) index: usize,
     pub(super) name: Arc<str>,
     pub(super) reservation: Reservation,
-    /// Where the cluster counted the estimate, when the cluster picked.
-    pub(super) shared: Option<Reservation>,
+    /// Where the cluster counted the estimates, when the cluster picked.
+    pub(super) shared: Option<crate::cluster::shared::Counted>,
     /// Where the cluster noted the estimate, when this instance picked
     /// alone (Redis away).
     pub(super) alone: Option<Reservation>,
+    /// The cluster's lease of a place in flight, released when dropped.
+    #[allow(dead_code)] // held for its Drop
+    pub(super) lease: Option<crate::cluster::Lease>,
     pub(super) started: Instant,
 }
 
@@ -154,7 +159,8 @@ impl Flight {
             state.pool.record(cur.index, now, Verdict::Abandoned);
             drop(state);
             self.route.queue.kick();
-            self.share_verdict(&cur, Verdict::Abandoned, Some(Spent::default()));
+            self.share_undo(&cur);
+            self.share_verdict(&cur, Verdict::Abandoned, None);
         }
         self.withdrawn += 1;
         self.refusal = Some(why);
@@ -211,6 +217,10 @@ impl Flight {
             None => state.pool.pick_for(now, self.need(), &self.tried, want)?,
         };
         let upstream = state.upstreams[pick.index].clone();
+        let kept = self
+            .gw
+            .cluster()
+            .map(|_| crate::cluster::shared::Windows::of(state.pool.limits(pick.index)));
         let changes = (pick.tier_change.is_some() || pick.repinned_from.is_some()).then(|| {
             self.route_changes(
                 &mut state.pool,
@@ -226,16 +236,17 @@ impl Flight {
         }
         self.tried.push(pick.index);
         // Deciding alone while Redis is away: noted, to add later.
-        let alone = self
-            .gw
-            .cluster()
-            .map(|c| c.admitted_alone(&self.route.name, &upstream.name, self.estimate));
+        let alone =
+            self.gw.cluster().zip(kept).map(|(c, kept)| {
+                c.admitted_alone(&self.route.name, &upstream.name, self.need(), kept)
+            });
         self.current = Some(Current {
             index: pick.index,
             name: upstream.name.clone(),
             reservation: pick.reservation,
             shared: None,
             alone,
+            lease: None,
             started: Instant::now(),
         });
         Ok(upstream)
@@ -348,7 +359,7 @@ impl Flight {
             state.pool.end(cur.index);
             drop(state);
             self.route.queue.kick();
-            self.share_settle(&cur, spent.total());
+            self.share_settle(&cur, spent);
         }
     }
 

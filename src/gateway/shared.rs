@@ -1,8 +1,9 @@
 //! A request's path in a cluster: the pick made by the cluster's state in
-//! Redis (one script call, bounded), the settling and the verdict sent
-//! after, off the path. The local pool keeps counting what this instance
-//! sent, so that when Redis is away the instance can decide alone with its
-//! share of each limit.
+//! Redis (one script call, bounded; it takes the request's lease when the
+//! deployment limits requests in flight), the settling, the verdict and
+//! the lease's release sent after, off the path. The local pool keeps
+//! counting what this instance sent, so that when Redis is away the
+//! instance can decide alone with its share of each limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +12,9 @@ use super::error::ApiError;
 use super::flight::{Current, Flight};
 use super::upstream::Upstream;
 use crate::cluster::Cluster;
-use crate::cluster::shared::{DepSpec, Mark, PickRequest, Picked};
+use crate::cluster::shared::{Counted, DepSpec, Mark, PickRequest, Picked, Windows};
 use crate::config::OnRedisDown;
-use crate::router::{Reservation, Unavailable, Verdict};
+use crate::router::{Spent, Unavailable, Verdict};
 
 impl Flight {
     /// The next deployment, as the cluster decides it.
@@ -25,7 +26,7 @@ impl Flight {
             return self.pick_alone(cluster);
         }
         let now = self.gw.now();
-        let (indices, deps, marks, session) = {
+        let (indices, deps, marks, session, kept) = {
             let state = self.route.lock();
             let session = self
                 .session
@@ -34,12 +35,14 @@ impl Flight {
             let mut indices = Vec::new();
             let mut deps = Vec::new();
             let mut marks = Vec::new();
-            for (i, name, weight, limit, enabled, priority) in state.pool.for_sharing() {
+            let mut kept = Vec::new();
+            for (i, name, weight, limits, enabled, priority) in state.pool.for_sharing() {
                 indices.push(i);
+                kept.push(Windows::of(&limits));
                 deps.push(DepSpec {
                     name: name.clone(),
                     weight,
-                    limit,
+                    limits,
                     enabled,
                     priority,
                 });
@@ -54,16 +57,18 @@ impl Flight {
                     Mark::Open
                 });
             }
-            (indices, deps, marks, session)
+            (indices, deps, marks, session, kept)
         };
+        let need = self.need();
+        let lease = cluster.lease_number();
         let request = PickRequest {
-            estimate: self.estimate,
+            need,
             marks,
             session,
+            lease,
         };
-        let picked = cluster
-            .pick(cluster.keys(&self.route.name), deps, request)
-            .await;
+        let keys = cluster.keys(&self.route.name);
+        let picked = cluster.pick(keys.clone(), deps, request).await;
         match picked {
             Err(down) => {
                 cluster.mark_down(&down);
@@ -74,6 +79,7 @@ impl Flight {
                 index,
                 second,
                 repinned_from,
+                leased,
                 ..
             }) => {
                 let i = indices[index];
@@ -101,12 +107,16 @@ impl Flight {
                     self.publish_route(change);
                 }
                 self.tried.push(i);
+                let lease = leased
+                    .then(|| cluster.hold(keys, upstream.name.clone(), lease))
+                    .flatten();
                 self.current = Some(Current {
                     index: i,
                     name: upstream.name.clone(),
                     reservation,
-                    shared: Some(Reservation::at(second, self.estimate)),
+                    shared: Some(Counted::new(second, need, kept[index])),
                     alone: None,
+                    lease,
                     started: Instant::now(),
                 });
                 Ok(upstream)
@@ -138,15 +148,14 @@ impl Flight {
         &self,
         cur: &Current,
         verdict: Verdict,
-        actual: Option<crate::router::Spent>,
+        actual: Option<Spent>,
     ) -> bool {
-        let actual = actual.map(|s| s.total());
         let Some(cluster) = self.gw.cluster() else {
             return false;
         };
         let Some(shared) = cur.shared else {
             if let (Some(alone), Some(actual)) = (cur.alone, actual) {
-                cluster.settle_alone(&self.route.name, &cur.name, alone, actual);
+                cluster.settle_alone(&self.route.name, &cur.name, alone, actual, false);
             }
             return false;
         };
@@ -165,8 +174,8 @@ impl Flight {
         true
     }
 
-    /// The tokens an answer really used, to the cluster's window.
-    pub(super) fn share_settle(&self, cur: &Current, tokens: u64) {
+    /// The tokens an answer really used, to the cluster's windows.
+    pub(super) fn share_settle(&self, cur: &Current, spent: Spent) {
         let Some(cluster) = self.gw.cluster() else {
             return;
         };
@@ -175,10 +184,23 @@ impl Flight {
                 cluster.keys(&self.route.name),
                 cur.name.clone(),
                 shared,
-                tokens,
+                spent,
             );
         } else if let Some(alone) = cur.alone {
-            cluster.settle_alone(&self.route.name, &cur.name, alone, tokens);
+            cluster.settle_alone(&self.route.name, &cur.name, alone, spent, false);
+        }
+    }
+
+    /// The attempt was never sent: nothing of it counts in the cluster's
+    /// windows either (its lease goes with `cur`).
+    pub(super) fn share_undo(&self, cur: &Current) {
+        let Some(cluster) = self.gw.cluster() else {
+            return;
+        };
+        if let Some(shared) = cur.shared {
+            cluster.undo(cluster.keys(&self.route.name), cur.name.clone(), shared);
+        } else if let Some(alone) = cur.alone {
+            cluster.settle_alone(&self.route.name, &cur.name, alone, Spent::default(), true);
         }
     }
 }

@@ -331,13 +331,13 @@ impl Pool {
     }
 
     /// The live deployments as a shared pick needs them: index, name,
-    /// weight, limit, enabled, tier.
+    /// weight, limits, enabled, tier.
     pub fn for_sharing(
         &self,
-    ) -> impl Iterator<Item = (usize, &Arc<str>, i64, Option<u64>, bool, u32)> + '_ {
+    ) -> impl Iterator<Item = (usize, &Arc<str>, i64, Limits, bool, u32)> + '_ {
         self.live().map(|i| {
             let s = &self.slots[i];
-            (i, &s.name, s.weight, s.limits.tpm, s.enabled, s.priority)
+            (i, &s.name, s.weight, s.limits, s.enabled, s.priority)
         })
     }
 

@@ -1,14 +1,20 @@
--- apply: what happened after picks, in order: settles (window.rs's
--- TpmWindow::settle, the estimate replaced by the usage) and verdicts
--- (health.rs's Health::record and Pool::record's counters), one or many.
+-- apply: what happened after picks, in order: settles (limits.rs's
+-- Meter::settle, the estimates replaced by the usage), undos (Meter::undo:
+-- a request never sent counts nothing), releases (its lease: the request
+-- ended) and verdicts (health.rs's Health::record and Pool::record's
+-- counters), one or many.
 -- ARGV (after the names), per op: 's', deployment (1-based), second,
---   reserved, actual; or 'r', deployment, verdict, hint_ms (-1: none),
---   failure_threshold, cooldown_ms, max_cooldown_ms, rate_limit_cooldown_ms.
+--   reserved input, reserved output, actual input, actual output, windows
+--   (the mask of the windows beyond tokens the pick counted in: 1 requests,
+--   2 input, 4 output); or 'u', deployment, second, reserved input,
+--   reserved output, windows; or 'l', deployment, lease; or 'r',
+--   deployment, verdict, hint_ms (-1: none), failure_threshold,
+--   cooldown_ms, max_cooldown_ms, rate_limit_cooldown_ms.
 -- Returns per op 3 values: 0, '', 0 (nothing to announce); 1, cause, for_ms
 -- (a cooldown began or grew); 2, '', 0 (recovered).
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
-prefetch('htfuknx')
+prefetch('htfuknxrio')
 local out = {}
 apply_ops(A, now, sec, out)
 flush()

@@ -1,25 +1,34 @@
 -- switchboard: the router core's rules on Redis, shared by the scripts below.
--- A second implementation of src/router (window.rs, select.rs, health.rs),
--- held to it by tests/cluster_model.rs: change both together.
+-- A second implementation of src/router (window.rs, limits.rs, select.rs,
+-- health.rs), held to it by tests/cluster_model.rs: change both together.
 --
 -- Keys of one model (one hash tag, so Redis Cluster keeps them on one slot):
 --   T:s         hash, every deployment's small state, one field per fact,
 --               named by a letter and the deployment's name:
 --                 e enabled ("1" | "0", when set in the cluster), c SWRR credit,
---                 h window head second, t window total,
+--                 h windows' head second, t tokens window total,
+--                 r / i / o requests / input / output window totals (begun
+--                 by a pick of a deployment with that limit, gone after a
+--                 quiet minute: the window exists while its total does),
 --                 f consecutive failures, u cooldown until (ms), k its cause
 --                 ("r" rate limited, "f" failing), n needs a probe,
 --                 q requests, x failures
---   T:w:<dep>   hash "0".."59": tokens per second of the window
+--   T:w:<dep>   hash, the windows' buckets, one per second: tokens "0".."59",
+--               requests "r0".."r59", input "i0".., output "o0"..; the
+--               windows of a deployment share their head
 --   T:p:<dep>   string, with a TTL: a probe is in flight (a crashed instance's
 --               probe expires instead of blocking the deployment)
+--   T:l:<dep>   sorted set, the leases of requests in flight (max_in_flight):
+--               "<instance>:<n>" scored by its expiry (ms, the script's
+--               clock); only the live ones count, and a pick that takes a
+--               lease removes the expired ones
 -- Every key expires on its own once nobody writes it.
 --
--- Every script takes KEYS = T:s, then per deployment i T:w (KEYS[2i]) and
--- T:p (KEYS[2i+1]); ARGV = now_ms ('' = the server's clock), n, the n names,
--- then its own. The hash is read in one HMGET and written in one HSET at the
--- end: a Redis call from Lua costs about a microsecond, and a pick is on
--- every request's path.
+-- Every script takes KEYS = T:s, then per deployment i T:w (KEYS[3i-1]),
+-- T:p (KEYS[3i]) and T:l (KEYS[3i+1]); ARGV = now_ms ('' = the server's
+-- clock), n, the n names, then its own. The hash is read in one HMGET and
+-- written in one HSET at the end: a Redis call from Lua costs about a
+-- microsecond, and a pick is on every request's path.
 
 local WINDOW = 60
 local KEEP_MS = 86400000
@@ -41,7 +50,8 @@ end
 local function num(v) if v then return tonumber(v) end return 0 end
 
 -- T:s, read once and written once.
-local cache, dirty, moved = {}, {}, {}
+-- leased: lease keys written, with how long they are kept.
+local cache, dirty, moved, leased = {}, {}, {}, {}
 local function prefetch(kinds)
   local fields = {}
   for i = 1, N do
@@ -74,78 +84,165 @@ local function flush()
   if #set > 0 then redis.call('HSET', S, unpack(set)) end
   if #del > 0 then redis.call('HDEL', S, unpack(del)) end
   if #set > 0 or #del > 0 then redis.call('PEXPIRE', S, KEEP_MS) end
-  for i in pairs(moved) do redis.call('PEXPIRE', KEYS[2 * i], WINDOW_KEEP_MS) end
+  for i in pairs(moved) do redis.call('PEXPIRE', KEYS[3 * i - 1], WINDOW_KEEP_MS) end
+  for i, keep in pairs(leased) do redis.call('PEXPIRE', KEYS[3 * i + 1], keep) end
 end
-local function wkey(i) return KEYS[2 * i] end
-local function pkey(i) return KEYS[2 * i + 1] end
+local function wkey(i) return KEYS[3 * i - 1] end
+local function pkey(i) return KEYS[3 * i] end
+local function lkey(i) return KEYS[3 * i + 1] end
 
--- window.rs: advance, used, add, settle, fits, time_until_fits
+-- window.rs: advance, used, add, settle, fits, used_within,
+-- time_until_fits_within; for the window named by w: '' tokens, 'r'
+-- requests, 'i' input, 'o' output (limits.rs's Meter holds the four).
+local EXTRA = {'r', 'i', 'o'}
+local TOTAL = {[''] = 't', r = 'r', i = 'i', o = 'o'}
+-- Requests counted in a slice of each deployment, this second (see within).
+local slice_used = {}
+
+-- Moves every window of the deployment forward to sec.
 local function advance(i, sec)
   local head = num(get('h', i))
   if sec <= head then return head end
+  local windows = {''}
+  for _, w in ipairs(EXTRA) do
+    if get(w, i) then windows[#windows + 1] = w end
+  end
   local gap = sec - head
-  local total = 0
   if gap >= WINDOW then
     redis.call('DEL', wkey(i))
+    put('t', i, 0)
+    -- Empty windows beyond tokens go (a pick begins them again while the
+    -- deployment has their limit): one whose limit went away lingers no
+    -- longer than the deployment's first quiet minute.
+    for k = 2, #windows do put(TOTAL[windows[k]], i, false) end
   else
-    total = num(get('t', i))
     local slots = {}
-    for s = head + 1, sec do slots[#slots + 1] = tostring(s % WINDOW) end
+    for _, w in ipairs(windows) do
+      for s = head + 1, sec do slots[#slots + 1] = w .. (s % WINDOW) end
+    end
     local gone = redis.call('HMGET', wkey(i), unpack(slots))
-    for _, v in ipairs(gone) do total = total - num(v) end
+    for k, w in ipairs(windows) do
+      local total = num(get(TOTAL[w], i))
+      for j = (k - 1) * gap + 1, k * gap do total = total - num(gone[j]) end
+      put(TOTAL[w], i, total)
+    end
     redis.call('HDEL', wkey(i), unpack(slots))
   end
   put('h', i, sec)
-  put('t', i, total)
   moved[i] = true
   return sec
 end
 
-local function used(i, sec)
+local function used(i, w, sec)
   advance(i, sec)
-  return num(get('t', i))
+  return num(get(TOTAL[w], i))
 end
 
-local function fits(i, sec, need, limit)
-  local u = used(i, sec)
+local function fits(i, w, sec, need, limit)
+  local u = used(i, w, sec)
   return u == 0 or u + need <= limit
 end
 
-local function add(i, sec, tokens)
+-- Counts n now; a window beyond tokens begins with its first count.
+local function add(i, w, sec, n)
   local s = advance(i, sec)
-  redis.call('HINCRBY', wkey(i), tostring(s % WINDOW), tokens)
-  put('t', i, num(get('t', i)) + tokens)
+  redis.call('HINCRBY', wkey(i), w .. (s % WINDOW), n)
+  put(TOTAL[w], i, num(get(TOTAL[w], i)) + n)
+  if w == 'r' and slice_used[i] then slice_used[i] = slice_used[i] + n end
   moved[i] = true
   return s
 end
 
-local function settle(i, sec, second, reserved, actual)
+local function settle(i, w, sec, second, reserved, actual)
   local head = advance(i, sec)
   if second + WINDOW <= head then return end
-  local slot = tostring(second % WINDOW)
+  -- A window that is not kept (its limit went away) has nothing to fix.
+  if w ~= '' and not get(TOTAL[w], i) then return end
+  local slot = w .. (second % WINDOW)
   local bucket = num(redis.call('HGET', wkey(i), slot))
   local removed = math.min(reserved, bucket)
   redis.call('HSET', wkey(i), slot, bucket - removed + actual)
-  put('t', i, num(get('t', i)) + actual - removed)
+  put(TOTAL[w], i, num(get(TOTAL[w], i)) + actual - removed)
+  if w == 'r' then slice_used[i] = nil end
   moved[i] = true
 end
 
-local function time_until_fits(i, now, sec, need, limit)
-  if fits(i, sec, need, limit) then return 0 end
-  local head = num(get('h', i))
-  local oldest = math.max(head - (WINDOW - 1), 0)
-  local remaining = num(get('t', i))
+-- Counted in the last span seconds (at most 60), this one included.
+local function used_within(i, w, sec, span)
+  local head = advance(i, sec)
+  if span >= WINDOW then return num(get(TOTAL[w], i)) end
+  if not get(TOTAL[w], i) then return 0 end
   local slots = {}
-  for s = oldest, head do slots[#slots + 1] = tostring(s % WINDOW) end
-  local tokens = redis.call('HMGET', wkey(i), unpack(slots))
-  for j, s in ipairs(slots) do
-    remaining = remaining - num(tokens[j])
+  for s = math.max(head - span + 1, 0), head do slots[#slots + 1] = w .. (s % WINDOW) end
+  local sum = 0
+  for _, v in ipairs(redis.call('HMGET', wkey(i), unpack(slots))) do sum = sum + num(v) end
+  return sum
+end
+
+-- The requests in the deployment's last slice of span seconds, read once
+-- per script (picks in a row add to it).
+local function within(i, sec, span)
+  local u = slice_used[i]
+  if u == nil then
+    u = used_within(i, 'r', sec, span)
+    slice_used[i] = u
+  end
+  return u
+end
+
+-- ms until need more fit under limit in every span-second stretch ending
+-- then (0 when they fit now).
+local function time_until_fits(i, w, now, sec, need, limit, span)
+  span = math.max(1, math.min(span, WINDOW))
+  local u = used_within(i, w, sec, span)
+  if u == 0 or u + need <= limit then return 0 end
+  local head = num(get('h', i))
+  local oldest = math.max(head - (span - 1), 0)
+  local remaining = u
+  local slots = {}
+  for s = oldest, head do slots[#slots + 1] = w .. (s % WINDOW) end
+  local counts = redis.call('HMGET', wkey(i), unpack(slots))
+  for j = 1, #slots do
+    remaining = remaining - num(counts[j])
     if remaining == 0 or remaining + need <= limit then
-      return math.max((oldest + j - 1 + WINDOW) * 1000 - now, 0)
+      return math.max((oldest + j - 1 + span) * 1000 - now, 0)
     end
   end
-  return math.max((head + WINDOW) * 1000 - now, 0)
+  return math.max((head + span) * 1000 - now, 0)
 end
+
+-- Leases of the requests in flight: the ones not expired, counted once
+-- per script (picks in a row add to it; a release counts afresh).
+local held = {}
+local function in_flight(i, now)
+  local n = held[i]
+  if n == nil then
+    n = redis.call('ZCOUNT', lkey(i), '(' .. now, '+inf')
+    held[i] = n
+  end
+  return n
+end
+
+-- The key outlives its leases whatever the TTL an instance gives them.
+local function lease_keep(ttl) return math.max(ttl, WINDOW_KEEP_MS) end
+
+-- Takes a lease; the expired ones of the deployment go first.
+local function lease(i, now, member, ttl)
+  local n = in_flight(i, now)
+  redis.call('ZREMRANGEBYSCORE', lkey(i), '-inf', now)
+  redis.call('ZADD', lkey(i), now + ttl, member)
+  leased[i] = lease_keep(ttl)
+  held[i] = n + 1
+end
+
+local function release(i, member)
+  redis.call('ZREM', lkey(i), member)
+  held[i] = nil
+end
+
+-- Which windows beyond tokens a pick counted in (a mask: 1 requests,
+-- 2 input, 4 output).
+local function counted(mask, bit) return math.floor(mask / bit) % 2 == 1 end
 
 -- health.rs: blocked, extend, record
 -- A probe key exists only while 'n' is "1" (it is set by a pick when it is,
@@ -215,15 +312,31 @@ local function record(i, now, verdict, hint, threshold, cooldown, max_cooldown, 
   end
 end
 
--- Settles and verdicts from ARGV[a] to the end (the format is apply.lua's);
--- per op, 3 values appended to out.
+-- Settles, undos, releases and verdicts from ARGV[a] to the end (the
+-- format is apply.lua's); per op, 3 values appended to out.
 local function apply_ops(a, now, sec, out)
   while a <= #ARGV do
     local kind, i = ARGV[a], tonumber(ARGV[a + 1])
     local r = {0}
-    if kind == 's' then
-      settle(i, sec, tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]))
-      a = a + 5
+    if kind == 's' or kind == 'u' then
+      -- limits.rs's Meter::settle: tokens, then input and output where
+      -- counted; Meter::undo: all of them to nothing, the request too.
+      local second, res_in, res_out = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+      local act_in, act_out, mask = 0, 0, nil
+      if kind == 's' then
+        act_in, act_out, mask = tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7])
+        a = a + 8
+      else
+        mask = tonumber(ARGV[a + 5])
+        a = a + 6
+      end
+      settle(i, '', sec, second, res_in + res_out, act_in + act_out)
+      if counted(mask, 2) then settle(i, 'i', sec, second, res_in, act_in) end
+      if counted(mask, 4) then settle(i, 'o', sec, second, res_out, act_out) end
+      if kind == 'u' and counted(mask, 1) then settle(i, 'r', sec, second, 1, 0) end
+    elseif kind == 'l' then
+      release(i, ARGV[a + 2])
+      a = a + 3
     else
       r = record(i, now, ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
         tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]))

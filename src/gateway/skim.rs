@@ -4,11 +4,15 @@
 //! request, and the gateway needs three members of it to route (`model`,
 //! `stream`, `max_tokens`). [`crate::gateway::json`] checks every byte
 //! (UTF-8, grammar) at ~0.6 µs a kilobyte; this finds where each member's
-//! value starts and ends and nothing else, jumping through strings with
-//! `memchr`, so the conversation costs about what reading it once does. It
+//! value starts and ends and nothing else: each value jumped 64 bytes at a
+//! time with vector masks where the processor has AVX2 or AVX-512
+//! ([`wide`]: a 40 KB Codex turn in about 1.5 µs, where one `memchr` per
+//! quote took 13 µs), through strings with `memchr` elsewhere. It
 //! is exact for well-formed JSON; what it makes of a malformed document is
 //! bounded (never a panic, never past the end) and the upstream, which
 //! parses the body properly, has the last word on it.
+
+mod wide;
 
 /// Levels of nesting followed before giving up.
 const MAX_DEPTH: usize = 128;
@@ -29,6 +33,8 @@ impl std::fmt::Display for Unskimmable {
 struct Skim<'a> {
     doc: &'a [u8],
     at: usize,
+    /// Values jumped 64 bytes at a time ([`wide`]), when the processor can.
+    wide: wide::Width,
 }
 
 impl<'a> Skim<'a> {
@@ -110,6 +116,12 @@ impl<'a> Skim<'a> {
 
     fn value(&mut self) -> Result<&'a [u8], Unskimmable> {
         let start = self.at;
+        if let Some(b'"' | b'{' | b'[') = self.peek()
+            && let Some(end) = wide::end_of(self.wide, self.doc, start)
+        {
+            self.at = end?;
+            return Ok(&self.doc[start..self.at]);
+        }
         match self.peek() {
             Some(b'"') => self.string()?,
             Some(b'{' | b'[') => self.container()?,
@@ -130,7 +142,11 @@ pub fn members<'a>(
     doc: &'a [u8],
     mut member: impl FnMut(&'a [u8], &'a [u8]),
 ) -> Result<(), Unskimmable> {
-    let mut s = Skim { doc, at: 0 };
+    let mut s = Skim {
+        doc,
+        at: 0,
+        wide: wide::width(),
+    };
     s.ws();
     if s.peek() != Some(b'{') {
         return Err(s.fail("expected a JSON object"));

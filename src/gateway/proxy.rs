@@ -365,8 +365,13 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                         body
                     };
                     // The model that served is the flight's: no copy of its name.
-                    if endpoint == Endpoint::Responses {
-                        door::responses::pin::note_answer(&gw, &asked, &flight, &upstream, &body);
+                    // Only a kept response is noted: Codex's `store: false`
+                    // costs nothing here.
+                    if endpoint == Endpoint::Responses
+                        && asked.responses_state().is_some_and(|s| s.stored)
+                        && let Some(id) = door::responses::answer::id_only(&body)
+                    {
+                        door::responses::pin::note_answer(&gw, &asked, &flight, &upstream, &id);
                     }
                     (status, headers, body, None)
                 };

@@ -21,6 +21,7 @@
 //! comes back with that `namespace` on its call, as Codex expects.
 
 pub mod answer;
+mod chat;
 pub mod request;
 pub mod stream;
 

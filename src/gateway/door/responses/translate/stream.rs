@@ -32,14 +32,12 @@
 //!
 //! Every event carries `sequence_number`, from 0.
 
-use std::borrow::Cow;
 use std::io::Write;
 
 use bytes::Bytes;
-use serde::{Deserialize, Deserializer};
-use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::chat::{CallDelta, Chunk};
 use super::{Tools, now, response, usage};
 use crate::gateway::provider::anthropic::stream::data_of;
 use crate::gateway::provider::chunk::push_json;
@@ -571,72 +569,4 @@ fn frame_end(buf: &[u8]) -> Option<(usize, usize)> {
         }
     }
     None
-}
-
-/// A chat chunk, as much of it as the translation reads; strings borrowed
-/// where they have no escapes.
-#[derive(Deserialize)]
-struct Chunk<'a> {
-    #[serde(default, borrow)]
-    choices: Option<Vec<Choice<'a>>>,
-    #[serde(default, borrow)]
-    usage: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    error: Option<&'a RawValue>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(default, borrow)]
-    delta: Option<Delta<'a>>,
-    #[serde(default, borrow, deserialize_with = "text")]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(default, borrow, deserialize_with = "text")]
-    content: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "text")]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    tool_calls: Option<Vec<CallDelta<'a>>>,
-}
-
-#[derive(Deserialize)]
-struct CallDelta<'a> {
-    #[serde(default, deserialize_with = "count")]
-    index: Option<u64>,
-    #[serde(default, borrow, deserialize_with = "text")]
-    id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    function: Option<FunctionDelta<'a>>,
-}
-
-#[derive(Deserialize, Default)]
-struct FunctionDelta<'a> {
-    #[serde(default, borrow, deserialize_with = "text")]
-    name: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "text")]
-    arguments: Option<Cow<'a, str>>,
-}
-
-/// A string member; any other value is read as absent, as it was when
-/// chunks were read into `Value`s (a server's odd `null` or number must
-/// not cost the whole chunk).
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    let raw: Option<&'de RawValue> = Deserialize::deserialize(d)?;
-    Ok(raw.and_then(|raw| {
-        let raw = raw.get();
-        serde_json::from_str::<&str>(raw)
-            .map(Cow::Borrowed)
-            .or_else(|_| serde_json::from_str::<String>(raw).map(Cow::Owned))
-            .ok()
-    }))
-}
-
-/// A whole non-negative number; anything else read as absent.
-fn count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    let raw: Option<&'de RawValue> = Deserialize::deserialize(d)?;
-    Ok(raw.and_then(|raw| serde_json::from_str(raw.get()).ok()))
 }

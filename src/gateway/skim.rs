@@ -116,13 +116,15 @@ impl<'a> Skim<'a> {
 
     fn value(&mut self) -> Result<&'a [u8], Unskimmable> {
         let start = self.at;
-        if let Some(b'"' | b'{' | b'[') = self.peek()
-            && let Some(end) = wide::end_of(self.wide, self.doc, start)
-        {
-            self.at = end?;
-            return Ok(&self.doc[start..self.at]);
-        }
         match self.peek() {
+            // A string whose first quote closes it (most of them, long or
+            // short) costs one memchr; one with an escaped quote goes wide.
+            Some(b'"') if self.plain_string() => {}
+            Some(b'"' | b'{' | b'[')
+                if let Some(end) = wide::end_of(self.wide, self.doc, start) =>
+            {
+                self.at = end?;
+            }
             Some(b'"') => self.string()?,
             Some(b'{' | b'[') => self.container()?,
             Some(_) => self.scalar(),
@@ -133,6 +135,20 @@ impl<'a> Skim<'a> {
         }
         Ok(&self.doc[start..self.at])
     }
+
+    /// Past the string at `self.at` when its first quote is unescaped.
+    fn plain_string(&mut self) -> bool {
+        let from = self.at + 1;
+        let Some(i) = memchr::memchr(b'"', &self.doc[from..]) else {
+            return false;
+        };
+        // The opening quote, when the string is empty.
+        if self.doc[from + i - 1] == b'\\' {
+            return false;
+        }
+        self.at = from + i + 1;
+        true
+    }
 }
 
 /// Calls `member(key, value)` for each top-level member of the object
@@ -141,6 +157,29 @@ impl<'a> Skim<'a> {
 pub fn members<'a>(
     doc: &'a [u8],
     mut member: impl FnMut(&'a [u8], &'a [u8]),
+) -> Result<(), Unskimmable> {
+    until(doc, |k, v| {
+        member(k, v);
+        false
+    })
+}
+
+/// The value of the first top-level member named `key` (as written), read
+/// no further than it.
+pub fn member<'a>(doc: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut found = None;
+    until(doc, |k, v| {
+        found = (k == key).then_some(v);
+        found.is_some()
+    })
+    .ok()?;
+    found
+}
+
+/// [`members`] until `member` says stop.
+fn until<'a>(
+    doc: &'a [u8],
+    mut member: impl FnMut(&'a [u8], &'a [u8]) -> bool,
 ) -> Result<(), Unskimmable> {
     let mut s = Skim {
         doc,
@@ -171,7 +210,9 @@ pub fn members<'a>(
         s.at += 1;
         s.ws();
         let value = s.value()?;
-        member(key, value);
+        if member(key, value) {
+            return Ok(());
+        }
         s.ws();
         match s.peek() {
             Some(b',') => s.at += 1,
@@ -212,6 +253,8 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
         );
         assert_eq!(all("{}").unwrap(), []);
+        assert_eq!(member(doc.as_bytes(), b"n"), Some(&b"-1.5e3"[..]));
+        assert_eq!(member(doc.as_bytes(), b"k"), None);
     }
 
     #[test]

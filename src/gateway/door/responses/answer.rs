@@ -81,14 +81,8 @@ pub fn native(body: Bytes) -> Result<(Bytes, Option<Usage>), Invalid> {
 /// the response-id memory, which needs nothing else of a body that may be
 /// long.
 pub fn id_only(body: &[u8]) -> Option<Vec<u8>> {
-    let mut id = None;
-    crate::gateway::skim::members(body, |key, value| {
-        if key == b"id" {
-            id = Some(value);
-        }
-    })
-    .ok()?;
-    Some([&b"{\"id\":"[..], id?, b"}"].concat())
+    let id = crate::gateway::skim::member(body, b"id")?;
+    Some([&b"{\"id\":"[..], id, b"}"].concat())
 }
 
 #[cfg(test)]

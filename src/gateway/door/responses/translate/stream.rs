@@ -385,22 +385,39 @@ impl ChatToResponses {
         else {
             return;
         };
-        let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
-        self.event(
-            "response.output_text.done",
-            json!({"item_id": id, "output_index": output_index, "content_index": 0,
-                   "text": text, "logprobs": []}),
+        // The text goes out three times and into the response: escaped
+        // once, its events written straight out.
+        let mut quoted = Vec::with_capacity(text.len() + 2);
+        push_json(&mut quoted, &text);
+        let mut head = b"\"item_id\":".to_vec();
+        push_json(&mut head, &id);
+        let _ = write!(
+            head,
+            ",\"output_index\":{output_index},\"content_index\":0,"
         );
-        self.event(
-            "response.content_part.done",
-            json!({"item_id": id, "output_index": output_index, "content_index": 0, "part": part}),
-        );
-        let item = json!({"id": id, "type": "message", "status": "completed",
-                          "role": "assistant", "content": [part]});
-        self.event(
-            "response.output_item.done",
-            json!({"output_index": output_index, "item": item}),
-        );
+        self.event_with("response.output_text.done", |out| {
+            out.extend_from_slice(&head);
+            out.extend_from_slice(b"\"text\":");
+            out.extend_from_slice(&quoted);
+            out.extend_from_slice(b",\"logprobs\":[]");
+        });
+        let part = [
+            &b"{\"type\":\"output_text\",\"text\":"[..],
+            &quoted,
+            b",\"annotations\":[],\"logprobs\":[]}",
+        ]
+        .concat();
+        self.event_with("response.content_part.done", |out| {
+            out.extend_from_slice(&head);
+            out.extend_from_slice(b"\"part\":");
+            out.extend_from_slice(&part);
+        });
+        let item = json!({"id": id, "type": "message", "status": "completed", "role": "assistant",
+                          "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]});
+        self.event_with("response.output_item.done", |out| {
+            let _ = write!(out, "\"output_index\":{output_index},\"item\":");
+            let _ = serde_json::to_writer(&mut *out, &item);
+        });
         if let Some(slot) = self.output.get_mut(output_index) {
             *slot = Some(item);
         }

@@ -84,8 +84,15 @@ pub fn from_chat_with_tools(chat: &[u8], model: &str, tools: &Tools) -> Result<B
     let usage = usage
         .and_then(|u| super::usage(Some(&u)))
         .map(|(u, _, _)| u);
-    let body = response(&id, model, created, Some(finish), output, usage);
-    serde_json::to_vec(&body)
-        .map(Bytes::from)
-        .map_err(|e| e.to_string())
+    let mut body = Vec::with_capacity(512);
+    response(
+        &mut body,
+        &id,
+        model,
+        created,
+        Some(finish),
+        &output,
+        usage.as_ref(),
+    );
+    Ok(Bytes::from(body))
 }

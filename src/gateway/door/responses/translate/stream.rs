@@ -319,8 +319,8 @@ impl ChatToResponses {
             return;
         }
         self.started = true;
-        let r = response(&self.id, &self.model, self.created, None, vec![], None);
-        let r = serde_json::to_vec(&r).unwrap_or_default();
+        let mut r = Vec::with_capacity(256);
+        response(&mut r, &self.id, &self.model, self.created, None, &[], None);
         for kind in ["response.created", "response.in_progress"] {
             self.event_with(kind, |out| {
                 out.extend_from_slice(b"\"response\":");
@@ -555,20 +555,25 @@ impl ChatToResponses {
         }
         self.start();
         let output: Vec<Value> = self.output.drain(..).flatten().collect();
-        let r = response(
+        let mut r = Vec::with_capacity(512);
+        let incomplete = response(
+            &mut r,
             &self.id,
             &self.model,
             self.created,
             self.finish.as_deref(),
-            output,
-            self.usage.clone(),
+            &output,
+            self.usage.as_ref(),
         );
-        let kind = if r.get("status").and_then(Value::as_str) == Some("incomplete") {
+        let kind = if incomplete {
             "response.incomplete"
         } else {
             "response.completed"
         };
-        self.event(kind, json!({ "response": r }));
+        self.event_with(kind, |out| {
+            out.extend_from_slice(b"\"response\":");
+            out.extend_from_slice(&r);
+        });
         self.done = true;
     }
 }

@@ -10,6 +10,11 @@
 #   nothing to stick to and ignores it).
 #   DOOR=messages: Anthropic's Messages door to an Anthropic mock (native);
 #   DOOR=messages-translated: the Messages door to the OpenAI mock (through chat).
+#   DOOR=responses: the Responses door to the OpenAI mock (passed through);
+#   DOOR=responses-bridged: the Responses door to an Anthropic mock (through chat);
+#   DOOR=responses-chat: the Responses door to the OpenAI mock's chat endpoint
+#   (`responses = "bridged"`).
+#   STREAM=1: streaming requests.
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SB=$(realpath "${1:-$ROOT/target/release/switchboard}"); N=${N:-3000}
@@ -19,6 +24,9 @@ DOOR=${DOOR:-chat}; PATH_=/v1/chat/completions; PROVIDER=""; MOCK_PROVIDER=opena
 case "$DOOR" in
   messages) PATH_=/v1/messages; MOCK_PROVIDER=anthropic; PROVIDER='provider = "anthropic"\napi_key = "sk-ant-bench-0123456789"\n'; BASE=http://127.0.0.1:18620 ;;
   messages-translated) PATH_=/v1/messages ;;
+  responses) PATH_=/v1/responses ;;
+  responses-bridged) PATH_=/v1/responses; MOCK_PROVIDER=anthropic; PROVIDER='provider = "anthropic"\napi_key = "sk-ant-bench-0123456789"\n'; BASE=http://127.0.0.1:18620 ;;
+  responses-chat) PATH_=/v1/responses; PROVIDER='responses = "bridged"\n' ;;
 esac
 $SB mock-upstream --listen 127.0.0.1:18620 --provider "$MOCK_PROVIDER" > mock.log 2>&1 & MOCK=$!
 # LIMITS=0: no tpm_limit (a model with no limit: no x-ratelimit-* headers).
@@ -27,7 +35,11 @@ printf "[server]\nlisten = \"127.0.0.1:18621\"\nworkers = 1\n[[models]]\nname = 
 # DEPLOYMENTS=2: a second deployment (the same mock), so that a session has
 # a choice to stick to.
 [ "${DEPLOYMENTS:-1}" = 2 ] && printf '[[models.deployments]]\nname = "mock2"\napi_base = "http://127.0.0.1:18620/v1"\nmodel_id = "bench-model"\ntpm_limit = 100000000\n' >> cfg.toml
-echo '{"model":"bench-model","max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}' > body.json
+case "$PATH_" in
+  /v1/responses) echo '{"model":"bench-model","max_output_tokens":16,"input":"Say hello."}' > body.json ;;
+  *) echo '{"model":"bench-model","max_tokens":16,"messages":[{"role":"user","content":"Say hello."}]}' > body.json ;;
+esac
+[ "${STREAM:-0}" = 1 ] && sed -i 's/^{/{"stream":true,/' body.json
 total() { # requests -> instructions of the whole run
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file=cg.out "$SB" serve --config cfg.toml > /dev/null 2>&1 & local vg=$!
   for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/18621) 2>/dev/null && break; sleep 0.1; done

@@ -7,7 +7,12 @@
 #   messages → openai        translated through chat         target ≥ 0.8×
 #   responses → openai       passed through (/responses)     target ≥ 0.95×
 #   responses → anthropic    bridged through chat            target ≥ 0.8×
+#   responses → openai chat  bridged to a chat-only deployment (`responses = "bridged"`)
+# and the OpenAI mock alone (no gateway) at /v1/chat/completions and
+# /v1/responses, to tell the mock's own cost of each answer from the
+# gateway's (mock-normalised ratios).
 # Usage: benches/doors.sh   (RUNS=3 DUR=8s; SWITCHBOARD_BIN=path to skip the build; needs oha)
+#   ONLY="chat responses-native": those paths alone.
 set -u
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="$(mktemp -d)"
@@ -37,6 +42,13 @@ api_base = "http://127.0.0.1:18641"
 api_key = "sk-ant-bench-0123456789"
 model_id = "claude-sonnet-4-5"
 [[models]]
+name = "via-openai-chat"
+[[models.deployments]]
+name = "openai-chat"
+api_base = "http://127.0.0.1:18640/v1"
+model_id = "bench-model"
+responses = "bridged"
+[[models]]
 name = "via-bedrock"
 [[models.deployments]]
 name = "bedrock"
@@ -49,21 +61,22 @@ model_id = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 CFG
 RUST_LOG=warn $SB serve --config cfg.toml > serve.log 2>&1 & GW=$!
 for _ in $(seq 50); do curl -s -o /dev/null 127.0.0.1:18642/health && break; sleep 0.1; done
-load() { # path model stream -> req/s
+load() { # path model stream [port] -> req/s
   if [ "$1" = /v1/responses ]; then
     printf '{"model":"%s","max_output_tokens":16,"stream":%s,"input":"Say hello."}' "$2" "$3" > body.json
   else
     printf '{"model":"%s","max_tokens":16,"stream":%s,"messages":[{"role":"user","content":"Say hello."}]}' "$2" "$3" > body.json
   fi
-  oha -c 32 -z "$DUR" --no-tui --worker-threads 1 -m POST -T application/json -H 'anthropic-version: 2023-06-01' -D body.json "http://127.0.0.1:18642$1" 2>/dev/null \
+  oha -c 32 -z "$DUR" --no-tui --worker-threads 1 -m POST -T application/json -H 'anthropic-version: 2023-06-01' -D body.json "http://127.0.0.1:${4:-18642}$1" 2>/dev/null \
     | awk '/Requests\/sec/ {print $2}'
 }
 declare -A sum
 for stream in false true; do
   for i in $(seq "$RUNS"); do
-    for path in "chat:/v1/chat/completions:via-openai" "messages-native:/v1/messages:via-anthropic" "messages-bedrock:/v1/messages:via-bedrock" "messages-translated:/v1/messages:via-openai" "responses-native:/v1/responses:via-openai" "responses-bridged:/v1/responses:via-anthropic"; do
-      IFS=: read -r name url model <<< "$path"
-      r=$(load "$url" "$model" "$stream" | head -1)
+    for path in "chat:/v1/chat/completions:via-openai" "messages-native:/v1/messages:via-anthropic" "messages-bedrock:/v1/messages:via-bedrock" "messages-translated:/v1/messages:via-openai" "responses-native:/v1/responses:via-openai" "responses-bridged:/v1/responses:via-anthropic" "responses-chat:/v1/responses:via-openai-chat" "mock-chat:/v1/chat/completions:bench-model:18640" "mock-responses:/v1/responses:bench-model:18640"; do
+      IFS=: read -r name url model port <<< "$path"
+      if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
+      r=$(load "$url" "$model" "$stream" "$port" | head -1)
       echo "stream=$stream $name run $i: $r req/s"
     done
   done

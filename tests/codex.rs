@@ -1,12 +1,14 @@
 //! Codex CLI itself (npm `@openai/codex`) through the gateway's Responses
-//! door, offline: a task answered, a tool turn run in its sandbox, and one
-//! model on an OpenAI and an Azure mock surviving 429 and then 500.
+//! door, offline: a task answered, a tool turn run in its sandbox, one
+//! model on an OpenAI and an Azure mock surviving 429, 500 and a stream cut
+//! before its first output, and runs bridged to a Chat-Completions-only
+//! server and to Anthropic.
 
 mod common;
 
 use common::agents::{agent, codex_blocking};
 use common::*;
-use switchboard::mock_upstream::{MockHandle, MockProvider};
+use switchboard::mock_upstream::{MockEndpoint, MockHandle, MockProvider, Mode};
 
 async fn azure_mock() -> MockHandle {
     mock_with(|o| {
@@ -125,4 +127,76 @@ async fn codex_works_bridged_to_an_anthropic_deployment() {
             .is_some_and(|c| c.iter().any(|b| b["type"] == "tool_result"))
     });
     assert!(result_sent, "the tool's output reached Claude: {last}");
+}
+
+#[tokio::test]
+async fn codex_never_sees_a_stream_cut_before_its_first_output() {
+    if agent("codex", "@openai/codex").is_none() {
+        return;
+    }
+    // The cut one in tier 1, so that it is always asked first.
+    let o = mock_with(|o| o.tokens = 6).await;
+    let z = azure_mock().await;
+    let first = openai("openai", &o).replace("model_id", "priority = 1\nmodel_id");
+    let second = azure("azure", &z).replace("model_id", "priority = 2\nmodel_id");
+    let gw = codex_gateway(&[first, second]).await;
+    // `response.created`, then the connection aborted; then a clean end
+    // with no output at all.
+    for (i, cut) in [
+        Mode::ResetMidStream { after_chunks: 1 },
+        Mode::TruncatedStream { after_chunks: 1 },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        o.set_mode(cut.clone());
+        let r = run(&gw, "say hi").await;
+        assert!(r.ok, "{cut:?}: {}\n{}", r.stdout, r.stderr);
+        assert!(!r.stdout.trim().is_empty());
+        assert!(z.stats().ok > i as u64, "{cut:?}: azure served the run");
+    }
+    assert!(o.stats().ok >= 1, "the cut deployment was asked first");
+}
+
+#[tokio::test]
+async fn codex_works_bridged_to_a_chat_completions_only_server() {
+    if agent("codex", "@openai/codex").is_none() {
+        return;
+    }
+    // An OpenAI-compatible server without /responses (vLLM, Ollama): its
+    // 404 sends the run through chat, and so does every turn after it.
+    let c = mock_with(|o| {
+        o.tokens = 6;
+        o.without = vec![MockEndpoint::Responses];
+    })
+    .await;
+    // Codex's own default model, as for Anthropic below: it names no
+    // hosted tool, which no chat server could run.
+    let gw = gateway(&format!(
+        "[server]\napi_keys = [\"sk-client-key-123456\"]\n\n[[models]]\nname = \"gpt-6.2-sol\"\n{}",
+        openai("chat-only", &c)
+    ))
+    .await;
+    let r = run_as(&gw, "gpt-6.2-sol", "say hi").await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    assert!(!r.stdout.trim().is_empty());
+    let r = run_as(&gw, "gpt-6.2-sol", "use exec to run a command").await;
+    assert!(r.ok, "{}\n{}", r.stdout, r.stderr);
+    let stats = c.stats();
+    assert_eq!(
+        stats.last_path.as_deref(),
+        Some("/v1/chat/completions"),
+        "asked through chat"
+    );
+    let last: serde_json::Value =
+        serde_json::from_str(stats.last_body.as_deref().unwrap()).unwrap();
+    let result_sent = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["role"] == "tool");
+    assert!(
+        result_sent,
+        "the tool's output went back as a tool message: {last}"
+    );
 }

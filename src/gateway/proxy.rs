@@ -384,9 +384,14 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                         body
                     };
                     // The model that served is the flight's: no copy of its name.
-                    if endpoint == Endpoint::Responses {
+                    // Only a kept response is noted: Codex's `store: false`
+                    // costs nothing here.
+                    if endpoint == Endpoint::Responses
+                        && asked.responses_state().is_some_and(|s| s.stored)
+                        && let Some(id) = door::responses::answer::id_only(&body)
+                    {
                         Box::pin(door::responses::pin::note_answer(
-                            &gw, &asked, &flight, &upstream, &body,
+                            &gw, &asked, &flight, &upstream, &id,
                         ))
                         .await;
                     }

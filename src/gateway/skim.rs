@@ -4,11 +4,15 @@
 //! request, and the gateway needs three members of it to route (`model`,
 //! `stream`, `max_tokens`). [`crate::gateway::json`] checks every byte
 //! (UTF-8, grammar) at ~0.6 µs a kilobyte; this finds where each member's
-//! value starts and ends and nothing else, jumping through strings with
-//! `memchr`, so the conversation costs about what reading it once does. It
+//! value starts and ends and nothing else: each value jumped 64 bytes at a
+//! time with vector masks where the processor has AVX2 or AVX-512
+//! ([`wide`]: a 40 KB Codex turn in about 1.5 µs, where one `memchr` per
+//! quote took 13 µs), through strings with `memchr` elsewhere. It
 //! is exact for well-formed JSON; what it makes of a malformed document is
 //! bounded (never a panic, never past the end) and the upstream, which
 //! parses the body properly, has the last word on it.
+
+mod wide;
 
 /// Levels of nesting followed before giving up.
 const MAX_DEPTH: usize = 128;
@@ -29,6 +33,8 @@ impl std::fmt::Display for Unskimmable {
 struct Skim<'a> {
     doc: &'a [u8],
     at: usize,
+    /// Values jumped 64 bytes at a time ([`wide`]), when the processor can.
+    wide: wide::Width,
 }
 
 impl<'a> Skim<'a> {
@@ -111,6 +117,14 @@ impl<'a> Skim<'a> {
     fn value(&mut self) -> Result<&'a [u8], Unskimmable> {
         let start = self.at;
         match self.peek() {
+            // A string whose first quote closes it (most of them, long or
+            // short) costs one memchr; one with an escaped quote goes wide.
+            Some(b'"') if self.plain_string() => {}
+            Some(b'"' | b'{' | b'[')
+                if let Some(end) = wide::end_of(self.wide, self.doc, start) =>
+            {
+                self.at = end?;
+            }
             Some(b'"') => self.string()?,
             Some(b'{' | b'[') => self.container()?,
             Some(_) => self.scalar(),
@@ -121,6 +135,20 @@ impl<'a> Skim<'a> {
         }
         Ok(&self.doc[start..self.at])
     }
+
+    /// Past the string at `self.at` when its first quote is unescaped.
+    fn plain_string(&mut self) -> bool {
+        let from = self.at + 1;
+        let Some(i) = memchr::memchr(b'"', &self.doc[from..]) else {
+            return false;
+        };
+        // The opening quote, when the string is empty.
+        if self.doc[from + i - 1] == b'\\' {
+            return false;
+        }
+        self.at = from + i + 1;
+        true
+    }
 }
 
 /// Calls `member(key, value)` for each top-level member of the object
@@ -130,7 +158,34 @@ pub fn members<'a>(
     doc: &'a [u8],
     mut member: impl FnMut(&'a [u8], &'a [u8]),
 ) -> Result<(), Unskimmable> {
-    let mut s = Skim { doc, at: 0 };
+    until(doc, |k, v| {
+        member(k, v);
+        false
+    })
+}
+
+/// The value of the first top-level member named `key` (as written), read
+/// no further than it.
+pub fn member<'a>(doc: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut found = None;
+    until(doc, |k, v| {
+        found = (k == key).then_some(v);
+        found.is_some()
+    })
+    .ok()?;
+    found
+}
+
+/// [`members`] until `member` says stop.
+fn until<'a>(
+    doc: &'a [u8],
+    mut member: impl FnMut(&'a [u8], &'a [u8]) -> bool,
+) -> Result<(), Unskimmable> {
+    let mut s = Skim {
+        doc,
+        at: 0,
+        wide: wide::width(),
+    };
     s.ws();
     if s.peek() != Some(b'{') {
         return Err(s.fail("expected a JSON object"));
@@ -155,7 +210,9 @@ pub fn members<'a>(
         s.at += 1;
         s.ws();
         let value = s.value()?;
-        member(key, value);
+        if member(key, value) {
+            return Ok(());
+        }
         s.ws();
         match s.peek() {
             Some(b',') => s.at += 1,
@@ -196,6 +253,8 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
         );
         assert_eq!(all("{}").unwrap(), []);
+        assert_eq!(member(doc.as_bytes(), b"n"), Some(&b"-1.5e3"[..]));
+        assert_eq!(member(doc.as_bytes(), b"k"), None);
     }
 
     #[test]

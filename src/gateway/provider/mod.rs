@@ -287,7 +287,7 @@ impl Decoder {
             Decoder::Bedrock(t) => t.feed(&chunk),
             Decoder::Messages(m) => m.feed(&chunk),
             Decoder::ThroughChat(t) => t.feed(chunk),
-            Decoder::Responses(r) => r.feed(&chunk),
+            Decoder::Responses(r) => r.feed(chunk),
             Decoder::Bridged(b) => b.feed(chunk),
         }
     }

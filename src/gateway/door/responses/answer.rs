@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::gateway::provider::Invalid;
+use crate::gateway::request::count_of;
 use crate::gateway::sse::Usage;
 
 /// The Responses API's token counts.
@@ -20,6 +21,28 @@ pub struct ResponsesUsage {
 }
 
 impl ResponsesUsage {
+    /// The counts of a `usage` object the answer's scan has checked:
+    /// skimmed, not deserialized (its `*_details` objects cost serde more
+    /// than the rest of the answer's reading).
+    fn read(usage: &[u8]) -> Option<ResponsesUsage> {
+        let mut u = ResponsesUsage::default();
+        let mut counts = true;
+        crate::gateway::skim::members(usage, |key, value| {
+            let slot = match key {
+                b"input_tokens" => &mut u.input_tokens,
+                b"output_tokens" => &mut u.output_tokens,
+                b"total_tokens" => &mut u.total_tokens,
+                _ => return,
+            };
+            match count_of(value) {
+                Some(n) => *slot = n,
+                None => counts = false,
+            }
+        })
+        .ok()?;
+        counts.then_some(u)
+    }
+
     pub fn usage(&self) -> Usage {
         Usage {
             prompt_tokens: self.input_tokens,
@@ -38,10 +61,8 @@ pub fn native(body: Bytes) -> Result<(Bytes, Option<Usage>), Invalid> {
             b"status" => status = Some(value),
             b"error" => error = Some(value),
             b"usage" if value != b"null" => {
-                usage = Some(
-                    serde_json::from_slice(value)
-                        .map_err(|_| "a `usage` that is not token counts")?,
-                )
+                usage =
+                    Some(ResponsesUsage::read(value).ok_or("a `usage` that is not token counts")?)
             }
             _ => {}
         }
@@ -53,6 +74,15 @@ pub fn native(body: Bytes) -> Result<(Bytes, Option<Usage>), Invalid> {
         return Err(format!("a failed response ({why})"));
     }
     Ok((body, usage.map(|u| u.usage())))
+}
+
+/// `{"id": ...}` with the `id` of a whole answer already read by
+/// [`native`] (or made by the bridge): skimmed, not validated again, for
+/// the response-id memory, which needs nothing else of a body that may be
+/// long.
+pub fn id_only(body: &[u8]) -> Option<Vec<u8>> {
+    let id = crate::gateway::skim::member(body, b"id")?;
+    Some([&b"{\"id\":"[..], id, b"}"].concat())
 }
 
 #[cfg(test)]
@@ -68,5 +98,8 @@ mod tests {
         let failed = Bytes::from_static(br#"{"id":"resp_2","status":"failed","error":{"code":"server_error","message":"boom"},"usage":null}"#);
         assert!(native(failed).unwrap_err().contains("boom"));
         assert!(native(Bytes::from_static(b"[1]")).is_err());
+        let bad = Bytes::from_static(br#"{"status":"completed","usage":{"input_tokens":"many"}}"#);
+        assert!(native(bad).is_err());
+        assert_eq!(id_only(&ok).unwrap(), br#"{"id":"resp_1"}"#);
     }
 }

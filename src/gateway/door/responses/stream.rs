@@ -123,24 +123,38 @@ impl ResponsesStream {
         Bytes::from(out)
     }
 
-    pub fn feed(&mut self, chunk: &[u8]) -> Option<Bytes> {
+    pub fn feed(&mut self, chunk: Bytes) -> Option<Bytes> {
         if self.error.is_some() {
             return None;
         }
-        let mut out = Vec::new();
-        if self.pending.is_empty() {
-            let rest = self.frames_of(chunk, &mut out);
-            self.pending.extend_from_slice(rest);
+        let data = if self.pending.is_empty() {
+            chunk
         } else {
-            self.pending.extend_from_slice(chunk);
-            let pending = std::mem::take(&mut self.pending);
-            let rest = self.frames_of(&pending, &mut out);
+            self.pending.extend_from_slice(&chunk);
+            self.pending.split().freeze()
+        };
+        let out = if self.started {
+            // Every frame now goes on as it came: a slice of the chunk.
+            let mut at = 0;
+            while let Some(len) = frame_end(&data[at..]) {
+                self.event(&data[at..at + len]);
+                at += len;
+                if self.error.is_some() {
+                    return Some(data.slice(..at));
+                }
+            }
+            self.pending.extend_from_slice(&data[at..]);
+            data.slice(..at)
+        } else {
+            let mut out = Vec::new();
+            let rest = self.frames_of(&data, &mut out);
             self.pending.extend_from_slice(rest);
-        }
+            Bytes::from(out)
+        };
         if self.pending.len() > MAX_EVENT {
             self.error = Some("the upstream sent an event larger than 16 MiB".into());
         }
-        (!out.is_empty()).then(|| Bytes::from(out))
+        (!out.is_empty()).then_some(out)
     }
 
     pub fn finish(&mut self) -> Option<Bytes> {
@@ -149,7 +163,7 @@ impl ResponsesStream {
         if self.error.is_none() && !last.trim_ascii().is_empty() {
             let mut frame = last.to_vec();
             frame.extend_from_slice(b"\n\n");
-            self.event(&frame, &mut out);
+            self.frames_of(&frame, &mut out);
         }
         (!out.is_empty()).then(|| Bytes::from(out))
     }
@@ -158,11 +172,21 @@ impl ResponsesStream {
         None
     }
 
+    /// The whole frames of `data` read, what goes to the client now in
+    /// `out` (the held frames too, once released); the incomplete rest.
     fn frames_of<'d>(&mut self, mut data: &'d [u8], out: &mut Vec<u8>) -> &'d [u8] {
         while let Some(end) = frame_end(data) {
             let (frame, rest) = data.split_at(end);
             data = rest;
-            self.event(frame, out);
+            match self.event(frame) {
+                Sent::Out => out.extend_from_slice(frame),
+                Sent::Held => self.held.extend_from_slice(frame),
+                Sent::Release => {
+                    out.append(&mut self.held);
+                    out.extend_from_slice(frame);
+                }
+                Sent::Dropped => {}
+            }
             if self.error.is_some() {
                 return &[];
             }
@@ -170,41 +194,38 @@ impl ResponsesStream {
         data
     }
 
-    fn event(&mut self, frame: &[u8], out: &mut Vec<u8>) {
-        let Some(data) = data_of(frame) else {
-            self.send(frame, out);
-            return;
-        };
-        if data.as_ref() == b"[DONE]" {
-            self.send(frame, out);
-            return;
-        }
+    /// Reads one frame; says where it goes.
+    fn event(&mut self, frame: &[u8]) -> Sent {
         // The token-by-token events carry nothing the gateway reads: named
-        // by their `event:` line, they pass on a glance.
+        // by their `event:` line, with a JSON object right after, they pass
+        // on a glance.
         if self.started
-            && let Some(name) = event_name(frame)
+            && let Some(name) = glance(frame)
             && (name.ends_with(b".delta") || name.ends_with(b".done") || name.ends_with(b".added"))
-            && data.first() == Some(&b'{')
         {
             self.events += 1;
             if name.ends_with(b".delta") {
                 self.frames += 1;
             }
-            self.send(frame, out);
-            return;
+            return self.send();
+        }
+        let Some(data) = data_of(frame) else {
+            return self.send();
+        };
+        if data.as_ref() == b"[DONE]" {
+            return self.send();
         }
         let event: Event = match serde_json::from_slice(&data) {
             Ok(e) => e,
             Err(_) if self.events == 0 => {
                 self.invalid = true;
                 self.error = Some("the upstream's first event is not JSON".into());
-                return;
+                return Sent::Dropped;
             }
             Err(_) => {
                 self.skipped += 1;
                 self.last_skipped = Some(preview(&data));
-                self.send(frame, out);
-                return;
+                return self.send();
             }
         };
         self.events += 1;
@@ -220,7 +241,7 @@ impl ResponsesStream {
         match event.kind.as_ref() {
             "response.output_item.added" if !self.started => {
                 self.started = true;
-                out.append(&mut self.held);
+                return Sent::Release;
             }
             kind if kind.ends_with(".delta") => self.frames += 1,
             "response.completed" | "response.incomplete" => self.done = true,
@@ -243,16 +264,42 @@ impl ResponsesStream {
             }
             _ => {}
         }
-        self.send(frame, out);
+        self.send()
     }
 
-    fn send(&mut self, frame: &[u8], out: &mut Vec<u8>) {
+    fn send(&self) -> Sent {
         if self.started || self.error.is_some() {
-            out.extend_from_slice(frame);
+            Sent::Out
         } else {
-            self.held.extend_from_slice(frame);
+            Sent::Held
         }
     }
+}
+
+/// Where a frame goes.
+enum Sent {
+    /// To the client now.
+    Out,
+    /// Held back until the first output item.
+    Held,
+    /// The first output item: the held frames, then this one.
+    Release,
+    Dropped,
+}
+
+/// The name of an event whose `event:` line is followed at once by a
+/// `data:` line holding a JSON object: what every token-by-token event
+/// looks like, read without finding its data's end.
+fn glance(frame: &[u8]) -> Option<&[u8]> {
+    let name = event_name(frame)?;
+    let rest = &frame[name.as_ptr() as usize - frame.as_ptr() as usize + name.len()..];
+    let rest = rest
+        .strip_prefix(b"\r")
+        .unwrap_or(rest)
+        .strip_prefix(b"\n")?;
+    let data = rest.strip_prefix(b"data:")?;
+    let data = data.strip_prefix(b" ").unwrap_or(data);
+    (data.first() == Some(&b'{')).then_some(name)
 }
 
 #[cfg(test)]
@@ -288,19 +335,19 @@ mod tests {
             r#"{"type":"response.completed","sequence_number":4,"response":{"id":"resp_1","status":"completed","usage":{"input_tokens":9,"output_tokens":1,"total_tokens":10}}}"#,
         );
         let mut s = ResponsesStream::new();
-        assert_eq!(s.feed(opening().as_bytes()), None);
-        let first = s.feed(added.as_bytes()).unwrap();
+        assert_eq!(s.feed(Bytes::from(opening())), None);
+        let first = s.feed(Bytes::from(added.clone())).unwrap();
         assert_eq!(first, (opening() + &added).as_bytes());
         let all = [delta.clone(), done.clone()].concat();
         for cut in 0..all.len() {
             let mut t = ResponsesStream::new();
-            t.feed((opening() + &added).as_bytes());
+            t.feed(Bytes::from(opening() + &added));
             let mut out = t
-                .feed(&all.as_bytes()[..cut])
+                .feed(Bytes::copy_from_slice(&all.as_bytes()[..cut]))
                 .map(|b| b.to_vec())
                 .unwrap_or_default();
             out.extend(
-                t.feed(&all.as_bytes()[cut..])
+                t.feed(Bytes::copy_from_slice(&all.as_bytes()[cut..]))
                     .map(|b| b.to_vec())
                     .unwrap_or_default(),
             );
@@ -313,8 +360,8 @@ mod tests {
     #[test]
     fn a_failure_before_output_is_a_failed_attempt_and_the_gateways_own_is_a_response_failed() {
         let mut s = ResponsesStream::new();
-        s.feed(opening().as_bytes());
-        s.feed(ev("response.failed", r#"{"type":"response.failed","sequence_number":2,"response":{"id":"resp_1","status":"failed","error":{"code":"rate_limit_exceeded","message":"slow down"}}}"#).as_bytes());
+        s.feed(Bytes::from(opening()));
+        s.feed(Bytes::from(ev("response.failed", r#"{"type":"response.failed","sequence_number":2,"response":{"id":"resp_1","status":"failed","error":{"code":"rate_limit_exceeded","message":"slow down"}}}"#)));
         assert_eq!(s.error(), Some("rate_limit_exceeded: slow down"));
         assert_eq!(s.rate_limited(), Some(429));
         let failed = s.failed_event("the upstream stream broke off", "stream_interrupted");

@@ -401,12 +401,22 @@ impl Translator {
     }
 }
 
-/// The event's data: its `data:` lines joined by newlines.
+/// The event's data: its `data:` lines joined by newlines. Lines found
+/// with `memchr` (a byte-at-a-time split was most of a pass-through
+/// stream's reading).
 pub(crate) fn data_of(frame: &[u8]) -> Option<Cow<'_, [u8]>> {
-    let mut lines = frame.split(|&b| b == b'\n').filter_map(|line| {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let rest = line.strip_prefix(b"data:")?;
-        Some(rest.strip_prefix(b" ").unwrap_or(rest))
+    let mut start = 0;
+    let mut lines = std::iter::from_fn(|| {
+        while start < frame.len() {
+            let end = memchr::memchr(b'\n', &frame[start..]).map_or(frame.len(), |i| start + i);
+            let line = &frame[start..end];
+            start = end + 1;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(rest) = line.strip_prefix(b"data:") {
+                return Some(rest.strip_prefix(b" ").unwrap_or(rest));
+            }
+        }
+        None
     });
     let first = lines.next()?;
     match lines.next() {

@@ -17,7 +17,8 @@
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{Tools, now, response, usage};
+use super::chat::Answer;
+use super::{Tools, now, response};
 
 /// A `chat.completion` body → a Responses `response` body.
 pub fn from_chat(chat: &[u8], model: &str) -> Result<Bytes, String> {
@@ -27,9 +28,9 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<Bytes, String> {
 /// [`from_chat`], giving custom and namespaced tools' calls back in their
 /// own shape.
 pub fn from_chat_with_tools(chat: &[u8], model: &str, tools: &Tools) -> Result<Bytes, String> {
-    let chat: Value =
+    let chat: Answer =
         serde_json::from_slice(chat).map_err(|e| format!("the chat answer is not JSON: {e}"))?;
-    let chat_id = chat.get("id").and_then(Value::as_str).unwrap_or("");
+    let chat_id = chat.id.as_deref().unwrap_or("");
     let rest = chat_id.strip_prefix("chatcmpl-").unwrap_or(chat_id);
     let id = if rest.is_empty() {
         "resp_switchboard".to_string()
@@ -37,25 +38,19 @@ pub fn from_chat_with_tools(chat: &[u8], model: &str, tools: &Tools) -> Result<B
         format!("resp_{rest}")
     };
     let tail = super::tail(&id).to_string();
-    let created = chat
-        .get("created")
-        .and_then(Value::as_u64)
-        .unwrap_or_else(now);
+    let created = chat.created.unwrap_or_else(now);
     let choice = chat
-        .get("choices")
-        .and_then(|c| c.get(0))
+        .choices
+        .into_iter()
+        .flatten()
+        .next()
         .ok_or("the chat answer has no choices")?;
-    let message = choice
-        .get("message")
-        .ok_or("the chat answer has no message")?;
-    let finish = choice
-        .get("finish_reason")
-        .and_then(Value::as_str)
-        .unwrap_or("stop");
+    let message = choice.message.ok_or("the chat answer has no message")?;
+    let finish = choice.finish_reason.as_deref().unwrap_or("stop");
 
     let mut output = Vec::new();
-    let text = message.get("content").and_then(Value::as_str).unwrap_or("");
-    let refusal = message.get("refusal").and_then(Value::as_str).unwrap_or("");
+    let text = message.content.as_deref().unwrap_or("");
+    let refusal = message.refusal.as_deref().unwrap_or("");
     let mut parts = Vec::new();
     if !text.is_empty() {
         parts.push(json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []}));
@@ -72,27 +67,32 @@ pub fn from_chat_with_tools(chat: &[u8], model: &str, tools: &Tools) -> Result<B
             "content": parts,
         }));
     }
-    if let Some(Value::Array(calls)) = message.get("tool_calls") {
-        for (i, call) in calls.iter().enumerate() {
-            let function = call.get("function");
-            let name = function
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let arguments = function
-                .and_then(|f| f.get("arguments"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let call_id = match call.get("id").and_then(Value::as_str) {
-                Some(c) if !c.is_empty() => c.to_string(),
-                _ => format!("call_{tail}_{i}"),
-            };
-            output.push(tools.call_item(&format!("fc_{tail}_{i}"), &call_id, name, arguments));
-        }
+    for (i, call) in message.tool_calls.into_iter().flatten().enumerate() {
+        let function = call.function.unwrap_or_default();
+        let name = function.name.as_deref().unwrap_or("");
+        let arguments = function.arguments.as_deref().unwrap_or("");
+        let call_id = match call.id {
+            Some(c) if !c.is_empty() => c.into_owned(),
+            _ => format!("call_{tail}_{i}"),
+        };
+        output.push(tools.call_item(&format!("fc_{tail}_{i}"), &call_id, name, arguments));
     }
-    let usage = usage(chat.get("usage")).map(|(u, _, _)| u);
-    let body = response(&id, model, created, Some(finish), output, usage);
-    serde_json::to_vec(&body)
-        .map(Bytes::from)
-        .map_err(|e| e.to_string())
+    let usage = chat
+        .usage
+        .filter(|u| u.get().starts_with('{'))
+        .and_then(|u| serde_json::from_str::<Value>(u.get()).ok());
+    let usage = usage
+        .and_then(|u| super::usage(Some(&u)))
+        .map(|(u, _, _)| u);
+    let mut body = Vec::with_capacity(512);
+    response(
+        &mut body,
+        &id,
+        model,
+        created,
+        Some(finish),
+        &output,
+        usage.as_ref(),
+    );
+    Ok(Bytes::from(body))
 }

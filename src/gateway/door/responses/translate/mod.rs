@@ -21,6 +21,7 @@
 //! comes back with that `namespace` on its call, as Codex expects.
 
 pub mod answer;
+mod chat;
 pub mod request;
 pub mod stream;
 
@@ -144,39 +145,44 @@ fn tail(response_id: &str) -> &str {
     response_id.strip_prefix("resp_").unwrap_or(response_id)
 }
 
-/// A `response` object; `status` and `incomplete_details` from the chat
+/// A `response` object, written straight out (its members in the order a
+/// `Value` map kept them); `status` and `incomplete_details` from the chat
 /// finish reason (`length` → incomplete, `max_output_tokens`;
-/// `content_filter` → incomplete, `content_filter`).
+/// `content_filter` → incomplete, `content_filter`). Returns whether it is
+/// incomplete.
 fn response(
+    out: &mut Vec<u8>,
     id: &str,
     model: &str,
     created: u64,
     finish: Option<&str>,
-    output: Vec<Value>,
-    usage: Option<Value>,
-) -> Value {
-    let (status, details) = match finish {
-        None => ("in_progress", Value::Null),
-        Some("length") => ("incomplete", json!({"reason": "max_output_tokens"})),
-        Some("content_filter") => ("incomplete", json!({"reason": "content_filter"})),
-        Some(_) => ("completed", Value::Null),
+    output: &[Value],
+    usage: Option<&Value>,
+) -> bool {
+    use crate::gateway::provider::chunk::push_json;
+    use std::io::Write;
+    let (status, details): (&str, &str) = match finish {
+        None => ("in_progress", "null"),
+        Some("length") => ("incomplete", r#"{"reason":"max_output_tokens"}"#),
+        Some("content_filter") => ("incomplete", r#"{"reason":"content_filter"}"#),
+        Some(_) => ("completed", "null"),
     };
-    json!({
-        "id": id,
-        "object": "response",
-        "created_at": created,
-        "status": status,
-        "error": null,
-        "incomplete_details": details,
-        "instructions": null,
-        "metadata": {},
-        "model": model,
-        "output": output,
-        "parallel_tool_calls": true,
-        "tool_choice": "auto",
-        "tools": [],
-        "usage": usage,
-    })
+    let _ = write!(out, "{{\"created_at\":{created},\"error\":null,\"id\":");
+    push_json(out, id);
+    let _ = write!(
+        out,
+        ",\"incomplete_details\":{details},\"instructions\":null,\"metadata\":{{}},\"model\":"
+    );
+    push_json(out, model);
+    out.extend_from_slice(b",\"object\":\"response\",\"output\":");
+    let _ = serde_json::to_writer(&mut *out, output);
+    let _ = write!(
+        out,
+        ",\"parallel_tool_calls\":true,\"status\":\"{status}\",\"tool_choice\":\"auto\",\"tools\":[],\"usage\":"
+    );
+    let _ = serde_json::to_writer(&mut *out, &usage);
+    out.push(b'}');
+    status == "incomplete"
 }
 
 fn now() -> u64 {
@@ -188,3 +194,38 @@ fn now() -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod written {
+    use super::*;
+
+    #[test]
+    fn the_response_written_out_is_the_one_a_value_made() {
+        let output = [json!({"type": "message", "id": "msg_1", "content": []})];
+        let usage = json!({"input_tokens": 3, "output_tokens": 2, "total_tokens": 5});
+        let mut out = Vec::new();
+        assert!(response(
+            &mut out,
+            "resp_\"1",
+            "m",
+            7,
+            Some("length"),
+            &output,
+            Some(&usage)
+        ));
+        let expected = json!({
+            "id": "resp_\"1", "object": "response", "created_at": 7, "status": "incomplete",
+            "error": null, "incomplete_details": {"reason": "max_output_tokens"},
+            "instructions": null, "metadata": {}, "model": "m", "output": output,
+            "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "usage": usage,
+        });
+        assert_eq!(out, serde_json::to_vec(&expected).unwrap());
+        let mut out = Vec::new();
+        assert!(!response(&mut out, "r", "m", 7, None, &[], None));
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (v["status"].as_str(), v["usage"].is_null()),
+            (Some("in_progress"), true)
+        );
+    }
+}

@@ -32,10 +32,15 @@
 //!
 //! Every event carries `sequence_number`, from 0.
 
+use std::io::Write;
+
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use super::chat::{CallDelta, Chunk};
 use super::{Tools, now, response, usage};
+use crate::gateway::provider::anthropic::stream::data_of;
+use crate::gateway::provider::chunk::push_json;
 
 /// The most one frame may hold before the stream is taken as broken.
 const MAX_FRAME: usize = 16 << 20;
@@ -133,22 +138,24 @@ impl ChatToResponses {
         if self.ended() {
             return None;
         }
-        self.pending.extend_from_slice(chat_sse);
+        // Taken out while its frames are read in place.
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.extend_from_slice(chat_sse);
         let mut start = 0;
         // A separator is at most 3 bytes: look again from just before
         // where the last search ended, not from the frame's start.
         let mut from = self.scanned.saturating_sub(3);
-        while let Some((end, sep)) = frame_end(&self.pending[start + from..]) {
+        while let Some((end, sep)) = frame_end(&pending[start + from..]) {
             let end = from + end;
             from = 0;
-            let frame = self.pending[start..start + end].to_vec();
+            self.frame(&pending[start..start + end]);
             start += end + sep;
-            self.frame(&frame);
             if self.ended() {
                 break;
             }
         }
-        self.pending.drain(..start.min(self.pending.len()));
+        pending.drain(..start.min(pending.len()));
+        self.pending = pending;
         // What is left was searched to its end (or the stream ended).
         self.scanned = self.pending.len();
         if self.pending.len() > MAX_FRAME {
@@ -234,6 +241,21 @@ impl ChatToResponses {
         self.out.extend_from_slice(b"\n\n");
     }
 
+    /// An event written straight out: `fields` writes the members after
+    /// `type` and `sequence_number` (the token-by-token events, built
+    /// without a `Value` each).
+    fn event_with(&mut self, kind: &str, fields: impl FnOnce(&mut Vec<u8>)) {
+        let out = &mut self.out;
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\ndata: {\"type\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        let _ = write!(out, "\",\"sequence_number\":{},", self.seq);
+        fields(out);
+        out.extend_from_slice(b"}\n\n");
+        self.seq += 1;
+    }
+
     fn frame(&mut self, frame: &[u8]) {
         if self.ended() {
             return;
@@ -249,41 +271,39 @@ impl ChatToResponses {
             return;
         }
         self.data_frames += 1;
-        let Ok(Value::Object(chunk)) = serde_json::from_slice::<Value>(data) else {
+        let Ok(chunk) = serde_json::from_slice::<Chunk>(data) else {
             self.skipped += 1;
             self.invalid |= self.data_frames == 1;
             return;
         };
-        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
+        if let Some(error) = chunk.error.filter(|e| e.get() != "null") {
+            let error: Value = serde_json::from_str(error.get()).unwrap_or_default();
             self.error = Some(match error.get("message").and_then(Value::as_str) {
                 Some(m) => m.to_string(),
                 None => error.to_string(),
             });
             return;
         }
-        if let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) {
-            if let Some(delta) = choice.get("delta") {
-                for key in ["content", "refusal"] {
-                    if let Some(text) = delta.get(key).and_then(Value::as_str)
-                        && !text.is_empty()
-                    {
+        if let Some(choice) = chunk.choices.into_iter().flatten().next() {
+            if let Some(delta) = choice.delta {
+                for text in [delta.content, delta.refusal].into_iter().flatten() {
+                    if !text.is_empty() {
                         self.frames += 1;
-                        self.text(text);
+                        self.text(&text);
                     }
                 }
-                if let Some(Value::Array(calls)) = delta.get("tool_calls") {
-                    for (i, call) in calls.iter().enumerate() {
-                        self.frames += 1;
-                        self.call(i, call);
-                    }
+                for (i, call) in delta.tool_calls.into_iter().flatten().enumerate() {
+                    self.frames += 1;
+                    self.call(i, call);
                 }
             }
-            if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
-                self.finish = Some(f.to_string());
+            if let Some(f) = choice.finish_reason {
+                self.finish = Some(f.into_owned());
             }
         }
-        if let Some(u) = chunk.get("usage").filter(|u| u.is_object())
-            && let Some((value, input, output)) = usage(Some(u))
+        if let Some(u) = chunk.usage.filter(|u| u.get().starts_with('{'))
+            && let Ok(u) = serde_json::from_str::<Value>(u.get())
+            && let Some((value, input, output)) = usage(Some(&u))
         {
             self.usage = Some(value);
             self.counts = Some((input, output));
@@ -299,9 +319,14 @@ impl ChatToResponses {
             return;
         }
         self.started = true;
-        let r = response(&self.id, &self.model, self.created, None, vec![], None);
-        self.event("response.created", json!({ "response": r }));
-        self.event("response.in_progress", json!({ "response": r }));
+        let mut r = Vec::with_capacity(256);
+        response(&mut r, &self.id, &self.model, self.created, None, &[], None);
+        for kind in ["response.created", "response.in_progress"] {
+            self.event_with(kind, |out| {
+                out.extend_from_slice(b"\"response\":");
+                out.extend_from_slice(&r);
+            });
+        }
     }
 
     fn text(&mut self, delta: &str) {
@@ -335,11 +360,20 @@ impl ChatToResponses {
             return;
         };
         text.text.push_str(delta);
-        let body = json!({
-            "item_id": text.id, "output_index": text.output_index, "content_index": 0,
-            "delta": delta, "logprobs": [],
+        let (id, index) = (std::mem::take(&mut text.id), text.output_index);
+        self.event_with("response.output_text.delta", |out| {
+            out.extend_from_slice(b"\"item_id\":");
+            push_json(out, &id);
+            let _ = write!(
+                out,
+                ",\"output_index\":{index},\"content_index\":0,\"delta\":"
+            );
+            push_json(out, delta);
+            out.extend_from_slice(b",\"logprobs\":[]");
         });
-        self.event("response.output_text.delta", body);
+        if let Some(text) = self.text.as_mut() {
+            text.id = id;
+        }
     }
 
     fn close_text(&mut self) {
@@ -351,32 +385,46 @@ impl ChatToResponses {
         else {
             return;
         };
-        let part = json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
-        self.event(
-            "response.output_text.done",
-            json!({"item_id": id, "output_index": output_index, "content_index": 0,
-                   "text": text, "logprobs": []}),
+        // The text goes out three times and into the response: escaped
+        // once, its events written straight out.
+        let mut quoted = Vec::with_capacity(text.len() + 2);
+        push_json(&mut quoted, &text);
+        let mut head = b"\"item_id\":".to_vec();
+        push_json(&mut head, &id);
+        let _ = write!(
+            head,
+            ",\"output_index\":{output_index},\"content_index\":0,"
         );
-        self.event(
-            "response.content_part.done",
-            json!({"item_id": id, "output_index": output_index, "content_index": 0, "part": part}),
-        );
-        let item = json!({"id": id, "type": "message", "status": "completed",
-                          "role": "assistant", "content": [part]});
-        self.event(
-            "response.output_item.done",
-            json!({"output_index": output_index, "item": item}),
-        );
+        self.event_with("response.output_text.done", |out| {
+            out.extend_from_slice(&head);
+            out.extend_from_slice(b"\"text\":");
+            out.extend_from_slice(&quoted);
+            out.extend_from_slice(b",\"logprobs\":[]");
+        });
+        let part = [
+            &b"{\"type\":\"output_text\",\"text\":"[..],
+            &quoted,
+            b",\"annotations\":[],\"logprobs\":[]}",
+        ]
+        .concat();
+        self.event_with("response.content_part.done", |out| {
+            out.extend_from_slice(&head);
+            out.extend_from_slice(b"\"part\":");
+            out.extend_from_slice(&part);
+        });
+        let item = json!({"id": id, "type": "message", "status": "completed", "role": "assistant",
+                          "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]});
+        self.event_with("response.output_item.done", |out| {
+            let _ = write!(out, "\"output_index\":{output_index},\"item\":");
+            let _ = serde_json::to_writer(&mut *out, &item);
+        });
         if let Some(slot) = self.output.get_mut(output_index) {
             *slot = Some(item);
         }
     }
 
-    fn call(&mut self, position: usize, delta: &Value) {
-        let chat_index = delta
-            .get("index")
-            .and_then(Value::as_u64)
-            .unwrap_or(position as u64);
+    fn call(&mut self, position: usize, delta: CallDelta) {
+        let chat_index = delta.index.unwrap_or(position as u64);
         let at = match self.calls.iter().position(|c| c.chat_index == chat_index) {
             Some(at) => at,
             None => {
@@ -391,32 +439,34 @@ impl ChatToResponses {
                 self.calls.len() - 1
             }
         };
-        let function = delta.get("function");
+        let function = delta.function.unwrap_or_default();
         let call = &mut self.calls[at];
-        if let Some(id) = delta.get("id").and_then(Value::as_str)
+        if let Some(id) = delta.id
             && call.call_id.is_empty()
         {
-            call.call_id = id.to_string();
+            call.call_id = id.into_owned();
         }
-        if let Some(name) = function.and_then(|f| f.get("name")).and_then(Value::as_str)
+        if let Some(name) = function.name
             && call.name.is_empty()
         {
-            call.name = name.to_string();
+            call.name = name.into_owned();
         }
-        let piece = function
-            .and_then(|f| f.get("arguments"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        call.arguments.push_str(piece);
+        let piece = function.arguments.unwrap_or_default();
+        call.arguments.push_str(&piece);
         if !call.opened {
             if call.name.is_empty() {
                 return;
             }
             self.open_call(at);
         } else if !piece.is_empty() && !call.custom {
-            let body = json!({"item_id": call.id, "output_index": call.output_index,
-                              "delta": piece});
-            self.event("response.function_call_arguments.delta", body);
+            let (id, index) = (std::mem::take(&mut call.id), call.output_index);
+            self.event_with("response.function_call_arguments.delta", |out| {
+                out.extend_from_slice(b"\"item_id\":");
+                push_json(out, &id);
+                let _ = write!(out, ",\"output_index\":{index},\"delta\":");
+                push_json(out, &piece);
+            });
+            self.calls[at].id = id;
         }
     }
 
@@ -505,20 +555,25 @@ impl ChatToResponses {
         }
         self.start();
         let output: Vec<Value> = self.output.drain(..).flatten().collect();
-        let r = response(
+        let mut r = Vec::with_capacity(512);
+        let incomplete = response(
+            &mut r,
             &self.id,
             &self.model,
             self.created,
             self.finish.as_deref(),
-            output,
-            self.usage.clone(),
+            &output,
+            self.usage.as_ref(),
         );
-        let kind = if r.get("status").and_then(Value::as_str) == Some("incomplete") {
+        let kind = if incomplete {
             "response.incomplete"
         } else {
             "response.completed"
         };
-        self.event(kind, json!({ "response": r }));
+        self.event_with(kind, |out| {
+            out.extend_from_slice(b"\"response\":");
+            out.extend_from_slice(&r);
+        });
         self.done = true;
     }
 }
@@ -526,36 +581,14 @@ impl ChatToResponses {
 /// The end of the first frame in `buf` and the length of its separator
 /// (a blank line, `\n\n` or `\r\n\r\n`).
 fn frame_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 1 < buf.len() {
-        if buf[i] == b'\n' {
-            if buf[i + 1] == b'\n' {
-                return Some((i, 2));
-            }
-            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
-                return Some((i, 3));
-            }
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let i = from + i;
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some((i, 2)),
+            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some((i, 3)),
+            _ => from = i + 1,
         }
-        i += 1;
     }
     None
-}
-
-/// The data of a frame: its `data:` lines joined by newlines.
-fn data_of(frame: &[u8]) -> Option<Vec<u8>> {
-    let mut data: Option<Vec<u8>> = None;
-    for line in frame.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            let rest = rest.strip_prefix(b" ").unwrap_or(rest);
-            match data.as_mut() {
-                Some(d) => {
-                    d.push(b'\n');
-                    d.extend_from_slice(rest);
-                }
-                None => data = Some(rest.to_vec()),
-            }
-        }
-    }
-    data
 }

@@ -18,6 +18,7 @@ pub mod control;
 pub mod door;
 pub mod error;
 mod flight;
+mod give_up;
 pub mod json;
 mod metrics;
 mod named;

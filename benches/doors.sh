@@ -8,9 +8,9 @@
 #   responses → openai       passed through (/responses)     target ≥ 0.95×
 #   responses → anthropic    bridged through chat            target ≥ 0.8×
 #   responses → openai chat  bridged to a chat-only deployment (`responses = "bridged"`)
-# and the OpenAI mock alone (no gateway) at /v1/chat/completions and
-# /v1/responses, to tell the mock's own cost of each answer from the
-# gateway's (mock-normalised ratios).
+# and the mocks alone (no gateway): OpenAI's /v1/chat/completions and
+# /v1/responses, Anthropic's /v1/messages, to tell each mock's own cost of
+# an answer from the gateway's (mock-normalised ratios).
 # Usage: benches/doors.sh   (RUNS=3 DUR=8s; SWITCHBOARD_BIN=path to skip the build; needs oha)
 #   ONLY="chat responses-native": those paths alone.
 set -u
@@ -73,7 +73,7 @@ load() { # path model stream [port] -> req/s
 declare -A sum
 for stream in false true; do
   for i in $(seq "$RUNS"); do
-    for path in "chat:/v1/chat/completions:via-openai" "messages-native:/v1/messages:via-anthropic" "messages-bedrock:/v1/messages:via-bedrock" "messages-translated:/v1/messages:via-openai" "responses-native:/v1/responses:via-openai" "responses-bridged:/v1/responses:via-anthropic" "responses-chat:/v1/responses:via-openai-chat" "mock-chat:/v1/chat/completions:bench-model:18640" "mock-responses:/v1/responses:bench-model:18640"; do
+    for path in "chat:/v1/chat/completions:via-openai" "messages-native:/v1/messages:via-anthropic" "messages-bedrock:/v1/messages:via-bedrock" "messages-translated:/v1/messages:via-openai" "responses-native:/v1/responses:via-openai" "responses-bridged:/v1/responses:via-anthropic" "responses-chat:/v1/responses:via-openai-chat" "mock-chat:/v1/chat/completions:bench-model:18640" "mock-responses:/v1/responses:bench-model:18640" "mock-anthropic:/v1/messages:bench-model:18641"; do
       IFS=: read -r name url model port <<< "$path"
       if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
       r=$(load "$url" "$model" "$stream" "$port" | head -1)

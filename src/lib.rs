@@ -16,3 +16,17 @@ mod logging;
 pub mod mock_upstream;
 pub mod router;
 pub mod shutdown;
+
+/// Property tests' settings: `cases` runs, and failures kept beside the
+/// test's source file (`*.regressions`), not in a folder at the
+/// repository's top level.
+#[cfg(test)]
+pub(crate) fn props(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
+        )),
+        ..proptest::test_runner::Config::default()
+    }
+}

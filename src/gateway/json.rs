@@ -476,7 +476,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4000))]
+        #![proptest_config(crate::props(4000))]
         #[test]
         fn agrees_with_serde_json(doc in mutated()) {
             prop_assert_eq!(accepts(&doc), serde_accepts(&doc), "{:?}", String::from_utf8_lossy(&doc));

@@ -391,12 +391,7 @@ mod tests {
     proptest! {
         // Failures found are kept beside this file (the repository's top
         // level is not ours to add to).
-        #![proptest_config(ProptestConfig {
-            failure_persistence: Some(Box::new(
-                proptest::test_runner::FileFailurePersistence::WithSource("regressions"),
-            )),
-            ..ProptestConfig::default()
-        })]
+        #![proptest_config(crate::props(256))]
         #[test]
         fn finds_the_same_ends_as_the_scalar_skim(
             values in proptest::collection::vec(value(), 1..6),

@@ -631,6 +631,7 @@ mod props {
     use super::*;
 
     proptest! {
+        #![proptest_config(crate::props(256))]
         #[test]
         fn any_split_same_output(cut in proptest::collection::vec(0usize..2000, 0..8)) {
             let body = tool_stream();

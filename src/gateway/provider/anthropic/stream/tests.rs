@@ -185,7 +185,7 @@ fn gen_block() -> impl Strategy<Value = Gen> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+    #![proptest_config(crate::props(300))]
 
     /// Any message, its stream split anywhere: the chunks add up to the
     /// translation of the whole message.

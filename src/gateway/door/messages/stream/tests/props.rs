@@ -189,7 +189,7 @@ fn cut_run(stream: &mut MessagesStream, data: &[u8], cuts: &[usize]) -> Vec<u8> 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(crate::props(256))]
 
     #[test]
     fn bedrocks_event_stream_comes_out_as_the_direct_path_does(

@@ -121,7 +121,7 @@ fn translate(sse: &[u8], cuts: &[usize]) -> (Vec<u8>, bool) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(crate::props(256))]
     #[test]
     fn any_chat_stream_becomes_a_well_formed_messages_stream(
         blocks in prop::collection::vec(block(), 0..5),
@@ -180,6 +180,7 @@ fn noise() -> impl Strategy<Value = Vec<u8>> {
 }
 
 proptest! {
+    #![proptest_config(crate::props(256))]
     #[test]
     fn no_input_makes_a_translator_panic(bytes in noise(), cut in any::<usize>()) {
         let _ = crate::gateway::door::messages::translate::to_chat(&bytes);

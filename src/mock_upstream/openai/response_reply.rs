@@ -2,12 +2,13 @@
 //! events the mock answers with, and the responses it keeps.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use hyper::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{ApiError, CallKind, ResponsesJob, word};
 
@@ -38,14 +39,18 @@ impl ResponseReply<'_> {
         super::completion_text(self.output_tokens)
     }
 
-    fn usage(&self) -> Value {
-        json!({
-            "input_tokens": self.input_tokens,
-            "input_tokens_details": {"cached_tokens": self.cached_tokens},
-            "output_tokens": self.output_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": self.input_tokens + self.output_tokens,
-        })
+    fn usage(&self) -> Usage {
+        Usage {
+            input_tokens: self.input_tokens,
+            input_tokens_details: Cached {
+                cached_tokens: self.cached_tokens,
+            },
+            output_tokens: self.output_tokens,
+            output_tokens_details: Reasoning {
+                reasoning_tokens: 0,
+            },
+            total_tokens: self.input_tokens + self.output_tokens,
+        }
     }
 
     fn status(&self) -> &'static str {
@@ -56,104 +61,279 @@ impl ResponseReply<'_> {
         }
     }
 
-    /// The output items, done.
-    fn output(&self) -> Vec<Value> {
+    /// The output items, done (`text` the message's, when it has one).
+    fn output<'s>(&'s self, message_id: &'s str, text: &'s str) -> Vec<Item<'s>> {
         if self.job.calls.is_empty() {
-            return vec![json!({
-                "id": self.message_id(),
-                "type": "message",
-                "status": self.status(),
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": self.text(), "annotations": [], "logprobs": []}],
-            })];
+            return vec![Item::Message(self.message(message_id, text, true))];
         }
         (0..self.job.calls.len())
-            .map(|i| self.call_item(i, true))
+            .map(|i| Item::Call(self.call_item(i, true)))
             .collect()
     }
 
+    fn message<'s>(&'s self, id: &'s str, text: &'s str, done: bool) -> Message<'s> {
+        Message {
+            id,
+            kind: "message",
+            status: if done { self.status() } else { "in_progress" },
+            role: "assistant",
+            content: if done {
+                vec![OutputText::of(text)]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
     /// The i-th call's item, done or just begun.
-    fn call_item(&self, i: usize, done: bool) -> Value {
+    fn call_item(&self, i: usize, done: bool) -> Call<'_> {
         let call = &self.job.calls[i];
         let tail = self.tail();
-        let call_id = format!("call_{tail}{i:02}");
-        let status = if done { "completed" } else { "in_progress" };
         let payload = if done { call.payload.as_str() } else { "" };
-        let mut item = match call.kind {
-            CallKind::Function => json!({
-                "id": format!("fc_{tail}{i:02}"),
-                "type": "function_call",
-                "status": status,
-                "arguments": payload,
-                "call_id": call_id,
-                "name": call.name,
-            }),
-            CallKind::Custom => json!({
-                "id": format!("ctc_{tail}{i:02}"),
-                "type": "custom_tool_call",
-                "status": status,
-                "call_id": call_id,
-                "input": payload,
-                "name": call.name,
-            }),
+        let (prefix, kind) = match call.kind {
+            CallKind::Function => ("fc", "function_call"),
+            CallKind::Custom => ("ctc", "custom_tool_call"),
         };
-        if let Some(ns) = &call.namespace {
-            item["namespace"] = json!(ns);
+        Call {
+            id: format!("{prefix}_{tail}{i:02}"),
+            kind,
+            status: if done { "completed" } else { "in_progress" },
+            arguments: (call.kind == CallKind::Function).then_some(payload),
+            call_id: format!("call_{tail}{i:02}"),
+            input: (call.kind == CallKind::Custom).then_some(payload),
+            name: &call.name,
+            namespace: call.namespace.as_deref(),
         }
-        item
     }
 
     /// The `response` object: in progress (no output, no usage) or final.
-    fn object(&self, done: bool) -> Value {
+    fn object<'s>(&'s self, status: &'s str, output: Vec<Item<'s>>) -> Object<'s> {
         let e = &self.job.echo;
-        json!({
-            "id": self.id,
-            "object": "response",
-            "created_at": self.created_at,
-            "status": if done { self.status() } else { "in_progress" },
-            "background": false,
-            "error": null,
-            "incomplete_details": if done && self.incomplete {
-                json!({"reason": "max_output_tokens"})
-            } else {
-                Value::Null
-            },
-            "instructions": e.instructions,
-            "max_output_tokens": self.job.max_output_tokens,
-            "model": self.model,
-            "output": if done { self.output() } else { Vec::new() },
-            "parallel_tool_calls": e.parallel_tool_calls,
-            "previous_response_id": self.job.previous_response_id,
-            "prompt_cache_key": e.prompt_cache_key,
-            "reasoning": e.reasoning,
-            "service_tier": "default",
-            "store": self.job.store,
-            "temperature": 1.0,
-            "text": e.text,
-            "tool_choice": e.tool_choice,
-            "tools": e.tools,
-            "top_p": 1.0,
-            "truncation": "disabled",
-            "usage": if done { self.usage() } else { Value::Null },
-            "user": e.user,
-            "metadata": e.metadata,
-        })
+        let done = status != "in_progress" && status != "failed";
+        Object {
+            id: self.id,
+            object: "response",
+            created_at: self.created_at,
+            status,
+            background: false,
+            error: None,
+            incomplete_details: (done && self.incomplete).then_some(Incomplete {
+                reason: "max_output_tokens",
+            }),
+            instructions: &e.instructions,
+            max_output_tokens: self.job.max_output_tokens,
+            model: self.model,
+            output,
+            parallel_tool_calls: e.parallel_tool_calls,
+            previous_response_id: self.job.previous_response_id.as_deref(),
+            prompt_cache_key: &e.prompt_cache_key,
+            reasoning: &e.reasoning,
+            service_tier: "default",
+            store: self.job.store,
+            temperature: 1.0,
+            text: &e.text,
+            tool_choice: &e.tool_choice,
+            tools: &e.tools,
+            top_p: 1.0,
+            truncation: "disabled",
+            usage: done.then(|| self.usage()),
+            user: &e.user,
+            metadata: &e.metadata,
+        }
     }
+}
+
+// The answer's shapes, serialized straight from borrowed parts: the mock
+// answers as fast as the chat mock does its own, so that a benchmark of
+// the gateway's Responses door measures the gateway, not the mock.
+
+#[derive(Serialize)]
+struct Object<'a> {
+    id: &'a str,
+    object: &'static str,
+    created_at: u64,
+    status: &'a str,
+    background: bool,
+    error: Option<ErrorBody<'a>>,
+    incomplete_details: Option<Incomplete>,
+    instructions: &'a Value,
+    max_output_tokens: Option<u64>,
+    model: &'a str,
+    output: Vec<Item<'a>>,
+    parallel_tool_calls: bool,
+    previous_response_id: Option<&'a str>,
+    prompt_cache_key: &'a Value,
+    reasoning: &'a Value,
+    service_tier: &'static str,
+    store: bool,
+    temperature: f64,
+    text: &'a Value,
+    tool_choice: &'a Value,
+    tools: &'a Value,
+    top_p: f64,
+    truncation: &'static str,
+    usage: Option<Usage>,
+    user: &'a Value,
+    metadata: &'a Value,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'static str,
+}
+
+#[derive(Serialize)]
+struct Incomplete {
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    input_tokens: u64,
+    input_tokens_details: Cached,
+    output_tokens: u64,
+    output_tokens_details: Reasoning,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct Cached {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct Reasoning {
+    reasoning_tokens: u64,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Item<'a> {
+    Message(Message<'a>),
+    Call(Call<'a>),
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    status: &'static str,
+    role: &'static str,
+    content: Vec<OutputText<'a>>,
+}
+
+#[derive(Serialize)]
+struct OutputText<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: &'a str,
+    annotations: [(); 0],
+    logprobs: [(); 0],
+}
+
+impl<'a> OutputText<'a> {
+    fn of(text: &'a str) -> Self {
+        OutputText {
+            kind: "output_text",
+            text,
+            annotations: [],
+            logprobs: [],
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Call<'a> {
+    id: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
+    call_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a str>,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
 }
 
 /// The non-streamed answer: the final `response` object.
 pub(crate) fn response_json(reply: &ResponseReply<'_>) -> Vec<u8> {
-    serde_json::to_vec(&reply.object(true)).unwrap_or_default()
+    let (id, text) = (reply.message_id(), reply.text());
+    let object = reply.object(reply.status(), reply.output(&id, &text));
+    serde_json::to_vec(&object).unwrap_or_default()
 }
 
 /// One SSE event: `event: TYPE` and its data, which carries `type` and
-/// `sequence_number`.
-fn event(kind: &str, seq: usize, fields: Value) -> Bytes {
-    let mut data = json!({"type": kind, "sequence_number": seq});
-    if let (Some(data), Value::Object(fields)) = (data.as_object_mut(), fields) {
-        data.extend(fields);
+/// `sequence_number` before `fields`' own members.
+fn event(kind: &str, seq: usize, fields: &impl Serialize) -> Bytes {
+    let mut frame = Vec::with_capacity(256);
+    let _ = write!(
+        frame,
+        "event: {kind}\ndata: {{\"type\":\"{kind}\",\"sequence_number\":{seq}"
+    );
+    let at = frame.len();
+    let _ = serde_json::to_writer(&mut frame, fields);
+    // `fields` is an object: its opening brace becomes the comma after
+    // `sequence_number`, or goes when it is empty.
+    if frame.get(at + 1) == Some(&b'}') {
+        frame.truncate(at);
+        frame.push(b'}');
+    } else {
+        frame[at] = b',';
     }
-    Bytes::from(format!("event: {kind}\ndata: {data}\n\n"))
+    frame.extend_from_slice(b"\n\n");
+    Bytes::from(frame)
+}
+
+#[derive(Serialize)]
+struct WithResponse<'a> {
+    response: &'a Object<'a>,
+}
+
+#[derive(Serialize)]
+struct WithItem<'a, T: Serialize> {
+    output_index: usize,
+    item: &'a T,
+}
+
+#[derive(Serialize)]
+struct Part<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    content_index: usize,
+    part: OutputText<'a>,
+}
+
+#[derive(Serialize)]
+struct TextDone<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    content_index: usize,
+    text: &'a str,
+    logprobs: [(); 0],
+}
+
+#[derive(Serialize)]
+struct CallDelta<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    delta: &'a str,
+}
+
+#[derive(Serialize)]
+struct CallDone<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
 }
 
 /// The SSE events of a streamed answer, as OpenAI sends them:
@@ -164,104 +344,120 @@ fn event(kind: &str, seq: usize, fields: Value) -> Bytes {
 /// it). No `[DONE]`: the Responses API has none.
 pub(crate) fn response_events(reply: &ResponseReply<'_>) -> Vec<Bytes> {
     let mut frames = Vec::with_capacity(reply.output_tokens as usize + 10);
-    let pending = reply.object(false);
-    frames.push(event(
-        "response.created",
-        frames.len(),
-        json!({"response": pending}),
-    ));
-    frames.push(event(
-        "response.in_progress",
-        frames.len(),
-        json!({"response": pending}),
-    ));
-    let done = reply.output();
+    let pending = reply.object("in_progress", Vec::new());
+    for kind in ["response.created", "response.in_progress"] {
+        let frame = event(kind, frames.len(), &WithResponse { response: &pending });
+        frames.push(frame);
+    }
+    let (id, text) = (reply.message_id(), reply.text());
     if reply.job.calls.is_empty() {
-        let id = reply.message_id();
-        let mut begun = done[0].clone();
-        begun["status"] = json!("in_progress");
-        begun["content"] = json!([]);
-        frames.push(event(
+        let begun = reply.message(&id, &text, false);
+        let frame = event(
             "response.output_item.added",
             frames.len(),
-            json!({"output_index": 0, "item": begun}),
-        ));
-        frames.push(event(
-            "response.content_part.added",
-            frames.len(),
-            json!({"item_id": id, "output_index": 0, "content_index": 0,
-                   "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
-        ));
+            &WithItem {
+                output_index: 0,
+                item: &begun,
+            },
+        );
+        frames.push(frame);
+        let part = |text| Part {
+            item_id: &id,
+            output_index: 0,
+            content_index: 0,
+            part: OutputText::of(text),
+        };
+        let frame = event("response.content_part.added", frames.len(), &part(""));
+        frames.push(frame);
         // The words need no escaping, so the deltas are spliced.
         let mut frame = String::with_capacity(200);
         for i in 0..reply.output_tokens {
             frame.clear();
             let space = if i > 0 { " " } else { "" };
-            let _ = write!(
-                frame,
-                "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{},\"item_id\":\"{id}\",\"output_index\":0,\"content_index\":0,\"delta\":\"{space}{}\",\"logprobs\":[]}}\n\n",
-                frames.len(),
-                word(i)
+            let _ = std::fmt::Write::write_fmt(
+                &mut frame,
+                format_args!(
+                    "event: response.output_text.delta\ndata: {{\"type\":\"response.output_text.delta\",\"sequence_number\":{},\"item_id\":\"{id}\",\"output_index\":0,\"content_index\":0,\"delta\":\"{space}{}\",\"logprobs\":[]}}\n\n",
+                    frames.len(),
+                    word(i)
+                ),
             );
             frames.push(Bytes::from(frame.clone()));
         }
-        let text = reply.text();
-        frames.push(event(
-            "response.output_text.done",
-            frames.len(),
-            json!({"item_id": id, "output_index": 0, "content_index": 0, "text": text, "logprobs": []}),
-        ));
-        frames.push(event(
-            "response.content_part.done",
-            frames.len(),
-            json!({"item_id": id, "output_index": 0, "content_index": 0,
-                   "part": {"type": "output_text", "text": text, "annotations": [], "logprobs": []}}),
-        ));
-        frames.push(event(
+        let done = TextDone {
+            item_id: &id,
+            output_index: 0,
+            content_index: 0,
+            text: &text,
+            logprobs: [],
+        };
+        let frame = event("response.output_text.done", frames.len(), &done);
+        frames.push(frame);
+        let frame = event("response.content_part.done", frames.len(), &part(&text));
+        frames.push(frame);
+        let item = reply.message(&id, &text, true);
+        let frame = event(
             "response.output_item.done",
             frames.len(),
-            json!({"output_index": 0, "item": done[0]}),
-        ));
+            &WithItem {
+                output_index: 0,
+                item: &item,
+            },
+        );
+        frames.push(frame);
     } else {
         for (i, call) in reply.job.calls.iter().enumerate() {
             let begun = reply.call_item(i, false);
-            let id = begun["id"].clone();
-            frames.push(event(
+            let frame = event(
                 "response.output_item.added",
                 frames.len(),
-                json!({"output_index": i, "item": begun}),
-            ));
-            let (delta, finished, key) = match call.kind {
+                &WithItem {
+                    output_index: i,
+                    item: &begun,
+                },
+            );
+            frames.push(frame);
+            let (delta, finished) = match call.kind {
                 CallKind::Function => (
                     "response.function_call_arguments.delta",
                     "response.function_call_arguments.done",
-                    "arguments",
                 ),
                 CallKind::Custom => (
                     "response.custom_tool_call_input.delta",
                     "response.custom_tool_call_input.done",
-                    "input",
                 ),
             };
             let chars: Vec<char> = call.payload.chars().collect();
             for piece in chars.chunks(chars.len().div_ceil(2).max(1)) {
                 let piece: String = piece.iter().collect();
-                frames.push(event(
-                    delta,
-                    frames.len(),
-                    json!({"item_id": id, "output_index": i, "delta": piece}),
-                ));
+                let fields = CallDelta {
+                    item_id: &begun.id,
+                    output_index: i,
+                    delta: &piece,
+                };
+                let frame = event(delta, frames.len(), &fields);
+                frames.push(frame);
             }
-            let mut fields = json!({"item_id": id, "output_index": i, key: call.payload});
-            if call.kind == CallKind::Function {
-                fields["name"] = json!(call.name);
-            }
-            frames.push(event(finished, frames.len(), fields));
-            frames.push(event(
+            let function = call.kind == CallKind::Function;
+            let fields = CallDone {
+                item_id: &begun.id,
+                output_index: i,
+                arguments: function.then_some(call.payload.as_str()),
+                input: (!function).then_some(call.payload.as_str()),
+                name: function.then_some(call.name.as_str()),
+            };
+            let frame = event(finished, frames.len(), &fields);
+            frames.push(frame);
+            let item = reply.call_item(i, true);
+            let frame = event(
                 "response.output_item.done",
                 frames.len(),
-                json!({"output_index": i, "item": done[i]}),
-            ));
+                &WithItem {
+                    output_index: i,
+                    item: &item,
+                },
+            );
+            frames.push(frame);
         }
     }
     let last = if reply.incomplete {
@@ -269,24 +465,27 @@ pub(crate) fn response_events(reply: &ResponseReply<'_>) -> Vec<Bytes> {
     } else {
         "response.completed"
     };
-    frames.push(event(
-        last,
-        frames.len(),
-        json!({"response": reply.object(true)}),
-    ));
+    let done = reply.object(reply.status(), reply.output(&id, &text));
+    let frame = event(last, frames.len(), &WithResponse { response: &done });
+    frames.push(frame);
     frames
 }
 
 /// `response.failed` as event `seq`: the stream's end when the model
 /// fails mid-answer. `code` defaults to `server_error`.
 pub(crate) fn failed_event(reply: &ResponseReply<'_>, seq: usize, code: Option<&str>) -> Bytes {
-    let mut response = reply.object(false);
-    response["status"] = json!("failed");
-    response["error"] = json!({
-        "code": code.unwrap_or("server_error"),
-        "message": "The server had an error while processing your request. Sorry about that!",
+    let mut response = reply.object("failed", Vec::new());
+    response.error = Some(ErrorBody {
+        code: code.unwrap_or("server_error"),
+        message: "The server had an error while processing your request. Sorry about that!",
     });
-    event("response.failed", seq, json!({"response": response}))
+    event(
+        "response.failed",
+        seq,
+        &WithResponse {
+            response: &response,
+        },
+    )
 }
 
 /// Responses kept for `GET /responses/{id}` and `previous_response_id`

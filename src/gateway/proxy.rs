@@ -388,12 +388,16 @@ pub(super) async fn handle(gw: Gateway, endpoint: Endpoint, request: Request) ->
                     // costs nothing here.
                     if endpoint == Endpoint::Responses
                         && asked.responses_state().is_some_and(|s| s.stored)
-                        && let Some(id) = door::responses::answer::id_only(&body)
+                        && let Some(id) = door::responses::answer::id_of(&body)
                     {
-                        Box::pin(door::responses::pin::note_answer(
-                            &gw, &asked, &flight, &upstream, &id,
-                        ))
-                        .await;
+                        if gw.cluster().is_some() {
+                            Box::pin(door::responses::pin::note_answer(
+                                &gw, &asked, &flight, &upstream, &id,
+                            ))
+                            .await;
+                        } else {
+                            door::responses::pin::note(&gw, &asked, &flight, &upstream, &id);
+                        }
                     }
                     (status, headers, body, None)
                 };

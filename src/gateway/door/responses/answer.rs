@@ -76,13 +76,18 @@ pub fn native(body: Bytes) -> Result<(Bytes, Option<Usage>), Invalid> {
     Ok((body, usage.map(|u| u.usage())))
 }
 
-/// `{"id": ...}` with the `id` of a whole answer already read by
-/// [`native`] (or made by the bridge): skimmed, not validated again, for
-/// the response-id memory, which needs nothing else of a body that may be
-/// long.
-pub fn id_only(body: &[u8]) -> Option<Vec<u8>> {
-    let id = crate::gateway::skim::member(body, b"id")?;
-    Some([&b"{\"id\":"[..], id, b"}"].concat())
+/// The `id` of a whole answer already read by [`native`] (or made by the
+/// bridge): skimmed, not validated again, for the response-id memory,
+/// which needs nothing else of a body that may be long. Ids are plain
+/// ASCII; one with escapes is decoded.
+pub fn id_of(body: &[u8]) -> Option<String> {
+    let raw = crate::gateway::skim::member(body, b"id")?;
+    match raw {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+            std::str::from_utf8(inner).ok().map(str::to_owned)
+        }
+        _ => serde_json::from_slice(raw).ok(),
+    }
 }
 
 #[cfg(test)]
@@ -100,6 +105,8 @@ mod tests {
         assert!(native(Bytes::from_static(b"[1]")).is_err());
         let bad = Bytes::from_static(br#"{"status":"completed","usage":{"input_tokens":"many"}}"#);
         assert!(native(bad).is_err());
-        assert_eq!(id_only(&ok).unwrap(), br#"{"id":"resp_1"}"#);
+        assert_eq!(id_of(&ok).unwrap(), "resp_1");
+        assert_eq!(id_of(br#"{"id":"a\u0062"}"#).unwrap(), "ab");
+        assert_eq!(id_of(br#"{"id":7}"#), None);
     }
 }

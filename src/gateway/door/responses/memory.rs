@@ -42,34 +42,47 @@ pub struct Memory {
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_id: HashMap<String, (Producer, Duration)>,
-    /// Ids in the order they were noted, for eviction.
-    order: VecDeque<String>,
+    /// foldhash (seeded per process) rather than SipHash: an insert on
+    /// every stored answer.
+    by_id: HashMap<Arc<str>, (Producer, Duration), foldhash::fast::RandomState>,
+    /// Ids in the order they were noted, with the time each entry ends
+    /// (eviction reads it here, without a lookup); the same allocation as
+    /// the map's key.
+    order: VecDeque<(Arc<str>, Duration)>,
 }
 
 impl Memory {
     /// Notes that `deployment` of `model` produced response `id` at `now`
     /// (the gateway's clock).
     pub fn note(&self, id: &str, producer: Producer, now: Duration) {
+        let until = now + TTL;
+        let key: Arc<str> = Arc::from(id);
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner
-            .by_id
-            .insert(id.to_string(), (producer, now + TTL))
-            .is_none()
-        {
-            inner.order.push_back(id.to_string());
+        // An id noted again keeps its first place in the line, with the
+        // later end: it is checked against the map when it comes up.
+        if inner.by_id.insert(key.clone(), (producer, until)).is_none() {
+            inner.order.push_back((key, until));
         }
         // Expired first, then the oldest past the bound.
-        while let Some(oldest) = inner.order.front() {
-            let expired = inner
-                .by_id
-                .get(oldest)
-                .is_none_or(|(_, until)| *until <= now);
-            if !expired && inner.by_id.len() <= CAPACITY {
+        while let Some((oldest, noted_until)) = inner.order.front() {
+            let over = inner.by_id.len() > CAPACITY;
+            if !over && *noted_until > now {
                 break;
             }
-            let oldest = inner.order.pop_front().unwrap_or_default();
-            inner.by_id.remove(&oldest);
+            let oldest = oldest.clone();
+            inner.order.pop_front();
+            // Forgotten or noted again since: only an entry still due goes.
+            let due = inner
+                .by_id
+                .get(&oldest)
+                .is_some_and(|(_, until)| over || *until <= now);
+            if due {
+                inner.by_id.remove(&oldest);
+            } else if let Some((_, until)) = inner.by_id.get(&oldest) {
+                // Noted again: back in line with its new end.
+                let until = *until;
+                inner.order.push_back((oldest, until));
+            }
         }
     }
 

@@ -162,32 +162,24 @@ pub(in crate::gateway) async fn note_answer(
     asked: &Asked,
     flight: &Flight,
     up: &Arc<Upstream>,
-    body: &[u8],
+    id: &str,
 ) {
-    let mut id: Option<String> = None;
-    let _ = crate::gateway::json::object_members(body, |key, value| {
-        if key == b"id" {
-            id = serde_json::from_slice(value).ok();
-        }
-        Ok(())
-    });
-    let Some(id) = id else { return };
     if let Some(cluster) = gw.cluster()
         && asked.responses_state().is_some_and(|s| s.stored)
     {
         cluster
             .remember_response_now(
-                &id,
+                id,
                 &flight.route.name,
                 &up.name,
                 super::memory::TTL,
                 super::memory::CAPACITY,
             )
             .await;
-        note_here(gw, flight, up, &id);
+        note_here(gw, flight, up, id);
         return;
     }
-    note(gw, asked, flight, up, &id);
+    note(gw, asked, flight, up, id);
 }
 
 /// Notes that `up` produced response `id`, when the request asked the

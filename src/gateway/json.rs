@@ -52,12 +52,9 @@ pub fn object_entries<'a>(
     doc: &'a [u8],
     mut member: impl FnMut(&[u8], &'a [u8], &'a [u8]) -> Result<(), &'static str>,
 ) -> Result<(), Invalid> {
-    if let Err(e) = std::str::from_utf8(doc) {
-        return Err(Invalid {
-            what: "invalid UTF-8",
-            at: e.valid_up_to(),
-        });
-    }
+    // UTF-8 is checked where it can be other than ASCII, inside strings
+    // (anywhere else a byte past ASCII breaks the grammar): most of a
+    // document is then passed over once, not twice.
     let mut s = Scanner { doc, at: 0 };
     s.skip_ws();
     if s.peek() != Some(b'{') {
@@ -253,8 +250,8 @@ impl<'a> Scanner<'a> {
 
     /// Skips the run of string characters that need no attention, eight
     /// bytes at a time: stops at the first quote, backslash or control
-    /// character.
-    fn skip_plain(&mut self) {
+    /// character, and with `ASCII` at the first byte past ASCII too.
+    fn skip_plain<const ASCII: bool>(&mut self) {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
         // The high bit of each byte of `x` that is zero. A borrow can mark
@@ -265,7 +262,8 @@ impl<'a> Scanner<'a> {
             let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
             let special = zero(w ^ (ONES * u64::from(b'"')))
                 | zero(w ^ (ONES * u64::from(b'\\')))
-                | below_space;
+                | below_space
+                | if ASCII { w & HIGH } else { 0 };
             if special != 0 {
                 self.at += (special.trailing_zeros() / 8) as usize;
                 return;
@@ -273,18 +271,36 @@ impl<'a> Scanner<'a> {
             self.at += 8;
         }
         while let Some(&c) = self.doc.get(self.at) {
-            if c == b'"' || c == b'\\' || c < 0x20 {
+            if c == b'"' || c == b'\\' || c < 0x20 || (ASCII && c >= 0x80) {
                 return;
             }
             self.at += 1;
         }
     }
 
+    /// At a byte past ASCII in a string: checks the run of text up to the
+    /// next quote, backslash or control character as UTF-8 (no sequence
+    /// can hold an ASCII byte, so the run ends between characters).
+    #[cold]
+    fn text_past_ascii(&mut self) -> Result<(), Invalid> {
+        let start = self.at;
+        self.skip_plain::<false>();
+        std::str::from_utf8(&self.doc[start..self.at])
+            .map(|_| ())
+            .map_err(|e| Invalid {
+                what: "invalid UTF-8",
+                at: start + e.valid_up_to(),
+            })
+    }
+
     /// At an opening quote; ends past the closing one.
     fn string(&mut self) -> Result<(), Invalid> {
         self.at += 1;
         loop {
-            self.skip_plain();
+            self.skip_plain::<true>();
+            if self.peek().is_some_and(|c| c >= 0x80) {
+                self.text_past_ascii()?;
+            }
             match self.peek() {
                 Some(b'"') => {
                     self.at += 1;

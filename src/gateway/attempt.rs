@@ -165,14 +165,14 @@ pub(super) async fn attempt(
     server: ServerTimeouts,
 ) -> Attempted {
     let dialect = up.plan.dialect;
-    let mut call = match asked.call(up, gw.now()) {
+    let started = Instant::now();
+    let mut call = match asked.call(up, gw.at(started)) {
         Ok(c) => c,
         Err(e) => return Attempted::Refused(e),
     };
     let req = &asked.req;
     let own = up.config.timeouts;
     let first_byte = own.first_byte.unwrap_or(server.first_byte);
-    let started = Instant::now();
     // The deployment's own request timeout bounds its attempt, inside the
     // request's: when it runs out, the next deployment still has the rest.
     let deadline = match own.request {

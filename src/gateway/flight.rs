@@ -69,6 +69,9 @@ pub(super) struct Flight {
     pub(super) chain: Option<Box<super::chain::Chain>>,
     /// How long it waited for room, when it did.
     pub(super) queued: Option<Duration>,
+    /// The latest reading of the clock (an attempt's or the request's
+    /// end), for what is worked out right after it.
+    pub(super) clock: Option<Instant>,
 }
 
 /// An attempt from its pick until its deployment's answer is over (the
@@ -98,9 +101,9 @@ impl Flight {
     ) -> Self {
         let mut flight = Self {
             id: gw.next_id(),
+            at_ms: gw.unix_ms_at(started),
             gw,
             route,
-            at_ms: events::unix_ms(),
             started,
             endpoint,
             stream: req.stream,
@@ -120,6 +123,7 @@ impl Flight {
             session: None,
             chain: None,
             queued: None,
+            clock: None,
         };
         flight.skip_incapable();
         flight
@@ -188,7 +192,8 @@ impl Flight {
     }
 
     pub(super) fn pick(&mut self) -> Result<Arc<Upstream>, Unavailable> {
-        let now = self.gw.now();
+        let started = Instant::now();
+        let now = self.gw.at(started);
         let mut guard = self.route.lock();
         let state = &mut *guard;
         let (ups, endpoint) = (&state.upstreams, self.endpoint);
@@ -245,7 +250,7 @@ impl Flight {
             shared: None,
             alone,
             lease: None,
-            started: Instant::now(),
+            started,
         });
         Ok(upstream)
     }
@@ -309,7 +314,9 @@ impl Flight {
         let Some(cur) = self.current.take() else {
             return;
         };
-        let now = self.gw.now();
+        let ended = Instant::now();
+        self.clock = Some(ended);
+        let now = self.gw.at(ended);
         let transition = {
             let mut state = self.route.lock();
             if let Some(Tokens::Actual(actual)) = tokens {
@@ -340,7 +347,7 @@ impl Flight {
             model,
             deployment: cur.name.clone(),
             outcome,
-            latency_ms: cur.started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms: ended.duration_since(cur.started).as_secs_f64() * 1000.0,
         });
         if tokens.is_none() {
             self.answered = Some(cur);
@@ -405,6 +412,8 @@ impl Flight {
             return;
         }
         self.finished = true;
+        let ended = Instant::now();
+        self.clock = Some(ended);
         let event = RequestEvent {
             id: self.id,
             at_ms: self.at_ms,
@@ -414,7 +423,7 @@ impl Flight {
             attempts: std::mem::take(&mut self.attempts),
             status,
             outcome,
-            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms: ended.duration_since(self.started).as_secs_f64() * 1000.0,
             prompt_tokens: prompt,
             completion_tokens: completion,
             tokens_estimated: estimated,

@@ -45,7 +45,8 @@ impl Flight {
         };
         let origin = self.origin();
         if origin.limited() {
-            let now = self.gw.now();
+            // The clock as the attempt or the request ended, when it has.
+            let now = self.clock.map_or_else(|| self.gw.now(), |t| self.gw.at(t));
             let room = origin.lock().pool.remaining(now);
             let values = |r: Room| [HeaderValue::from(r.remaining), reset(r.reset)];
             marks.requests = room.requests.map(values);

@@ -59,6 +59,13 @@ fn escape(name: &str) -> String {
         .replace('}', "%7D")
 }
 
+/// [`escape`] undone.
+fn unescape(name: &str) -> String {
+    name.replace("%7B", "{")
+        .replace("%7D", "}")
+        .replace("%25", "%")
+}
+
 impl ModelKeys {
     pub fn new(cluster: &str, model: &str) -> ModelKeys {
         ModelKeys {
@@ -68,6 +75,25 @@ impl ModelKeys {
 
     fn key(&self, kind: &str) -> String {
         format!("{}:{kind}", self.tag)
+    }
+
+    /// The hash tag, as the scripts' messages name the model.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Marks the model as waited for (see [`super::freed`]).
+    fn waiting(&self) -> String {
+        self.key("q")
+    }
+
+    /// The model whose hash tag is `tag` in cluster `cluster`; None when
+    /// the tag is another cluster's, or not a model's.
+    pub fn model_of(cluster: &str, tag: &str) -> Option<String> {
+        let prefix = format!("{{sb:{}:", escape(cluster));
+        let model = tag.strip_prefix(&prefix)?.strip_suffix('}')?;
+        // An escaped name has no brace left.
+        (!model.contains(['{', '}'])).then(|| unescape(model))
     }
 
     fn dep(&self, kind: &str, dep: &str) -> String {
@@ -159,16 +185,23 @@ pub struct PickRequest {
     pub marks: Vec<Mark>,
     pub session: Option<(SessionKey, Duration)>,
     pub lease: u64,
+    /// How long the request waits for room when the pick finds none
+    /// (zero: it does not); then the pick marks the model as waited for
+    /// (see [`super::freed`]).
+    pub wait: Duration,
 }
 
 /// What a pick call says besides its requests: how long a probe and a
-/// lease hold the deployment without word from their instance, and that
-/// instance, `owner` (a lease is `<owner>:<number>`).
+/// lease hold the deployment without word from their instance, that
+/// instance, `owner` (a lease is `<owner>:<number>`), and the channel on
+/// which its waiting requests learn that room freed (`freed`, see
+/// [`super::freed`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Terms<'a> {
     pub probe_ttl: Duration,
     pub lease_ttl: Duration,
     pub owner: &'a str,
+    pub freed: &'a str,
 }
 
 /// A lease's name in Redis.
@@ -365,7 +398,8 @@ impl Scripts {
         header(&mut inv, keys, now_ms, &names)
             .arg(ms(terms.probe_ttl))
             .arg(ms(terms.lease_ttl))
-            .arg(terms.owner);
+            .arg(terms.owner)
+            .arg(terms.freed);
         for d in deps {
             let l = &d.limits;
             inv.arg(d.weight)
@@ -405,8 +439,9 @@ impl Scripts {
                     inv.arg(0).arg(0);
                 }
             }
-            inv.arg(r.lease);
+            inv.arg(r.lease).arg(r.wait.as_millis() as u64);
         }
+        inv.key(keys.waiting());
         push_ops(&mut inv, ops);
         let reply: Vec<redis::Value> = inv.invoke_async(con).await?;
         let (picks, applied) = reply.split_at((requests.len() * 6).min(reply.len()));
@@ -436,17 +471,20 @@ impl Scripts {
     }
 
     /// Settles and verdicts of one model's deployments (`names`), in order,
-    /// in one script call; per op, the change to announce.
+    /// in one script call, sent by instance `owner` (told nothing of the
+    /// room they free: it knows); per op, the change to announce.
     pub async fn apply<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         keys: &ModelKeys,
         now_ms: Option<u64>,
+        owner: &str,
         names: &[&str],
         ops: &[(usize, Applied<'_>)],
     ) -> redis::RedisResult<Vec<Option<Transition>>> {
         let mut inv = self.apply.prepare_invoke();
-        header(&mut inv, keys, now_ms, names);
+        header(&mut inv, keys, now_ms, names).arg(owner);
+        inv.key(keys.waiting());
         push_ops(&mut inv, ops);
         let reply: Vec<redis::Value> = inv.invoke_async(con).await?;
         Ok(transitions(&reply))
@@ -463,7 +501,9 @@ impl Scripts {
         policy: &RoutingConfig,
     ) -> redis::RedisResult<Option<Transition>> {
         let op = Applied::Record { verdict, policy };
-        let mut done = self.apply(con, keys, now_ms, &[dep], &[(0, op)]).await?;
+        let mut done = self
+            .apply(con, keys, now_ms, "", &[dep], &[(0, op)])
+            .await?;
         Ok(done.pop().flatten())
     }
 
@@ -478,7 +518,8 @@ impl Scripts {
         spent: Spent,
     ) -> redis::RedisResult<()> {
         let op = Applied::Settle { counted, spent };
-        self.apply(con, keys, now_ms, &[dep], &[(0, op)]).await?;
+        self.apply(con, keys, now_ms, "", &[dep], &[(0, op)])
+            .await?;
         Ok(())
     }
 
@@ -592,5 +633,26 @@ mod tests {
         assert_eq!(tag(&k.key("s")), tag(&k.dep("w", "east}")));
         assert_eq!(tag(&k.key("s")), "sb:prod:gpt-4o%7D%7Bx");
         assert_ne!(k.dep("w", "a"), k.dep("w", "b"));
+        assert_eq!(tag(&k.waiting()), tag(&k.key("s")));
+    }
+
+    #[test]
+    fn a_models_tag_gives_back_its_name_in_its_cluster_only() {
+        for (cluster, model) in [
+            ("prod", "gpt-4o"),
+            ("prod", "gpt-4o}{x%7B"),
+            ("a:b", "m:n"),
+            ("{x}", "%"),
+        ] {
+            let tag = ModelKeys::new(cluster, model).tag;
+            assert_eq!(
+                ModelKeys::model_of(cluster, &tag).as_deref(),
+                Some(model),
+                "{tag}"
+            );
+            assert_eq!(ModelKeys::model_of("other", &tag), None, "{tag}");
+        }
+        assert_eq!(ModelKeys::model_of("prod", "{sb:prod:a}b}"), None);
+        assert_eq!(ModelKeys::model_of("prod", "{sb:prod}"), None);
     }
 }

@@ -7,6 +7,8 @@
 //! waited for) and their first in line tries at once, instead of sleeping
 //! out the router's 1 s hint for a full `max_in_flight`.
 //!
+//! Below them, the scripts alone: they mark, and tell, only when they should.
+//!
 //! The property that proves the wake-up through Redis: each waiter is
 //! admitted within [`MARGIN`] of the request before it ending on another
 //! instance. Without the publish, the waiters re-try only on their 1 s
@@ -22,7 +24,13 @@ use std::time::{Duration, Instant};
 
 use common::mock_with;
 use fleet::*;
+use futures_util::StreamExt;
 use redis::Redis;
+use switchboard::cluster::shared::{
+    Applied, Counted, DepSpec, Mark, ModelKeys, PickRequest, Picked, Scripts, Terms, Windows,
+    lease_name,
+};
+use switchboard::router::{Limits, Need};
 
 /// How long each answer of the mock takes: longer than the 1 s hint, so
 /// that a waiter's hint runs out once before the place frees.
@@ -229,4 +237,187 @@ async fn the_wake_up_comes_back_when_redis_does() {
         "one at a time at the upstream"
     );
     assert_woken_promptly(&served, "after Redis came back");
+}
+
+/// The scripts on a private Redis, one deployment `d` with one place in
+/// flight and a token limit, the clock injected (the mark's TTL is Redis's own).
+struct Scripted {
+    con: ::redis::aio::MultiplexedConnection,
+    scripts: Scripts,
+    keys: ModelKeys,
+    next: u64,
+}
+
+const CHANNEL: &str = "{sb:q}:freed";
+const T0: u64 = 1_000_000;
+const NEED: Need = Need {
+    input: 10,
+    output: 10,
+};
+
+impl Scripted {
+    fn spec() -> Vec<DepSpec> {
+        vec![DepSpec {
+            name: "d".into(),
+            weight: 1,
+            limits: Limits {
+                tpm: Some(1000),
+                max_in_flight: Some(1),
+                ..Limits::default()
+            },
+            enabled: true,
+            priority: 1,
+        }]
+    }
+
+    /// A pick by instance `owner` for a request that waits `wait` when it
+    /// finds no room; with `ops` riding along.
+    async fn pick(
+        &mut self,
+        owner: &str,
+        wait: Duration,
+        ops: &[(usize, Applied<'_>)],
+    ) -> Option<(Counted, String)> {
+        self.next += 1;
+        let request = PickRequest {
+            need: NEED,
+            marks: vec![Mark::Open],
+            session: None,
+            lease: self.next,
+            wait,
+        };
+        let terms = Terms {
+            probe_ttl: Duration::from_secs(120),
+            lease_ttl: Duration::from_secs(30),
+            owner,
+            freed: CHANNEL,
+        };
+        let (picked, _) = self
+            .scripts
+            .pick_many(
+                &mut self.con,
+                &self.keys,
+                Some(T0),
+                &Self::spec(),
+                terms,
+                &[request],
+                ops,
+            )
+            .await
+            .unwrap();
+        match picked[0] {
+            Picked::Deployment {
+                second,
+                leased: true,
+                ..
+            } => Some((
+                Counted::new(second, NEED, Windows::of(&Self::spec()[0].limits)),
+                lease_name(owner, self.next),
+            )),
+            _ => None,
+        }
+    }
+
+    async fn apply(&mut self, owner: &str, op: Applied<'_>) {
+        self.scripts
+            .apply(
+                &mut self.con,
+                &self.keys,
+                Some(T0),
+                owner,
+                &["d"],
+                &[(0, op)],
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The mark's time to live, ms (-2: none).
+    async fn mark_ttl(&mut self) -> i64 {
+        ::redis::cmd("PTTL")
+            .arg(format!("{}:q", self.keys.tag()))
+            .query_async(&mut self.con)
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_scripts_tell_of_freed_room_only_while_a_request_waits_for_it() {
+    let server = Redis::start();
+    let client = ::redis::Client::open(server.url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(CHANNEL).await.unwrap();
+    let mut messages = pubsub.into_on_message();
+    let mut s = Scripted {
+        con: client.get_multiplexed_async_connection().await.unwrap(),
+        scripts: Scripts::default(),
+        keys: ModelKeys::new("q", "m"),
+        next: 0,
+    };
+    let tag = s.keys.tag().to_string();
+    let none = Duration::ZERO;
+
+    // Nobody waits (a request that finds no room but does not wait marks
+    // nothing): a release tells no one.
+    let (first, lease) = s.pick("a", none, &[]).await.expect("the place");
+    assert!(s.pick("b", none, &[]).await.is_none());
+    assert_eq!(s.mark_ttl().await, -2, "no mark");
+    s.apply("nobody-waits", Applied::Release { lease: &lease })
+        .await;
+
+    // A request that will wait marks the model, for its hint (1 s for a
+    // place in flight) and a second more.
+    let (second, lease) = s.pick("a", none, &[]).await.expect("the place");
+    assert!(s.pick("b", Duration::from_secs(10), &[]).await.is_none());
+    let ttl = s.mark_ttl().await;
+    assert!((1000..=2000).contains(&ttl), "{ttl} ms");
+    // A settle that gives nothing back frees nothing: no message.
+    let spent = NEED;
+    s.apply(
+        "nothing-freed",
+        Applied::Settle {
+            counted: first,
+            spent,
+        },
+    )
+    .await;
+    // The release does; so does a settle giving tokens back, and a release
+    // riding along with a pick.
+    s.apply("released", Applied::Release { lease: &lease })
+        .await;
+    let spent = Need {
+        input: 10,
+        output: 2,
+    };
+    s.apply(
+        "tokens-back",
+        Applied::Settle {
+            counted: second,
+            spent,
+        },
+    )
+    .await;
+    let (_, lease) = s.pick("a", none, &[]).await.expect("the place");
+    s.pick(
+        "rode-along",
+        none,
+        &[(0, Applied::Release { lease: &lease })],
+    )
+    .await
+    .expect("the place, freed by the release that rode along");
+
+    let mut told = Vec::new();
+    for _ in 0..3 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("a message")
+            .unwrap();
+        told.push(String::from_utf8(msg.get_payload_bytes().to_vec()).unwrap());
+    }
+    assert_eq!(
+        told,
+        ["released", "tokens-back", "rode-along"].map(|who| format!("{who} {tag}")),
+        "in order, and none from the ops that freed nothing or that nobody waited for"
+    );
 }

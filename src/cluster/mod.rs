@@ -17,6 +17,7 @@
 
 mod batch;
 mod freed;
+mod keys;
 mod lease;
 pub mod member;
 mod relay;

@@ -1,7 +1,7 @@
 //! The gateway's side of a cluster: the tasks that keep it in (heartbeat,
 //! off-path writes, changes from the others, room freed elsewhere for the
-//! requests waiting here), applying what other
-//! instances change, and the state the admin API shows: the cluster's.
+//! requests waiting here), applying what other instances change, and the
+//! state the admin API shows: the cluster's.
 
 use std::sync::Arc;
 

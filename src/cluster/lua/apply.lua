@@ -4,7 +4,8 @@
 -- ended) and verdicts (health.rs's Health::record and Pool::record's
 -- counters), one or many.
 -- KEYS: as every script's, then T:q (see lib.lua).
--- ARGV (after the names): owner (the instance sending them), then per op: 's', deployment (1-based), second,
+-- ARGV (after the names): owner (the instance sending them), then per op:
+--   's', deployment (1-based), second,
 --   reserved input, reserved output, actual input, actual output, windows
 --   (the mask of the windows beyond tokens the pick counted in: 1 requests,
 --   2 input, 4 output); or 'u', deployment, second, reserved input,

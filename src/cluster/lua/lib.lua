@@ -30,9 +30,9 @@
 -- Every script takes KEYS = T:s, then per deployment i T:w (KEYS[3i-1]),
 -- T:p (KEYS[3i]) and T:l (KEYS[3i+1]); ARGV = now_ms ('' = the server's
 -- clock), n, the n names, then its own; pick and apply add T:q as their
--- last key. The hash is read in one HMGET and
--- written in one HSET at the end: a Redis call from Lua costs about a
--- microsecond, and a pick is on every request's path.
+-- last key. The hash is read in one HMGET and written in one HSET at the
+-- end: a Redis call from Lua costs about a microsecond, and a pick is on
+-- every request's path.
 
 local WINDOW = 60
 local KEEP_MS = 86400000

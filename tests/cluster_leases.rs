@@ -68,11 +68,13 @@ impl Both {
             marks: vec![Mark::Open],
             session: None,
             lease: self.next,
+            wait: Duration::ZERO,
         };
         let terms = Terms {
             probe_ttl: TTL,
             lease_ttl: TTL,
             owner,
+            freed: "{sb:leases}:freed",
         };
         let spec = self.spec();
         let (picked, _) = self
@@ -117,7 +119,7 @@ impl Both {
 
     async fn apply(&mut self, ms: u64, op: Applied<'_>) {
         self.scripts
-            .apply(&mut self.con, &self.keys, Some(ms), &["d"], &[(0, op)])
+            .apply(&mut self.con, &self.keys, Some(ms), "a", &["d"], &[(0, op)])
             .await
             .unwrap();
     }

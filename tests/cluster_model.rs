@@ -187,6 +187,7 @@ fn terms() -> Terms<'static> {
         probe_ttl: HOLD,
         lease_ttl: Duration::from_secs(1 << 30),
         owner: OWNER,
+        freed: "{sb:model}:freed",
     }
 }
 

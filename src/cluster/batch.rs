@@ -230,6 +230,7 @@ impl Cluster {
                                     probe_ttl: PROBE_HOLD,
                                     lease_ttl: this.lease_ttl,
                                     owner: &this.id,
+                                    freed: &this.freed,
                                 },
                                 &g.requests,
                                 &applied,
@@ -289,13 +290,13 @@ impl Cluster {
                 let call = async {
                     let first = this
                         .scripts
-                        .apply(&mut con, &keys, None, &names, &applied)
+                        .apply(&mut con, &keys, None, &this.id, &names, &applied)
                         .await;
                     match first {
                         // As for picks: a connection found dead reconnects.
                         Err(e) if e.is_connection_dropped() || e.is_io_error() => {
                             this.scripts
-                                .apply(&mut con, &keys, None, &names, &applied)
+                                .apply(&mut con, &keys, None, &this.id, &names, &applied)
                                 .await
                         }
                         answer => answer,

@@ -4,7 +4,8 @@
 //! Redis and is changed only by Lua scripts that implement the router
 //! core's rules ([`shared`]); membership is a heartbeat with a TTL and
 //! changes travel by pub/sub ([`member`]); leases are renewed while their
-//! requests run ([`lease`]).
+//! requests run ([`lease`]); requests waiting for room on one instance
+//! learn of room freed on another by pub/sub ([`freed`]).
 //!
 //! On the request path a pick is one script call, bounded by
 //! [`REDIS_TIMEOUT`]; settling the tokens, releasing a lease and recording
@@ -15,6 +16,8 @@
 //! back it rejoins and adds what it admitted meanwhile.
 
 mod batch;
+mod freed;
+mod keys;
 mod lease;
 pub mod member;
 mod relay;
@@ -92,6 +95,8 @@ pub struct Cluster {
     con: ConnectionManager,
     /// For pub/sub, which needs a connection of its own.
     client: redis::Client,
+    /// The channel waiting requests learn of freed room on (see [`freed`]).
+    freed: String,
     scripts: Arc<Scripts>,
     up: AtomicBool,
     /// Since when (Unix ms) Redis has been up or down.
@@ -141,6 +146,7 @@ impl Cluster {
             on_down: config.on_redis_down,
             con,
             client,
+            freed: freed::channel(&config.name),
             scripts: Arc::new(Scripts::default()),
             // Until the first heartbeat says otherwise.
             up: AtomicBool::new(true),

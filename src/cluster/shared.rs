@@ -15,6 +15,8 @@ use crate::router::{
     Cause, Limits, Need, Reservation, SessionKey, Spent, Transition, Unavailable, Verdict,
 };
 
+pub use super::keys::ModelKeys;
+
 macro_rules! script {
     ($file:literal) => {
         concat!(include_str!("lua/lib.lua"), "\n", include_str!($file))
@@ -42,41 +44,6 @@ impl Default for Scripts {
             push: Script::new(script!("lua/push.lua")),
             renew: Script::new(script!("lua/renew.lua")),
         }
-    }
-}
-
-/// The keys of one model: one hash tag, so that Redis Cluster keeps them
-/// on one slot and a script may touch them all.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelKeys {
-    tag: String,
-}
-
-/// `{`, `}` and `%` escaped: a name must not end the hash tag early.
-fn escape(name: &str) -> String {
-    name.replace('%', "%25")
-        .replace('{', "%7B")
-        .replace('}', "%7D")
-}
-
-impl ModelKeys {
-    pub fn new(cluster: &str, model: &str) -> ModelKeys {
-        ModelKeys {
-            tag: format!("{{sb:{}:{}}}", escape(cluster), escape(model)),
-        }
-    }
-
-    fn key(&self, kind: &str) -> String {
-        format!("{}:{kind}", self.tag)
-    }
-
-    fn dep(&self, kind: &str, dep: &str) -> String {
-        format!("{}:{kind}:{}", self.tag, escape(dep))
-    }
-
-    /// A session's pin.
-    fn pin(&self, session: SessionKey) -> String {
-        format!("{}:pin:{:016x}", self.tag, session.0)
     }
 }
 
@@ -159,16 +126,23 @@ pub struct PickRequest {
     pub marks: Vec<Mark>,
     pub session: Option<(SessionKey, Duration)>,
     pub lease: u64,
+    /// How long the request waits for room when the pick finds none
+    /// (zero: it does not); then the pick marks the model as waited for
+    /// (see [`super::freed`]).
+    pub wait: Duration,
 }
 
 /// What a pick call says besides its requests: how long a probe and a
-/// lease hold the deployment without word from their instance, and that
-/// instance, `owner` (a lease is `<owner>:<number>`).
+/// lease hold the deployment without word from their instance, that
+/// instance, `owner` (a lease is `<owner>:<number>`), and the channel on
+/// which its waiting requests learn that room freed (`freed`, see
+/// [`super::freed`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Terms<'a> {
     pub probe_ttl: Duration,
     pub lease_ttl: Duration,
     pub owner: &'a str,
+    pub freed: &'a str,
 }
 
 /// A lease's name in Redis.
@@ -365,7 +339,8 @@ impl Scripts {
         header(&mut inv, keys, now_ms, &names)
             .arg(ms(terms.probe_ttl))
             .arg(ms(terms.lease_ttl))
-            .arg(terms.owner);
+            .arg(terms.owner)
+            .arg(terms.freed);
         for d in deps {
             let l = &d.limits;
             inv.arg(d.weight)
@@ -405,8 +380,9 @@ impl Scripts {
                     inv.arg(0).arg(0);
                 }
             }
-            inv.arg(r.lease);
+            inv.arg(r.lease).arg(r.wait.as_millis() as u64);
         }
+        inv.key(keys.waiting());
         push_ops(&mut inv, ops);
         let reply: Vec<redis::Value> = inv.invoke_async(con).await?;
         let (picks, applied) = reply.split_at((requests.len() * 6).min(reply.len()));
@@ -436,17 +412,20 @@ impl Scripts {
     }
 
     /// Settles and verdicts of one model's deployments (`names`), in order,
-    /// in one script call; per op, the change to announce.
+    /// in one script call, sent by instance `owner` (told nothing of the
+    /// room they free: it knows); per op, the change to announce.
     pub async fn apply<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
         keys: &ModelKeys,
         now_ms: Option<u64>,
+        owner: &str,
         names: &[&str],
         ops: &[(usize, Applied<'_>)],
     ) -> redis::RedisResult<Vec<Option<Transition>>> {
         let mut inv = self.apply.prepare_invoke();
-        header(&mut inv, keys, now_ms, names);
+        header(&mut inv, keys, now_ms, names).arg(owner);
+        inv.key(keys.waiting());
         push_ops(&mut inv, ops);
         let reply: Vec<redis::Value> = inv.invoke_async(con).await?;
         Ok(transitions(&reply))
@@ -463,7 +442,9 @@ impl Scripts {
         policy: &RoutingConfig,
     ) -> redis::RedisResult<Option<Transition>> {
         let op = Applied::Record { verdict, policy };
-        let mut done = self.apply(con, keys, now_ms, &[dep], &[(0, op)]).await?;
+        let mut done = self
+            .apply(con, keys, now_ms, "", &[dep], &[(0, op)])
+            .await?;
         Ok(done.pop().flatten())
     }
 
@@ -478,7 +459,8 @@ impl Scripts {
         spent: Spent,
     ) -> redis::RedisResult<()> {
         let op = Applied::Settle { counted, spent };
-        self.apply(con, keys, now_ms, &[dep], &[(0, op)]).await?;
+        self.apply(con, keys, now_ms, "", &[dep], &[(0, op)])
+            .await?;
         Ok(())
     }
 
@@ -578,19 +560,5 @@ impl Scripts {
         }
         let _: i64 = inv.invoke_async(con).await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_share_one_hash_tag_whatever_the_names() {
-        let k = ModelKeys::new("prod", "gpt-4o}{x");
-        let tag = |key: &str| key[key.find('{').unwrap() + 1..key.find('}').unwrap()].to_string();
-        assert_eq!(tag(&k.key("s")), tag(&k.dep("w", "east}")));
-        assert_eq!(tag(&k.key("s")), "sb:prod:gpt-4o%7D%7Bx");
-        assert_ne!(k.dep("w", "a"), k.dep("w", "b"));
     }
 }

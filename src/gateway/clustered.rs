@@ -1,6 +1,7 @@
 //! The gateway's side of a cluster: the tasks that keep it in (heartbeat,
-//! off-path writes, changes from the others), applying what other
-//! instances change, and the state the admin API shows: the cluster's.
+//! off-path writes, changes from the others, room freed elsewhere for the
+//! requests waiting here), applying what other instances change, and the
+//! state the admin API shows: the cluster's.
 
 use std::sync::Arc;
 
@@ -100,6 +101,12 @@ impl Gateway {
         until(Box::pin(cluster.clone().relay(relay)));
         until(Box::pin(cluster.clone().receive_events()));
         until(Box::pin(cluster.clone().renew_leases()));
+        let gw = self.clone();
+        until(Box::pin(cluster.clone().listen_freed(move |model| {
+            if let Some(route) = gw.shared.table.load().get(model) {
+                route.queue.wake();
+            }
+        })));
         let (tx, mut rx) = tokio::sync::mpsc::channel(256);
         until(Box::pin(cluster.clone().listen(tx)));
         let gw = self.clone();

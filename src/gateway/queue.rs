@@ -7,8 +7,9 @@
 //! deployment (or leaves), the next one tries at once. The head sleeps until
 //! the soonest moment the router says room is due, or until something frees
 //! room earlier (a request ends, a settle returns tokens, a deployment comes
-//! back): [`Queue::kick`]. A client that goes away drops its place, and the
-//! line moves on.
+//! back): [`Queue::kick`], or, in a cluster, room freed on another instance
+//! ([`Queue::wake`], see `cluster::freed`). A client that goes away drops
+//! its place, and the line moves on.
 //!
 //! Nothing here runs for a model whose line is empty beyond one atomic read.
 
@@ -74,6 +75,15 @@ impl Queue {
         if !self.is_empty() {
             self.changed.notify_one();
         }
+    }
+
+    /// Room freed on another instance of the cluster: the head tries again
+    /// now. Unlike [`Queue::kick`], kept for the next head even when nobody
+    /// waits yet: a request whose pick just found no room may not have
+    /// joined the line when the message comes. At worst that costs one
+    /// early try; messages come only while some instance waits.
+    pub fn wake(&self) {
+        self.changed.notify_one();
     }
 
     /// A place at the end of the line; `None` when `max` already wait.
@@ -178,6 +188,24 @@ mod tests {
         drop(b);
         assert!(q.is_empty());
         assert_eq!(q.snapshot(), (0, None));
+    }
+
+    #[tokio::test]
+    async fn a_wake_before_anyone_waits_is_kept_for_the_first_head() {
+        let q = Queue::default();
+        q.kick();
+        q.wake();
+        let p = q.join(10).unwrap();
+        p.turn().await;
+        tokio::time::timeout(Duration::from_secs(5), p.room(Duration::from_secs(3600)))
+            .await
+            .expect("the wake was kept");
+        // Kept once: the next wait is for its hint (or a new kick).
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), p.room(Duration::from_secs(3600)))
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]

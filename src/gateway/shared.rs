@@ -26,12 +26,22 @@ impl Flight {
             return self.pick_alone(cluster);
         }
         let now = self.gw.now();
-        let (indices, deps, marks, session, kept) = {
+        // Whether a request that finds no room will wait for it in this
+        // model's line (`wait_for_room`): only for its own model, before
+        // anything was sent. The pick then marks the model as waited for,
+        // so that room freed elsewhere wakes this instance (cluster::freed).
+        let may_wait = self.attempts.is_empty() && Arc::ptr_eq(self.origin(), &self.route);
+        let (indices, deps, marks, session, kept, wait) = {
             let state = self.route.lock();
             let session = self
                 .session
                 .filter(|_| state.policy.affinity == crate::config::Affinity::Session)
                 .map(|key| (key, state.policy.affinity_ttl));
+            let wait = if may_wait {
+                state.policy.queueing.max_wait
+            } else {
+                Duration::ZERO
+            };
             let mut indices = Vec::new();
             let mut deps = Vec::new();
             let mut marks = Vec::new();
@@ -57,7 +67,7 @@ impl Flight {
                     Mark::Open
                 });
             }
-            (indices, deps, marks, session, kept)
+            (indices, deps, marks, session, kept, wait)
         };
         let need = self.need();
         let lease = cluster.lease_number();
@@ -66,6 +76,7 @@ impl Flight {
             marks,
             session,
             lease,
+            wait,
         };
         let keys = cluster.keys(&self.route.name);
         let picked = cluster.pick(keys.clone(), deps, request).await;

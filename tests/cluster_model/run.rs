@@ -46,6 +46,7 @@ impl Run<'_> {
             marks,
             session: want(session).session,
             lease: self.leases,
+            wait: Duration::ZERO,
         }
     }
 
@@ -134,6 +135,7 @@ impl Run<'_> {
                     self.con,
                     &self.keys,
                     Some(self.now_ms),
+                    OWNER,
                     &[NAMES[index]],
                     &ops,
                 )

@@ -13,18 +13,27 @@ pub struct Redis {
 impl Redis {
     /// Starts one; panics with what to install when there is no redis-server.
     pub fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Redis { child: None, port };
-        r.spawn();
-        r
+        // A port found free may be taken before redis-server binds it (by
+        // another test's server, or a connection's local port): then the
+        // server exits, and another port is tried.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut r = Redis { child: None, port };
+            if r.spawn() {
+                return r;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+    /// Starts redis-server on `self.port`; whether it is ours that answers
+    /// there (false when it could not take the port).
+    fn spawn(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -39,9 +48,15 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is needed for this test (apt-get install redis-server)");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            if child.try_wait().ok().flatten().is_some() {
+                return false;
+            }
+            if server_pid(self.port) == Some(child.id()) {
+                self.child = Some(child);
+                return true;
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -66,7 +81,10 @@ impl Redis {
     /// of a server without persistence.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        assert!(
+            self.spawn(),
+            "the port was taken while redis-server restarted"
+        );
     }
 
     /// SIGSTOP / SIGCONT: a server that hangs with its sockets open.
@@ -82,5 +100,28 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.pause(false);
         self.stop();
+    }
+}
+
+/// The process id of the Redis answering on `port`, if one does.
+fn server_pid(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n").ok()?;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        seen.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&seen);
+        if let Some(rest) = text.split("process_id:").nth(1)
+            && let Some((pid, _)) = rest.split_once('\r')
+        {
+            return pid.trim().parse().ok();
+        }
     }
 }

@@ -22,13 +22,17 @@
 --               "<instance>:<n>" scored by its expiry (ms, the script's
 --               clock); only the live ones count, and a pick that takes a
 --               lease removes the expired ones
+--   T:q         string, with a TTL: some instance has requests of the model
+--               waiting for room; its value is the channel to tell them on
+--               when room frees (see src/cluster/freed.rs)
 -- Every key expires on its own once nobody writes it.
 --
 -- Every script takes KEYS = T:s, then per deployment i T:w (KEYS[3i-1]),
 -- T:p (KEYS[3i]) and T:l (KEYS[3i+1]); ARGV = now_ms ('' = the server's
--- clock), n, the n names, then its own. The hash is read in one HMGET and
--- written in one HSET at the end: a Redis call from Lua costs about a
--- microsecond, and a pick is on every request's path.
+-- clock), n, the n names, then its own; pick and apply add T:q as their
+-- last key. The hash is read in one HMGET and written in one HSET at the
+-- end: a Redis call from Lua costs about a microsecond, and a pick is on
+-- every request's path.
 
 local WINDOW = 60
 local KEEP_MS = 86400000
@@ -235,9 +239,36 @@ local function lease(i, now, member, ttl)
   held[i] = n + 1
 end
 
+-- Whether it was there (an expired lease may have been cleaned already).
 local function release(i, member)
-  redis.call('ZREM', lkey(i), member)
   held[i] = nil
+  return redis.call('ZREM', lkey(i), member) == 1
+end
+
+-- Waiting for room across instances (src/cluster/freed.rs). An op that
+-- may let a waiting request in (a lease released, tokens given back by a
+-- settle or an undo, a deployment recovered) sets freed; the script then
+-- tells the instances waiting for the model, if any marked it in T:q.
+local freed = false
+local function qkey() return KEYS[#KEYS] end
+
+-- The model is waited for (by a pick that found no room for a request
+-- that will wait) for at least ttl ms more, told on channel.
+local function mark_waiting(channel, ttl)
+  if redis.call('PTTL', qkey()) < ttl then
+    redis.call('SET', qkey(), channel, 'PX', ttl)
+  end
+end
+
+-- One message per script, only when room may have freed and someone
+-- waits: "<owner> <the model's hash tag>" (owner: the instance whose
+-- script it was, which knows already).
+local function tell_freed(owner)
+  if not freed then return end
+  local channel = redis.call('GET', qkey())
+  if channel then
+    redis.call('PUBLISH', channel, owner .. ' ' .. string.sub(S, 1, -3))
+  end
 end
 
 -- Which windows beyond tokens a pick counted in (a mask: 1 requests,
@@ -330,16 +361,18 @@ local function apply_ops(a, now, sec, out)
         mask = tonumber(ARGV[a + 5])
         a = a + 6
       end
+      if kind == 'u' or act_in < res_in or act_out < res_out then freed = true end
       settle(i, '', sec, second, res_in + res_out, act_in + act_out)
       if counted(mask, 2) then settle(i, 'i', sec, second, res_in, act_in) end
       if counted(mask, 4) then settle(i, 'o', sec, second, res_out, act_out) end
       if kind == 'u' and counted(mask, 1) then settle(i, 'r', sec, second, 1, 0) end
     elseif kind == 'l' then
-      release(i, ARGV[a + 2])
+      if release(i, ARGV[a + 2]) then freed = true end
       a = a + 3
     else
       r = record(i, now, ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]),
         tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), tonumber(ARGV[a + 7]))
+      if r[1] == 2 then freed = true end
       a = a + 8
     end
     out[#out + 1] = r[1]

@@ -1,8 +1,10 @@
 -- pick: pick.rs's Pool::pick_for and why_unavailable, atomically for the
 -- cluster, for one request or for several in a row (the picks of concurrent
 -- requests of one model, batched: the same decisions as one script call each).
+-- KEYS: as every script's, the pins, then T:q (see lib.lua).
 -- ARGV (after the names): probe_ttl_ms, lease_ttl_ms, owner (the instance
---   whose requests take the leases), per deployment weight, tpm limit (0 =
+--   whose requests take the leases), freed (the channel its waiting
+--   requests are told on, src/cluster/freed.rs), per deployment weight, tpm limit (0 =
 --   none), enabled in the config (0/1), tier, its other limits ('' for
 --   none, else "rpm rpm_slice_s input_tpm output_tpm max_in_flight", 0 =
 --   none: a deployment with only a TPM limit costs what it did before they
@@ -10,7 +12,9 @@
 --   output estimates, marks (one character per deployment: 0 open, 1 tried,
 --   2 known not to offer the endpoint: tried last), pin (the index in KEYS
 --   of the session's pin key, 0 for none), pin ttl_ms, lease number (its
---   lease is "<owner>:<number>"); then, to the end, settles, undos,
+--   lease is "<owner>:<number>"), wait_ms (how long the request waits for
+--   room when none is there: then T:q marks the model waited for; 0: it
+--   does not wait); then, to the end, settles, undos,
 --   releases and verdicts of earlier requests in apply.lua's format,
 --   applied first (they ride along instead of costing a call of their own).
 -- A pin key holds "<deployment name>|<last use ms>|<tokens>" (affinity.rs's
@@ -20,16 +24,18 @@
 -- index the session was pinned to before (0: none or the same), whether it
 -- took a lease (0/1); or 0, kind, retry_ms, 0, 0, 0 with kind 'none' (none
 -- enabled), 'exhausted' (all tried), 'rate', 'fail'; then per op apply.lua's
--- 3 values.
+-- 3 values. Tells the instances waiting for the model when the ops may
+-- have freed room (lib.lua's tell_freed).
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
 local probe_ttl, lease_ttl, owner = tonumber(ARGV[A]), tonumber(ARGV[A + 1]), ARGV[A + 2]
-local PER_DEP, PER_REQUEST = 5, 6
+local channel = ARGV[A + 3]
+local PER_DEP, PER_REQUEST = 5, 7
 local deps = {}
 local by_name = {}
 local windows = false
 for i = 1, N do
-  local a = A + 3 + (i - 1) * PER_DEP
+  local a = A + 4 + (i - 1) * PER_DEP
   local tpm = tonumber(ARGV[a + 1])
   local d = {weight = tonumber(ARGV[a]), tpm = tpm, enabled = ARGV[a + 2] == '1',
     tier = tonumber(ARGV[a + 3]), rpm = 0, slice = 0, input = 0, output = 0, flight = 0,
@@ -243,14 +249,20 @@ local function try(input, output, marks, avoiding, pin, ttl, seq)
   return {0, 'fail', soonest, 0, 0, 0}
 end
 
+-- A request that waits re-picks when its hint runs out (or sooner when
+-- woken): the mark outlives the hint by this much.
+local MARK_SLACK = 1000
+
 local out, applied = {}, {}
-local requests = A + 3 + N * PER_DEP
+local requests = A + 4 + N * PER_DEP
 local k = tonumber(ARGV[requests])
 apply_ops(requests + 1 + k * PER_REQUEST, now, sec, applied)
+local mark = 0
 for r = 1, k do
   local at = requests + 1 + (r - 1) * PER_REQUEST
   local input, output, marks = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV[at + 2]
   local pin, ttl, seq = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), ARGV[at + 5]
+  local wait = tonumber(ARGV[at + 6])
   local result
   if string.find(marks, '2', 1, true) then
     result = try(input, output, marks, true, pin, ttl, seq)
@@ -258,8 +270,14 @@ for r = 1, k do
   else
     result = try(input, output, marks, false, pin, ttl, seq)
   end
+  -- Only rate limits and cooldowns are waited for (waiting.rs).
+  if result[1] == 0 and wait > 0 and (result[2] == 'rate' or result[2] == 'fail') then
+    mark = math.max(mark, math.min(result[3], wait) + MARK_SLACK)
+  end
   for _, v in ipairs(result) do out[#out + 1] = v end
 end
 for _, v in ipairs(applied) do out[#out + 1] = v end
 flush()
+tell_freed(owner)
+if mark > 0 then mark_waiting(channel, mark) end
 return out

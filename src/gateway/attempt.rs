@@ -11,10 +11,8 @@ use super::Gateway;
 use super::answer::{
     Watch, failed, is_event_stream, read_answer, root_cause, start_stream, upstream_error,
 };
-use super::door::messages::hub::ThroughChat;
 use super::door::messages::stream::MessagesStream;
-use super::door::responses::hub::Bridged;
-use super::door::{Asked, Way};
+use super::door::{self, Asked, Way};
 use super::error::ApiError;
 use super::flight::Flight;
 use super::provider::{AnswerContext, Decoder};
@@ -275,13 +273,13 @@ pub(super) async fn attempt(
                 Decoder::Messages(Box::new(MessagesStream::bedrock()))
             }
             Way::Native => Decoder::Messages(Box::new(MessagesStream::sse())),
-            Way::Translated => Decoder::ThroughChat(Box::new(ThroughChat::new(
+            Way::Translated => Decoder::ThroughChat(Box::new(door::messages::hub::through_chat(
                 dialect.decoder(asked.chat_req(Way::Translated), &cx),
                 cx.model,
             ))),
             Way::Chat => dialect.decoder(req, &cx),
             Way::Responses => Decoder::Responses(Box::default()),
-            Way::Bridged => Decoder::Bridged(Box::new(Bridged::new(
+            Way::Bridged => Decoder::Bridged(Box::new(door::responses::hub::bridged(
                 dialect.decoder(asked.chat_req(Way::Bridged), &cx),
                 cx.model,
                 asked.bridged_tools().cloned().unwrap_or_default(),

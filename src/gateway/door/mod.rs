@@ -20,6 +20,7 @@
 //! | chat | pass through | chat → Messages | chat → Converse | chat → Converse |
 //! | messages | Messages → chat | pass through | pass through (InvokeModel) | Messages → chat → Converse |
 
+pub mod hub;
 pub mod messages;
 pub mod responses;
 

@@ -126,6 +126,23 @@ impl ChatToResponses {
         }
     }
 
+    /// The gateway's `response.failed` for this response, ending a stream
+    /// that broke off.
+    pub fn failed_event(&self, message: &str, code: &str) -> Bytes {
+        let mut out =
+            b"event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"id\":"
+                .to_vec();
+        push_json(&mut out, &self.id);
+        out.extend_from_slice(b",\"object\":\"response\",\"status\":\"failed\",\"model\":");
+        push_json(&mut out, &self.model);
+        out.extend_from_slice(b",\"output\":[],\"error\":{\"code\":");
+        push_json(&mut out, code);
+        out.extend_from_slice(b",\"message\":");
+        push_json(&mut out, message);
+        out.extend_from_slice(b"}}}\n\n");
+        Bytes::from(out)
+    }
+
     /// The request's tools, so that custom and namespaced tools' calls come
     /// back in their own shape.
     pub fn with_tools(mut self, tools: Tools) -> Self {

@@ -78,7 +78,7 @@ pub struct Call {
 /// A whole answer, as translated from the provider's.
 #[derive(Debug, Clone)]
 pub struct Completion<'a> {
-    pub id: &'a str,
+    pub id: std::borrow::Cow<'a, str>,
     pub created: u64,
     /// The model the client asked for.
     pub model: &'a str,
@@ -132,7 +132,7 @@ struct FunctionJson<'a> {
 impl Completion<'_> {
     pub fn to_json(&self) -> Vec<u8> {
         let body = CompletionJson {
-            id: self.id,
+            id: &self.id,
             object: "chat.completion",
             created: self.created,
             model: self.model,

@@ -74,6 +74,16 @@ impl AnthropicUsage {
 }
 
 pub fn translate(body: &[u8], cx: &AnswerContext) -> Result<(Bytes, Option<Usage>), Invalid> {
+    let completion = completion(body, cx)?;
+    Ok((
+        Bytes::from(completion.to_json()),
+        Some(completion.tokens.usage()),
+    ))
+}
+
+/// The answer read, before it is written as chat: a door that writes its
+/// own shape (the Responses bridge) starts here, not from the chat JSON.
+pub fn completion<'a>(body: &'a [u8], cx: &AnswerContext<'a>) -> Result<Completion<'a>, Invalid> {
     let message: Message = serde_json::from_slice(body)
         .map_err(|e| format!("an answer that is not an Anthropic message ({e})"))?;
     if message.kind != "message" {
@@ -102,16 +112,15 @@ pub fn translate(body: &[u8], cx: &AnswerContext) -> Result<(Bytes, Option<Usage
     }
     let mut tokens = Tokens::default();
     message.usage.apply(&mut tokens);
-    let completion = Completion {
-        id: &message.id,
+    Ok(Completion {
+        id: message.id,
         created: cx.created,
         model: cx.model,
         text,
         calls,
         finish: super::finish(message.stop_reason.as_deref()),
         tokens,
-    };
-    Ok((Bytes::from(completion.to_json()), Some(tokens.usage())))
+    })
 }
 
 #[cfg(test)]

@@ -95,6 +95,16 @@ pub fn new_id() -> String {
 }
 
 pub fn translate(body: &[u8], cx: &AnswerContext) -> Result<(Bytes, Option<Usage>), Invalid> {
+    let completion = completion(body, cx)?;
+    Ok((
+        Bytes::from(completion.to_json()),
+        Some(completion.tokens.usage()),
+    ))
+}
+
+/// The answer read, before it is written as chat (see the Anthropic
+/// one's).
+pub fn completion<'a>(body: &[u8], cx: &AnswerContext<'a>) -> Result<Completion<'a>, Invalid> {
     let answer: Answer = serde_json::from_slice(body)
         .map_err(|e| format!("an answer that is not a Converse answer ({e})"))?;
     let mut text: Option<String> = None;
@@ -113,18 +123,15 @@ pub fn translate(body: &[u8], cx: &AnswerContext) -> Result<(Bytes, Option<Usage
     if text.is_none() && calls.is_empty() {
         text = Some(String::new());
     }
-    let tokens = answer.usage.tokens();
-    let id = new_id();
-    let completion = Completion {
-        id: &id,
+    Ok(Completion {
+        id: Cow::Owned(new_id()),
         created: cx.created,
         model: cx.model,
         text,
         calls,
         finish: super::finish(answer.stop_reason.as_deref()),
-        tokens,
-    };
-    Ok((Bytes::from(completion.to_json()), Some(tokens.usage())))
+        tokens: answer.usage.tokens(),
+    })
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 
 pub mod answer;
 mod chat;
+mod loose;
 mod output;
 pub mod request;
 pub mod stream;

@@ -3,6 +3,9 @@
 //! value for value (requests), error for error.
 
 mod answer;
+mod request;
 
 #[cfg(test)]
 mod same_answers;
+#[cfg(test)]
+mod same_requests;

@@ -30,13 +30,8 @@ fn refuse(message: impl Into<String>) -> Untranslatable {
 
 const BRIDGED: &str = "cannot be bridged to a Chat Completions deployment";
 
-/// A stateless Responses request body → a Chat Completions body.
-pub fn to_chat(body: &[u8]) -> Result<Bytes, Untranslatable> {
-    to_chat_with_tools(body).map(|(chat, _)| chat)
-}
-
-/// [`to_chat`], and what the answer needs to know of the request's tools
-/// (custom ones, namespaces) to give their calls back in their own shape.
+/// A stateless Responses request body → a Chat Completions body, and what
+/// the answer needs to know of the request's tools.
 pub fn to_chat_with_tools(body: &[u8]) -> Result<(Bytes, Tools), Untranslatable> {
     let request: Value = serde_json::from_slice(body)
         .map_err(|e| refuse(format!("the request body is not valid JSON: {e}")))?;

@@ -82,7 +82,8 @@ pub struct Completion<'a> {
     pub created: u64,
     /// The model the client asked for.
     pub model: &'a str,
-    pub text: Option<String>,
+    /// Borrowed from the answer when it was one block of text.
+    pub text: Option<std::borrow::Cow<'a, str>>,
     pub calls: Vec<Call>,
     pub finish: Finish,
     pub tokens: Tokens,
@@ -270,6 +271,18 @@ impl ChunkWriter {
             self.usage(out, tokens);
         }
         Self::done(out);
+    }
+}
+
+/// Appends a text block to an answer's text (a single block stays
+/// borrowed).
+pub fn push_text<'a>(
+    text: &mut Option<std::borrow::Cow<'a, str>>,
+    block: std::borrow::Cow<'a, str>,
+) {
+    match text {
+        None => *text = Some(block),
+        Some(t) => t.to_mut().push_str(&block),
     }
 }
 

@@ -34,8 +34,8 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<Bytes, String> {
 /// [`from_chat`], giving custom and namespaced tools' calls back in their
 /// own shape.
 pub fn from_chat_with_tools(chat: &[u8], model: &str, tools: &Tools) -> Result<Bytes, String> {
-    let chat: Answer =
-        serde_json::from_slice(chat).map_err(|e| format!("the chat answer is not JSON: {e}"))?;
+    let chat: Answer = crate::gateway::json::parse(chat)
+        .map_err(|e| format!("the chat answer is not JSON: {e}"))?;
     let choice = chat
         .choices
         .as_deref()

@@ -131,7 +131,7 @@ fn examples_write_the_same_bytes() {
 }
 
 fn completion(
-    text: Option<&str>,
+    text: Option<&'static str>,
     calls: &[(&str, &str, &str)],
     finish: Finish,
 ) -> Completion<'static> {
@@ -139,7 +139,7 @@ fn completion(
         id: "msg_01\"x".into(),
         created: 9,
         model: "asked",
-        text: text.map(str::to_string),
+        text: text.map(Into::into),
         calls: calls
             .iter()
             .map(|(id, name, arguments)| Call {

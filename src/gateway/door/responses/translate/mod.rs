@@ -19,6 +19,13 @@
 //! passes the request's [`Tools`] (from [`request::to_chat_with_tools`]),
 //! as a `function_call` otherwise. A tool flattened out of a `namespace`
 //! comes back with that `namespace` on its call, as Codex expects.
+//!
+//! No `serde_json::Value` on the whole-answer path: the request is read
+//! into borrowed members and the chat body written out; the `response` is
+//! written out too, from the chat answer or, for Anthropic and Bedrock,
+//! from the provider's own reading of its answer ([`from_completion`]), not
+//! from chat JSON written to be read back. `reference` keeps the `Value`
+//! versions as the tests' oracle.
 
 pub mod answer;
 mod chat;

@@ -47,6 +47,12 @@
 //! `file_id`, `input_file`, `item_reference`; and item, part and tool types
 //! this code does not know (a new one may carry meaning that must not
 //! vanish).
+//!
+//! How: the body is read once into borrowed members ([`read`], lenient as
+//! a `Value` was), the messages and tools gathered ([`messages`],
+//! [`tools`]), and the chat body written out ([`write`]). Tool parameters
+//! and a JSON schema pass on as the client wrote them; so does a number
+//! too large for a double inside them, which a `Value` refused.
 
 mod messages;
 mod read;

@@ -63,13 +63,19 @@ impl Way {
     ) -> Result<(Bytes, Option<super::sse::Usage>), super::provider::Invalid> {
         match self {
             Way::Bridged => {
-                let (chat, usage) = dialect.answer(body, cx)?;
                 let none = responses::translate::Tools::default();
-                let body = responses::translate::answer::from_chat_with_tools(
-                    &chat,
-                    cx.model,
-                    tools.unwrap_or(&none),
-                )?;
+                let tools = tools.unwrap_or(&none);
+                // A provider's own answer goes to a response directly, not
+                // through chat JSON written only to be read back.
+                if let Some(completion) = dialect.completion(&body, cx) {
+                    let completion = completion?;
+                    let usage = completion.tokens.usage();
+                    let body = responses::translate::from_completion(&completion, cx.model, tools);
+                    return Ok((body, Some(usage)));
+                }
+                let (chat, usage) = dialect.answer(body, cx)?;
+                let body =
+                    responses::translate::answer::from_chat_with_tools(&chat, cx.model, tools)?;
                 Ok((body, usage))
             }
             Way::Chat => dialect.answer(body, cx),

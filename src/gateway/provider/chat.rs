@@ -325,8 +325,8 @@ pub fn parse(body: &[u8], provider: Provider) -> Result<ChatRequest<'_>, ApiErro
     if let Some(e) = refused {
         return Err(e);
     }
-    let raw: RawRequest = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("the body is not a chat request: {e}")))?;
+    let raw: RawRequest =
+        json::parse(body).map_err(|e| bad(format!("the body is not a chat request: {e}")))?;
     let count = |name: &str, v: Option<f64>| -> Result<Option<u64>, ApiError> {
         match v {
             None => Ok(None),

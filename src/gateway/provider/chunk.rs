@@ -78,11 +78,12 @@ pub struct Call {
 /// A whole answer, as translated from the provider's.
 #[derive(Debug, Clone)]
 pub struct Completion<'a> {
-    pub id: &'a str,
+    pub id: std::borrow::Cow<'a, str>,
     pub created: u64,
     /// The model the client asked for.
     pub model: &'a str,
-    pub text: Option<String>,
+    /// Borrowed from the answer when it was one block of text.
+    pub text: Option<std::borrow::Cow<'a, str>>,
     pub calls: Vec<Call>,
     pub finish: Finish,
     pub tokens: Tokens,
@@ -132,7 +133,7 @@ struct FunctionJson<'a> {
 impl Completion<'_> {
     pub fn to_json(&self) -> Vec<u8> {
         let body = CompletionJson {
-            id: self.id,
+            id: &self.id,
             object: "chat.completion",
             created: self.created,
             model: self.model,
@@ -270,6 +271,18 @@ impl ChunkWriter {
             self.usage(out, tokens);
         }
         Self::done(out);
+    }
+}
+
+/// Appends a text block to an answer's text (a single block stays
+/// borrowed).
+pub fn push_text<'a>(
+    text: &mut Option<std::borrow::Cow<'a, str>>,
+    block: std::borrow::Cow<'a, str>,
+) {
+    match text {
+        None => *text = Some(block),
+        Some(t) => t.to_mut().push_str(&block),
     }
 }
 

@@ -231,6 +231,23 @@ impl Dialect {
         }
     }
 
+    /// A whole answer read but not yet written as chat, for a door that
+    /// writes its own shape from it; None when the answer is chat already
+    /// (an OpenAI deployment's, passed through).
+    pub fn completion<'a>(
+        &self,
+        body: &'a [u8],
+        cx: &AnswerContext<'a>,
+    ) -> Option<Result<chunk::Completion<'a>, Invalid>> {
+        match self {
+            Dialect::OpenAi => None,
+            Dialect::Anthropic | Dialect::VertexClaude => {
+                Some(anthropic::answer::completion(body, cx))
+            }
+            Dialect::Bedrock => Some(bedrock::answer::completion(body, cx)),
+        }
+    }
+
     /// What turns the upstream's stream into OpenAI's, frame by frame.
     pub fn decoder(&self, req: &Inspected, cx: &AnswerContext) -> Decoder {
         match self {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::gateway::provider::chunk::{Call, Completion, Tokens};
+use crate::gateway::provider::chunk::{Call, Completion, Tokens, push_text};
 use crate::gateway::provider::{AnswerContext, Invalid};
 use crate::gateway::sse::Usage;
 
@@ -74,7 +74,17 @@ impl AnthropicUsage {
 }
 
 pub fn translate(body: &[u8], cx: &AnswerContext) -> Result<(Bytes, Option<Usage>), Invalid> {
-    let message: Message = serde_json::from_slice(body)
+    let completion = completion(body, cx)?;
+    Ok((
+        Bytes::from(completion.to_json()),
+        Some(completion.tokens.usage()),
+    ))
+}
+
+/// The answer read, before it is written as chat: a door that writes its
+/// own shape (the Responses bridge) starts here, not from the chat JSON.
+pub fn completion<'a>(body: &'a [u8], cx: &AnswerContext<'a>) -> Result<Completion<'a>, Invalid> {
+    let message: Message = crate::gateway::json::parse(body)
         .map_err(|e| format!("an answer that is not an Anthropic message ({e})"))?;
     if message.kind != "message" {
         return Err(format!(
@@ -82,13 +92,11 @@ pub fn translate(body: &[u8], cx: &AnswerContext) -> Result<(Bytes, Option<Usage
             message.kind
         ));
     }
-    let mut text: Option<String> = None;
+    let mut text = None;
     let mut calls = Vec::new();
     for block in message.content {
         match &*block.kind {
-            "text" => text
-                .get_or_insert_with(String::new)
-                .push_str(block.text.as_deref().unwrap_or_default()),
+            "text" => push_text(&mut text, block.text.unwrap_or_default()),
             "tool_use" => calls.push(Call {
                 id: block.id.map(Cow::into_owned).unwrap_or_default(),
                 name: block.name.map(Cow::into_owned).unwrap_or_default(),
@@ -98,20 +106,19 @@ pub fn translate(body: &[u8], cx: &AnswerContext) -> Result<(Bytes, Option<Usage
         }
     }
     if text.is_none() && calls.is_empty() {
-        text = Some(String::new());
+        text = Some(Cow::Borrowed(""));
     }
     let mut tokens = Tokens::default();
     message.usage.apply(&mut tokens);
-    let completion = Completion {
-        id: &message.id,
+    Ok(Completion {
+        id: message.id,
         created: cx.created,
         model: cx.model,
         text,
         calls,
         finish: super::finish(message.stop_reason.as_deref()),
         tokens,
-    };
-    Ok((Bytes::from(completion.to_json()), Some(tokens.usage())))
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::gateway::provider::chunk::{Call, Completion, Tokens};
+use crate::gateway::provider::chunk::{Call, Completion, Tokens, push_text};
 use crate::gateway::provider::{AnswerContext, Invalid};
 use crate::gateway::sse::Usage;
 
@@ -95,13 +95,23 @@ pub fn new_id() -> String {
 }
 
 pub fn translate(body: &[u8], cx: &AnswerContext) -> Result<(Bytes, Option<Usage>), Invalid> {
-    let answer: Answer = serde_json::from_slice(body)
+    let completion = completion(body, cx)?;
+    Ok((
+        Bytes::from(completion.to_json()),
+        Some(completion.tokens.usage()),
+    ))
+}
+
+/// The answer read, before it is written as chat (see the Anthropic
+/// one's).
+pub fn completion<'a>(body: &'a [u8], cx: &AnswerContext<'a>) -> Result<Completion<'a>, Invalid> {
+    let answer: Answer = crate::gateway::json::parse(body)
         .map_err(|e| format!("an answer that is not a Converse answer ({e})"))?;
-    let mut text: Option<String> = None;
+    let mut text = None;
     let mut calls = Vec::new();
     for block in answer.output.message.content {
         if let Some(t) = block.text {
-            text.get_or_insert_with(String::new).push_str(&t);
+            push_text(&mut text, t);
         } else if let Some(call) = block.tool_use {
             calls.push(Call {
                 id: call.tool_use_id.into_owned(),
@@ -111,20 +121,17 @@ pub fn translate(body: &[u8], cx: &AnswerContext) -> Result<(Bytes, Option<Usage
         }
     }
     if text.is_none() && calls.is_empty() {
-        text = Some(String::new());
+        text = Some(Cow::Borrowed(""));
     }
-    let tokens = answer.usage.tokens();
-    let id = new_id();
-    let completion = Completion {
-        id: &id,
+    Ok(Completion {
+        id: Cow::Owned(new_id()),
         created: cx.created,
         model: cx.model,
         text,
         calls,
         finish: super::finish(answer.stop_reason.as_deref()),
-        tokens,
-    };
-    Ok((Bytes::from(completion.to_json()), Some(tokens.usage())))
+        tokens: answer.usage.tokens(),
+    })
 }
 
 #[cfg(test)]

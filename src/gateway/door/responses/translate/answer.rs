@@ -13,12 +13,18 @@
 //! Dropped: reasoning text some servers add (`reasoning_content`): a
 //! Responses `reasoning` item would need OpenAI's encrypted content to be
 //! sent back, and the client would send it on every later turn; logprobs.
+//!
+//! A provider that translates its answer to chat (Anthropic, Bedrock)
+//! hands over its [`Completion`] instead ([`from_completion`]): the same
+//! `response` as from the chat answer it would have written, without
+//! writing that answer and reading it back.
 
 use bytes::Bytes;
-use serde_json::{Value, json};
 
-use super::chat::Answer;
-use super::{Tools, now, response};
+use super::chat::{Answer, counts};
+use super::output::{Call, Counts, Whole};
+use super::{Tools, now};
+use crate::gateway::provider::chunk::{Completion, Finish};
 
 /// A `chat.completion` body → a Responses `response` body.
 pub fn from_chat(chat: &[u8], model: &str) -> Result<Bytes, String> {
@@ -28,71 +34,65 @@ pub fn from_chat(chat: &[u8], model: &str) -> Result<Bytes, String> {
 /// [`from_chat`], giving custom and namespaced tools' calls back in their
 /// own shape.
 pub fn from_chat_with_tools(chat: &[u8], model: &str, tools: &Tools) -> Result<Bytes, String> {
-    let chat: Answer =
-        serde_json::from_slice(chat).map_err(|e| format!("the chat answer is not JSON: {e}"))?;
-    let chat_id = chat.id.as_deref().unwrap_or("");
-    let rest = chat_id.strip_prefix("chatcmpl-").unwrap_or(chat_id);
-    let id = if rest.is_empty() {
-        "resp_switchboard".to_string()
-    } else {
-        format!("resp_{rest}")
-    };
-    let tail = super::tail(&id).to_string();
-    let created = chat.created.unwrap_or_else(now);
+    let chat: Answer = crate::gateway::json::parse(chat)
+        .map_err(|e| format!("the chat answer is not JSON: {e}"))?;
     let choice = chat
         .choices
-        .into_iter()
-        .flatten()
-        .next()
+        .as_deref()
+        .and_then(<[_]>::first)
         .ok_or("the chat answer has no choices")?;
-    let message = choice.message.ok_or("the chat answer has no message")?;
-    let finish = choice.finish_reason.as_deref().unwrap_or("stop");
+    let message = choice
+        .message
+        .as_ref()
+        .ok_or("the chat answer has no message")?;
+    let calls = message.tool_calls.iter().flatten().map(|call| {
+        let function = call.function.as_ref();
+        Call {
+            id: call.id.as_deref().unwrap_or(""),
+            name: function.and_then(|f| f.name.as_deref()).unwrap_or(""),
+            arguments: function.and_then(|f| f.arguments.as_deref()).unwrap_or(""),
+        }
+    });
+    let whole = Whole {
+        chat_id: chat.id.as_deref().unwrap_or(""),
+        created: chat.created.unwrap_or_else(now),
+        finish: choice.finish_reason.as_deref().unwrap_or("stop"),
+        text: message.content.as_deref().unwrap_or(""),
+        refusal: message.refusal.as_deref().unwrap_or(""),
+        calls,
+        usage: chat.usage.and_then(counts),
+    };
+    Ok(Bytes::from(whole.write(model, tools)))
+}
 
-    let mut output = Vec::new();
-    let text = message.content.as_deref().unwrap_or("");
-    let refusal = message.refusal.as_deref().unwrap_or("");
-    let mut parts = Vec::new();
-    if !text.is_empty() {
-        parts.push(json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []}));
-    }
-    if !refusal.is_empty() {
-        parts.push(json!({"type": "refusal", "refusal": refusal}));
-    }
-    if !parts.is_empty() {
-        output.push(json!({
-            "type": "message",
-            "id": format!("msg_{tail}"),
-            "status": "completed",
-            "role": "assistant",
-            "content": parts,
-        }));
-    }
-    for (i, call) in message.tool_calls.into_iter().flatten().enumerate() {
-        let function = call.function.unwrap_or_default();
-        let name = function.name.as_deref().unwrap_or("");
-        let arguments = function.arguments.as_deref().unwrap_or("");
-        let call_id = match call.id {
-            Some(c) if !c.is_empty() => c.into_owned(),
-            _ => format!("call_{tail}_{i}"),
-        };
-        output.push(tools.call_item(&format!("fc_{tail}_{i}"), &call_id, name, arguments));
-    }
-    let usage = chat
-        .usage
-        .filter(|u| u.get().starts_with('{'))
-        .and_then(|u| serde_json::from_str::<Value>(u.get()).ok());
-    let usage = usage
-        .and_then(|u| super::usage(Some(&u)))
-        .map(|(u, _, _)| u);
-    let mut body = Vec::with_capacity(512);
-    response(
-        &mut body,
-        &id,
-        model,
-        created,
-        Some(finish),
-        &output,
-        usage.as_ref(),
-    );
-    Ok(Bytes::from(body))
+/// A provider's translated answer → a Responses `response` body: what
+/// [`from_chat_with_tools`] makes of [`Completion::to_json`].
+pub fn from_completion(completion: &Completion, model: &str, tools: &Tools) -> Bytes {
+    let tokens = &completion.tokens;
+    let prompt = tokens.prompt();
+    let calls = completion.calls.iter().map(|c| Call {
+        id: &c.id,
+        name: &c.name,
+        arguments: &c.arguments,
+    });
+    let whole = Whole {
+        chat_id: &completion.id,
+        created: completion.created,
+        finish: match completion.finish {
+            Finish::Stop => "stop",
+            Finish::Length => "length",
+            Finish::ToolCalls => "tool_calls",
+            Finish::ContentFilter => "content_filter",
+        },
+        text: completion.text.as_deref().unwrap_or(""),
+        refusal: "",
+        calls,
+        usage: Some(Counts {
+            input: prompt,
+            output: tokens.output,
+            cached: tokens.cache_read.min(prompt),
+            reasoning: 0,
+        }),
+    };
+    Bytes::from(whole.write(model, tools))
 }

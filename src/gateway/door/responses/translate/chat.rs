@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+use super::output::Counts;
+
 /// A chat chunk, as much of it as the translation reads; strings borrowed
 /// where they have no escapes.
 #[derive(Deserialize)]
@@ -113,4 +115,54 @@ pub(super) struct ToolCall<'a> {
     pub(super) id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub(super) function: Option<FunctionDelta<'a>>,
+}
+
+/// A chat `usage` object, as much of it as the bridge reads.
+#[derive(Deserialize)]
+struct Usage<'a> {
+    #[serde(default, deserialize_with = "count")]
+    prompt_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    completion_tokens: Option<u64>,
+    #[serde(default, borrow)]
+    prompt_tokens_details: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    completion_tokens_details: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+struct Details {
+    #[serde(default, deserialize_with = "count")]
+    cached_tokens: Option<u64>,
+    #[serde(default, deserialize_with = "count")]
+    reasoning_tokens: Option<u64>,
+}
+
+/// The counts of a chat `usage` (missing ones 0), when it is an object.
+/// Read typed; what serde will not read so (a member given twice) is read
+/// through a `Value`, as it always was, so the answer is the same.
+pub(super) fn counts(usage: &RawValue) -> Option<Counts> {
+    let text = usage.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    let typed = || -> Option<Counts> {
+        let u: Usage = serde_json::from_str(text).ok()?;
+        let details = |raw: Option<&RawValue>| -> Option<Details> {
+            match raw {
+                Some(d) if d.get().starts_with('{') => serde_json::from_str(d.get()).ok(),
+                _ => Some(Details::default()),
+            }
+        };
+        let prompt = details(u.prompt_tokens_details)?;
+        let completion = details(u.completion_tokens_details)?;
+        let input = u.prompt_tokens.unwrap_or(0);
+        Some(Counts {
+            input,
+            output: u.completion_tokens.unwrap_or(0),
+            cached: prompt.cached_tokens.unwrap_or(0).min(input),
+            reasoning: completion.reasoning_tokens.unwrap_or(0),
+        })
+    };
+    typed().or_else(|| super::counts(&serde_json::from_str(text).ok()?))
 }

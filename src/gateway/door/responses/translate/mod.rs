@@ -19,13 +19,22 @@
 //! passes the request's [`Tools`] (from [`request::to_chat_with_tools`]),
 //! as a `function_call` otherwise. A tool flattened out of a `namespace`
 //! comes back with that `namespace` on its call, as Codex expects.
+//!
+//! No `serde_json::Value` on the whole-answer path: the request is read
+//! into borrowed members and the chat body written out; the `response` is
+//! written out too, from the chat answer or, for Anthropic and Bedrock,
+//! from the provider's own reading of its answer ([`from_completion`]), not
+//! from chat JSON written to be read back. `reference` keeps the `Value`
+//! versions as the tests' oracle.
 
 pub mod answer;
 mod chat;
+mod loose;
+mod output;
 pub mod request;
 pub mod stream;
 
-pub use answer::{from_chat, from_chat_with_tools};
+pub use answer::{from_chat, from_chat_with_tools, from_completion};
 pub use request::{Untranslatable, to_chat, to_chat_with_tools};
 pub use stream::ChatToResponses;
 
@@ -110,7 +119,23 @@ fn custom_input(arguments: &str) -> String {
 
 /// The Responses `usage` for a chat `usage` object (missing counts are 0).
 fn usage(chat: Option<&Value>) -> Option<(Value, u64, u64)> {
-    let u = chat?.as_object()?;
+    let c = counts(chat?)?;
+    Some((
+        json!({
+            "input_tokens": c.input,
+            "input_tokens_details": {"cached_tokens": c.cached},
+            "output_tokens": c.output,
+            "output_tokens_details": {"reasoning_tokens": c.reasoning},
+            "total_tokens": c.input + c.output,
+        }),
+        c.input,
+        c.output,
+    ))
+}
+
+/// The counts of a chat `usage` object read as a `Value`.
+fn counts(chat: &Value) -> Option<output::Counts> {
+    let u = chat.as_object()?;
     let input = u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
     let output = u
         .get("completion_tokens")
@@ -127,17 +152,12 @@ fn usage(chat: Option<&Value>) -> Option<(Value, u64, u64)> {
         .and_then(|d| d.get("reasoning_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or(0);
-    Some((
-        json!({
-            "input_tokens": input,
-            "input_tokens_details": {"cached_tokens": cached},
-            "output_tokens": output,
-            "output_tokens_details": {"reasoning_tokens": reasoning},
-            "total_tokens": input + output,
-        }),
+    Some(output::Counts {
         input,
         output,
-    ))
+        cached,
+        reasoning,
+    })
 }
 
 /// The tail of a response id, for the ids of its items.
@@ -145,44 +165,29 @@ fn tail(response_id: &str) -> &str {
     response_id.strip_prefix("resp_").unwrap_or(response_id)
 }
 
-/// A `response` object, written straight out (its members in the order a
-/// `Value` map kept them); `status` and `incomplete_details` from the chat
-/// finish reason (`length` → incomplete, `max_output_tokens`;
-/// `content_filter` → incomplete, `content_filter`). Returns whether it is
-/// incomplete.
+/// A `response` object with `output` and `usage` as `Value`s (a stream's,
+/// which keeps its items as it goes), written out as [`output`] writes a
+/// whole answer's. Returns whether it is incomplete.
 fn response(
     out: &mut Vec<u8>,
     id: &str,
     model: &str,
     created: u64,
     finish: Option<&str>,
-    output: &[Value],
+    items: &[Value],
     usage: Option<&Value>,
 ) -> bool {
-    use crate::gateway::provider::chunk::push_json;
-    use std::io::Write;
-    let (status, details): (&str, &str) = match finish {
-        None => ("in_progress", "null"),
-        Some("length") => ("incomplete", r#"{"reason":"max_output_tokens"}"#),
-        Some("content_filter") => ("incomplete", r#"{"reason":"content_filter"}"#),
-        Some(_) => ("completed", "null"),
+    let id = output::Id {
+        prefix: "",
+        tail: id,
+        index: None,
     };
-    let _ = write!(out, "{{\"created_at\":{created},\"error\":null,\"id\":");
-    push_json(out, id);
-    let _ = write!(
-        out,
-        ",\"incomplete_details\":{details},\"instructions\":null,\"metadata\":{{}},\"model\":"
-    );
-    push_json(out, model);
-    out.extend_from_slice(b",\"object\":\"response\",\"output\":");
-    let _ = serde_json::to_writer(&mut *out, output);
-    let _ = write!(
-        out,
-        ",\"parallel_tool_calls\":true,\"status\":\"{status}\",\"tool_choice\":\"auto\",\"tools\":[],\"usage\":"
-    );
-    let _ = serde_json::to_writer(&mut *out, &usage);
-    out.push(b'}');
-    status == "incomplete"
+    output::head(out, id, model, created, finish);
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, items);
+    output::tail_of(out, finish, |out| {
+        let _ = serde_json::to_writer(&mut *out, &usage);
+    })
 }
 
 fn now() -> u64 {
@@ -192,6 +197,8 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;
 

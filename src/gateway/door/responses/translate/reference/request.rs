@@ -1,57 +1,11 @@
-//! A stateless OpenAI Responses request as an OpenAI Chat Completions
-//! request. `model` is kept as written (the proxy replaces it as for any
-//! chat body).
-//!
-//! Mapped: `instructions` → a system message first; `input` as a string →
-//! one user message; `input` items: `message` (and items without `type`
-//! but with a `role`, as the Agents SDK writes them) with roles `user`,
-//! `assistant`, `system` and `developer` (→ `system`: not every
-//! OpenAI-compatible server knows `developer`), content a string or parts
-//! `input_text` / `output_text` / `refusal` (text) and `input_image` with
-//! an `image_url` (user messages only); `function_call` → the assistant's
-//! `tool_calls` (`call_id` as the call's id; consecutive calls, and the
-//! assistant text right before them, make one assistant message);
-//! `function_call_output` → a `role: "tool"` message (`tool_call_id` =
-//! `call_id`; text parts joined, images moved to a user message right after
-//! the tool messages, since a tool message holds only text);
-//! `custom_tool_call` / `custom_tool_call_output` → the same, the call's
-//! arguments being `{"input": "<its input>"}`; `additional_tools` items
-//! (Codex's) → their tools added to `tools`.
-//! Tools: `function` → a function (`strict` kept); `custom` → a function
-//! with one required string parameter `input` (a grammar or format is put
-//! in that parameter's description, for the model to follow); `namespace`
-//! → its function and custom tools, flattened under their own names (the
-//! answer puts the `namespace` back on their calls: see [`super::Tools`]).
-//! `tool_choice` (`auto` / `none` / `required`, a function or custom tool
-//! by name); `parallel_tool_calls`; `max_output_tokens` → `max_tokens`;
-//! `temperature`; `top_p`; `user`; `text.format` (`json_schema`,
-//! `json_object`) → `response_format`; `stream` → `stream` with
-//! `stream_options.include_usage`.
-//!
-//! Dropped, having no Chat Completions meaning or none that is safe to
-//! send: `reasoning` items (their encrypted content means something only to
-//! OpenAI's Responses API) and `reasoning` itself (`reasoning.effort` is not
-//! mapped to `reasoning_effort`: Codex sends it on every turn, and OpenAI
-//! refuses the parameter for chat models that do not reason — the
-//! upstream's default applies); `store`, `include`, `text.verbosity`,
-//! `metadata`, `client_metadata`, `truncation`, `service_tier`,
-//! `top_logprobs`, `max_tool_calls`, `stream_options`; the `tool_search`
-//! tool (deferred tool loading, which a chat upstream cannot do; the tools
-//! it would load are not sent); a `previous_response_id` of `null`.
-//!
-//! Refused by name ([`Untranslatable`]): `previous_response_id`,
-//! `conversation`, `background: true` and `prompt` (stored state or
-//! templates a chat upstream does not have); hosted tools (`web_search`,
-//! `file_search`, `code_interpreter`, `computer_use`, `image_generation`,
-//! `mcp`, `local_shell`, …) and calls to them in the input; images by
-//! `file_id`, `input_file`, `item_reference`; and item, part and tool types
-//! this code does not know (a new one may carry meaning that must not
-//! vanish).
+//! The Value-based translation this module's typed one replaced, as it
+//! was (its module documentation is the live one's): the oracle the tests
+//! hold the live one to, output for output, error for error.
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::Tools;
+use super::super::Tools;
 
 /// What cannot be translated, refused by name: the gateway answers 400
 /// `invalid_request_error` with `message`.
@@ -76,13 +30,8 @@ fn refuse(message: impl Into<String>) -> Untranslatable {
 
 const BRIDGED: &str = "cannot be bridged to a Chat Completions deployment";
 
-/// A stateless Responses request body → a Chat Completions body.
-pub fn to_chat(body: &[u8]) -> Result<Bytes, Untranslatable> {
-    to_chat_with_tools(body).map(|(chat, _)| chat)
-}
-
-/// [`to_chat`], and what the answer needs to know of the request's tools
-/// (custom ones, namespaces) to give their calls back in their own shape.
+/// A stateless Responses request body → a Chat Completions body, and what
+/// the answer needs to know of the request's tools.
 pub fn to_chat_with_tools(body: &[u8]) -> Result<(Bytes, Tools), Untranslatable> {
     let request: Value = serde_json::from_slice(body)
         .map_err(|e| refuse(format!("the request body is not valid JSON: {e}")))?;

@@ -126,21 +126,10 @@ impl ChatToResponses {
         }
     }
 
-    /// The gateway's `response.failed` for this response, ending a stream
-    /// that broke off.
-    pub fn failed_event(&self, message: &str, code: &str) -> Bytes {
-        let mut out =
-            b"event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"id\":"
-                .to_vec();
-        push_json(&mut out, &self.id);
-        out.extend_from_slice(b",\"object\":\"response\",\"status\":\"failed\",\"model\":");
-        push_json(&mut out, &self.model);
-        out.extend_from_slice(b",\"output\":[],\"error\":{\"code\":");
-        push_json(&mut out, code);
-        out.extend_from_slice(b",\"message\":");
-        push_json(&mut out, message);
-        out.extend_from_slice(b"}}}\n\n");
-        Bytes::from(out)
+    /// The response's id and the model named as asked, for the events
+    /// the gateway adds (see `hub::failed_event`).
+    pub fn names(&self) -> (&str, &str) {
+        (&self.id, &self.model)
     }
 
     /// The request's tools, so that custom and namespaced tools' calls come

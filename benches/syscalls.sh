@@ -28,6 +28,7 @@
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 N="${N:-20000}"; NB="${NB:-3000}"; NPERF="${NPERF:-100000}"; NCG="${NCG:-3000}"; C="${C:-32}"
+RATE="${RATE:-200}"; NRATE="${NRATE:-2000}"
 CALLGRIND="${CALLGRIND:-1}"; STREAM="${STREAM:-0}"
 if [ "$STREAM" = 1 ]; then UP=18081; PX=18091; BODY="$BENCH/request-stream.json"
 else UP=18080; PX=18090; BODY="$BENCH/request.json"; fi
@@ -48,10 +49,10 @@ sleep 0.5
 UPW="$(pgrep -P "$UPM" | tr '\n' ',' | sed 's/,$//')"   # the upstream's worker
 PXW="$(pgrep -P "$PXM" | tr '\n' ',' | sed 's/,$//')"   # the proxy's worker (the master sleeps)
 
-oha_n() { # n url [json-out]: bounded by count and time
-  local out=/dev/null; [ -n "${3:-}" ] && out="$3"
+oha_n() { # n url [json-out [oha args...]]: bounded by count and time
+  local n="$1" url="$2" out="${3:-/dev/null}"; shift 2; [ $# -gt 0 ] && shift
   timeout 300 "$OHA" --no-tui --worker-threads 1 -m POST -T application/json -D "$BODY" \
-    -H 'Authorization: Bearer dummy' -c "$C" -n "$1" --output-format json -o "$out" "$2" >/dev/null
+    -H 'Authorization: Bearer dummy' -c "$C" -n "$n" "$@" --output-format json -o "$out" "$url" >/dev/null
 }
 ticks() { # comma-separated pids -> "user sys vol invol rchar wchar" summed over their threads
   local u=0 s=0 v=0 iv=0 rc=0 wc=0 a b t p
@@ -68,25 +69,30 @@ ticks() { # comma-separated pids -> "user sys vol invol rchar wchar" summed over
 }
 EVENTS=task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter,sched:sched_wakeup
 measure() { # name url pids
-  local name="$1" url="$2" pids="$3" sp pu po
+  local name="$1" url="$2" pids="$3" sp pu ph n extra
   echo "== $name (pids $pids)" >&2
   oha_n 5000 "$url"                                          # warm (connections, pools)
-  # 1. untraced: perf stat on the proxy and on the upstream, oha under perf stat too
-  echo "$(ticks "$pids")" > "$OUT/$name.ticks0"
-  perf stat -x, -o "$OUT/$name.perf" -e "$EVENTS" -p "$pids" & sp=$!
-  perf stat -x, -o "$OUT/$name.up.perf" -e task-clock,context-switches -p "$UPW" & pu=$!
-  sleep 0.5
-  perf stat -x, -o "$OUT/$name.oha.perf" -e task-clock,context-switches -- \
-    timeout 300 "$OHA" --no-tui --worker-threads 1 -m POST -T application/json -D "$BODY" \
-      -H 'Authorization: Bearer dummy' -c "$C" -n "$NPERF" --output-format json -o "$OUT/$name.perf.json" "$url" >/dev/null
-  kill -INT "$sp" "$pu"; wait "$sp" "$pu" 2>/dev/null || true
-  echo "$(ticks "$pids")" > "$OUT/$name.ticks1"
-  # 2. syscalls by name
-  strace -c -f -o "$OUT/$name.strace-c" -p "$pids" 2>/dev/null & sp=$!
-  sleep 1
-  oha_n "$N" "$url" "$OUT/$name.strace.json"
-  kill -INT "$sp"; wait "$sp" 2>/dev/null || true
-  # 3. bytes per socket side
+  for ph in closed rate; do
+    if [ "$ph" = closed ]; then n="$NPERF"; extra=(); else n="$NRATE"; extra=(-q "$RATE" --latency-correction); fi
+    # 1. untraced: perf stat on the proxy and on the upstream, oha under perf stat too
+    echo "$(ticks "$pids")" > "$OUT/$name.$ph.ticks0"
+    perf stat -x, -o "$OUT/$name.$ph.perf" -e "$EVENTS" -p "$pids" & sp=$!
+    perf stat -x, -o "$OUT/$name.$ph.up.perf" -e task-clock,context-switches -p "$UPW" & pu=$!
+    sleep 0.5
+    perf stat -x, -o "$OUT/$name.$ph.oha.perf" -e task-clock,context-switches -- \
+      timeout 300 "$OHA" --no-tui --worker-threads 1 -m POST -T application/json -D "$BODY" \
+        -H 'Authorization: Bearer dummy' -c "$C" -n "$n" "${extra[@]}" \
+        --output-format json -o "$OUT/$name.$ph.perf.json" "$url" >/dev/null
+    kill -INT "$sp" "$pu"; wait "$sp" "$pu" 2>/dev/null || true
+    echo "$(ticks "$pids")" > "$OUT/$name.$ph.ticks1"
+    # 2. syscalls by name
+    [ "$ph" = closed ] && n="$N"
+    strace -c -f -o "$OUT/$name.$ph.strace-c" -p "$pids" 2>/dev/null & sp=$!
+    sleep 1
+    oha_n "$n" "$url" "$OUT/$name.$ph.strace.json" "${extra[@]}"
+    kill -INT "$sp"; wait "$sp" 2>/dev/null || true
+  done
+  # 3. bytes per socket side (closed loop)
   strace -f -yy -s 0 -e trace=read,write,recvfrom,sendto,readv,writev,recvmsg,sendmsg,sendfile,splice \
     -o "$OUT/$name.strace-io" -p "$pids" 2>/dev/null & sp=$!
   sleep 1
@@ -124,9 +130,9 @@ if [ "$CALLGRIND" = 1 ]; then
   done
 fi
 
-python3 - "$OUT" "$HZ" "$UP" "$STREAM" "$N" "$NB" "$NPERF" "$C" <<'PYEOF'
+python3 - "$OUT" "$HZ" "$UP" "$STREAM" "$N" "$NB" "$NPERF" "$C" "$RATE" "$NRATE" <<'PYEOF'
 import json, os, re, sys
-out, hz, up, stream, n_s, n_b, n_p, conc = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], *map(int, sys.argv[5:9])
+out, hz, up, stream, n_s, n_b, n_p, conc, rate, n_r = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], *map(int, sys.argv[5:11])
 T = ("nginxproxy", "switchboard")
 def ok(path):
     d = json.load(open(path))
@@ -177,13 +183,14 @@ def strace_io(path):
         calls[(s, d)] = calls.get((s, d), 0) + 1
         if ret > 0: side[(s, d)] = side.get((s, d), 0) + ret
     return side, calls
-R = {}
-for t in T:
-    if not os.path.exists(os.path.join(out, f"{t}.perf")): continue
+def phase(t, ph):
+    f = lambda suffix: os.path.join(out, f"{t}.{ph}.{suffix}")
+    if not os.path.exists(f("perf")): return None
     x = {}
-    np_, pj = ok(os.path.join(out, f"{t}.perf.json"))
+    np_, pj = ok(f("perf.json"))
     x["rps"] = np_ / pj["summary"]["total"]
-    p = perf(os.path.join(out, f"{t}.perf")); pu = perf(os.path.join(out, f"{t}.up.perf")); po = perf(os.path.join(out, f"{t}.oha.perf"))
+    x["p50"] = (pj["latencyPercentiles"]["p50"] or 0) * 1e3
+    p = perf(f("perf")); pu = perf(f("up.perf")); po = perf(f("oha.perf"))
     x["cpu"] = p.get("task-clock", 0) * 1e3 / np_                     # msec -> µs
     x["cs"] = p.get("context-switches", 0) / np_
     x["mig"] = p.get("cpu-migrations", 0) / np_
@@ -191,16 +198,24 @@ for t in T:
     x["wake"] = p.get("sched:sched_wakeup", 0) / np_
     x["up_cpu"] = pu.get("task-clock", 0) * 1e3 / np_
     x["oha_cpu"] = po.get("task-clock", 0) * 1e3 / np_
-    a = list(map(int, open(os.path.join(out, f"{t}.ticks0")).read().split()))
-    b = list(map(int, open(os.path.join(out, f"{t}.ticks1")).read().split()))
+    a = list(map(int, open(f("ticks0")).read().split()))
+    b = list(map(int, open(f("ticks1")).read().split()))
     dl = [bb - aa for aa, bb in zip(a, b)]
     x["user"] = dl[0] / hz / np_ * 1e6; x["sys"] = dl[1] / hz / np_ * 1e6
     x["vol"] = dl[2] / np_; x["invol"] = dl[3] / np_; x["rwchar"] = (dl[4] + dl[5]) / np_
-    ns, _ = ok(os.path.join(out, f"{t}.strace.json"))
-    x["sc"] = {k: (c / ns, e / ns) for k, (c, e) in strace_c(os.path.join(out, f"{t}.strace-c")).items()}
-    nb, _ = ok(os.path.join(out, f"{t}.io.json"))
-    by, ca = strace_io(os.path.join(out, f"{t}.strace-io"))
-    x["bytes"] = {k: v / nb for k, v in by.items()}; x["iocalls"] = {k: v / nb for k, v in ca.items()}
+    ns, _ = ok(f("strace.json"))
+    x["sc"] = {k: (c / ns, e / ns) for k, (c, e) in strace_c(f("strace-c")).items()}
+    return x
+R = {}
+for t in T:
+    x = phase(t, "closed")
+    if x is None: continue
+    x["rate"] = phase(t, "rate")
+    io = os.path.join(out, f"{t}.strace-io")
+    if os.path.exists(io):
+        nb, _ = ok(os.path.join(out, f"{t}.io.json"))
+        by, ca = strace_io(io)
+        x["bytes"] = {k: v / nb for k, v in by.items()}; x["iocalls"] = {k: v / nb for k, v in ca.items()}
     R[t] = x
 cg = {}
 if os.path.exists(os.path.join(out, "callgrind")):
@@ -208,42 +223,56 @@ if os.path.exists(os.path.join(out, "callgrind")):
         f = l.split()
         if len(f) == 4 and f[1].isdigit() and f[2].isdigit(): cg[f[0]] = (int(f[2]) - int(f[1])) / int(f[3])
 L = []
-L.append(f"per request, {'SSE' if stream == '1' else 'JSON'} upstream, closed loop {conc} connections "
-         f"(untraced {n_p} requests; strace -c {n_s}; bytes {n_b})")
-L.append(f"{'':44} {'nginxproxy':>12} {'switchboard':>12} {'sb/nginx':>8}")
-def row(label, key, fmt="{:12.2f}", get=None):
-    vals = [(get or (lambda x: x.get(key)))(R[t]) if t in R else None for t in T]
+def row(label, key, fmt="{:12.2f}", get=None, src=None):
+    src = src or (lambda t: R.get(t))
+    vals = []
+    for t in T:
+        x = src(t)
+        try: vals.append((get or (lambda x: x[key]))(x) if x else None)
+        except KeyError: vals.append(None)
     cells = [fmt.format(v) if v is not None else f"{'-':>12}" for v in vals]
     ratio = f"{vals[1] / vals[0]:7.2f}x" if all(v is not None for v in vals) and vals[0] else ""
-    L.append(f"{label:44} {cells[0]} {cells[1]} {ratio:>8}")
+    L.append(f"{label:46} {cells[0]} {cells[1]} {ratio:>8}")
+def block(src):
+    row("CPU µs (task-clock)", "cpu", src=src)
+    row("  user µs (/proc stat, 10 ms ticks)", "user", src=src); row("  sys µs (/proc stat)", "sys", src=src)
+    row("context switches (perf)", "cs", "{:12.3f}", src=src)
+    row("  voluntary (slept, woken)", "vol", "{:12.3f}", src=src); row("  involuntary (preempted)", "invol", "{:12.3f}", src=src)
+    row("cpu-migrations", "mig", "{:12.4f}", src=src)
+    row("wake-ups issued to other tasks", "wake", "{:12.3f}", src=src)
+    row("syscalls (perf raw_syscalls, untraced)", "sys_perf", src=src)
+    row("syscalls (strace -c)", None, get=lambda x: sum(c for c, e in x["sc"].values()), src=src)
+    xs = [src(t) for t in T if src(t)]
+    names = sorted({k for x in xs for k in x["sc"]}, key=lambda k: -max(x["sc"].get(k, (0, 0))[0] for x in xs))
+    for k in names:
+        if max(x["sc"].get(k, (0, 0))[0] for x in xs) < 0.005: continue
+        row(f"  {k}", None, get=lambda x, k=k: x["sc"].get(k, (0, 0))[0], src=src)
+        if any(x["sc"].get(k, (0, 0))[1] for x in xs):
+            row(f"    of which failed (EAGAIN etc.)", None, "{:12.3f}", get=lambda x, k=k: x["sc"].get(k, (0, 0))[1], src=src)
+    row("upstream nginx CPU µs (same run)", "up_cpu", src=src)
+    row("oha CPU µs (same run)", "oha_cpu", src=src)
+    row("all three, CPU µs", None, get=lambda x: x["cpu"] + x["up_cpu"] + x["oha_cpu"], src=src)
+L.append(f"per request, {'SSE' if stream == '1' else 'JSON'} upstream; closed loop {conc} connections "
+         f"(untraced {n_p} requests; strace -c {n_s}; bytes {n_b})")
+L.append(f"{'':46} {'nginxproxy':>12} {'switchboard':>12} {'sb/nginx':>8}")
 row("req/s (untraced run)", "rps", "{:12.0f}")
-row("CPU µs (task-clock)", "cpu")
-row("  user µs (/proc stat)", "user"); row("  sys µs (/proc stat)", "sys")
-row("context switches (perf)", "cs", "{:12.3f}")
-row("  voluntary (slept, woken)", "vol", "{:12.3f}"); row("  involuntary (preempted)", "invol", "{:12.3f}")
-row("cpu-migrations", "mig", "{:12.4f}")
-row("wake-ups issued to other tasks", "wake", "{:12.3f}")
-row("syscalls (perf raw_syscalls, untraced)", "sys_perf")
-row("syscalls (strace -c)", None, get=lambda x: sum(c for c, e in x["sc"].values()))
-names = sorted({k for t in R for k in R[t]["sc"]}, key=lambda k: -max(R[t]["sc"].get(k, (0, 0))[0] for t in R))
-for k in names:
-    if max(R[t]["sc"].get(k, (0, 0))[0] for t in R) < 0.005: continue
-    row(f"  {k}", None, get=lambda x, k=k: x["sc"].get(k, (0, 0))[0])
-    if any(R[t]["sc"].get(k, (0, 0))[1] for t in R):
-        row(f"    of which failed (EAGAIN etc.)", None, "{:12.3f}", get=lambda x, k=k: x["sc"].get(k, (0, 0))[1])
-for s in ("client", "upstream"):
+block(lambda t: R.get(t))
+for s_ in ("client", "upstream"):
     for d in ("read", "write"):
-        row(f"bytes {d} on {s} sockets", None, "{:12.0f}", get=lambda x, s=s, d=d: x["bytes"].get((s, d), 0))
-        row(f"  {d} calls on {s} sockets", None, "{:12.3f}", get=lambda x, s=s, d=d: x["iocalls"].get((s, d), 0))
-row("I/O calls on other fds (eventfd wake-ups)", None, "{:12.3f}", get=lambda x: sum(v for (s, d), v in x["iocalls"].items() if s == "other"))
-row("bytes read+written, all sockets", None, "{:12.0f}", get=lambda x: sum(v for (s, d), v in x["bytes"].items() if s != "other"))
+        row(f"bytes {d} on {s_} sockets", None, "{:12.0f}", get=lambda x, s_=s_, d=d: x["bytes"].get((s_, d), 0))
+        row(f"  {d} calls on {s_} sockets", None, "{:12.3f}", get=lambda x, s_=s_, d=d: x["iocalls"].get((s_, d), 0))
+row("I/O calls on other fds (eventfd wake-ups)", None, "{:12.3f}", get=lambda x: sum(v for (s_, d), v in x["iocalls"].items() if s_ == "other"))
+row("bytes read+written, all sockets", None, "{:12.0f}", get=lambda x: sum(v for (s_, d), v in x["bytes"].items() if s_ != "other"))
 row("/proc io rchar+wchar (no recvfrom/sendto)", "rwchar", "{:12.0f}")
-row("upstream nginx CPU µs (same run)", "up_cpu")
-row("oha CPU µs (same run)", "oha_cpu")
-row("all three, CPU µs", None, get=lambda x: x["cpu"] + x["up_cpu"] + x["oha_cpu"])
 if cg:
-    L.append(f"{'instructions (callgrind, 8 connections)':44} {cg.get('nginxproxy', 0):12,.0f} {cg.get('switchboard', 0):12,.0f} "
+    L.append(f"{'instructions (callgrind, 8 connections)':46} {cg.get('nginxproxy', 0):12,.0f} {cg.get('switchboard', 0):12,.0f} "
              + (f"{cg['switchboard'] / cg['nginxproxy']:7.2f}x" if cg.get('nginxproxy') and cg.get('switchboard') else ""))
+if any(R[t].get("rate") for t in R):
+    L.append(f"\nper request, open loop at {rate} req/s ({n_r} requests per measure, latency-corrected)")
+    L.append(f"{'':46} {'nginxproxy':>12} {'switchboard':>12} {'sb/nginx':>8}")
+    rs = lambda t: R.get(t, {}).get("rate")
+    row("p50 ms (untraced run)", "p50", "{:12.3f}", src=rs)
+    block(rs)
 txt = "\n".join(L)
 print(txt)
 open(os.path.join(out, "table.txt"), "w").write(txt + "\n")

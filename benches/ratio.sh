@@ -56,16 +56,18 @@ print(f"# {base}")
 print(f"# {meta.get('STREAM_LABEL', 'JSON')} upstream; {len(runs)} runs; closed loop {conc} connections {meta.get('DURATION', '')}; "
       f"open loop at {' and '.join(rates)} req/s; binary {meta.get('SWITCHBOARD_BIN', '?')}")
 print(f"\n## closed loop, {conc} connections: req/s")
-hdr = f"{'run':<5} {'direct':>8} {'nginxproxy':>10} {'switchboard':>11} {'sb/nginx':>8} {'p99 nginx':>9} {'p99 sb':>7} {'errors':>6} {'load':>5}"
+hdr = f"{'run':<5} {'direct':>8} {'nginxproxy':>10} {'switchboard':>11} {'sb/nginx':>8} {'p99 nginx':>9} {'p99 sb':>7} {'errors':>6} {'load':>5} {'others':>6}"
 if stream: hdr += f" {'ttfb50 nx':>9} {'ttfb50 sb':>9}"
 print(hdr)
-loads = {}
+loads, others = {}, {}
 lp = os.path.join(base, "load.txt")
 if os.path.exists(lp):
     for l in open(lp):
-        if l.startswith("run"):
-            parts = l.split()
-            loads[parts[0]] = parts[2] if len(parts) > 2 else "?"
+        parts = l.split()
+        if l.startswith("run") and parts[1] == "load":
+            loads[parts[0]] = parts[2]
+        elif l.startswith("run") and parts[1] == "others":
+            others[parts[0]] = parts[2]
 ratios, p99n, p99s, fbn, fbs = [], [], [], [], []
 for r in runs:
     c = {t: load(r, t, "closed") for t in T}
@@ -76,9 +78,10 @@ for r in runs:
     fbn.append(c["nginxproxy"]["fb50"]); fbs.append(c["switchboard"]["fb50"])
     line = (f"{r:<5} {c['direct']['rps']:8.0f} {c['nginxproxy']['rps']:10.0f} {c['switchboard']['rps']:11.0f} "
             f"{ratio:7.3f}x {c['nginxproxy']['p99']:9.2f} {c['switchboard']['p99']:7.2f} "
-            f"{c['nginxproxy']['err'] + c['switchboard']['err']:6d} {loads.get(r, '?'):>5}")
+            f"{c['nginxproxy']['err'] + c['switchboard']['err']:6d} {loads.get(r, '?'):>5} {others.get(r, '?'):>6}")
     if stream: line += f" {c['nginxproxy']['fb50']:9.3f} {c['switchboard']['fb50']:9.3f}"
     print(line)
+print("(load: 1-minute load average before the run; others: cores the rest of the machine kept busy during the run)")
 print(f"\nratio switchboard / nginxproxy: median {spread(ratios, '{:.3f}x')} over {len(ratios)} runs")
 print(f"p99 at {conc} connections (median over runs): switchboard {med(p99s):.2f} ms, nginxproxy {med(p99n):.2f} ms")
 if stream:
@@ -134,6 +137,10 @@ if [ -n "${WAIT_LOAD:-}" ]; then
     echo "load $(load1) >= $WAIT_LOAD: waiting" >&2; sleep 15
   done
 fi
+HZ="$(getconf CLK_TCK)"
+cpu_now() { # busy jiffies of the machine, jiffies of our reaped children, ms
+  echo "$(awk '/^cpu /{print $2+$3+$4}' /proc/stat) $(awk '{print $16+$17}' /proc/$$/stat) $(date +%s%3N)"
+}
 ports_free() { ! ss -Hltn | awk '{print $4}' | grep -qE ':(18080|18081|18090|18091|18400)$'; }
 : > "$OUT/load.txt"
 for i in $(seq 1 "$RUNS"); do
@@ -143,8 +150,14 @@ for i in $(seq 1 "$RUNS"); do
   { echo "run$i load $(load1) $(date -Is) $(cut -d' ' -f1-3 /proc/loadavg)"
     top -b -n 2 -d 1 -w 200 | awk '/^top -/{n++} n==2' | sed -n '8,13p' | sed 's/^/    /'; } >> "$OUT/load.txt"
   echo "run $i/$RUNS (load $(load1)) -> $OUT/run$i" >&2
+  read -r b0 c0 t0 < <(cpu_now)
   OUT="$OUT/run$i" TARGETS="direct nginxproxy" "$ROOT/benches/load.sh" > "$OUT/run$i.log" 2>&1 \
     || echo "run $i failed (see $OUT/run$i.log)" >&2
+  read -r b1 c1 t1 < <(cpu_now)
+  # CPU the rest of the machine used during the run, in cores: all busy time
+  # minus what this script's (reaped) process tree used.
+  echo "run$i others $(awk -v b=$((b1 - b0)) -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v hz="$HZ" \
+    'BEGIN{o=(b-c)/hz/(t/1000); printf "%.2f", (o<0?0:o)}') cores" >> "$OUT/load.txt"
 done
 echo "after: load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/load.txt"
 summary "$OUT" | tee "$OUT/summary.txt"

@@ -14,12 +14,17 @@
 #     arrives in one piece right behind it, so TTFB and whole-answer latency
 #     differ by a few µs here).
 #
-#   benches/ratio.sh                          # 5 runs, ~6 min (3 targets × (3 s + 10 s + 10 s) per run)
+#   benches/ratio.sh                          # 5 runs, ~6 min (3 targets × (3 s + 10 s + 10 s) per run;
+#                                             # up to ~10 min if 3 runs are discarded for a busy machine)
 #   STREAM=1 benches/ratio.sh
 #   SWITCHBOARD_BIN=/path/to/switchboard benches/ratio.sh   # skip the release build
 #   RUNS=3 DURATION=6s WARMUP=2s RATES="200" benches/ratio.sh
 #   WAIT_LOAD=1.0 WAIT_MAX=600 benches/ratio.sh  # first wait (at most WAIT_MAX s) for the 1-minute
 #                                                # load average to fall below WAIT_LOAD
+#   MAX_OTHERS=0.25 MAX_ATTEMPTS=8 benches/ratio.sh  # (the defaults) a run during which the rest of the
+#                                                # machine kept more than MAX_OTHERS cores busy (user+system
+#                                                # time of all processes not ours, /proc/stat) is discarded and
+#                                                # repeated, at most MAX_ATTEMPTS runs in all; MAX_OTHERS= keeps all
 #   benches/ratio.sh --summary DIR            # print the summary of an earlier run again
 #
 # Raw oha JSON per run: $OUT/run<i>/ (default OUT: $BENCH_STATE/ratio/<timestamp>[-stream]);
@@ -59,15 +64,17 @@ print(f"\n## closed loop, {conc} connections: req/s")
 hdr = f"{'run':<5} {'direct':>8} {'nginxproxy':>10} {'switchboard':>11} {'sb/nginx':>8} {'p99 nginx':>9} {'p99 sb':>7} {'errors':>6} {'load':>5} {'others':>6}"
 if stream: hdr += f" {'ttfb50 nx':>9} {'ttfb50 sb':>9}"
 print(hdr)
-loads, others = {}, {}
+loads, others, discarded = {}, {}, []
 lp = os.path.join(base, "load.txt")
 if os.path.exists(lp):
     for l in open(lp):
         parts = l.split()
         if l.startswith("run") and parts[1] == "load":
-            loads[parts[0]] = parts[2]
+            loads[parts[0]] = parts[2]   # the last attempt's (the kept one)
         elif l.startswith("run") and parts[1] == "others":
             others[parts[0]] = parts[2]
+        elif l.startswith("run") and parts[1] == "discarded":
+            discarded.append(l.strip())
 ratios, p99n, p99s, fbn, fbs = [], [], [], [], []
 for r in runs:
     c = {t: load(r, t, "closed") for t in T}
@@ -82,6 +89,7 @@ for r in runs:
     if stream: line += f" {c['nginxproxy']['fb50']:9.3f} {c['switchboard']['fb50']:9.3f}"
     print(line)
 print("(load: 1-minute load average before the run; others: cores the rest of the machine kept busy during the run)")
+for d in discarded: print("discarded: " + d)
 print(f"\nratio switchboard / nginxproxy: median {spread(ratios, '{:.3f}x')} over {len(ratios)} runs")
 print(f"p99 at {conc} connections (median over runs): switchboard {med(p99s):.2f} ms, nginxproxy {med(p99n):.2f} ms")
 if stream:
@@ -114,6 +122,8 @@ PYEOF
 if [ "${1:-}" = "--summary" ]; then summary "$2"; exit; fi
 
 RUNS="${RUNS:-5}"
+MAX_OTHERS="${MAX_OTHERS-0.25}"        # discard a run if the rest of the machine kept more cores busy ("" keeps all)
+MAX_ATTEMPTS="${MAX_ATTEMPTS:-$((RUNS + 3))}"
 STREAM="${STREAM:-0}"
 export DURATION="${DURATION:-10s}" WARMUP="${WARMUP:-3s}" RATES="${RATES:-200}" CONC="${CONC:-32}" STREAM
 export BENCH_STATE="${BENCH_STATE:-$HOME/.cache/switchboard-bench}"
@@ -143,21 +153,32 @@ cpu_now() { # busy jiffies of the machine, jiffies of our reaped children, ms
 }
 ports_free() { ! ss -Hltn | awk '{print $4}' | grep -qE ':(18080|18081|18090|18091|18400)$'; }
 : > "$OUT/load.txt"
-for i in $(seq 1 "$RUNS"); do
+i=1; attempt=0
+while [ "$i" -le "$RUNS" ] && [ "$attempt" -lt "$MAX_ATTEMPTS" ]; do
+  attempt=$((attempt + 1))
   # another harness run (another session) may hold the ports: wait for them, bounded
   for _ in $(seq 1 60); do ports_free && break; sleep 5; done
   ports_free || { echo "ports 18080/18081/18090/18091/18400 still busy; giving up" >&2; exit 1; }
   { echo "run$i load $(load1) $(date -Is) $(cut -d' ' -f1-3 /proc/loadavg)"
     top -b -n 2 -d 1 -w 200 | awk '/^top -/{n++} n==2' | sed -n '8,13p' | sed 's/^/    /'; } >> "$OUT/load.txt"
-  echo "run $i/$RUNS (load $(load1)) -> $OUT/run$i" >&2
+  echo "run $i/$RUNS, attempt $attempt/$MAX_ATTEMPTS (load $(load1)) -> $OUT/run$i" >&2
   read -r b0 c0 t0 < <(cpu_now)
   OUT="$OUT/run$i" TARGETS="direct nginxproxy" "$ROOT/benches/load.sh" > "$OUT/run$i.log" 2>&1 \
     || echo "run $i failed (see $OUT/run$i.log)" >&2
   read -r b1 c1 t1 < <(cpu_now)
   # CPU the rest of the machine used during the run, in cores: all busy time
-  # minus what this script's (reaped) process tree used.
-  echo "run$i others $(awk -v b=$((b1 - b0)) -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v hz="$HZ" \
-    'BEGIN{o=(b-c)/hz/(t/1000); printf "%.2f", (o<0?0:o)}') cores" >> "$OUT/load.txt"
+  # (user + nice + system, not softirq) minus what this script's reaped process tree used.
+  others=$(awk -v b=$((b1 - b0)) -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v hz="$HZ" \
+    'BEGIN{o=(b-c)/hz/(t/1000); printf "%.2f", (o<0?0:o)}')
+  echo "run$i others $others cores" >> "$OUT/load.txt"
+  if [ -n "$MAX_OTHERS" ] && awk -v o="$others" -v m="$MAX_OTHERS" 'BEGIN{exit !(o > m)}'; then
+    echo "  run $i discarded: the rest of the machine kept $others cores busy (> MAX_OTHERS=$MAX_OTHERS)" >&2
+    echo "run$i discarded (others $others cores): kept as discarded-$attempt" >> "$OUT/load.txt"
+    mv "$OUT/run$i" "$OUT/discarded-$attempt"; mv "$OUT/run$i.log" "$OUT/discarded-$attempt.log"
+    continue
+  fi
+  i=$((i + 1))
 done
+[ "$i" -gt "$RUNS" ] || echo "only $((i - 1)) of $RUNS runs kept after $MAX_ATTEMPTS attempts" >&2
 echo "after: load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/load.txt"
 summary "$OUT" | tee "$OUT/summary.txt"

@@ -61,10 +61,10 @@ print(f"# {base}")
 print(f"# {meta.get('STREAM_LABEL', 'JSON')} upstream; {len(runs)} runs; closed loop {conc} connections {meta.get('DURATION', '')}; "
       f"open loop at {' and '.join(rates)} req/s; binary {meta.get('SWITCHBOARD_BIN', '?')}")
 print(f"\n## closed loop, {conc} connections: req/s")
-hdr = f"{'run':<5} {'direct':>8} {'nginxproxy':>10} {'switchboard':>11} {'sb/nginx':>8} {'p99 nginx':>9} {'p99 sb':>7} {'errors':>6} {'load':>5} {'others':>6}"
+hdr = f"{'run':<5} {'direct':>8} {'nginxproxy':>10} {'switchboard':>11} {'sb/nginx':>8} {'p99 nginx':>9} {'p99 sb':>7} {'errors':>6} {'load':>5} {'others':>6} {'steal':>5}"
 if stream: hdr += f" {'ttfb50 nx':>9} {'ttfb50 sb':>9}"
 print(hdr)
-loads, others, discarded = {}, {}, []
+loads, others, discarded, steals = {}, {}, [], {}
 lp = os.path.join(base, "load.txt")
 if os.path.exists(lp):
     for l in open(lp):
@@ -73,6 +73,8 @@ if os.path.exists(lp):
             loads[parts[0]] = parts[2]   # the last attempt's (the kept one)
         elif l.startswith("run") and parts[1] == "others":
             others[parts[0]] = parts[2]
+        elif l.startswith("run") and parts[1] == "steal":
+            steals[parts[0]] = parts[2]
         elif l.startswith("run") and parts[1] == "discarded":
             discarded.append(l.strip())
 ratios, p99n, p99s, fbn, fbs = [], [], [], [], []
@@ -85,10 +87,11 @@ for r in runs:
     fbn.append(c["nginxproxy"]["fb50"]); fbs.append(c["switchboard"]["fb50"])
     line = (f"{r:<5} {c['direct']['rps']:8.0f} {c['nginxproxy']['rps']:10.0f} {c['switchboard']['rps']:11.0f} "
             f"{ratio:7.3f}x {c['nginxproxy']['p99']:9.2f} {c['switchboard']['p99']:7.2f} "
-            f"{c['nginxproxy']['err'] + c['switchboard']['err']:6d} {loads.get(r, '?'):>5} {others.get(r, '?'):>6}")
+            f"{c['nginxproxy']['err'] + c['switchboard']['err']:6d} {loads.get(r, '?'):>5} {others.get(r, '?'):>6} {steals.get(r, '?'):>5}")
     if stream: line += f" {c['nginxproxy']['fb50']:9.3f} {c['switchboard']['fb50']:9.3f}"
     print(line)
-print("(load: 1-minute load average before the run; others: cores the rest of the machine kept busy during the run)")
+print("(load: 1-minute load average before the run; others: cores the rest of the machine kept busy during the run;")
+print("  steal: cores' worth of time the hypervisor gave to other guests during the run)")
 for d in discarded: print("discarded: " + d)
 print(f"\nratio switchboard / nginxproxy: median {spread(ratios, '{:.3f}x')} over {len(ratios)} runs")
 print(f"p99 at {conc} connections (median over runs): switchboard {med(p99s):.2f} ms, nginxproxy {med(p99n):.2f} ms")
@@ -149,7 +152,7 @@ if [ -n "${WAIT_LOAD:-}" ]; then
 fi
 HZ="$(getconf CLK_TCK)"
 cpu_now() { # busy jiffies of the machine, jiffies of our reaped children, ms
-  echo "$(awk '/^cpu /{print $2+$3+$4}' /proc/stat) $(awk '{print $16+$17}' /proc/$$/stat) $(date +%s%3N)"
+  echo "$(awk '/^cpu /{print $2+$3+$4}' /proc/stat) $(awk '{print $16+$17}' /proc/$$/stat) $(date +%s%3N) $(awk '/^cpu /{print $9}' /proc/stat)"
 }
 ports_free() { ! ss -Hltn | awk '{print $4}' | grep -qE ':(18080|18081|18090|18091|18400)$'; }
 : > "$OUT/load.txt"
@@ -162,15 +165,17 @@ while [ "$i" -le "$RUNS" ] && [ "$attempt" -lt "$MAX_ATTEMPTS" ]; do
   { echo "run$i load $(load1) $(date -Is) $(cut -d' ' -f1-3 /proc/loadavg)"
     top -b -n 2 -d 1 -w 200 | awk '/^top -/{n++} n==2' | sed -n '8,13p' | sed 's/^/    /'; } >> "$OUT/load.txt"
   echo "run $i/$RUNS, attempt $attempt/$MAX_ATTEMPTS (load $(load1)) -> $OUT/run$i" >&2
-  read -r b0 c0 t0 < <(cpu_now)
+  read -r b0 c0 t0 s0 < <(cpu_now)
   OUT="$OUT/run$i" TARGETS="direct nginxproxy" "$ROOT/benches/load.sh" > "$OUT/run$i.log" 2>&1 \
     || echo "run $i failed (see $OUT/run$i.log)" >&2
-  read -r b1 c1 t1 < <(cpu_now)
+  read -r b1 c1 t1 s1 < <(cpu_now)
   # CPU the rest of the machine used during the run, in cores: all busy time
   # (user + nice + system, not softirq) minus what this script's reaped process tree used.
   others=$(awk -v b=$((b1 - b0)) -v c=$((c1 - c0)) -v t=$((t1 - t0)) -v hz="$HZ" \
     'BEGIN{o=(b-c)/hz/(t/1000); printf "%.2f", (o<0?0:o)}')
+  steal=$(awk -v s=$((s1 - s0)) -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN{printf "%.2f", s/hz/(t/1000)}')
   echo "run$i others $others cores" >> "$OUT/load.txt"
+  echo "run$i steal $steal cores (time the hypervisor ran something else)" >> "$OUT/load.txt"
   if [ -n "$MAX_OTHERS" ] && awk -v o="$others" -v m="$MAX_OTHERS" 'BEGIN{exit !(o > m)}'; then
     echo "  run $i discarded: the rest of the machine kept $others cores busy (> MAX_OTHERS=$MAX_OTHERS)" >&2
     echo "run$i discarded (others $others cores): kept as discarded-$attempt" >> "$OUT/load.txt"

@@ -7,7 +7,9 @@
 #     context switches (voluntary = went to sleep and was woken, involuntary =
 #     preempted; /proc/PID/task/*/status), cpu-migrations, wake-ups the proxy
 #     issued to other tasks (sched:sched_wakeup counted in its context), and
-#     syscalls (raw_syscalls:sys_enter): all untraced, NPERF requests;
+#     syscalls (raw_syscalls:sys_enter): all untraced, NPERF requests in a
+#     closed loop and NRATE in an open loop at RATE req/s, the two proxies
+#     alternating REPS times (medians: CPU figures move ±20% between sittings);
 #   - the same CPU for the upstream nginx and for oha during that run (what the
 #     proxy makes its neighbours on these two cores spend);
 #   - syscalls by name (strace -c -f -p PID, N requests; strace slows the
@@ -21,14 +23,14 @@
 #   benches/syscalls.sh                        # JSON upstream
 #   STREAM=1 benches/syscalls.sh               # the SSE upstream
 #   SWITCHBOARD_BIN=/path/to/switchboard benches/syscalls.sh   # skip the release build
-#   N=20000 NB=3000 NPERF=100000 NCG=3000 C=32 CALLGRIND=0 benches/syscalls.sh
+#   N=20000 NB=3000 NPERF=100000 NCG=3000 C=32 RATE=200 NRATE=2000 REPS=3 CALLGRIND=0 benches/syscalls.sh
 #
 # Needs nginx, oha, perf, strace, valgrind. Loopback ports 18080/18081,
 # 18090/18091, 18400. Every oha run is bounded by -n and by `timeout`.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 N="${N:-20000}"; NB="${NB:-3000}"; NPERF="${NPERF:-100000}"; NCG="${NCG:-3000}"; C="${C:-32}"
-RATE="${RATE:-200}"; NRATE="${NRATE:-2000}"
+RATE="${RATE:-200}"; NRATE="${NRATE:-2000}"; REPS="${REPS:-3}"
 CALLGRIND="${CALLGRIND:-1}"; STREAM="${STREAM:-0}"
 if [ "$STREAM" = 1 ]; then UP=18081; PX=18091; BODY="$BENCH/request-stream.json"
 else UP=18080; PX=18090; BODY="$BENCH/request.json"; fi
@@ -68,39 +70,51 @@ ticks() { # comma-separated pids -> "user sys vol invol rchar wchar" summed over
   echo "$u $s $v $iv $rc $wc"
 }
 EVENTS=task-clock,context-switches,cpu-migrations,raw_syscalls:sys_enter,sched:sched_wakeup
-measure() { # name url pids
-  local name="$1" url="$2" pids="$3" sp pu ph n extra
-  echo "== $name (pids $pids)" >&2
-  oha_n 5000 "$url"                                          # warm (connections, pools)
-  for ph in closed rate; do
-    if [ "$ph" = closed ]; then n="$NPERF"; extra=(); else n="$NRATE"; extra=(-q "$RATE" --latency-correction); fi
-    # 1. untraced: perf stat on the proxy and on the upstream, oha under perf stat too
-    echo "$(ticks "$pids")" > "$OUT/$name.$ph.ticks0"
-    perf stat -x, -o "$OUT/$name.$ph.perf" -e "$EVENTS" -p "$pids" & sp=$!
-    perf stat -x, -o "$OUT/$name.$ph.up.perf" -e task-clock,context-switches -p "$UPW" & pu=$!
-    sleep 0.5
-    perf stat -x, -o "$OUT/$name.$ph.oha.perf" -e task-clock,context-switches -- \
-      timeout 300 "$OHA" --no-tui --worker-threads 1 -m POST -T application/json -D "$BODY" \
-        -H 'Authorization: Bearer dummy' -c "$C" -n "$n" "${extra[@]}" \
-        --output-format json -o "$OUT/$name.$ph.perf.json" "$url" >/dev/null
-    kill -INT "$sp" "$pu"; wait "$sp" "$pu" 2>/dev/null || true
-    echo "$(ticks "$pids")" > "$OUT/$name.$ph.ticks1"
-    # 2. syscalls by name
-    [ "$ph" = closed ] && n="$N"
-    strace -c -f -o "$OUT/$name.$ph.strace-c" -p "$pids" 2>/dev/null & sp=$!
-    sleep 1
-    oha_n "$n" "$url" "$OUT/$name.$ph.strace.json" "${extra[@]}"
-    kill -INT "$sp"; wait "$sp" 2>/dev/null || true
-  done
-  # 3. bytes per socket side (closed loop)
+untraced() { # name url pids phase rep: perf stat on the proxy and the upstream, oha under perf stat too
+  local name="$1" url="$2" pids="$3" ph="$4" f="$OUT/$1.$4.$5" sp pu n extra
+  if [ "$ph" = closed ]; then n="$NPERF"; extra=(); else n="$NRATE"; extra=(-q "$RATE" --latency-correction); fi
+  echo "$(ticks "$pids")" > "$f.ticks0"
+  perf stat -x, -o "$f.perf" -e "$EVENTS" -p "$pids" & sp=$!
+  perf stat -x, -o "$f.up.perf" -e task-clock,context-switches -p "$UPW" & pu=$!
+  sleep 0.5
+  perf stat -x, -o "$f.oha.perf" -e task-clock,context-switches -- \
+    timeout 300 "$OHA" --no-tui --worker-threads 1 -m POST -T application/json -D "$BODY" \
+      -H 'Authorization: Bearer dummy' -c "$C" -n "$n" "${extra[@]}" \
+      --output-format json -o "$f.perf.json" "$url" >/dev/null
+  kill -INT "$sp" "$pu"; wait "$sp" "$pu" 2>/dev/null || true
+  echo "$(ticks "$pids")" > "$f.ticks1"
+}
+traced() { # name url pids: syscalls by name (closed loop and open loop), bytes per socket side
+  local name="$1" url="$2" pids="$3" sp
+  echo "== $name: strace (pids $pids)" >&2
+  strace -c -f -o "$OUT/$name.closed.strace-c" -p "$pids" 2>/dev/null & sp=$!
+  sleep 1
+  oha_n "$N" "$url" "$OUT/$name.closed.strace.json"
+  kill -INT "$sp"; wait "$sp" 2>/dev/null || true
+  strace -c -f -o "$OUT/$name.rate.strace-c" -p "$pids" 2>/dev/null & sp=$!
+  sleep 1
+  oha_n "$NRATE" "$url" "$OUT/$name.rate.strace.json" -q "$RATE" --latency-correction
+  kill -INT "$sp"; wait "$sp" 2>/dev/null || true
   strace -f -yy -s 0 -e trace=read,write,recvfrom,sendto,readv,writev,recvmsg,sendmsg,sendfile,splice \
     -o "$OUT/$name.strace-io" -p "$pids" 2>/dev/null & sp=$!
   sleep 1
   oha_n "$NB" "$url" "$OUT/$name.io.json"
   kill -INT "$sp"; wait "$sp" 2>/dev/null || true
 }
-measure nginxproxy "http://127.0.0.1:$PX/v1/chat/completions" "$PXW"
-measure switchboard "http://127.0.0.1:18400/v1/chat/completions" "$SB"
+NAMES=(nginxproxy switchboard)
+URLS=("http://127.0.0.1:$PX/v1/chat/completions" "http://127.0.0.1:18400/v1/chat/completions")
+PIDLIST=("$PXW" "$SB")
+for k in 0 1; do oha_n 5000 "${URLS[$k]}"; done               # warm (connections, pools)
+# the untraced measures alternate between the two proxies, REPS times (medians reported)
+for rep in $(seq 1 "$REPS"); do
+  for ph in closed rate; do
+    for k in 0 1; do
+      echo "== ${NAMES[$k]}: perf, $ph, rep $rep/$REPS" >&2
+      untraced "${NAMES[$k]}" "${URLS[$k]}" "${PIDLIST[$k]}" "$ph" "$rep"
+    done
+  done
+done
+for k in 0 1; do traced "${NAMES[$k]}" "${URLS[$k]}" "${PIDLIST[$k]}"; done
 kill "$PXM" "$SB"; wait "$PXM" "$SB" 2>/dev/null || true
 
 # 4. instructions per request, each proxy alone under callgrind (same upstream, same load)
@@ -130,9 +144,9 @@ if [ "$CALLGRIND" = 1 ]; then
   done
 fi
 
-python3 - "$OUT" "$HZ" "$UP" "$STREAM" "$N" "$NB" "$NPERF" "$C" "$RATE" "$NRATE" <<'PYEOF'
-import json, os, re, sys
-out, hz, up, stream, n_s, n_b, n_p, conc, rate, n_r = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], *map(int, sys.argv[5:11])
+python3 - "$OUT" "$HZ" "$UP" "$STREAM" "$N" "$NB" "$NPERF" "$C" "$RATE" "$NRATE" "$REPS" <<'PYEOF'
+import json, os, re, statistics, sys
+out, hz, up, stream, n_s, n_b, n_p, conc, rate, n_r, reps = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], *map(int, sys.argv[5:12])
 T = ("nginxproxy", "switchboard")
 def ok(path):
     d = json.load(open(path))
@@ -184,8 +198,17 @@ def strace_io(path):
         if ret > 0: side[(s, d)] = side.get((s, d), 0) + ret
     return side, calls
 def phase(t, ph):
-    f = lambda suffix: os.path.join(out, f"{t}.{ph}.{suffix}")
-    if not os.path.exists(f("perf")): return None
+    reps = [phase_rep(t, ph, r) for r in range(1, 100) if os.path.exists(os.path.join(out, f"{t}.{ph}.{r}.perf"))]
+    if not reps: return None
+    x = {k: statistics.median(r[k] for r in reps) for k in reps[0]}
+    x["cpu_all"] = [r["cpu"] for r in reps]
+    x["tot_all"] = [r["cpu"] + r["up_cpu"] + r["oha_cpu"] for r in reps]
+    x["rps_all"] = [r["rps"] for r in reps]
+    ns, _ = ok(os.path.join(out, f"{t}.{ph}.strace.json"))
+    x["sc"] = {k: (c / ns, e / ns) for k, (c, e) in strace_c(os.path.join(out, f"{t}.{ph}.strace-c")).items()}
+    return x
+def phase_rep(t, ph, rep):
+    f = lambda suffix: os.path.join(out, f"{t}.{ph}.{rep}.{suffix}")
     x = {}
     np_, pj = ok(f("perf.json"))
     x["rps"] = np_ / pj["summary"]["total"]
@@ -203,8 +226,6 @@ def phase(t, ph):
     dl = [bb - aa for aa, bb in zip(a, b)]
     x["user"] = dl[0] / hz / np_ * 1e6; x["sys"] = dl[1] / hz / np_ * 1e6
     x["vol"] = dl[2] / np_; x["invol"] = dl[3] / np_; x["rwchar"] = (dl[4] + dl[5]) / np_
-    ns, _ = ok(f("strace.json"))
-    x["sc"] = {k: (c / ns, e / ns) for k, (c, e) in strace_c(f("strace-c")).items()}
     return x
 R = {}
 for t in T:
@@ -251,11 +272,15 @@ def block(src):
             row(f"    of which failed (EAGAIN etc.)", None, "{:12.3f}", get=lambda x, k=k: x["sc"].get(k, (0, 0))[1], src=src)
     row("upstream nginx CPU µs (same run)", "up_cpu", src=src)
     row("oha CPU µs (same run)", "oha_cpu", src=src)
-    row("all three, CPU µs", None, get=lambda x: x["cpu"] + x["up_cpu"] + x["oha_cpu"], src=src)
+    row("all three, CPU µs", None, get=lambda x: statistics.median(x["tot_all"]), src=src)
+    xs = [src(t) for t in T]
+    if all(xs):
+        L.append(f"{'  (each rep: proxy CPU µs; all three)':46} " + "  ".join(
+            f"{t}: " + ", ".join(f"{a:.1f}; {b:.1f}" for a, b in zip(x["cpu_all"], x["tot_all"])) for t, x in zip(T, xs)))
 L.append(f"per request, {'SSE' if stream == '1' else 'JSON'} upstream; closed loop {conc} connections "
-         f"(untraced {n_p} requests; strace -c {n_s}; bytes {n_b})")
+         f"(untraced: {n_p} requests, medians of {reps} alternating reps; strace -c {n_s}; bytes {n_b})")
 L.append(f"{'':46} {'nginxproxy':>12} {'switchboard':>12} {'sb/nginx':>8}")
-row("req/s (untraced run)", "rps", "{:12.0f}")
+row("req/s (untraced runs, median)", "rps", "{:12.0f}")
 block(lambda t: R.get(t))
 for s_ in ("client", "upstream"):
     for d in ("read", "write"):
@@ -268,7 +293,7 @@ if cg:
     L.append(f"{'instructions (callgrind, 8 connections)':46} {cg.get('nginxproxy', 0):12,.0f} {cg.get('switchboard', 0):12,.0f} "
              + (f"{cg['switchboard'] / cg['nginxproxy']:7.2f}x" if cg.get('nginxproxy') and cg.get('switchboard') else ""))
 if any(R[t].get("rate") for t in R):
-    L.append(f"\nper request, open loop at {rate} req/s ({n_r} requests per measure, latency-corrected)")
+    L.append(f"\nper request, open loop at {rate} req/s ({n_r} requests per measure, latency-corrected, medians of {reps} reps)")
     L.append(f"{'':46} {'nginxproxy':>12} {'switchboard':>12} {'sb/nginx':>8}")
     rs = lambda t: R.get(t, {}).get("rate")
     row("p50 ms (untraced run)", "p50", "{:12.3f}", src=rs)

@@ -107,20 +107,9 @@ impl ResponsesStream {
 
     /// The gateway's `response.failed`, ending a stream it breaks off.
     pub fn failed_event(&self, message: &str, code: &str) -> Bytes {
-        let mut out =
-            b"event: response.failed\ndata: {\"type\":\"response.failed\",\"sequence_number\":"
-                .to_vec();
-        out.extend_from_slice(self.events.to_string().as_bytes());
-        out.extend_from_slice(b",\"response\":{\"id\":");
-        push_json(&mut out, self.id.as_deref().unwrap_or("resp_switchboard"));
-        out.extend_from_slice(b",\"object\":\"response\",\"status\":\"failed\",\"model\":");
-        push_json(&mut out, self.model.as_deref().unwrap_or_default());
-        out.extend_from_slice(b",\"output\":[],\"error\":{\"code\":");
-        push_json(&mut out, code);
-        out.extend_from_slice(b",\"message\":");
-        push_json(&mut out, message);
-        out.extend_from_slice(b"}}}\n\n");
-        Bytes::from(out)
+        let id = self.id.as_deref().unwrap_or("resp_switchboard");
+        let model = self.model.as_deref().unwrap_or_default();
+        failed_event(Some(self.events), id, model, message, code)
     }
 
     pub fn feed(&mut self, chunk: Bytes) -> Option<Bytes> {
@@ -300,6 +289,32 @@ fn glance(frame: &[u8]) -> Option<&[u8]> {
     let data = rest.strip_prefix(b"data:")?;
     let data = data.strip_prefix(b" ").unwrap_or(data);
     (data.first() == Some(&b'{')).then_some(name)
+}
+
+/// `response.failed` for response `id` of `model`, with its
+/// `sequence_number` when the stream numbered its events.
+pub(super) fn failed_event(
+    seq: Option<u64>,
+    id: &str,
+    model: &str,
+    message: &str,
+    code: &str,
+) -> Bytes {
+    let mut out = b"event: response.failed\ndata: {\"type\":\"response.failed\"".to_vec();
+    if let Some(seq) = seq {
+        out.extend_from_slice(b",\"sequence_number\":");
+        out.extend_from_slice(seq.to_string().as_bytes());
+    }
+    out.extend_from_slice(b",\"response\":{\"id\":");
+    push_json(&mut out, id);
+    out.extend_from_slice(b",\"object\":\"response\",\"status\":\"failed\",\"model\":");
+    push_json(&mut out, model);
+    out.extend_from_slice(b",\"output\":[],\"error\":{\"code\":");
+    push_json(&mut out, code);
+    out.extend_from_slice(b",\"message\":");
+    push_json(&mut out, message);
+    out.extend_from_slice(b"}}}\n\n");
+    Bytes::from(out)
 }
 
 #[cfg(test)]

@@ -252,6 +252,9 @@ pub(super) async fn start_stream(
             return refused;
         }
         if let Some(first) = first {
+            if decoder.done() {
+                body = super::relay::end_in_hand(body).await;
+            }
             return Attempted::Streaming {
                 status,
                 headers,

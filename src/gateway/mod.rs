@@ -19,6 +19,7 @@ pub mod door;
 pub mod error;
 mod flight;
 mod give_up;
+mod header_timer;
 pub mod json;
 mod metrics;
 mod named;

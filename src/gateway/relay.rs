@@ -9,6 +9,7 @@
 //! (the decoders add it). The token count is settled when the stream ends,
 //! or when the client drops it.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::time::{Instant, Sleep};
 
 use super::flight::Flight;
@@ -26,6 +27,48 @@ use crate::events::RequestOutcome;
 use crate::router::Verdict;
 
 pub(super) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
+
+/// Pending once, after waking its own task, so that the tasks woken before
+/// it run first. On a serving thread's current-thread runtime one of them
+/// is the upstream connection's: it hands a body's end over only on its
+/// next turn, even when the end came in the same read as the last event.
+struct OneTurn(bool);
+
+impl Future for OneTurn {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+/// For a stream whose answer is already complete (its last event read): the
+/// upstream's end, when it is one turn away, is taken now, so that the
+/// client gets the events and the end of the body in one write, and is
+/// woken once, not twice (a short answer streamed in one piece; under load
+/// one `send` a stream less). Anything else is put back as it came.
+pub(super) async fn end_in_hand(mut body: ByteStream) -> ByteStream {
+    let mut next =
+        futures_util::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_next(cx))).await;
+    if next.is_pending() {
+        OneTurn(false).await;
+        next = futures_util::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_next(cx))).await;
+    }
+    match next {
+        Poll::Pending => body,
+        // Nothing more: the relay ends at its first look (no allocation:
+        // the empty stream has no size).
+        Poll::Ready(None) => Box::pin(futures_util::stream::empty()),
+        Poll::Ready(Some(item)) => {
+            Box::pin(futures_util::stream::once(std::future::ready(item)).chain(body))
+        }
+    }
+}
 
 /// The rest of an upstream's stream once its first bytes are ready, and
 /// how the relay is to watch it: the attempt's own limits and who sends it.
@@ -52,6 +95,9 @@ pub(super) struct Relay {
     /// Skipped frames already logged.
     skipped: u64,
     ended: bool,
+    /// The answer's last bytes were held for one turn, to go out with the
+    /// upstream's end (see [`OneTurn`]).
+    held_for_end: bool,
 }
 
 /// The idle timer. The sleep is not re-armed per chunk (that would touch
@@ -104,6 +150,7 @@ impl Relay {
             idle,
             skipped,
             ended: false,
+            held_for_end: false,
         }
     }
 
@@ -301,6 +348,17 @@ impl Stream for Relay {
                         return this.upstream_error(out);
                     }
                     if let Some(out) = out {
+                        if this.decoder.done() && !this.held_for_end {
+                            // The answer is complete: one turn for the
+                            // upstream's end to arrive, so that both go out
+                            // in one write. (Held in `first`, which goes out
+                            // at the next look, whatever has come by then.)
+                            this.held_for_end = true;
+                            this.sent += out.len() as u64;
+                            this.first = Some(out);
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
                         return this.send(out);
                     }
                 }
@@ -336,5 +394,63 @@ impl Drop for Relay {
             // upstream request. Count what was streamed so far.
             self.end(RequestOutcome::ClientClosed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyDataStream, Empty};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// An upstream that sends its whole stream, last event and end of body,
+    /// in one write, as a short answer often comes.
+    async fn one_piece_stream() -> ByteStream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await.unwrap();
+            let event = "data: [DONE]\n\n";
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n0\r\n\r\n",
+                event.len()
+            );
+            s.write_all(answer.as_bytes()).await.unwrap();
+            let _ = s.read(&mut buf).await;
+        });
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let request = axum::http::Request::post("/v1/chat/completions")
+            .header("host", "upstream")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = send.send_request(request).await.unwrap();
+        let mut body: ByteStream = Box::pin(BodyDataStream::new(response.into_body()));
+        let first = body.next().await.unwrap().unwrap();
+        assert_eq!(&first[..], b"data: [DONE]\n\n");
+        body
+    }
+
+    fn polled_now(body: &mut ByteStream) -> Poll<Option<Result<Bytes, hyper::Error>>> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        body.as_mut().poll_next(&mut cx)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_end_read_with_the_last_event_is_in_hand_after_one_turn() {
+        // Without the turn the end is not there yet: the response would go
+        // out in two writes (the events, then the end of the body).
+        let mut body = one_piece_stream().await;
+        assert!(polled_now(&mut body).is_pending());
+
+        let body = one_piece_stream().await;
+        let mut body = end_in_hand(body).await;
+        assert!(matches!(polled_now(&mut body), Poll::Ready(None)));
     }
 }

@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::header_timer::{HeaderTimer, Shelf};
 use super::{Gateway, Peer, proxy};
 
 thread_local! {
@@ -124,6 +125,9 @@ impl Gateway {
                 let router = gateway.router();
                 let graceful = GracefulShutdown::new();
                 runtime.block_on(async {
+                    let shelf = std::sync::Arc::new(Shelf::default());
+                    tokio::spawn(shelf.clone().run());
+                    let timer = HeaderTimer(shelf);
                     let listener = match TcpListener::from_std(listener) {
                         Ok(listener) => listener,
                         Err(e) => {
@@ -138,7 +142,7 @@ impl Gateway {
                             _ = stop.cancelled() => break,
                             accepted = listener.accept() => match accepted {
                                 Ok((stream, peer)) => {
-                                    gateway.serve_connection(&router, &graceful, stream, peer);
+                                    gateway.serve_connection(&router, &graceful, &timer, stream, peer);
                                 }
                                 Err(_) if stop.is_cancelled() => break,
                                 Err(e) => {
@@ -168,12 +172,13 @@ impl Gateway {
         &self,
         router: &axum::Router,
         graceful: &GracefulShutdown,
+        timer: &HeaderTimer,
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
     ) {
         let _ = stream.set_nodelay(true);
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(hyper_util::rt::TokioTimer::new())
+        http.timer(timer.clone())
             .header_read_timeout(self.settings().header_read_timeout)
             // Headers and a small body in one write(2) rather than a writev.
             .writev(false);

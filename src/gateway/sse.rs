@@ -78,12 +78,88 @@ enum Action {
     Replace(Vec<u8>),
 }
 
-#[derive(Deserialize)]
-struct ChunkProbe {
-    #[serde(default)]
-    usage: Option<Usage>,
-    #[serde(default)]
-    choices: Option<Vec<serde::de::IgnoredAny>>,
+/// An OpenAI `usage` value as `serde_json::from_slice::<Option<Usage>>`
+/// reads it (`null` is none; an object's three counts, each a whole number
+/// or absent, a count named twice refused; other members ignored), without
+/// serde: its visitor machinery was a quarter of reading a whole answer.
+/// `tests::usage_reads_as_serde_does` holds it to serde.
+pub(crate) fn read_usage(value: &[u8]) -> Result<Option<Usage>, ()> {
+    let value = value.trim_ascii();
+    if value == b"null" {
+        return Ok(None);
+    }
+    if value.first() != Some(&b'{') {
+        return Err(());
+    }
+    let mut counts = [None; 3];
+    json::object_members(value, |key, v| {
+        let i = match key {
+            b"prompt_tokens" => 0,
+            b"completion_tokens" => 1,
+            b"total_tokens" => 2,
+            _ => return Ok(()),
+        };
+        if counts[i].is_some() {
+            return Err("a count named twice");
+        }
+        counts[i] = Some(whole_number(v).ok_or("not a count")?);
+        Ok(())
+    })
+    .map_err(|_| ())?;
+    let [prompt, completion, total] = counts.map(Option::unwrap_or_default);
+    Ok(Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: total,
+    }))
+}
+
+/// A JSON number that is a `u64` to serde: digits that fit; no sign (not
+/// even `-0`), no fraction, no exponent.
+fn whole_number(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// A chunk's `usage` (`Ok(None)` when it has none or it is `null`) and
+/// whether it carries no choices; `Err` when it is not one JSON object or
+/// its usage is not token counts: as `serde_json` read them into a probe
+/// struct, without serde.
+fn probe_chunk(payload: &[u8]) -> Result<(Option<Usage>, bool), ()> {
+    let mut usage = None;
+    let mut seen = [false; 2];
+    let mut no_choices = true;
+    json::object_members(payload, |key, value| {
+        match key {
+            b"usage" => {
+                if std::mem::replace(&mut seen[0], true) {
+                    return Err("a second `usage`");
+                }
+                usage = read_usage(value).map_err(|_| "a `usage` that is not token counts")?;
+            }
+            b"choices" => {
+                if std::mem::replace(&mut seen[1], true) {
+                    return Err("a second `choices`");
+                }
+                no_choices = match value.first() {
+                    Some(b'[') => value[1..].trim_ascii_start().first() == Some(&b']'),
+                    _ if value == b"null" => true,
+                    _ => return Err("`choices` that is not a list"),
+                };
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+    .map_err(|_| ())?;
+    Ok((usage, no_choices))
 }
 
 /// The name on an event's `event:` line, when it starts with one: read
@@ -409,11 +485,9 @@ impl SseScanner {
             self.saw_error = true;
         }
         if (patterns.usage.find(payload).is_some() || patterns.usage_spaced.find(payload).is_some())
-            && let Ok(probe) = serde_json::from_slice::<ChunkProbe>(payload)
-            && let Some(usage) = probe.usage
+            && let Ok((Some(usage), usage_only)) = probe_chunk(payload)
         {
             self.usage = Some(usage);
-            let usage_only = probe.choices.as_ref().is_none_or(|c| c.is_empty());
             if self.strip_usage {
                 if usage_only {
                     return Action::Drop;

@@ -80,7 +80,7 @@ pub fn answer(body: Bytes) -> Result<(Bytes, Option<Usage>), Invalid> {
             if std::mem::replace(&mut seen, true) {
                 return Err("a second `usage`");
             }
-            usage = serde_json::from_slice::<Option<Usage>>(value)
+            usage = crate::gateway::sse::read_usage(value)
                 .map_err(|_| "a `usage` that is not token counts")?;
         }
         Ok(())

@@ -258,3 +258,110 @@ fn frames_end_at_a_blank_line_of_either_kind() {
         );
     }
 }
+
+mod usage_oracle {
+    use super::super::{Usage, probe_chunk, read_usage};
+    use proptest::prelude::*;
+
+    #[derive(serde::Deserialize)]
+    struct ChunkProbe {
+        #[serde(default)]
+        usage: Option<Usage>,
+        #[serde(default)]
+        choices: Option<Vec<serde::de::IgnoredAny>>,
+    }
+
+    /// A member value as an upstream might write it: counts, their near
+    /// misses, and other shapes.
+    fn member_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u32>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("-0".to_string()),
+            Just("-1".to_string()),
+            Just("1.0".to_string()),
+            Just("1e3".to_string()),
+            Just("null".to_string()),
+            Just("\"3\"".to_string()),
+            Just("true".to_string()),
+            Just("{\"cached_tokens\": 2}".to_string()),
+            Just("[]".to_string()),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "prompt_tokens_details",
+            "prompt_t\\u006fkens",
+            "other",
+        ])
+    }
+
+    fn usage_object() -> impl Strategy<Value = String> {
+        prop::collection::vec((key(), member_value()), 0..5).prop_map(|members| {
+            let inner: Vec<String> = members
+                .iter()
+                .map(|(k, v)| format!("\"{k}\": {v}"))
+                .collect();
+            format!("{{{}}}", inner.join(", "))
+        })
+    }
+
+    fn usage_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            8 => usage_object(),
+            1 => Just("null".to_string()),
+            1 => Just("7".to_string()),
+            1 => Just("\"x\"".to_string()),
+        ]
+    }
+
+    fn choices_value() -> impl Strategy<Value = Option<&'static str>> {
+        prop::option::of(prop::sample::select(vec![
+            "[]",
+            "[ ]",
+            "[{\"index\": 0}]",
+            "null",
+            "{}",
+            "3",
+        ]))
+    }
+
+    proptest! {
+        #![proptest_config(crate::props(3000))]
+        #[test]
+        fn usage_reads_as_serde_does(value in usage_value()) {
+            let ours = read_usage(value.as_bytes());
+            let serde = serde_json::from_slice::<Option<Usage>>(value.as_bytes()).map_err(|_| ());
+            prop_assert_eq!(ours, serde, "{}", value);
+        }
+
+        #[test]
+        fn a_chunk_is_probed_as_serde_does(
+            usage in prop::option::of(usage_value()),
+            choices in choices_value(),
+            twice in any::<bool>(),
+        ) {
+            let mut members = vec!["\"id\": \"c\"".to_string()];
+            if let Some(c) = choices {
+                members.push(format!("\"choices\": {c}"));
+            }
+            if let Some(u) = &usage {
+                members.push(format!("\"usage\": {u}"));
+                if twice {
+                    members.push(format!("\"usage\": {u}"));
+                }
+            }
+            let payload = format!("{{{}}}", members.join(", "));
+            let ours = probe_chunk(payload.as_bytes());
+            let serde = serde_json::from_slice::<ChunkProbe>(payload.as_bytes())
+                .map(|p| (p.usage, p.choices.as_ref().is_none_or(|c| c.is_empty())))
+                .map_err(|_| ());
+            prop_assert_eq!(ours, serde, "{}", payload);
+        }
+    }
+}

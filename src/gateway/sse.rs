@@ -196,15 +196,13 @@ struct Patterns {
     error: Finder<'static>,
     finish_reason: Finder<'static>,
     usage: Finder<'static>,
-    usage_spaced: Finder<'static>,
     null_usage: [Finder<'static>; 3],
 }
 
 static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     error: Finder::new(b"\"error\":{"),
     finish_reason: Finder::new(b"\"finish_reason\""),
-    usage: Finder::new(b"\"usage\":{"),
-    usage_spaced: Finder::new(b"\"usage\": {"),
+    usage: Finder::new(b"\"usage\""),
     null_usage: [
         Finder::new(b",\"usage\":null"),
         Finder::new(b"\"usage\":null,"),
@@ -214,11 +212,37 @@ static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
 
 /// The payload of a frame's `data:` line (the one line OpenAI-style APIs send).
 fn data_of(frame: &[u8]) -> Option<&[u8]> {
+    // Nearly every frame is that one line: found with one memchr rather
+    // than a split that looks at every byte.
+    if let Some(rest) = frame.strip_prefix(b"data:") {
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = &rest[..end];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        return Some(line.strip_prefix(b" ").unwrap_or(line));
+    }
     frame.split(|&b| b == b'\n').find_map(|line| {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let rest = line.strip_prefix(b"data:")?;
         Some(rest.strip_prefix(b" ").unwrap_or(rest))
     })
+}
+
+/// Whether a payload has a key named `usage` (at any depth) holding an
+/// object, and one holding `null`: one search for the quoted name. It
+/// cannot match inside a string, where its quotes would be escaped.
+fn usage_keys(payload: &[u8]) -> (bool, bool) {
+    let (mut object, mut null) = (false, false);
+    for at in PATTERNS.usage.find_iter(payload) {
+        let rest = payload[at + b"\"usage\"".len()..].trim_ascii_start();
+        if let Some(value) = rest.strip_prefix(b":") {
+            match value.trim_ascii_start().first() {
+                Some(b'{') => object = true,
+                Some(b'n') => null = true,
+                _ => {}
+            }
+        }
+    }
+    (object, null)
 }
 
 /// `frame` with the top-level `usage` member of its `payload` (a slice of
@@ -484,9 +508,8 @@ impl SseScanner {
         {
             self.saw_error = true;
         }
-        if (patterns.usage.find(payload).is_some() || patterns.usage_spaced.find(payload).is_some())
-            && let Ok((Some(usage), usage_only)) = probe_chunk(payload)
-        {
+        let (usage_object, usage_null) = usage_keys(payload);
+        if usage_object && let Ok((Some(usage), usage_only)) = probe_chunk(payload) {
             self.usage = Some(usage);
             if self.strip_usage {
                 if usage_only {
@@ -499,7 +522,7 @@ impl SseScanner {
                 }
             }
         }
-        if self.strip_usage {
+        if self.strip_usage && usage_null {
             for pattern in &patterns.null_usage {
                 if let Some(pos) = pattern.find(frame) {
                     let mut edited = Vec::with_capacity(frame.len());

@@ -1,10 +1,11 @@
-//! The cluster's Lua scripts held to the router core: the same random
+//! The cluster's Lua functions held to the router core: the same random
 //! sequences of picks (with and without sessions, over tiers), settles,
 //! undos, ends of requests, verdicts, toggles and clock steps run on a
 //! `router::Pool` and on a real Redis (with the same injected clock), over
 //! deployments with a TPM limit only or with every kind of limit (requests
 //! with and without slices, input and output windows, requests in flight),
-//! and every decision and every deployment's state must agree.
+//! and every decision and every deployment's state must agree. The same
+//! Lua called as scripts (EVALSHA, for Redis < 7) is held to it too.
 
 mod redis;
 #[path = "cluster_model/run.rs"]
@@ -208,6 +209,7 @@ fn specs(pool: &mut Pool, now: Duration, limits: &[Limits; 3]) -> Vec<DepSpec> {
 
 async fn run(
     con: &mut ::redis::aio::MultiplexedConnection,
+    scripts: Scripts,
     case: u64,
     profile: usize,
     tiers: [u32; 3],
@@ -222,7 +224,7 @@ async fn run(
     }
     let mut run = Run {
         con,
-        scripts: Scripts::default(),
+        scripts,
         keys: ModelKeys::new(&format!("model-test-{case}"), "m"),
         pool,
         policy,
@@ -239,7 +241,19 @@ async fn run(
 }
 
 #[test]
-fn the_lua_scripts_decide_as_the_router_core_does() {
+fn the_lua_functions_decide_as_the_router_core_does() {
+    model(Scripts::default, 300);
+}
+
+/// The path of a Redis without functions (forced: this Redis has them),
+/// on fewer cases: the Lua is the same, called differently.
+#[test]
+fn the_scripts_for_redis_before_7_decide_as_the_router_core_does() {
+    model(Scripts::scripts_only, 60);
+}
+
+/// `MODEL_CASES` (default `cases`) random cases, called as `scripts` says.
+fn model(scripts: fn() -> Scripts, cases: u32) {
     let server = Redis::start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -254,7 +268,7 @@ fn the_lua_scripts_decide_as_the_router_core_does() {
     let cases = std::env::var("MODEL_CASES")
         .ok()
         .and_then(|c| c.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(cases);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases,
         ..ProptestConfig::default()
@@ -269,8 +283,23 @@ fn the_lua_scripts_decide_as_the_router_core_does() {
             |(profile, tiers, ops)| {
                 let n = case.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut con = con.clone();
-                rt.block_on(run(&mut con, n, profile, tiers, &ops))
+                rt.block_on(run(&mut con, scripts(), n, profile, tiers, &ops))
             },
         )
         .unwrap();
+    // They went the way they were meant to, and only that way.
+    let mut con = con.clone();
+    let stats: String = rt
+        .block_on(
+            ::redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut con),
+        )
+        .unwrap();
+    let (used, unused) = if scripts().calls_scripts() {
+        ("cmdstat_evalsha:", "cmdstat_fcall:")
+    } else {
+        ("cmdstat_fcall:", "cmdstat_evalsha:")
+    };
+    assert!(stats.contains(used) && !stats.contains(unused), "{stats}");
 }

@@ -13,6 +13,7 @@ use fleet::*;
 use redis::Redis;
 use serde_json::{Value, json};
 use switchboard::cluster::responses::{self as remembered, Note, ResponseKeys};
+use switchboard::cluster::shared::Scripts;
 use switchboard::mock_upstream::{self, MockHandle, MockOptions};
 
 async fn mock() -> MockHandle {
@@ -274,13 +275,14 @@ async fn with_redis_away_each_instance_knows_only_its_own() {
     assert!(message(&v).contains("cannot be reached"), "{v:?}");
 }
 
-/// The script alone, on its own Redis, with an injected clock and a small bound.
+/// The function alone, on its own Redis, with an injected clock and a small bound.
 #[tokio::test]
 async fn past_the_bound_the_oldest_ids_go_and_each_keeps_its_ttl() {
     let server = Redis::start();
     let client = ::redis::Client::open(server.url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let keys = ResponseKeys::new("t");
+    let scripts = Scripts::default();
     let note = |i: usize| Note::Remember {
         id: format!("resp_{i}").into(),
         model: "m".into(),
@@ -290,11 +292,11 @@ async fn past_the_bound_the_oldest_ids_go_and_each_keeps_its_ttl() {
     };
     let t0 = 1_000_000;
     // Two notes in one call, then one per call.
-    remembered::write(&mut con, &keys, Some(t0), &[note(0), note(1)])
+    remembered::write(&mut con, &scripts, &keys, Some(t0), &[note(0), note(1)])
         .await
         .unwrap();
     for i in 2..5 {
-        remembered::write(&mut con, &keys, Some(t0 + i as u64), &[note(i)])
+        remembered::write(&mut con, &scripts, &keys, Some(t0 + i as u64), &[note(i)])
             .await
             .unwrap();
     }
@@ -331,6 +333,7 @@ async fn past_the_bound_the_oldest_ids_go_and_each_keeps_its_ttl() {
     // Forgotten: gone from both; ids noted a TTL ago leave the index.
     remembered::write(
         &mut con,
+        &scripts,
         &keys,
         Some(t0 + 10),
         &[Note::Forget {
@@ -345,7 +348,7 @@ async fn past_the_bound_the_oldest_ids_go_and_each_keeps_its_ttl() {
             .unwrap(),
         None
     );
-    remembered::write(&mut con, &keys, Some(t0 + 61_000), &[note(9)])
+    remembered::write(&mut con, &scripts, &keys, Some(t0 + 61_000), &[note(9)])
         .await
         .unwrap();
     let index: Vec<String> = ::redis::cmd("ZRANGE")

@@ -1,5 +1,5 @@
 //! Batching what goes to Redis: concurrent requests' picks of one model
-//! become one script call, and the settles and verdicts waiting to be sent
+//! become one call, and the settles and verdicts waiting to be sent
 //! become one call per model.
 //!
 //! Each thread that serves requests has its own lane: a connection to
@@ -7,7 +7,7 @@
 //! request then waits for Redis without a hop to another thread and back
 //! (on this box each cost about as much as the round trip to Redis).
 //!
-//! A script call costs Redis a few microseconds before its first line, and
+//! A call costs Redis a few microseconds before its first line, and
 //! each command a round trip's share of system calls on both sides; under
 //! load, the requests that arrive while a batch is out wait for the next one
 //! (at most one round trip) instead of each paying for its own. Alone, a
@@ -15,7 +15,7 @@
 //!
 //! The lane also carries the response ids the cluster remembers (see
 //! [`super::responses`]): they go at once, those that arrived together in
-//! one script call, since a follow-up may reach another instance as soon
+//! one call, since a follow-up may reach another instance as soon
 //! as the client has its answer.
 
 use std::cell::RefCell;
@@ -30,7 +30,7 @@ use super::shared::{Applied, DepSpec, ModelKeys, PickRequest, Picked, Terms};
 use super::{Cluster, Down, Op, PROBE_HOLD, REDIS_TIMEOUT};
 use redis::aio::ConnectionManager;
 
-/// The most picks in one script call.
+/// The most picks in one call.
 const MAX_PICKS: usize = 128;
 /// Batches of picks out at once: while they are, the next one fills.
 const IN_FLIGHT: usize = 2;
@@ -123,9 +123,11 @@ impl Cluster {
                 ) else {
                     return;
                 };
-                // So that the first response id noted is one round trip,
-                // not three (EVALSHA, SCRIPT LOAD, EVALSHA).
-                tokio::spawn(super::responses::preload(con.clone()));
+                // So that the first pick or response id noted is one
+                // round trip, not three (FCALL, FUNCTION LOAD, FCALL).
+                let loader = me.clone();
+                let first = con.clone();
+                tokio::spawn(async move { loader.load_functions(first).await });
                 me.run_lane(picks_rx, ops_rx, notes_rx, con).await;
             });
             let lane = Lane {
@@ -272,7 +274,7 @@ impl Cluster {
         futures_util::future::join_all(calls).await;
     }
 
-    /// Settles and verdicts no pick took: one script call per model, the
+    /// Settles and verdicts no pick took: one call per model, the
     /// models' side by side over the multiplexed connection.
     async fn write_ops(self: Arc<Self>, batch: Vec<Op>, con: ConnectionManager) {
         let mut models: Vec<(ModelKeys, Vec<Op>)> = Vec::new();
@@ -326,7 +328,7 @@ impl Cluster {
 }
 
 /// The deployments `ops` name (after `deps`, when given, whose order the
-/// indices then follow) and the ops as the scripts take them.
+/// indices then follow) and the ops as the functions take them.
 fn ops_of<'a>(
     ops: &'a [Op],
     deps: Option<&'a [DepSpec]>,

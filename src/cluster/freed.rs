@@ -10,19 +10,19 @@
 //!
 //! How it travels, at no cost to the request path:
 //! - A shared pick that finds no room for a request that will wait marks
-//!   the model as waited for, in the same script call: `{sb:<name>:<model>}:q`,
+//!   the model as waited for, in the same call: `{sb:<name>:<model>}:q`,
 //!   holding the channel to tell, with a TTL of the request's hint (capped
 //!   by its `max_wait_s`) plus a second; the first in line picks again
 //!   before then, renewing it. The mark is written atomically with the
 //!   pick's decision, so a release that runs after it always finds it.
-//! - The scripts that free room (the releases, settles and verdicts sent
+//! - The calls that free room (the releases, settles and verdicts sent
 //!   off the path in batches, alone or riding along with a pick) publish
 //!   one message per call on `{sb:<name>}:freed`, only when the mark is
 //!   there: `<instance> <the model's hash tag>`. Nobody waiting: one GET
-//!   in a script that freed something, no message.
+//!   in a call that freed something, no message.
 //! - Each instance holds one subscription to that channel ([`Cluster::listen_freed`]),
 //!   and on a message from another instance wakes the model's line: its
-//!   first request picks again at once. The instance whose script freed
+//!   first request picks again at once. The instance whose call freed
 //!   the room skips its own message: its line was kicked when the request
 //!   ended, and that pick carried the release along.
 //!
@@ -41,7 +41,7 @@ use std::time::Duration;
 use super::Cluster;
 use super::shared::ModelKeys;
 
-/// The channel the scripts tell waiting instances on.
+/// The channel the functions tell waiting instances on.
 pub(super) fn channel(cluster: &str) -> String {
     format!("{}:freed", super::member::tag_of(cluster))
 }

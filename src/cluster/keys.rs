@@ -1,11 +1,11 @@
 //! The names of a model's keys in Redis: all under one hash tag,
 //! `{sb:<cluster>:<model>}`, so that Redis Cluster keeps them on one slot
-//! and a script may touch them all (what each holds: `lua/lib.lua`).
+//! and a function may touch them all (what each holds: `lua/lib.lua`).
 
 use crate::router::SessionKey;
 
 /// The keys of one model: one hash tag, so that Redis Cluster keeps them
-/// on one slot and a script may touch them all.
+/// on one slot and a function may touch them all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelKeys {
     tag: String,
@@ -36,7 +36,7 @@ impl ModelKeys {
         format!("{}:{kind}", self.tag)
     }
 
-    /// The hash tag, as the scripts' messages name the model.
+    /// The hash tag, as the functions' messages name the model.
     pub fn tag(&self) -> &str {
         &self.tag
     }

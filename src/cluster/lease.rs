@@ -1,8 +1,8 @@
 //! Leases of requests in flight, for deployments with `max_in_flight`.
 //!
-//! A shared pick of such a deployment takes a lease in the same script
+//! A shared pick of such a deployment takes a lease in the same call
 //! call: a member `<instance>:<n>` of the sorted set `T:l:<deployment>`,
-//! scored by its expiry on the script's clock; picks count the set's live
+//! scored by its expiry on the server's clock; picks count the set's live
 //! members against the limit, and one that takes a lease removes the
 //! expired ones.
 //! The request's end releases it, off the path like a settle (a [`Lease`]
@@ -88,7 +88,7 @@ impl Cluster {
     }
 
     /// Renews this instance's leases every third of their TTL, until the
-    /// cluster is dropped: one script call per model that has any.
+    /// cluster is dropped: one call per model that has any.
     pub async fn renew_leases(self: Arc<Self>) {
         let every = (self.lease_ttl / 3).max(std::time::Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);

@@ -127,6 +127,8 @@ impl Cluster {
     ) {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether the functions were loaded since Redis was last seen away.
+        let mut loaded = false;
         loop {
             tick.tick().await;
             let (requests_per_s, figures) = report();
@@ -141,12 +143,22 @@ impl Cluster {
             match tokio::time::timeout(super::REDIS_TIMEOUT * 5, self.beat(&me)).await {
                 Ok(Ok(members)) => {
                     self.instances.store(Arc::new(members));
-                    if self.mark_up() {
+                    let came_back = self.mark_up();
+                    if came_back || !loaded {
+                        loaded = self.load_functions(self.connection()).await;
+                    }
+                    if came_back {
                         self.push_admitted().await;
                     }
                 }
-                Ok(Err(e)) => self.mark_down(&super::Down::Redis(e.to_string())),
-                Err(_) => self.mark_down(&super::Down::Timeout(super::REDIS_TIMEOUT * 5)),
+                Ok(Err(e)) => {
+                    loaded = false;
+                    self.mark_down(&super::Down::Redis(e.to_string()))
+                }
+                Err(_) => {
+                    loaded = false;
+                    self.mark_down(&super::Down::Timeout(super::REDIS_TIMEOUT * 5))
+                }
             }
         }
     }

@@ -1,13 +1,13 @@
 //! Several instances acting as one gateway through Redis: the routing state
 //! of every model (the windows of every limit, leases of requests in
 //! flight, round-robin credits, cooldowns, probes, enabled flags) lives in
-//! Redis and is changed only by Lua scripts that implement the router
-//! core's rules ([`shared`]); membership is a heartbeat with a TTL and
+//! Redis and is changed only by Lua functions that implement the router
+//! core's rules ([`shared`], called as [`functions`] says); membership is a heartbeat with a TTL and
 //! changes travel by pub/sub ([`member`]); leases are renewed while their
 //! requests run ([`lease`]); requests waiting for room on one instance
 //! learn of room freed on another by pub/sub ([`freed`]).
 //!
-//! On the request path a pick is one script call, bounded by
+//! On the request path a pick is one function call, bounded by
 //! [`REDIS_TIMEOUT`]; settling the tokens, releasing a lease and recording
 //! how an attempt went leave the path (queued, then sent side by side over the one multiplexed
 //! connection, which pipelines them). When Redis cannot be reached the
@@ -17,6 +17,7 @@
 
 mod batch;
 mod freed;
+pub mod functions;
 mod keys;
 mod lease;
 pub mod member;
@@ -422,6 +423,24 @@ impl Cluster {
 
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.con.clone()
+    }
+
+    /// Loads the cluster's functions into Redis (when a connection is made
+    /// and when Redis is back: it may have restarted empty), so that the
+    /// first calls need not; best effort (a call that finds them gone
+    /// loads them itself). Whether it did.
+    async fn load_functions(&self, mut con: ConnectionManager) -> bool {
+        match tokio::time::timeout(REDIS_TIMEOUT * 10, self.scripts.load(&mut con)).await {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => {
+                tracing::debug!("cluster: could not load the functions: {e}");
+                false
+            }
+            Err(_) => {
+                tracing::debug!("cluster: loading the functions timed out");
+                false
+            }
+        }
     }
 }
 

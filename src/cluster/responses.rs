@@ -12,15 +12,12 @@
 //! after the answer finds them. Looking one up is one GET, on the path of
 //! the requests that need it only.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::Script;
 use redis::aio::ConnectionLike;
 
+use super::functions::{Operation, Scripts};
 use super::{Cluster, Down, REDIS_TIMEOUT};
-
-static REMEMBER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/remember.lua")));
 
 /// The keys of a cluster's remembered responses: its hash tag, so that
 /// they live on one slot with the cluster's other keys.
@@ -74,15 +71,16 @@ impl Note {
     }
 }
 
-/// Writes `notes`, in order, in one script call. `now_ms` None: the
-/// server's clock (tests pass theirs).
+/// Writes `notes`, in order, in one call (`lua/remember.lua`). `now_ms`
+/// None: the server's clock (tests pass theirs).
 pub async fn write<C: ConnectionLike + Send>(
     con: &mut C,
+    scripts: &Scripts,
     keys: &ResponseKeys,
     now_ms: Option<u64>,
     notes: &[Note],
 ) -> redis::RedisResult<()> {
-    let mut inv = REMEMBER.prepare_invoke();
+    let mut inv = scripts.call(Operation::Remember);
     inv.key(keys.index())
         .arg(now_ms.map(|n| n.to_string()).unwrap_or_default())
         .arg(keys.prefix());
@@ -110,14 +108,6 @@ pub async fn write<C: ConnectionLike + Send>(
     }
     let _: i64 = inv.invoke_async(con).await?;
     Ok(())
-}
-
-/// Loads the script into Redis ahead of its first use; best effort.
-pub(super) async fn preload(mut con: redis::aio::ConnectionManager) {
-    let loaded = tokio::time::timeout(REDIS_TIMEOUT * 10, REMEMBER.load_async(&mut con)).await;
-    if let Ok(Err(e)) = loaded {
-        tracing::debug!("cluster: could not load the response ids' script: {e}");
-    }
 }
 
 /// The model and deployment that produced `id`, if the cluster remembers it.
@@ -163,7 +153,7 @@ impl Cluster {
 
     /// Notes it before the answer goes: a client may send its follow-up
     /// through another instance as soon as it has the answer, faster than
-    /// a note sent off the path lands. One script call, bounded by
+    /// a note sent off the path lands. One call, bounded by
     /// [`REDIS_TIMEOUT`]; when Redis is away the note goes off the path
     /// instead, as [`Cluster::remember_response`] does.
     pub async fn remember_response_now(
@@ -188,7 +178,13 @@ impl Cluster {
         let keys = self.response_keys();
         let written = tokio::time::timeout(
             REDIS_TIMEOUT,
-            write(&mut con, &keys, None, std::slice::from_ref(&note)),
+            write(
+                &mut con,
+                &self.scripts,
+                &keys,
+                None,
+                std::slice::from_ref(&note),
+            ),
         )
         .await;
         if !matches!(written, Ok(Ok(()))) {
@@ -224,7 +220,7 @@ impl Cluster {
         }
     }
 
-    /// Notes gathered on a lane, written in one script call (retried once
+    /// Notes gathered on a lane, written in one call (retried once
     /// on a connection found dead, as settles are); lost, and said so in
     /// the debug log, when Redis is away.
     pub(super) async fn write_notes(
@@ -234,9 +230,9 @@ impl Cluster {
     ) {
         let keys = self.response_keys();
         let call = async {
-            match write(&mut con, &keys, None, &notes).await {
+            match write(&mut con, &self.scripts, &keys, None, &notes).await {
                 Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-                    write(&mut con, &keys, None, &notes).await
+                    write(&mut con, &self.scripts, &keys, None, &notes).await
                 }
                 done => done,
             }

@@ -1,51 +1,23 @@
-//! The router core's decisions on Redis: one Lua script per operation of
+//! The router core's decisions on Redis: one Lua function per operation of
 //! `router::Pool` (pick, record, settle, undo, end, toggle, state), each a second
-//! implementation of the same rules (see `lua/lib.lua`), run atomically by
-//! the server with the server's clock. `tests/cluster_model.rs` runs both
+//! implementation of the same rules (see `lua/lib.lua`, and how they are
+//! called in [`super::functions`]), run atomically by the server with the
+//! server's clock. `tests/cluster_model.rs` runs both
 //! implementations on random operation sequences and compares them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use redis::{Script, ScriptInvocation};
 
+use super::functions::{Invocation, Operation};
 use crate::config::RoutingConfig;
 use crate::router::{
     Cause, Limits, Need, Reservation, SessionKey, Spent, Transition, Unavailable, Verdict,
 };
 
+pub use super::functions::{Loaded, Scripts};
 pub use super::keys::ModelKeys;
-
-macro_rules! script {
-    ($file:literal) => {
-        concat!(include_str!("lua/lib.lua"), "\n", include_str!($file))
-    };
-}
-
-/// The scripts, loaded once (EVALSHA, falling back to EVAL when the
-/// server lost them, as after a restart).
-pub struct Scripts {
-    pick: Script,
-    apply: Script,
-    state: Script,
-    toggle: Script,
-    push: Script,
-    renew: Script,
-}
-
-impl Default for Scripts {
-    fn default() -> Self {
-        Scripts {
-            pick: Script::new(script!("lua/pick.lua")),
-            apply: Script::new(script!("lua/apply.lua")),
-            state: Script::new(script!("lua/state.lua")),
-            toggle: Script::new(script!("lua/toggle.lua")),
-            push: Script::new(script!("lua/push.lua")),
-            renew: Script::new(script!("lua/renew.lua")),
-        }
-    }
-}
 
 /// One deployment as every pick of a model sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +72,7 @@ impl Windows {
     }
 }
 
-/// Where a shared pick counted a request: the second (the script's clock),
+/// Where a shared pick counted a request: the second (the pick's clock),
 /// its estimates, and the windows beyond tokens it was counted in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Counted {
@@ -222,13 +194,13 @@ fn cause_of(c: &str) -> Option<Cause> {
     }
 }
 
-/// KEYS and ARGV every script starts with (see `lua/lib.lua`).
+/// KEYS and ARGV every operation starts with (see `lua/lib.lua`).
 fn header<'a, 'b>(
-    inv: &'b mut ScriptInvocation<'a>,
+    inv: &'b mut Invocation<'a>,
     keys: &ModelKeys,
     now_ms: Option<u64>,
     names: &[&str],
-) -> &'b mut ScriptInvocation<'a> {
+) -> &'b mut Invocation<'a> {
     inv.key(keys.key("s"));
     inv.arg(now_arg(now_ms)).arg(names.len());
     for name in names {
@@ -255,17 +227,17 @@ fn text(v: Option<&redis::Value>) -> String {
     }
 }
 
-/// The second and the reserved input and output, as the scripts read them.
-fn push_counted(inv: &mut ScriptInvocation<'_>, c: &Counted) {
+/// The second and the reserved input and output, as the functions read them.
+fn push_counted(inv: &mut Invocation<'_>, c: &Counted) {
     let r = c.reservation;
     inv.arg(r.second())
         .arg(r.tokens() - r.output())
         .arg(r.output());
 }
 
-/// Settles, undos, releases and verdicts as the scripts read them (see
+/// Settles, undos, releases and verdicts as the functions read them (see
 /// `lua/apply.lua`).
-fn push_ops(inv: &mut ScriptInvocation<'_>, ops: &[(usize, Applied<'_>)]) {
+fn push_ops(inv: &mut Invocation<'_>, ops: &[(usize, Applied<'_>)]) {
     for (dep, op) in ops {
         match op {
             Applied::Settle { counted, spent } => {
@@ -320,9 +292,9 @@ fn transitions(reply: &[redis::Value]) -> Vec<Option<Transition>> {
 
 impl Scripts {
     /// `Pool::pick` for one request or several of one model, in order, in
-    /// one script call (concurrent requests' picks, batched). `now_ms`
+    /// one call (concurrent requests' picks, batched). `now_ms`
     /// None: the server's clock (tests pass theirs).
-    #[allow(clippy::too_many_arguments)] // the script's inputs, each its own
+    #[allow(clippy::too_many_arguments)] // the function's inputs, each its own
     pub async fn pick_many<C: ConnectionLike + Send>(
         &self,
         con: &mut C,
@@ -334,7 +306,7 @@ impl Scripts {
         ops: &[(usize, Applied<'_>)],
     ) -> redis::RedisResult<(Vec<Picked>, Vec<Option<Transition>>)> {
         let names: Vec<&str> = deps.iter().map(|d| &*d.name).collect();
-        let mut inv = self.pick.prepare_invoke();
+        let mut inv = self.call(Operation::Pick);
         let ms = |d: Duration| d.as_millis().max(1) as u64;
         header(&mut inv, keys, now_ms, &names)
             .arg(ms(terms.probe_ttl))
@@ -412,7 +384,7 @@ impl Scripts {
     }
 
     /// Settles and verdicts of one model's deployments (`names`), in order,
-    /// in one script call, sent by instance `owner` (told nothing of the
+    /// in one call, sent by instance `owner` (told nothing of the
     /// room they free: it knows); per op, the change to announce.
     pub async fn apply<C: ConnectionLike + Send>(
         &self,
@@ -423,7 +395,7 @@ impl Scripts {
         names: &[&str],
         ops: &[(usize, Applied<'_>)],
     ) -> redis::RedisResult<Vec<Option<Transition>>> {
-        let mut inv = self.apply.prepare_invoke();
+        let mut inv = self.call(Operation::Apply);
         header(&mut inv, keys, now_ms, names).arg(owner);
         inv.key(keys.waiting());
         push_ops(&mut inv, ops);
@@ -475,7 +447,7 @@ impl Scripts {
         leases: &[(&str, Vec<String>)],
     ) -> redis::RedisResult<u64> {
         let names: Vec<&str> = leases.iter().map(|(n, _)| *n).collect();
-        let mut inv = self.renew.prepare_invoke();
+        let mut inv = self.call(Operation::Renew);
         header(&mut inv, keys, now_ms, &names).arg(ttl.as_millis().max(1) as u64);
         for (_, held) in leases {
             inv.arg(held.len());
@@ -495,7 +467,7 @@ impl Scripts {
         enabled: bool,
         configured: bool,
     ) -> redis::RedisResult<bool> {
-        let mut inv = self.toggle.prepare_invoke();
+        let mut inv = self.call(Operation::Toggle);
         header(&mut inv, keys, None, &[dep])
             .arg(u8::from(enabled))
             .arg(u8::from(configured));
@@ -512,7 +484,7 @@ impl Scripts {
         deps: &[(&str, bool)],
     ) -> redis::RedisResult<Vec<SharedStatus>> {
         let names: Vec<&str> = deps.iter().map(|(n, _)| *n).collect();
-        let mut inv = self.state.prepare_invoke();
+        let mut inv = self.call(Operation::State);
         header(&mut inv, keys, now_ms, &names);
         for (_, enabled) in deps {
             inv.arg(u8::from(*enabled));
@@ -549,7 +521,7 @@ impl Scripts {
         windows: Windows,
         seconds: &[AloneSecond],
     ) -> redis::RedisResult<()> {
-        let mut inv = self.push.prepare_invoke();
+        let mut inv = self.call(Operation::Push);
         header(&mut inv, keys, now_ms, &[dep]).arg(windows.0);
         for s in seconds {
             inv.arg(s.second)

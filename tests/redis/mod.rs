@@ -8,11 +8,18 @@ use std::time::{Duration, Instant};
 pub struct Redis {
     child: Option<Child>,
     pub port: u16,
+    /// More arguments for redis-server.
+    extra: Vec<String>,
 }
 
 impl Redis {
     /// Starts one; panics with what to install when there is no redis-server.
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// As [`Redis::start`], with more arguments for redis-server.
+    pub fn start_with(extra: &[&str]) -> Redis {
         // A port found free may be taken before redis-server binds it (by
         // another test's server, or a connection's local port): then the
         // server exits, and another port is tried.
@@ -22,7 +29,11 @@ impl Redis {
                 .local_addr()
                 .unwrap()
                 .port();
-            let mut r = Redis { child: None, port };
+            let mut r = Redis {
+                child: None,
+                port,
+                extra: extra.iter().map(|a| a.to_string()).collect(),
+            };
             if r.spawn() {
                 return r;
             }
@@ -44,6 +55,7 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

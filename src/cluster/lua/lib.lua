@@ -1,4 +1,6 @@
--- switchboard: the router core's rules on Redis, shared by the scripts below.
+-- switchboard: the router core's rules on Redis, shared by the operations
+-- below it (src/cluster/functions.rs makes them one library of Redis
+-- functions, or on Redis < 7 one script each with this file at its top).
 -- A second implementation of src/router (window.rs, limits.rs, select.rs,
 -- health.rs), held to it by tests/cluster_model.rs: change both together.
 --
@@ -27,23 +29,40 @@
 --               when room frees (see src/cluster/freed.rs)
 -- Every key expires on its own once nobody writes it.
 --
--- Every script takes KEYS = T:s, then per deployment i T:w (KEYS[3i-1]),
+-- Every operation takes KEYS = T:s, then per deployment i T:w (KEYS[3i-1]),
 -- T:p (KEYS[3i]) and T:l (KEYS[3i+1]); ARGV = now_ms ('' = the server's
 -- clock), n, the n names, then its own; pick and apply add T:q as their
 -- last key. The hash is read in one HMGET and written in one HSET at the
 -- end: a Redis call from Lua costs about a microsecond, and a pick is on
 -- every request's path.
+--
+-- This file's top level runs once, when Redis loads the library (it may
+-- not call Redis); what is per call is set by begin(KEYS, ARGV), the
+-- first thing every operation does.
 
 local WINDOW = 60
 local KEEP_MS = 86400000
 local WINDOW_KEEP_MS = 120000
 
-local S = KEYS[1]
-local N = tonumber(ARGV[2])
-local NAMES = {}
-for i = 1, N do NAMES[i] = ARGV[2 + i] end
--- Where the script's own arguments start.
-local A = 3 + N
+-- The call's: T:s, the number of deployments and their names, and where
+-- the operation's own arguments start.
+local KEYS, ARGV, S, N, NAMES, A
+-- T:s, read once and written once (cache, dirty); the deployments whose
+-- windows moved; the lease keys written, with how long they are kept;
+-- requests counted in a slice of each deployment this second (see
+-- within); live leases counted (see in_flight); whether room may have
+-- freed (see tell_freed).
+local cache, dirty, moved, leased, slice_used, held, freed
+
+local function begin(keys, argv)
+  KEYS, ARGV = keys, argv
+  S = KEYS[1]
+  N = tonumber(ARGV[2])
+  NAMES = {}
+  for i = 1, N do NAMES[i] = ARGV[2 + i] end
+  A = 3 + N
+  cache, dirty, moved, leased, slice_used, held, freed = {}, {}, {}, {}, {}, {}, false
+end
 
 local function now_ms(arg)
   if arg ~= nil and arg ~= '' then return tonumber(arg) end
@@ -53,9 +72,6 @@ end
 
 local function num(v) if v then return tonumber(v) end return 0 end
 
--- T:s, read once and written once.
--- leased: lease keys written, with how long they are kept.
-local cache, dirty, moved, leased = {}, {}, {}, {}
 local function prefetch(kinds)
   local fields = {}
   for i = 1, N do
@@ -100,9 +116,6 @@ local function lkey(i) return KEYS[3 * i + 1] end
 -- requests, 'i' input, 'o' output (limits.rs's Meter holds the four).
 local EXTRA = {'r', 'i', 'o'}
 local TOTAL = {[''] = 't', r = 'r', i = 'i', o = 'o'}
--- Requests counted in a slice of each deployment, this second (see within).
-local slice_used = {}
-
 -- Moves every window of the deployment forward to sec.
 local function advance(i, sec)
   local head = num(get('h', i))
@@ -184,7 +197,7 @@ local function used_within(i, w, sec, span)
 end
 
 -- The requests in the deployment's last slice of span seconds, read once
--- per script (picks in a row add to it).
+-- per call (picks in a row add to it).
 local function within(i, sec, span)
   local u = slice_used[i]
   if u == nil then
@@ -216,8 +229,7 @@ local function time_until_fits(i, w, now, sec, need, limit, span)
 end
 
 -- Leases of the requests in flight: the ones not expired, counted once
--- per script (picks in a row add to it; a release counts afresh).
-local held = {}
+-- per call (picks in a row add to it; a release counts afresh).
 local function in_flight(i, now)
   local n = held[i]
   if n == nil then
@@ -247,9 +259,8 @@ end
 
 -- Waiting for room across instances (src/cluster/freed.rs). An op that
 -- may let a waiting request in (a lease released, tokens given back by a
--- settle or an undo, a deployment recovered) sets freed; the script then
--- tells the instances waiting for the model, if any marked it in T:q.
-local freed = false
+-- settle or an undo, a deployment recovered) sets freed; the operation
+-- then tells the instances waiting for the model, if any marked it in T:q.
 local function qkey() return KEYS[#KEYS] end
 
 -- The model is waited for (by a pick that found no room for a request
@@ -260,9 +271,9 @@ local function mark_waiting(channel, ttl)
   end
 end
 
--- One message per script, only when room may have freed and someone
+-- One message per call, only when room may have freed and someone
 -- waits: "<owner> <the model's hash tag>" (owner: the instance whose
--- script it was, which knows already).
+-- call it was, which knows already).
 local function tell_freed(owner)
   if not freed then return end
   local channel = redis.call('GET', qkey())

@@ -114,6 +114,8 @@ pub struct Cluster {
     pub lease_ttl: Duration,
     /// The leases this instance's requests hold (see [`lease`]).
     leases: lease::Held,
+    /// Each model's key names, made once (see [`ModelKeys`]).
+    model_keys: std::sync::RwLock<HashMap<Arc<str>, ModelKeys>>,
 }
 
 impl Cluster {
@@ -158,11 +160,22 @@ impl Cluster {
             admitted_alone: Mutex::new(HashMap::new()),
             lease_ttl: config.lease_ttl,
             leases: lease::Held::default(),
+            model_keys: std::sync::RwLock::default(),
         }))
     }
 
+    /// A model's key names: made on its first request and kept (a model
+    /// gone from the config leaves a few strings behind, bounded by the
+    /// models ever configured).
     pub fn keys(&self, model: &str) -> ModelKeys {
-        ModelKeys::new(&self.name, model)
+        let known = self.model_keys.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(keys) = known.get(model) {
+            return keys.clone();
+        }
+        drop(known);
+        let keys = ModelKeys::new(&self.name, model);
+        let mut known = self.model_keys.write().unwrap_or_else(|e| e.into_inner());
+        known.entry(model.into()).or_insert(keys).clone()
     }
 
     pub fn is_up(&self) -> bool {

@@ -22,4 +22,4 @@ local out = {}
 apply_ops(A + 1, now, sec, out)
 flush()
 tell_freed(ARGV[A])
-return out
+return table.concat(out, ' ')

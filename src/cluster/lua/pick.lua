@@ -20,7 +20,7 @@
 -- A pin key holds "<deployment name>|<last use ms>|<tokens>" (affinity.rs's
 -- Pin: the session's tokens fading linearly over a minute), with a TTL only
 -- to clean up: whether it is alive is decided on the script's clock.
--- Returns per request 6 values: 1, index (1-based), second, probe, the
+-- Returns, joined by spaces in one string, per request 6 values: 1, index (1-based), second, probe, the
 -- index the session was pinned to before (0: none or the same), whether it
 -- took a lease (0/1); or 0, kind, retry_ms, 0, 0, 0 with kind 'none' (none
 -- enabled), 'exhausted' (all tried), 'rate', 'fail'; then per op apply.lua's
@@ -280,4 +280,6 @@ for _, v in ipairs(applied) do out[#out + 1] = v end
 flush()
 tell_freed(owner)
 if mark > 0 then mark_waiting(channel, mark) end
-return out
+-- One string, the values joined by spaces (none holds one): one reply value
+-- for the instance to read, not one per number.
+return table.concat(out, ' ')

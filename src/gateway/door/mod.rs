@@ -23,6 +23,10 @@
 pub mod hub;
 pub mod messages;
 pub mod responses;
+mod untranslatable;
+
+pub use untranslatable::Untranslatable;
+pub(crate) use untranslatable::refuse;
 
 use std::sync::OnceLock;
 

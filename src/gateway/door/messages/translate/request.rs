@@ -35,24 +35,8 @@ use serde_json::value::RawValue;
 
 use super::turns::{self, ChatMessage, Content, Message};
 
-/// What cannot be translated, refused by name: the gateway answers 400
-/// `invalid_request_error` with `message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Untranslatable {
-    pub message: String,
-}
-
-impl std::fmt::Display for Untranslatable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Untranslatable {}
-
-pub(super) fn refuse(message: String) -> Untranslatable {
-    Untranslatable { message }
-}
+pub use crate::gateway::door::Untranslatable;
+pub(super) use crate::gateway::door::refuse;
 
 /// The fields read; every other one (Claude Code's extras among them) is
 /// left behind by serde.
@@ -259,7 +243,7 @@ fn choice<'a>(c: &'a Choice<'a>) -> Result<(Option<ChatChoice<'a>>, Option<bool>
             let name = c
                 .name
                 .as_deref()
-                .ok_or_else(|| refuse("`tool_choice` of type `tool` has no name".into()))?;
+                .ok_or_else(|| refuse("`tool_choice` of type `tool` has no name"))?;
             (
                 Some(ChatChoice::Named {
                     kind: "function",

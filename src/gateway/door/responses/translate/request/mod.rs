@@ -66,26 +66,8 @@ use super::loose::Loose;
 use messages::{Content, Message, Translation};
 use write::Chat;
 
-/// What cannot be translated, refused by name: the gateway answers 400
-/// `invalid_request_error` with `message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Untranslatable {
-    pub message: String,
-}
-
-impl std::fmt::Display for Untranslatable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Untranslatable {}
-
-pub(super) fn refuse(message: impl Into<String>) -> Untranslatable {
-    Untranslatable {
-        message: message.into(),
-    }
-}
+pub use crate::gateway::door::Untranslatable;
+pub(super) use crate::gateway::door::refuse;
 
 const BRIDGED: &str = "cannot be bridged to a Chat Completions deployment";
 

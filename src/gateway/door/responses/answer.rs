@@ -24,7 +24,7 @@ impl ResponsesUsage {
     /// The counts of a `usage` object the answer's scan has checked:
     /// skimmed, not deserialized (its `*_details` objects cost serde more
     /// than the rest of the answer's reading).
-    pub(super) fn read(usage: &[u8]) -> Option<ResponsesUsage> {
+    fn read(usage: &[u8]) -> Option<ResponsesUsage> {
         let mut u = ResponsesUsage::default();
         let mut counts = true;
         crate::gateway::skim::members(usage, |key, value| {

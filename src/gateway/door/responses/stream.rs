@@ -201,24 +201,6 @@ impl ResponsesStream {
         let Some(data) = data_of(frame) else {
             return self.send();
         };
-        // The stream's last event carries the whole response again (its
-        // output, instructions, tools): read for its usage by the
-        // validating scan and a skim, not deserialized (serde was a fifth
-        // of a passed-through stream's instructions). Anything unexpected
-        // in it goes the long way below.
-        if self.started
-            && self.id.is_some()
-            && let Some(name) = event_name(frame)
-            && matches!(name, b"response.completed" | b"response.incomplete")
-            && let Some(usage) = completed_usage(&data)
-        {
-            self.events += 1;
-            self.done = true;
-            if let Some(u) = usage {
-                self.usage = Some(u.usage());
-            }
-            return self.send();
-        }
         if data.as_ref() == b"[DONE]" {
             return self.send();
         }
@@ -280,34 +262,6 @@ impl ResponsesStream {
         } else {
             Sent::Held
         }
-    }
-}
-
-/// The usage of a `response.completed` (or `.incomplete`) event's data
-/// that is one JSON object whose `type` says so and whose `response` is an
-/// object: `Some(None)` when it reports none; `None` for anything else.
-fn completed_usage(data: &[u8]) -> Option<Option<ResponsesUsage>> {
-    let mut response = None;
-    let mut kind = None;
-    crate::gateway::json::object_members(data, |key, value| {
-        match key {
-            b"response" => response = Some(value),
-            b"type" => kind = Some(value),
-            _ => {}
-        }
-        Ok(())
-    })
-    .ok()?;
-    if !matches!(
-        kind?,
-        b"\"response.completed\"" | b"\"response.incomplete\""
-    ) {
-        return None;
-    }
-    let response = response.filter(|r| r.first() == Some(&b'{'))?;
-    match crate::gateway::skim::member(response, b"usage") {
-        None | Some(b"null") => Some(None),
-        Some(usage) => ResponsesUsage::read(usage).map(Some),
     }
 }
 
@@ -433,47 +387,5 @@ mod tests {
         assert_eq!(v["response"]["id"], "resp_1");
         assert_eq!(v["response"]["status"], "failed");
         assert_eq!(v["response"]["error"]["code"], "stream_interrupted");
-    }
-
-    /// The stream's last event read the short way agrees with serde's read
-    /// of it, and what the short way does not expect goes the long way.
-    #[test]
-    fn the_last_events_usage_is_read_as_serde_reads_it() {
-        let serde_usage = |data: &str| {
-            serde_json::from_str::<Event>(data)
-                .ok()
-                .and_then(|e| e.response)
-                .and_then(|r| r.usage)
-                .map(|u| u.usage())
-        };
-        for data in [
-            r#"{"type":"response.completed","response":{"id":"r","output":[{"type":"message","content":[{"type":"output_text","text":"{\"usage\": 1}"}]}],"usage":{"input_tokens":9,"input_tokens_details":{"cached_tokens":4},"output_tokens":3,"output_tokens_details":{"reasoning_tokens":1},"total_tokens":12}}}"#,
-            r#"{"type":"response.incomplete","response":{"id":"r","usage":{"input_tokens":2,"output_tokens":0,"total_tokens":2}}}"#,
-            r#"{"type":"response.completed","response":{"id":"r","usage":null}}"#,
-            r#"{"type":"response.completed","response":{"id":"r"}}"#,
-        ] {
-            assert_eq!(
-                completed_usage(data.as_bytes()).map(|u| u.map(|u| u.usage())),
-                Some(serde_usage(data)),
-                "{data}"
-            );
-            let mut s = ResponsesStream::new();
-            s.feed(Bytes::from(opening()));
-            s.feed(Bytes::from(ev(
-                "response.output_item.added",
-                r#"{"type":"response.output_item.added","item":{}}"#,
-            )));
-            s.feed(Bytes::from(ev("response.completed", data)));
-            assert!(s.done(), "{data}");
-            assert_eq!(s.usage(), serde_usage(data), "{data}");
-        }
-        for odd in [
-            r#"{"type":"response.completed","response":{"id":"r","usage":{"input_tokens":"9"}}}"#,
-            r#"{"type":"response.in_progress","response":{"id":"r"}}"#,
-            r#"{"type":"response.completed","response":null}"#,
-            r#"{"type":"response.completed","response":{"id":"r"}"#,
-        ] {
-            assert!(completed_usage(odd.as_bytes()).is_none(), "{odd}");
-        }
     }
 }

@@ -64,6 +64,9 @@ async fn read_limited(
 ) -> Result<Bytes, (AttemptOutcome, String)> {
     let mut stream = http_body_util::BodyDataStream::new(response.into_body());
     let mut buf = BytesMut::new();
+    // Most answers come in one chunk: kept as it is, copied only when a
+    // second one comes (an allocation and a copy of the whole answer less).
+    let mut first: Option<Bytes> = None;
     let mut started = false;
     loop {
         let until = if started {
@@ -80,7 +83,7 @@ async fn read_limited(
                 };
                 return Err((AttemptOutcome::Timeout, detail.into()));
             }
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
             Ok(Some(Err(e))) => {
                 return Err((
                     AttemptOutcome::InvalidResponse,
@@ -89,13 +92,21 @@ async fn read_limited(
             }
             Ok(Some(Ok(chunk))) => {
                 started = true;
-                if buf.len() + chunk.len() > limit {
+                let had = buf.len() + first.as_ref().map_or(0, Bytes::len);
+                if had + chunk.len() > limit {
                     return Err((
                         AttemptOutcome::InvalidResponse,
                         format!("sent an answer larger than {limit} bytes"),
                     ));
                 }
-                buf.extend_from_slice(&chunk);
+                match first.take() {
+                    None if buf.is_empty() => first = Some(chunk),
+                    Some(f) => {
+                        buf.extend_from_slice(&f);
+                        buf.extend_from_slice(&chunk);
+                    }
+                    None => buf.extend_from_slice(&chunk),
+                }
             }
         }
     }

@@ -263,22 +263,8 @@ async fn another_versions_library_lives_beside_ours_untouched() {
     assert_eq!(libraries(&mut con).await, expected);
 
     let keys = ModelKeys::new("test", "m");
-    let (picked, _) = scripts
-        .pick_many(
-            &mut con,
-            &keys,
-            None,
-            &bench_model(),
-            terms(),
-            &[request(1, 2)],
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(
-        matches!(picked[..], [Picked::Deployment { .. }]),
-        "{picked:?}"
-    );
+    let picked = pick(&scripts, &mut con, &keys, &bench_model(), 1).await;
+    assert!(matches!(picked, Picked::Deployment { .. }), "{picked:?}");
     let answer: String = command(&mut con, &["FCALL", "sb_pick_feedbeef", "0"]).await;
     assert_eq!(answer, "the other pick");
 
@@ -293,18 +279,7 @@ async fn another_versions_library_lives_beside_ours_untouched() {
         libraries(&mut con).await,
         vec![(LIBRARY.name.clone(), ours())]
     );
-    scripts
-        .pick_many(
-            &mut con,
-            &keys,
-            None,
-            &bench_model(),
-            terms(),
-            &[request(2, 2)],
-            &[],
-        )
-        .await
-        .unwrap();
+    pick(&scripts, &mut con, &keys, &bench_model(), 2).await;
     let stats: String = command(&mut con, &["INFO", "commandstats"]).await;
     assert!(!stats.contains("cmdstat_evalsha:"), "{stats}");
 }
@@ -327,40 +302,12 @@ async fn without_functions_the_calls_are_scripts() {
     let scripts = Scripts::default();
     assert_eq!(scripts.load(&mut con).await.unwrap(), Loaded::Scripts);
     assert!(scripts.calls_scripts());
-    let (picked, _) = scripts
-        .pick_many(
-            &mut con,
-            &keys,
-            None,
-            &bench_model(),
-            terms(),
-            &[request(1, 2)],
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(
-        matches!(picked[..], [Picked::Deployment { .. }]),
-        "{picked:?}"
-    );
+    let picked = pick(&scripts, &mut con, &keys, &bench_model(), 1).await;
+    assert!(matches!(picked, Picked::Deployment { .. }), "{picked:?}");
     // ... or by the first call, when no load came first.
     let scripts = Scripts::default();
-    let (picked, _) = scripts
-        .pick_many(
-            &mut con,
-            &keys,
-            None,
-            &bench_model(),
-            terms(),
-            &[request(2, 2)],
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(
-        matches!(picked[..], [Picked::Deployment { .. }]),
-        "{picked:?}"
-    );
+    let picked = pick(&scripts, &mut con, &keys, &bench_model(), 2).await;
+    assert!(matches!(picked, Picked::Deployment { .. }), "{picked:?}");
     assert!(scripts.calls_scripts());
     remembered::write(
         &mut con,
@@ -449,24 +396,16 @@ async fn pick(
     deps: &[DepSpec],
     n: u64,
 ) -> Picked {
-    let request = PickRequest {
-        need: Need {
-            input: 20,
-            output: 64,
-        },
-        marks: vec![Mark::Open; deps.len()],
-        session: None,
-        lease: n,
-        wait: Duration::ZERO,
-    };
-    let terms = Terms {
-        probe_ttl: Duration::from_secs(120),
-        lease_ttl: Duration::from_secs(30),
-        owner: "bench-4000-00ff",
-        freed: "{sb:bench}:freed",
-    };
     let (picked, _) = scripts
-        .pick_many(con, keys, None, deps, terms, &[request], &[])
+        .pick_many(
+            con,
+            keys,
+            None,
+            deps,
+            terms(),
+            &[request(n, deps.len())],
+            &[],
+        )
         .await
         .unwrap();
     picked[0]

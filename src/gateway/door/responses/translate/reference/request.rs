@@ -7,26 +7,8 @@ use serde_json::{Map, Value, json};
 
 use super::super::Tools;
 
-/// What cannot be translated, refused by name: the gateway answers 400
-/// `invalid_request_error` with `message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Untranslatable {
-    pub message: String,
-}
-
-impl std::fmt::Display for Untranslatable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Untranslatable {}
-
-fn refuse(message: impl Into<String>) -> Untranslatable {
-    Untranslatable {
-        message: message.into(),
-    }
-}
+pub use crate::gateway::door::Untranslatable;
+use crate::gateway::door::refuse;
 
 const BRIDGED: &str = "cannot be bridged to a Chat Completions deployment";
 

@@ -24,8 +24,14 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::upstream::Resolver;
 
+mod body;
+mod wire;
+
+pub use body::{Body, BodyError};
+pub use wire::WireError;
+
 /// What an upstream answered: status, headers, and the body still to read.
-pub type Response = axum::http::Response<hyper::body::Incoming>;
+pub type Response = axum::http::Response<Body>;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<Resolver>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,6 +53,9 @@ pub enum Error {
     /// The connection broke, or the answer was not HTTP.
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    /// The same, on a plain-HTTP/1.1 connection of our own.
+    #[error(transparent)]
+    Wire(#[from] WireError),
 }
 
 impl Error {
@@ -70,6 +79,9 @@ pub struct Target<'a> {
 enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
+    /// A plain-HTTP/1.1 connection of our own, idle (one carrying a
+    /// request is held by the request, then by its answer's body).
+    Own(wire::Conn),
 }
 
 impl Sender {
@@ -77,6 +89,7 @@ impl Sender {
         match self {
             Sender::H1(s) => s.is_closed(),
             Sender::H2(s) => s.is_closed(),
+            Sender::Own(c) => !c.alive(),
         }
     }
 }
@@ -119,7 +132,10 @@ impl Pooled {
 
 pub struct Client {
     connector: Connector,
-    pool: Mutex<Pool>,
+    /// Shared with the bodies of answers on connections of our own, which
+    /// put their connection back when read to the end.
+    pool: Arc<Mutex<Pool>>,
+    connect_timeout: Duration,
 }
 
 struct Pool {
@@ -148,10 +164,11 @@ impl Client {
             .wrap_connector(http);
         Self {
             connector,
-            pool: Mutex::new(Pool {
+            pool: Arc::new(Mutex::new(Pool {
                 origins: HashMap::default(),
                 swept: Instant::now(),
-            }),
+            })),
+            connect_timeout,
         }
     }
 
@@ -163,11 +180,11 @@ impl Client {
 
     /// Sends `req` (its URI is set here) and resolves when the response
     /// headers are in.
-    pub async fn send(
-        &self,
-        target: Target<'_>,
-        mut req: Request<Full<Bytes>>,
-    ) -> Result<Response, Error> {
+    pub async fn send(&self, target: Target<'_>, req: Request<Bytes>) -> Result<Response, Error> {
+        if target.origin.starts_with("http://") {
+            return self.send_own(target, req).await;
+        }
+        let mut req = req.map(Full::new);
         for _ in 0..STALE_RETRIES {
             let Some(sender) = self.checkout(target.origin) else {
                 break;
@@ -191,6 +208,33 @@ impl Client {
             Err(Unsent::Retry(_)) => Err(Error::Connect(
                 "the new connection closed before it took the request".into(),
             )),
+        }
+    }
+
+    /// Plain HTTP/1.1: on a connection of our own, driven by this task.
+    async fn send_own(&self, target: Target<'_>, req: Request<Bytes>) -> Result<Response, Error> {
+        let (parts, body) = req.into_parts();
+        let head = wire::head(&parts, target.path, target.host, body.len());
+        let head_only = parts.method == axum::http::Method::HEAD;
+        let home = || wire::Home {
+            pool: self.pool.clone(),
+            origin: target.origin.clone(),
+        };
+        for _ in 0..STALE_RETRIES {
+            let Some(Sender::Own(conn)) = self.checkout(target.origin) else {
+                break;
+            };
+            match wire::exchange(conn, &head, &body, head_only, home()).await {
+                Ok(response) => return Ok(response),
+                // Closed before it took the request: another may take it.
+                Err(wire::Failed::Unsent(_)) => {}
+                Err(wire::Failed::Unanswered(e)) => return Err(e.into()),
+            }
+        }
+        let conn = Box::pin(wire::connect(target.url, self.connect_timeout)).await?;
+        match wire::exchange(conn, &head, &body, head_only, home()).await {
+            Ok(response) => Ok(response),
+            Err(wire::Failed::Unsent(e) | wire::Failed::Unanswered(e)) => Err(e.into()),
         }
     }
 
@@ -218,11 +262,14 @@ impl Client {
                 self.put(target.origin, Sender::H2(s));
                 sent.await
             }
+            // Plain-HTTP origins are sent by `send_own`; never pooled here.
+            Sender::Own(_) => return Err(Unsent::Retry(Box::new(req))),
         };
-        sent.map_err(|mut e| match e.take_message() {
-            Some(req) => Unsent::Retry(Box::new(req)),
-            None => Unsent::Failed(e.into_error()),
-        })
+        sent.map(|r| r.map(Body::hyper))
+            .map_err(|mut e| match e.take_message() {
+                Some(req) => Unsent::Retry(Box::new(req)),
+                None => Unsent::Failed(e.into_error()),
+            })
     }
 
     /// A pooled connection that can take a request now, if there is one.
@@ -316,312 +363,4 @@ enum Unsent {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use http_body_util::BodyExt;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
-
-    use super::*;
-
-    /// A loopback HTTP/1.1 server that counts the connections it accepts and
-    /// answers each request `ok`; with `close_after_answer` it closes every
-    /// connection after its first answer (without saying so in a header, as
-    /// a server whose keep-alive timer ran out does); with `hold`, it sends
-    /// half of each body and the rest once `hold` is notified.
-    struct Upstream {
-        origin: Arc<str>,
-        url: Uri,
-        path: Uri,
-        host: HeaderValue,
-        accepted: Arc<AtomicUsize>,
-    }
-
-    async fn upstream(close_after_answer: bool) -> Upstream {
-        held_upstream(close_after_answer, None).await
-    }
-
-    async fn held_upstream(
-        close_after_answer: bool,
-        hold: Option<Arc<tokio::sync::Notify>>,
-    ) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counted = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(answer(stream, close_after_answer, hold.clone()));
-            }
-        });
-        Upstream::at(addr, accepted)
-    }
-
-    impl Upstream {
-        fn at(addr: std::net::SocketAddr, accepted: Arc<AtomicUsize>) -> Self {
-            Upstream {
-                origin: format!("http://{addr}").into(),
-                url: format!("http://{addr}/v1/chat/completions")
-                    .parse()
-                    .unwrap(),
-                path: Uri::from_static("/v1/chat/completions"),
-                host: HeaderValue::from_str(&addr.to_string()).unwrap(),
-                accepted,
-            }
-        }
-    }
-
-    async fn answer(
-        mut stream: TcpStream,
-        close_after_answer: bool,
-        hold: Option<Arc<tokio::sync::Notify>>,
-    ) {
-        let mut buf = Vec::new();
-        loop {
-            // One request: headers, then the Content-Length body.
-            let head_end = loop {
-                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i + 4;
-                }
-                let mut chunk = [0u8; 4096];
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-            assert!(
-                head.starts_with("post /v1/chat/completions http/1.1"),
-                "{head}"
-            );
-            assert!(head.contains("\r\nhost: 127.0.0.1:"), "{head}");
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            while buf.len() < head_end + length {
-                let mut chunk = [0u8; 4096];
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            buf.drain(..head_end + length);
-            let reply =
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\no";
-            if stream.write_all(reply).await.is_err() {
-                return;
-            }
-            if let Some(hold) = &hold {
-                hold.notified().await;
-            }
-            if stream.write_all(b"k").await.is_err() || close_after_answer {
-                return;
-            }
-        }
-    }
-
-    fn client() -> Client {
-        super::super::upstream::clients(Duration::from_secs(2), 1)
-            .unwrap()
-            .remove(0)
-    }
-
-    fn request() -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(Bytes::from_static(b"{}")));
-        *req.method_mut() = axum::http::Method::POST;
-        req
-    }
-
-    async fn call(client: &Client, up: &Upstream) -> Result<Bytes, Error> {
-        let target = Target {
-            origin: &up.origin,
-            url: &up.url,
-            path: &up.path,
-            host: Some(&up.host),
-        };
-        let response = client.send(target, request()).await?;
-        assert_eq!(response.status(), 200);
-        Ok(response.into_body().collect().await?.to_bytes())
-    }
-
-    #[tokio::test]
-    async fn sequential_requests_reuse_one_connection() {
-        let up = upstream(false).await;
-        let client = client();
-        for _ in 0..5 {
-            assert_eq!(call(&client, &up).await.unwrap(), "ok");
-        }
-        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
-        assert_eq!(client.pooled(&up.origin), 1);
-    }
-
-    #[tokio::test]
-    async fn a_connection_still_answering_is_not_shared_and_comes_back_when_read() {
-        let hold = Arc::new(tokio::sync::Notify::new());
-        let up = held_upstream(false, Some(hold.clone())).await;
-        let client = client();
-        let target = || Target {
-            origin: &up.origin,
-            url: &up.url,
-            path: &up.path,
-            host: Some(&up.host),
-        };
-        // Two answers whose bodies are not read yet hold two connections.
-        let first = client.send(target(), request()).await.unwrap();
-        let second = client.send(target(), request()).await.unwrap();
-        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
-        // Still answering long past the idle timeout is not idle.
-        let later = Instant::now() + 2 * IDLE_TIMEOUT;
-        let states = |at| {
-            let mut pool = client.pool();
-            let conns = pool.origins.get_mut(&up.origin).unwrap();
-            conns.iter_mut().map(|c| c.state(at)).collect::<Vec<_>>()
-        };
-        assert_eq!(states(later), [State::Busy, State::Busy]);
-        hold.notify_waiters();
-        for response in [first, second] {
-            assert_eq!(
-                response.into_body().collect().await.unwrap().to_bytes(),
-                "ok"
-            );
-        }
-        for _ in 0..4 {
-            let reading = call(&client, &up);
-            tokio::pin!(reading);
-            // Each answer is held half-sent until released.
-            let body = loop {
-                tokio::select! {
-                    body = &mut reading => break body.unwrap(),
-                    _ = tokio::task::yield_now() => hold.notify_waiters(),
-                }
-            };
-            assert_eq!(body, "ok");
-        }
-        assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
-        // Done answering, then idle for longer than the timeout: dropped.
-        assert!(
-            states(later + 2 * IDLE_TIMEOUT)
-                .iter()
-                .all(|s| *s == State::Gone)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_connection_the_server_closed_is_not_reused() {
-        let up = upstream(true).await;
-        let client = client();
-        for round in 1..=3 {
-            assert_eq!(call(&client, &up).await.unwrap(), "ok");
-            // Wait (bounded) until the client has seen the server hang up,
-            // so the next request finds a closed connection in the pool.
-            let closed = async {
-                while !client.pool().origins[&up.origin]
-                    .iter()
-                    .all(|c| c.sender.is_closed())
-                {
-                    tokio::task::yield_now().await;
-                }
-            };
-            tokio::time::timeout(Duration::from_secs(5), closed)
-                .await
-                .expect("the client never saw the connection close");
-            assert_eq!(up.accepted.load(Ordering::SeqCst), round);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_refused_connection_is_a_connect_error() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let up = Upstream::at(addr, Arc::default());
-        let err = call(&client(), &up).await.unwrap_err();
-        assert!(err.is_connect(), "{err:?}");
-    }
-
-    /// An HTTPS upstream that offers HTTP/2 by ALPN: requests go over one
-    /// shared connection, with `:authority` rather than a Host header.
-    #[tokio::test]
-    async fn https_upstreams_that_offer_http2_share_one_connection() {
-        use tokio_rustls::rustls as tls;
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-        let key = tls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-        let provider = || Arc::new(tls::crypto::ring::default_provider());
-        let mut server = tls::ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.der().clone()], key)
-            .unwrap();
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
-        let counted = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-                let Ok(stream) = acceptor.accept(tcp).await else {
-                    continue;
-                };
-                let seen_tx = seen_tx.clone();
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let _ = seen_tx.send((
-                            req.version(),
-                            req.uri().to_string(),
-                            req.headers().contains_key(header::HOST),
-                        ));
-                        async {
-                            Ok::<_, std::convert::Infallible>(axum::http::Response::new(Full::new(
-                                Bytes::from_static(b"ok"),
-                            )))
-                        }
-                    });
-                tokio::spawn(
-                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-                );
-            }
-        });
-
-        let mut roots = tls::RootCertStore::empty();
-        roots.add(cert.cert.der().clone()).unwrap();
-        let client_tls = tls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let client = Client::new(client_tls, Duration::from_secs(2));
-        let url: Uri = format!("https://localhost:{port}/v1/chat/completions")
-            .parse()
-            .unwrap();
-        let origin: Arc<str> = format!("https://localhost:{port}").into();
-        let host = HeaderValue::from_str(&format!("localhost:{port}")).unwrap();
-        for _ in 0..3 {
-            let target = Target {
-                origin: &origin,
-                url: &url,
-                path: &Uri::from_static("/v1/chat/completions"),
-                host: Some(&host),
-            };
-            let response = client.send(target, request()).await.unwrap();
-            assert_eq!(response.version(), axum::http::Version::HTTP_2);
-            assert_eq!(
-                response.into_body().collect().await.unwrap().to_bytes(),
-                "ok"
-            );
-            let (version, uri, has_host) = seen.recv().await.unwrap();
-            assert_eq!(version, axum::http::Version::HTTP_2);
-            assert_eq!(uri, url.to_string());
-            assert!(!has_host, "HTTP/2 carries the authority, not a Host header");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
-        assert_eq!(client.pooled(&origin), 1);
-    }
-}
+mod tests;

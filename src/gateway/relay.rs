@@ -26,7 +26,8 @@ use super::upstream::Upstream;
 use crate::events::RequestOutcome;
 use crate::router::Verdict;
 
-pub(super) type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, hyper::Error>> + Send>>;
+pub(super) type ByteStream =
+    Pin<Box<dyn Stream<Item = Result<Bytes, super::client::BodyError>> + Send>>;
 
 /// Pending once, after waking its own task, so that the tasks woken before
 /// it run first. On a serving thread's current-thread runtime one of them
@@ -431,13 +432,19 @@ mod tests {
             .body(Empty::<Bytes>::new())
             .unwrap();
         let response = send.send_request(request).await.unwrap();
-        let mut body: ByteStream = Box::pin(BodyDataStream::new(response.into_body()));
+        use http_body_util::BodyExt;
+        let body = response
+            .into_body()
+            .map_err(crate::gateway::client::BodyError::from);
+        let mut body: ByteStream = Box::pin(BodyDataStream::new(body));
         let first = body.next().await.unwrap().unwrap();
         assert_eq!(&first[..], b"data: [DONE]\n\n");
         body
     }
 
-    fn polled_now(body: &mut ByteStream) -> Poll<Option<Result<Bytes, hyper::Error>>> {
+    fn polled_now(
+        body: &mut ByteStream,
+    ) -> Poll<Option<Result<Bytes, super::super::client::BodyError>>> {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         body.as_mut().poll_next(&mut cx)
     }

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 
 use axum::http::{HeaderValue, Uri};
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper_util::client::legacy::connect::dns::Name;
 
 use super::provider::{Auth, Plan, Target, slot};
@@ -267,7 +266,7 @@ impl Upstream {
             Auth::Static => None,
             _ => Some(Box::pin(self.authorize(t, &body)).await?),
         };
-        let mut req = axum::http::Request::new(Full::new(body));
+        let mut req = axum::http::Request::new(body);
         *req.method_mut() = axum::http::Method::POST;
         let headers = req.headers_mut();
         headers.insert(
@@ -308,7 +307,7 @@ impl Upstream {
         body: Bytes,
     ) -> Result<Response, Sent> {
         let t = Target::new(url);
-        let mut req = axum::http::Request::new(Full::new(body));
+        let mut req = axum::http::Request::new(body);
         *req.method_mut() = method;
         let headers = req.headers_mut();
         headers.insert(

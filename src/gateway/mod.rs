@@ -18,6 +18,8 @@ pub mod control;
 pub mod door;
 pub mod error;
 mod flight;
+mod framing;
+mod front;
 mod give_up;
 mod header_timer;
 pub mod json;

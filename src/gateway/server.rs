@@ -17,20 +17,16 @@
 //! its handle.
 
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use futures_util::FutureExt;
-use futures_util::future::Either;
-use hyper::body::Incoming;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::header_timer::{HeaderTimer, Shelf};
-use super::{Gateway, Peer, proxy};
+use super::Gateway;
+use super::front::Front;
 
 thread_local! {
     /// Which of the gateway's upstream clients this thread uses: 0 outside
@@ -123,7 +119,7 @@ impl Gateway {
             .spawn(move || {
                 SHARD.set(index);
                 let router = gateway.router();
-                let graceful = GracefulShutdown::new();
+                let connections = tokio_util::task::TaskTracker::new();
                 runtime.block_on(async {
                     let shelf = std::sync::Arc::new(Shelf::default());
                     tokio::spawn(shelf.clone().run());
@@ -142,7 +138,15 @@ impl Gateway {
                             _ = stop.cancelled() => break,
                             accepted = listener.accept() => match accepted {
                                 Ok((stream, peer)) => {
-                                    gateway.serve_connection(&router, &graceful, &timer, stream, peer);
+                                    let _ = stream.set_nodelay(true);
+                                    let front = Front {
+                                        gateway: gateway.clone(),
+                                        router: router.clone(),
+                                        timer: timer.clone(),
+                                        stopping: stop.clone(),
+                                        peer,
+                                    };
+                                    connections.spawn(front.serve(stream));
                                 }
                                 Err(_) if stop.is_cancelled() => break,
                                 Err(e) => {
@@ -156,8 +160,11 @@ impl Gateway {
                         }
                     }
                     drop(listener);
+                    // Idle connections close as `stop` is cancelled; busy
+                    // ones after their request.
+                    connections.close();
                     tokio::select! {
-                        _ = graceful.shutdown() => {}
+                        _ = connections.wait() => {}
                         _ = cut.cancelled() => {}
                     }
                 });
@@ -166,54 +173,5 @@ impl Gateway {
                 let _ = finished.send(());
             })?;
         Ok(done)
-    }
-
-    fn serve_connection(
-        &self,
-        router: &axum::Router,
-        graceful: &GracefulShutdown,
-        timer: &HeaderTimer,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-    ) {
-        let _ = stream.set_nodelay(true);
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(timer.clone())
-            .header_read_timeout(self.settings().header_read_timeout)
-            // Headers and a small body in one write(2) rather than a writev.
-            .writev(false);
-        let router = router.clone();
-        let gateway = self.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            // The proxied endpoints skip the router (see `proxy::endpoint_for`);
-            // everything else, including other methods on those paths, goes
-            // through it.
-            let proxied = match *req.method() {
-                hyper::Method::POST => proxy::endpoint_for(req.uri().path()),
-                _ => None,
-            };
-            match proxied {
-                Some(endpoint) => {
-                    let request = req.map(axum::body::Body::new);
-                    // Inline, not boxed: ~2.4 KB more in every connection's
-                    // state (2.4 MB per 1,000 idle keep-alive connections),
-                    // against 1.6% more instructions per request boxed.
-                    Either::Left(proxy::handle(gateway.clone(), endpoint, request).map(Ok))
-                }
-                None => {
-                    req.extensions_mut().insert(Peer(peer));
-                    Either::Right(tower_service::Service::call(&mut router.clone(), req))
-                }
-            }
-        });
-        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            // Errors here are the client's (a reset, a header timeout, a
-            // malformed request that hyper already answered).
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, "connection ended: {e}");
-            }
-        });
     }
 }

@@ -10,7 +10,7 @@
 //! which puts it back in the pool once the answer is read. HTTPS upstreams
 //! (TLS, HTTP/2 by ALPN) still go through hyper.
 
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, request};
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::body::{Body, Chunk, Framing, Own};
+use super::body::{Body, Own};
 use super::{Error, Pool, Pooled, Sender};
+use crate::gateway::framing::{Framing, decimal, write_both};
 
 /// The largest answer head read (status line and headers).
 const MAX_HEAD: usize = 64 << 10;
@@ -166,7 +166,7 @@ pub(super) fn head(
     }
     if length > 0 || parts.method == Method::POST {
         let mut digits = [0u8; 20];
-        line(&mut out, b"content-length", decimal(length, &mut digits));
+        line(&mut out, b"content-length", decimal(length as u64, &mut digits));
     }
     out.extend_from_slice(b"\r\n");
     out
@@ -177,19 +177,6 @@ fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal, written into the end of `buf`.
-fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 /// How a request on a connection came to nothing.
@@ -210,7 +197,7 @@ pub(super) async fn exchange(
     head_only: bool,
     home: Home,
 ) -> Result<super::Response, Failed> {
-    if let Err(e) = write_all(&mut conn.io, head, body).await {
+    if let Err(e) = write_both(&mut conn.io, head, body).await {
         return Err(Failed::Unsent(e.into()));
     }
     let mut buf = BytesMut::with_capacity(FIRST_READ);
@@ -245,20 +232,6 @@ pub(super) async fn exchange(
             Err(e) => return Err(Failed::Unanswered(e)),
         }
     }
-}
-
-/// Head and body in one `writev` (more only when the socket takes less).
-async fn write_all(io: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
-    let mut slices = [IoSlice::new(head), IoSlice::new(body)];
-    let mut left: &mut [IoSlice<'_>] = &mut slices;
-    while !left.is_empty() {
-        let n = io.write_vectored(left).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut left, n);
-    }
-    Ok(())
 }
 
 struct Head {
@@ -352,7 +325,7 @@ fn framing(
             .next()
             .unwrap_or_default();
         return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-            (Framing::Chunked(Chunk::Size), reusable)
+            (Framing::CHUNKED, reusable)
         } else {
             (Framing::UntilClose, false)
         });

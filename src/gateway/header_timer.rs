@@ -24,6 +24,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+/// The longest the sweeper sleeps. tokio writes to its own eventfd whenever
+/// a timer is registered earlier than the driver's next wake (#5207); with
+/// no timer pending that wake is "never", so the first timer of every
+/// request (its attempt's deadline) cost a write and a wake-up, once the
+/// header deadlines that kept a timer pending went with hyper's server
+/// (`front`). A sweeper never further off than this keeps the next wake
+/// near for every timeout of 10 s or more: at rest, one wake-up each 10 s
+/// per serving thread.
+const NEAR: Duration = Duration::from_secs(10);
+
 /// One serving thread's deadlines.
 #[derive(Default)]
 pub(super) struct Shelf {
@@ -74,16 +84,15 @@ impl Shelf {
     }
 
     /// The sweeper: runs on the serving thread's runtime as long as it does.
+    /// It sleeps [`NEAR`] at most, deadlines or not: see there.
     pub(super) async fn run(self: Arc<Self>) {
         loop {
-            match self.sweep(Instant::now()) {
-                None => self.nudge.notified().await,
-                Some(at) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
-                        _ = self.nudge.notified() => {}
-                    }
-                }
+            let now = Instant::now();
+            let near = now + NEAR;
+            let at = self.sweep(now).map_or(near, |at| at.min(near));
+            tokio::select! {
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                _ = self.nudge.notified() => {}
             }
         }
     }

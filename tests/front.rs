@@ -54,7 +54,11 @@ async fn read_answer(s: &mut TcpStream, rest: &mut Vec<u8>) -> (String, Vec<u8>)
             }
             let mut chunk = [0u8; 8192];
             let n = s.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "closed before a whole answer: {:?}", String::from_utf8_lossy(rest));
+            assert!(
+                n > 0,
+                "closed before a whole answer: {:?}",
+                String::from_utf8_lossy(rest)
+            );
             rest.extend_from_slice(&chunk[..n]);
         }
     };
@@ -73,7 +77,9 @@ async fn closes(s: &mut TcpStream) -> bool {
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(5), closed).await.is_ok()
+    tokio::time::timeout(Duration::from_secs(5), closed)
+        .await
+        .is_ok()
 }
 
 #[tokio::test]
@@ -107,7 +113,9 @@ async fn other_requests_on_the_same_connection_are_served_before_and_after() {
     s.write_all(chat_request("").as_bytes()).await.unwrap();
     let (head, _) = read_answer(&mut s, &mut rest).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
-    s.write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /health HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
     let (head, _) = read_answer(&mut s, &mut rest).await;
     assert!(head.starts_with("http/1.1 200"), "{head}");
     s.write_all(chat_request("").as_bytes()).await.unwrap();

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderValue, Request, Uri, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::client::conn::{http1, http2};
@@ -62,6 +62,37 @@ impl Error {
     /// Nothing reached the upstream: the request cost it no tokens.
     pub fn is_connect(&self) -> bool {
         matches!(self, Error::Connect(_))
+    }
+}
+
+/// One request to send: its method, its headers as sets in order (a header
+/// in a later set, or later in the same one, replaces an earlier one of the
+/// same name, as inserting into a header map would), and its body. Written
+/// straight onto the wire for plain-HTTP upstreams, with no header map.
+pub struct Outgoing<'a> {
+    pub method: Method,
+    pub headers: [&'a [(HeaderName, HeaderValue)]; 4],
+    pub body: Bytes,
+}
+
+impl Outgoing<'_> {
+    /// Every header that is sent, in order: those not replaced later.
+    pub(super) fn sent_headers(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+        let all = || self.headers.iter().flat_map(|set| set.iter());
+        all()
+            .enumerate()
+            .filter(move |(i, (name, _))| !all().skip(i + 1).any(|(later, _)| later == name))
+            .map(|(_, h)| h)
+    }
+
+    /// The same as a request for hyper (its URI is set when sent).
+    fn into_request(self) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(self.body.clone()));
+        *req.method_mut() = self.method.clone();
+        for (name, value) in self.sent_headers() {
+            req.headers_mut().insert(name.clone(), value.clone());
+        }
+        req
     }
 }
 
@@ -178,13 +209,12 @@ impl Client {
         self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends `req` (its URI is set here) and resolves when the response
-    /// headers are in.
-    pub async fn send(&self, target: Target<'_>, req: Request<Bytes>) -> Result<Response, Error> {
+    /// Sends `req` and resolves when the response headers are in.
+    pub async fn send(&self, target: Target<'_>, req: Outgoing<'_>) -> Result<Response, Error> {
         if target.origin.starts_with("http://") {
             return self.send_own(target, req).await;
         }
-        let mut req = req.map(Full::new);
+        let mut req = req.into_request();
         for _ in 0..STALE_RETRIES {
             let Some(sender) = self.checkout(target.origin) else {
                 break;
@@ -212,10 +242,10 @@ impl Client {
     }
 
     /// Plain HTTP/1.1: on a connection of our own, driven by this task.
-    async fn send_own(&self, target: Target<'_>, req: Request<Bytes>) -> Result<Response, Error> {
-        let (parts, body) = req.into_parts();
-        let head = wire::head(&parts, target.path, target.host, body.len());
-        let head_only = parts.method == axum::http::Method::HEAD;
+    async fn send_own(&self, target: Target<'_>, req: Outgoing<'_>) -> Result<Response, Error> {
+        let head = wire::head(&req, target.path, target.host);
+        let head_only = req.method == Method::HEAD;
+        let body = req.body;
         let home = || wire::Home {
             pool: self.pool.clone(),
             origin: target.origin.clone(),

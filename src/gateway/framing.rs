@@ -251,7 +251,10 @@ mod tests {
         put_chunk(&mut out, &[b'x'; 26]);
         let mut framing = Framing::CHUNKED;
         out.extend_from_slice(b"0\r\n\r\n");
-        assert_eq!(framing.next_piece(&mut out).unwrap().unwrap(), &[b'x'; 26][..]);
+        assert_eq!(
+            framing.next_piece(&mut out).unwrap().unwrap(),
+            &[b'x'; 26][..]
+        );
         assert_eq!(framing, Framing::Done);
     }
 

@@ -97,7 +97,10 @@ impl Front {
             drop(deadline);
             if buf.len() < head.length {
                 if head.expects_continue
-                    && io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err()
+                    && io
+                        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                        .await
+                        .is_err()
                 {
                     return;
                 }
@@ -176,8 +179,7 @@ fn service(
     hyper::Request<Incoming>,
     Response = axum::response::Response,
     Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
-                 + Send,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>> + Send,
 > + Send {
     hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         let proxied = match *req.method() {

@@ -24,9 +24,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::header_timer::{HeaderTimer, Shelf};
 use super::Gateway;
 use super::front::Front;
+use super::header_timer::{HeaderTimer, Shelf};
 
 thread_local! {
     /// Which of the gateway's upstream clients this thread uses: 0 outside

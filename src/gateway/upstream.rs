@@ -108,7 +108,7 @@ impl tower_service::Service<Name> for Resolver {
     }
 }
 
-pub use super::client::{Client, Response};
+pub use super::client::{Client, Outgoing, Response};
 
 /// `n` independent clients, each with its own connection pool: one per
 /// serving thread, so a pooled connection is only ever driven by the thread
@@ -266,22 +266,16 @@ impl Upstream {
             Auth::Static => None,
             _ => Some(Box::pin(self.authorize(t, &body)).await?),
         };
-        let mut req = axum::http::Request::new(body);
-        *req.method_mut() = axum::http::Method::POST;
-        let headers = req.headers_mut();
-        headers.insert(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        for (name, value) in &self.plan.headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        for (name, value) in extra {
-            headers.insert(name.clone(), value.clone());
-        }
-        for (name, value) in signed.into_iter().flatten() {
-            headers.insert(name, value);
-        }
+        let req = Outgoing {
+            method: axum::http::Method::POST,
+            headers: [
+                &*JSON,
+                self.plan.headers.as_slice(),
+                extra,
+                signed.as_deref().unwrap_or_default(),
+            ],
+            body,
+        };
         let target = super::client::Target {
             origin: &self.origin,
             url: &t.url,
@@ -307,16 +301,11 @@ impl Upstream {
         body: Bytes,
     ) -> Result<Response, Sent> {
         let t = Target::new(url);
-        let mut req = axum::http::Request::new(body);
-        *req.method_mut() = method;
-        let headers = req.headers_mut();
-        headers.insert(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        for (name, value) in &self.plan.headers {
-            headers.insert(name.clone(), value.clone());
-        }
+        let req = Outgoing {
+            method,
+            headers: [&*JSON, self.plan.headers.as_slice(), &[], &[]],
+            body,
+        };
         let target = super::client::Target {
             origin: &self.origin,
             url: &t.url,
@@ -326,6 +315,16 @@ impl Upstream {
         Box::pin(client.send(target, req)).await.map_err(Sent::Http)
     }
 }
+
+/// Every request's body is JSON (a deployment's plan may say otherwise: its
+/// headers come after this one).
+static JSON: std::sync::LazyLock<[(axum::http::HeaderName, HeaderValue); 1]> =
+    std::sync::LazyLock::new(|| {
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )]
+    });
 
 /// Why a request got no response.
 #[derive(Debug)]

@@ -110,10 +110,12 @@ fn client() -> Client {
         .remove(0)
 }
 
-fn request() -> Request<Bytes> {
-    let mut req = Request::new(Bytes::from_static(b"{}"));
-    *req.method_mut() = axum::http::Method::POST;
-    req
+fn request() -> Outgoing<'static> {
+    Outgoing {
+        method: Method::POST,
+        headers: [&[], &[], &[], &[]],
+        body: Bytes::from_static(b"{}"),
+    }
 }
 
 async fn call(client: &Client, up: &Upstream) -> Result<Bytes, Error> {
@@ -358,7 +360,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
     }
 }
 
-async fn send(client: &Client, up: &Upstream, req: Request<Bytes>) -> Result<Response, Error> {
+async fn send(client: &Client, up: &Upstream, req: Outgoing<'_>) -> Result<Response, Error> {
     let target = Target {
         origin: &up.origin,
         url: &up.url,
@@ -376,13 +378,31 @@ async fn read(response: Response) -> Result<Bytes, BodyError> {
 async fn a_request_goes_out_as_one_http11_message() {
     let (up, mut requests) =
         scripted(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]).await;
-    let mut req = Request::new(Bytes::from_static(b"{\"a\":1}"));
-    *req.method_mut() = axum::http::Method::POST;
-    req.headers_mut()
-        .insert("authorization", HeaderValue::from_static("Bearer k"));
-    // Framing headers are the client's own to write.
-    req.headers_mut()
-        .insert("content-length", HeaderValue::from_static("999"));
+    let json = [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
+    let plan = [
+        (header::AUTHORIZATION, HeaderValue::from_static("Bearer k")),
+        (
+            HeaderName::from_static("x-a"),
+            HeaderValue::from_static("1"),
+        ),
+    ];
+    // A later set replaces an earlier one's header; framing headers are the
+    // client's own to write.
+    let extra = [
+        (
+            HeaderName::from_static("x-a"),
+            HeaderValue::from_static("2"),
+        ),
+        (header::CONTENT_LENGTH, HeaderValue::from_static("999")),
+    ];
+    let req = Outgoing {
+        method: Method::POST,
+        headers: [&json, &plan, &extra, &[]],
+        body: Bytes::from_static(b"{\"a\":1}"),
+    };
     let response = send(&client(), &up, req).await.unwrap();
     assert_eq!(read(response).await.unwrap(), "ok");
     let request = String::from_utf8(requests.recv().await.unwrap()).unwrap();
@@ -390,7 +410,7 @@ async fn a_request_goes_out_as_one_http11_message() {
     assert_eq!(
         request,
         format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\nauthorization: Bearer k\r\ncontent-length: 7\r\n\r\n{{\"a\":1}}"
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\nauthorization: Bearer k\r\nx-a: 2\r\ncontent-length: 7\r\n\r\n{{\"a\":1}}"
         )
     );
 }

@@ -72,7 +72,11 @@ pub(super) async fn answer(
                 }
                 None => io.write_all(out).await,
             };
-            if sent.is_ok() { Written::Whole } else { Written::Cut }
+            if sent.is_ok() {
+                Written::Whole
+            } else {
+                Written::Cut
+            }
         }
         None => stream(io, out, body, ahead).await,
     }
@@ -128,7 +132,13 @@ async fn stream(
 }
 
 /// The status line and headers, with our framing and a `date`.
-fn head(out: &mut BytesMut, status: StatusCode, headers: &HeaderMap, length: Option<u64>, close: bool) {
+fn head(
+    out: &mut BytesMut,
+    status: StatusCode,
+    headers: &HeaderMap,
+    length: Option<u64>,
+    close: bool,
+) {
     out.reserve(256 + 48 * headers.len());
     out.put_slice(b"HTTP/1.1 ");
     out.put_slice(status.as_str().as_bytes());

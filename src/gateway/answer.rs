@@ -5,7 +5,7 @@
 use super::attempt::Exhausted;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
@@ -38,9 +38,9 @@ pub(super) fn failed(
     }
 }
 
-pub(super) fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
+pub(super) fn is_event_stream(response: &UpResponse) -> bool {
+    response
+        .header(&header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
@@ -125,7 +125,7 @@ pub(super) async fn read_answer(
     dropped: Option<Box<HeaderValue>>,
 ) -> Attempted {
     let status = response.status();
-    let mut headers = Passed::from(response.headers());
+    let mut headers = Passed::of(&response);
     headers.dropped_betas = dropped;
     match read_limited(response, MAX_ANSWER_BYTES, first_deadline, deadline).await {
         Err((outcome, detail)) => failed(outcome, detail, Tokens::Estimate),
@@ -204,7 +204,7 @@ pub(super) async fn start_stream(
     mut watch: Watch,
 ) -> Attempted {
     let status = response.status();
-    let mut headers = Passed::from(response.headers());
+    let mut headers = Passed::of(&response);
     headers.dropped_betas = watch.dropped.take();
     if decoder.translates() {
         headers.content_type = Some(HeaderValue::from_static("text/event-stream"));
@@ -295,7 +295,7 @@ pub(super) async fn upstream_error(
 ) -> Attempted {
     let status = response.status();
     let upstream_headers = response.headers().clone();
-    let headers = Passed::from(response.headers());
+    let headers = Passed::of(&response);
     let body = read_limited(response, MAX_ERROR_BYTES, first_deadline, deadline)
         .await
         .unwrap_or_default();

@@ -260,7 +260,7 @@ pub(super) async fn attempt(
     let dropped = call.extra.and_then(|e| e.dropped.map(Box::new));
     // A request the gateway could not tell was a stream (`"stream": "yes"`)
     // is relayed as one when a lenient upstream answers with one.
-    if req.stream || is_event_stream(response.headers()) {
+    if req.stream || is_event_stream(&response) {
         let watch = Watch {
             upstream: up.clone(),
             first_deadline,

@@ -25,13 +25,12 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::upstream::Resolver;
 
 mod body;
+mod response;
 mod wire;
 
-pub use body::{Body, BodyError};
+pub use body::BodyError;
+pub use response::Response;
 pub use wire::WireError;
-
-/// What an upstream answered: status, headers, and the body still to read.
-pub type Response = axum::http::Response<Body>;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<Resolver>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -295,7 +294,7 @@ impl Client {
             // Plain-HTTP origins are sent by `send_own`; never pooled here.
             Sender::Own(_) => return Err(Unsent::Retry(Box::new(req))),
         };
-        sent.map(|r| r.map(Body::hyper))
+        sent.map(Response::from_hyper)
             .map_err(|mut e| match e.take_message() {
                 Some(req) => Unsent::Retry(Box::new(req)),
                 None => Unsent::Failed(e.into_error()),

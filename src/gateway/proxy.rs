@@ -552,11 +552,12 @@ pub(crate) struct Passed {
 }
 
 impl Passed {
-    pub(super) fn from(h: &HeaderMap) -> Self {
+    /// The headers passed on from an upstream's answer.
+    pub(super) fn of(answer: &super::upstream::Response) -> Self {
         Self {
-            content_type: h.get(header::CONTENT_TYPE).cloned(),
-            cache_control: h.get(header::CACHE_CONTROL).cloned(),
-            request_id: h.get(X_REQUEST_ID).cloned(),
+            content_type: answer.header(&header::CONTENT_TYPE),
+            cache_control: answer.header(&header::CACHE_CONTROL),
+            request_id: answer.header(&X_REQUEST_ID),
             dropped_betas: None,
         }
     }

@@ -418,15 +418,21 @@ async fn a_request_goes_out_as_one_http11_message() {
 #[tokio::test]
 async fn chunked_answers_keep_the_connection_and_informational_heads_are_skipped() {
     let (up, _requests) = scripted(vec![
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-a: 1\r\nx-a: 2\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nx-trailer: t\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-a: 1\r\nContent-Type: text/plain\r\nX-A: 2\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nx-trailer: t\r\n\r\n",
         b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n",
     ])
     .await;
     let client = client();
     let response = send(&client, &up, request()).await.unwrap();
     assert_eq!(response.status(), 200);
+    // Names in any case: one asked for, and all of them in a map.
+    let x_a = HeaderName::from_static("x-a");
+    assert_eq!(response.header(&x_a).unwrap(), "1");
+    assert_eq!(response.header(&header::CONTENT_TYPE).unwrap(), "text/plain");
+    assert!(response.header(&header::CACHE_CONTROL).is_none());
     let repeated: Vec<_> = response.headers().get_all("x-a").iter().collect();
     assert_eq!(repeated, ["1", "2"]);
+    assert_eq!(response.headers().len(), 4);
     assert_eq!(read(response).await.unwrap(), "abcde");
     let response = send(&client, &up, request()).await.unwrap();
     assert_eq!(response.status(), 201);

@@ -16,11 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version, header};
+use axum::http::{HeaderValue, Method, StatusCode, Version, header};
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
 use super::body::{Body, Own};
+use super::response::RawHeaders;
 use super::{Error, Outgoing, Pool, Pooled, Sender};
 use crate::gateway::framing::{Framing, decimal, write_both};
 
@@ -216,13 +217,14 @@ pub(super) async fn exchange(
             Err(e) => return Err(Failed::Unanswered(e.into())),
         }
         match parse(&mut buf, head_only) {
-            Ok(Some((parts, framing, reusable))) => {
+            Ok(Some((head, framing, reusable))) => {
                 let own = Own::new(conn, buf, framing, reusable, home);
-                let mut response = super::Response::new(Body::own(own));
-                *response.status_mut() = parts.status;
-                *response.headers_mut() = parts.headers;
-                *response.version_mut() = parts.version;
-                return Ok(response);
+                return Ok(super::Response::raw(
+                    head.status,
+                    head.version,
+                    head.headers,
+                    Body::own(own),
+                ));
             }
             Ok(None) if buf.len() > MAX_HEAD => {
                 return Err(Failed::Unanswered(WireError::HeadTooLarge));
@@ -240,7 +242,7 @@ pub(super) async fn exchange(
 struct Head {
     status: StatusCode,
     version: Version,
-    headers: HeaderMap,
+    headers: RawHeaders,
 }
 
 /// The answer's head, when the buffer holds all of it (taken off the
@@ -277,23 +279,19 @@ fn parse(buf: &mut BytesMut, head_only: bool) -> Result<Option<(Head, Framing, b
         } else {
             Version::HTTP_11
         };
-        // Names and values point into the buffer; values are kept as
-        // slices of it (no copy each), names made as they are read.
+        // Names and values stay where they are in the head (see
+        // `RawHeaders`); a head is at most MAX_HEAD bytes, so u32 offsets.
         let base = buf.as_ptr() as usize;
-        let mut spans = Vec::with_capacity(answer.headers.len());
-        for h in answer.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| WireError::Framing("a header name is not valid"))?;
-            let start = h.value.as_ptr() as usize - base;
-            spans.push((name, start, start + h.value.len()));
-        }
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, start, end) in spans {
-            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
-                .map_err(|_| WireError::Framing("a header value is not valid"))?;
-            headers.append(name, value);
-        }
+        let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        let spans = answer
+            .headers
+            .iter()
+            .map(|h| {
+                let (n, v) = (at(h.name.as_bytes()), at(h.value));
+                [n, n + h.name.len() as u32, v, v + h.value.len() as u32]
+            })
+            .collect();
+        let headers = RawHeaders::new(buf.split_to(len).freeze(), spans);
         let (framing, reusable) = framing(status, version, &headers, head_only)?;
         return Ok(Some((
             Head {
@@ -312,29 +310,21 @@ fn parse(buf: &mut BytesMut, head_only: bool) -> Result<Option<(Head, Framing, b
 fn framing(
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    headers: &RawHeaders,
     head_only: bool,
 ) -> Result<(Framing, bool), WireError> {
-    use axum::http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-    let mut reusable = version == Version::HTTP_11
-        && !headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| has_token(v.as_bytes(), b"close"));
+    let mut reusable =
+        version == Version::HTTP_11 && !headers.all("connection").any(|v| has_token(v, b"close"));
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Length(0), reusable));
     }
-    if let Some(te) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+    if let Some(te) = headers.all("transfer-encoding").last() {
         // With a Content-Length beside it the message is suspect (request
         // smuggling): read as chunked, and the connection not reused.
-        if headers.contains_key(CONTENT_LENGTH) {
+        if headers.all("content-length").next().is_some() {
             reusable = false;
         }
-        let last = te
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .unwrap_or_default();
+        let last = te.rsplit(|&b| b == b',').next().unwrap_or_default();
         return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             (Framing::CHUNKED, reusable)
         } else {
@@ -342,8 +332,8 @@ fn framing(
         });
     }
     let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
+    for value in headers.all("content-length") {
+        for part in value.split(|&b| b == b',') {
             let n = std::str::from_utf8(part.trim_ascii())
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))

@@ -428,7 +428,10 @@ async fn chunked_answers_keep_the_connection_and_informational_heads_are_skipped
     // Names in any case: one asked for, and all of them in a map.
     let x_a = HeaderName::from_static("x-a");
     assert_eq!(response.header(&x_a).unwrap(), "1");
-    assert_eq!(response.header(&header::CONTENT_TYPE).unwrap(), "text/plain");
+    assert_eq!(
+        response.header(&header::CONTENT_TYPE).unwrap(),
+        "text/plain"
+    );
     assert!(response.header(&header::CACHE_CONTROL).is_none());
     let repeated: Vec<_> = response.headers().get_all("x-a").iter().collect();
     assert_eq!(repeated, ["1", "2"]);

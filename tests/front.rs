@@ -82,24 +82,41 @@ async fn closes(s: &mut TcpStream) -> bool {
         .is_ok()
 }
 
+fn chat_for(model: &str) -> String {
+    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
-    let a = mock().await;
-    let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
+    let (a, b) = (mock().await, mock().await);
+    let config = format!(
+        "[[models]]\nname = \"ma\"\n{}\n[[models]]\nname = \"mb\"\n{}",
+        deployment("a", &a, ""),
+        deployment("b", &b, "")
+    );
+    let gw = gateway(&config).await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    // Three at once, in one write.
-    let three = chat_request("").repeat(3);
+    // Three at once, in one write; each model has its own deployment, so
+    // the answers' order shows in who served them.
+    let three = [chat_for("ma"), chat_for("mb"), chat_for("ma")].concat();
     s.write_all(three.as_bytes()).await.unwrap();
     let mut rest = Vec::new();
-    for _ in 0..3 {
+    for served_by in ["a", "b", "a"] {
         let (head, body) = read_answer(&mut s, &mut rest).await;
         assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
         assert!(head.contains("\r\ndate: "), "{head}");
-        assert!(head.contains("\r\nx-switchboard-deployment: a"), "{head}");
+        assert!(
+            head.contains(&format!("\r\nx-switchboard-deployment: {served_by}\r\n")),
+            "{head}"
+        );
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["object"], "chat.completion");
     }
-    assert_eq!(a.stats().requests, 3);
+    assert_eq!((a.stats().requests, b.stats().requests), (2, 1));
 }
 
 #[tokio::test]
@@ -123,6 +140,57 @@ async fn other_requests_on_the_same_connection_are_served_before_and_after() {
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(!body.is_empty());
     assert_eq!(a.stats().requests, 2);
+}
+
+#[tokio::test]
+async fn bytes_read_ahead_reach_hyper_at_the_hand_over() {
+    let a = mock().await;
+    let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    // All three in one write: when the health check is handed to hyper,
+    // it and the request behind it are already in the loop's buffer.
+    let all = [
+        chat_request(""),
+        "GET /health HTTP/1.1\r\nhost: gw\r\n\r\n".to_string(),
+        chat_request(""),
+    ]
+    .concat();
+    s.write_all(all.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    let (head, body) = read_answer(&mut s, &mut rest).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(!body.is_empty());
+    let (head, body) = read_answer(&mut s, &mut rest).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+    let (head, body) = read_answer(&mut s, &mut rest).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(a.stats().requests, 2);
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_after_the_header_timeout() {
+    let a = mock().await;
+    let gw = gateway(&one_model(
+        "header_read_timeout_s = 0.3",
+        &[deployment("a", &a, "")],
+    ))
+    .await;
+    // One that never sends a byte.
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    // One that is served once, then stays idle.
+    let mut served = TcpStream::connect(gw.addr).await.unwrap();
+    served.write_all(chat_request("").as_bytes()).await.unwrap();
+    let (head, _) = read_answer(&mut served, &mut Vec::new()).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(closes(&mut silent).await, "a silent connection is closed");
+    assert!(
+        closes(&mut served).await,
+        "an idle keep-alive connection is closed"
+    );
 }
 
 #[tokio::test]
@@ -204,7 +272,29 @@ async fn a_stream_is_chunked_and_ends_cleanly() {
     let (head, body) = read_answer(&mut s, &mut Vec::new()).await;
     assert!(head.contains("transfer-encoding: chunked"), "{head}");
     assert!(head.contains("content-type: text/event-stream"), "{head}");
-    let text = String::from_utf8_lossy(&body);
-    assert!(text.contains("data: [DONE]"), "{text}");
-    assert!(text.ends_with("\r\n0\r\n\r\n"), "{text}");
+    // Every chunk's size is its data's, and the last one is empty.
+    let mut at = &body[..];
+    let mut text = Vec::new();
+    loop {
+        let line = at
+            .iter()
+            .position(|&b| b == b'\n')
+            .expect("a chunk size line");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&at[..line - 1]).unwrap(), 16).unwrap();
+        at = &at[line + 1..];
+        if size == 0 {
+            assert_eq!(at, b"\r\n", "nothing after the last chunk");
+            break;
+        }
+        text.extend_from_slice(&at[..size]);
+        assert_eq!(
+            &at[size..size + 2],
+            b"\r\n",
+            "a chunk ends where its size says"
+        );
+        at = &at[size + 2..];
+    }
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }

@@ -197,20 +197,24 @@ pub(crate) fn put_chunk(out: &mut BytesMut, data: &[u8]) {
 }
 
 /// A head and a body in one `writev` (more only when the socket takes less).
+/// On failure, the error and how many bytes had gone out.
 pub(crate) async fn write_both(
     io: &mut tokio::net::TcpStream,
     head: &[u8],
     body: &[u8],
-) -> std::io::Result<()> {
+) -> Result<(), (std::io::Error, usize)> {
     use std::io::IoSlice;
     use tokio::io::AsyncWriteExt;
     let mut slices = [IoSlice::new(head), IoSlice::new(body)];
     let mut left: &mut [IoSlice<'_>] = &mut slices;
+    let mut sent = 0;
     while !left.is_empty() {
-        let n = io.write_vectored(left).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
+        let n = match io.write_vectored(left).await {
+            Ok(0) => return Err((std::io::ErrorKind::WriteZero.into(), sent)),
+            Ok(n) => n,
+            Err(e) => return Err((e, sent)),
+        };
+        sent += n;
         IoSlice::advance_slices(&mut left, n);
     }
     Ok(())

@@ -74,16 +74,19 @@ impl Front {
                         Parsed::Partial => {}
                     }
                 }
-                // Idle between requests: closed when the gateway stops.
-                // Part of a head in: it must be whole within the timeout.
+                // A head must be whole within the timeout, counted from
+                // when the loop starts waiting for it: an idle keep-alive
+                // connection (or one that never sends) is closed after it
+                // too, as hyper does. Idle, it closes when the gateway stops.
+                let timeout = deadline.get_or_insert_with(|| self.timer.sleep(header_timeout));
                 let more = if buf.is_empty() {
                     tokio::select! {
                         biased;
                         read = read_more(&mut io, &mut buf) => read,
+                        _ = timeout.as_mut() => false,
                         _ = self.stopping.cancelled() => false,
                     }
                 } else {
-                    let timeout = deadline.get_or_insert_with(|| self.timer.sleep(header_timeout));
                     tokio::select! {
                         biased;
                         read = read_more(&mut io, &mut buf) => read,
@@ -104,7 +107,9 @@ impl Front {
                 {
                     return;
                 }
-                buf.reserve(head.length - buf.len());
+                // Room for what has come, not for what the client says
+                // will: a head alone must not hold the whole limit.
+                buf.reserve((head.length - buf.len()).min(1 << 20));
                 while buf.len() < head.length {
                     if !read_more(&mut io, &mut buf).await {
                         return;

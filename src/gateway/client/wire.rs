@@ -116,15 +116,27 @@ pub(super) async fn connect(url: &axum::http::Uri, timeout: Duration) -> Result<
                 .collect()
         }
     };
+    // Each address gets an equal share of what is left of the timeout, so
+    // one that never answers (IPv6 blackholed) leaves time for the next.
+    let deadline = tokio::time::Instant::now() + timeout;
     let attempts = async {
         let mut last = io::Error::new(io::ErrorKind::NotFound, format!("`{host}` has no address"));
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(io) => {
+        let count = addrs.len();
+        for (i, addr) in addrs.into_iter().enumerate() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let share = left / u32::try_from(count - i).unwrap_or(1).max(1);
+            match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+                Ok(Ok(io)) => {
                     io.set_nodelay(true)?;
                     return Ok(Conn { io });
                 }
-                Err(e) => last = e,
+                Ok(Err(e)) => last = e,
+                Err(_) => {
+                    last = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("{addr} did not accept within {:.1}s", share.as_secs_f64()),
+                    );
+                }
             }
         }
         Err(last)
@@ -201,8 +213,13 @@ pub(super) async fn exchange(
     head_only: bool,
     home: Home,
 ) -> Result<super::Response, Failed> {
-    if let Err(e) = write_both(&mut conn.io, head, body).await {
-        return Err(Failed::Unsent(e.into()));
+    match write_both(&mut conn.io, head, body).await {
+        Ok(()) => {}
+        // Nothing went out: the server cannot have acted on it.
+        Err((e, 0)) => return Err(Failed::Unsent(e.into())),
+        // Part went out: the server may have answered (a 413 before the
+        // whole body) and closed; either way it is not sent again.
+        Err((e, _)) => return Err(Failed::Unanswered(e.into())),
     }
     let mut buf = BytesMut::with_capacity(FIRST_READ);
     loop {

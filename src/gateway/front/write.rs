@@ -40,12 +40,31 @@ pub(super) async fn answer(
     close: bool,
     ahead: &mut BytesMut,
 ) -> Written {
+    // No body, and no framing headers, for these (RFC 9110 §6.4.1).
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        let mut out = BytesMut::with_capacity(256 + 48 * headers.len());
+        head(&mut out, status, headers, Framing::None, close);
+        return if io.write_all(&out).await.is_ok() {
+            Written::Whole
+        } else {
+            Written::Cut
+        };
+    }
     let length = body.size_hint().exact();
     let mut out = BytesMut::with_capacity(
         256 + 48 * headers.len() + length.map_or(0, |n| n.min(COPY_UP_TO as u64) as usize),
     );
     let out = &mut out;
-    head(out, status, headers, length, close);
+    head(
+        out,
+        status,
+        headers,
+        length.map_or(Framing::Chunked, Framing::Length),
+        close,
+    );
     match length {
         Some(_) => {
             // A whole body: its data is (almost always) one frame, ready now.
@@ -65,7 +84,9 @@ pub(super) async fn answer(
                 data = Some(chunk);
             }
             let sent = match data {
-                Some(data) if data.len() > COPY_UP_TO => write_both(io, out, &data).await,
+                Some(data) if data.len() > COPY_UP_TO => {
+                    write_both(io, out, &data).await.map_err(|(e, _)| e)
+                }
                 Some(data) => {
                     out.extend_from_slice(&data);
                     io.write_all(out).await
@@ -131,12 +152,20 @@ async fn stream(
     }
 }
 
+/// How the head frames the body.
+enum Framing {
+    Length(u64),
+    Chunked,
+    /// A status that has no body.
+    None,
+}
+
 /// The status line and headers, with our framing and a `date`.
 fn head(
     out: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
-    length: Option<u64>,
+    framing: Framing,
     close: bool,
 ) {
     out.reserve(256 + 48 * headers.len());
@@ -157,14 +186,15 @@ fn head(
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
-    match length {
-        Some(n) => {
+    match framing {
+        Framing::Length(n) => {
             out.put_slice(b"content-length: ");
             let mut digits = [0u8; 20];
             out.put_slice(decimal(n, &mut digits));
             out.put_slice(b"\r\n");
         }
-        None => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None => {}
     }
     if close {
         out.put_slice(b"connection: close\r\n");

@@ -7,16 +7,38 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use switchboard::mock_upstream::MockHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const CHAT: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
 
-fn chat_request(extra_headers: &str) -> String {
+/// A chat request as bytes on the wire, with `body` and extra header lines.
+fn request_for(body: &str, extra_headers: &str) -> String {
     format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n{extra_headers}content-length: {}\r\n\r\n{CHAT}",
-        CHAT.len()
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n{extra_headers}content-length: {}\r\n\r\n{body}",
+        body.len()
     )
+}
+
+fn chat_request(extra_headers: &str) -> String {
+    request_for(CHAT, extra_headers)
+}
+
+fn chat_for(model: &str) -> String {
+    request_for(
+        &format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#),
+        "",
+    )
+}
+
+/// A mock upstream, a gateway with one model on it (`server` settings
+/// added), and a raw connection to the gateway.
+async fn connected(server: &str) -> (MockHandle, TestGateway, TcpStream) {
+    let a = mock().await;
+    let gw = gateway(&one_model(server, &[deployment("a", &a, "")])).await;
+    let s = TcpStream::connect(gw.addr).await.unwrap();
+    (a, gw, s)
 }
 
 /// One answer off `s`: its head (lowercased) and its body, by
@@ -82,14 +104,6 @@ async fn closes(s: &mut TcpStream) -> bool {
         .is_ok()
 }
 
-fn chat_for(model: &str) -> String {
-    let body = format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"hi"}}]}}"#);
-    format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let (a, b) = (mock().await, mock().await);
@@ -121,9 +135,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 
 #[tokio::test]
 async fn other_requests_on_the_same_connection_are_served_before_and_after() {
-    let a = mock().await;
-    let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let (a, _gw, mut s) = connected("").await;
     let mut rest = Vec::new();
     // Proxied first (our loop), then the health check (handed to hyper
     // with its bytes), then proxied again (through hyper from then on).
@@ -144,9 +156,7 @@ async fn other_requests_on_the_same_connection_are_served_before_and_after() {
 
 #[tokio::test]
 async fn bytes_read_ahead_reach_hyper_at_the_hand_over() {
-    let a = mock().await;
-    let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let (a, _gw, mut s) = connected("").await;
     // All three in one write: when the health check is handed to hyper,
     // it and the request behind it are already in the loop's buffer.
     let all = [
@@ -195,9 +205,7 @@ async fn idle_connections_are_closed_after_the_header_timeout() {
 
 #[tokio::test]
 async fn a_client_that_expects_100_continue_gets_it_then_its_answer() {
-    let a = mock().await;
-    let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let (_a, _gw, mut s) = connected("").await;
     let request = chat_request("expect: 100-continue\r\n");
     let (head, body) = request.split_at(request.find("\r\n\r\n").unwrap() + 4);
     s.write_all(head.as_bytes()).await.unwrap();
@@ -214,9 +222,7 @@ async fn a_client_that_expects_100_continue_gets_it_then_its_answer() {
 
 #[tokio::test]
 async fn connection_close_is_honoured_after_the_answer() {
-    let a = mock().await;
-    let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let (_a, _gw, mut s) = connected("").await;
     s.write_all(chat_request("connection: close\r\n").as_bytes())
         .await
         .unwrap();
@@ -227,9 +233,7 @@ async fn connection_close_is_honoured_after_the_answer() {
 
 #[tokio::test]
 async fn a_malformed_request_is_answered_400_by_hyper() {
-    let a = mock().await;
-    let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let (a, _gw, mut s) = connected("").await;
     s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost gw\r\n\r\n")
         .await
         .unwrap();
@@ -240,9 +244,7 @@ async fn a_malformed_request_is_answered_400_by_hyper() {
 
 #[tokio::test]
 async fn chunked_requests_are_served_through_hyper() {
-    let a = mock().await;
-    let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let (a, _gw, mut s) = connected("").await;
     let half = CHAT.len() / 2;
     let request = format!(
         "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{}\r\n{:x}\r\n{}\r\n0\r\n\r\n",
@@ -260,14 +262,9 @@ async fn chunked_requests_are_served_through_hyper() {
 
 #[tokio::test]
 async fn a_stream_is_chunked_and_ends_cleanly() {
-    let a = mock().await;
-    let gw = gateway(&one_model("", &[deployment("a", &a, "")])).await;
-    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let (_a, _gw, mut s) = connected("").await;
     let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let request = request_for(body, "");
     s.write_all(request.as_bytes()).await.unwrap();
     let (head, body) = read_answer(&mut s, &mut Vec::new()).await;
     assert!(head.contains("transfer-encoding: chunked"), "{head}");

@@ -53,6 +53,36 @@ pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
+/// A body gathered chunk by chunk. Most come in one chunk: it is kept as
+/// it came, and copied only when a second one follows (an allocation and a
+/// copy of the whole body less).
+#[derive(Default)]
+pub(super) struct Gathered {
+    first: Option<Bytes>,
+    rest: BytesMut,
+}
+
+impl Gathered {
+    pub(super) fn len(&self) -> usize {
+        self.rest.len() + self.first.as_ref().map_or(0, Bytes::len)
+    }
+
+    pub(super) fn push(&mut self, chunk: Bytes) {
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(chunk),
+            Some(first) => {
+                self.rest.extend_from_slice(&first);
+                self.rest.extend_from_slice(&chunk);
+            }
+            None => self.rest.extend_from_slice(&chunk),
+        }
+    }
+
+    pub(super) fn into_bytes(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.rest.freeze())
+    }
+}
+
 /// Reads a whole body of at most `limit` bytes. The first bytes must come by
 /// `first_deadline` (an upstream that sends headers and then stalls is as good
 /// as one that never answered), the rest by `deadline`.
@@ -63,10 +93,7 @@ async fn read_limited(
     deadline: tokio::time::Instant,
 ) -> Result<Bytes, (AttemptOutcome, String)> {
     let mut stream = http_body_util::BodyDataStream::new(response.into_body());
-    let mut buf = BytesMut::new();
-    // Most answers come in one chunk: kept as it is, copied only when a
-    // second one comes (an allocation and a copy of the whole answer less).
-    let mut first: Option<Bytes> = None;
+    let mut gathered = Gathered::default();
     let mut started = false;
     loop {
         let until = if started {
@@ -83,7 +110,7 @@ async fn read_limited(
                 };
                 return Err((AttemptOutcome::Timeout, detail.into()));
             }
-            Ok(None) => return Ok(first.unwrap_or_else(|| buf.freeze())),
+            Ok(None) => return Ok(gathered.into_bytes()),
             Ok(Some(Err(e))) => {
                 return Err((
                     AttemptOutcome::InvalidResponse,
@@ -92,21 +119,13 @@ async fn read_limited(
             }
             Ok(Some(Ok(chunk))) => {
                 started = true;
-                let had = buf.len() + first.as_ref().map_or(0, Bytes::len);
-                if had + chunk.len() > limit {
+                if gathered.len() + chunk.len() > limit {
                     return Err((
                         AttemptOutcome::InvalidResponse,
                         format!("sent an answer larger than {limit} bytes"),
                     ));
                 }
-                match first.take() {
-                    None if buf.is_empty() => first = Some(chunk),
-                    Some(f) => {
-                        buf.extend_from_slice(&f);
-                        buf.extend_from_slice(&chunk);
-                    }
-                    None => buf.extend_from_slice(&chunk),
-                }
+                gathered.push(chunk);
             }
         }
     }

@@ -86,11 +86,13 @@ impl Outgoing<'_> {
 
     /// The same as a request for hyper (its URI is set when sent).
     fn into_request(self) -> Request<Full<Bytes>> {
-        let mut req = Request::new(Full::new(self.body.clone()));
-        *req.method_mut() = self.method.clone();
+        let mut headers = axum::http::HeaderMap::new();
         for (name, value) in self.sent_headers() {
-            req.headers_mut().insert(name.clone(), value.clone());
+            headers.insert(name.clone(), value.clone());
         }
+        let mut req = Request::new(Full::new(self.body));
+        *req.method_mut() = self.method;
+        *req.headers_mut() = headers;
         req
     }
 }

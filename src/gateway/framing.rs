@@ -163,6 +163,30 @@ fn chunk_size(line: &[u8]) -> Result<u64, FramingError> {
     Ok(size)
 }
 
+/// Whether a comma-separated header value (`Connection`) holds `token`.
+pub(crate) fn has_token(list: &[u8], token: &[u8]) -> bool {
+    list.split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// A Content-Length value: one number, or a list of the same number (RFC
+/// 9110 §8.6 lets a recipient read `5, 5` as 5); `None` for anything else.
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|&b| b == b',') {
+        let digits = part.trim_ascii();
+        if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
+}
+
 /// `n` in decimal, written into the end of `buf` (a Content-Length).
 pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
@@ -244,6 +268,29 @@ mod tests {
             }
         }
         Ok((data, framing == Framing::Done))
+    }
+
+    #[test]
+    fn content_lengths_are_one_number_or_a_list_of_it() {
+        assert_eq!(content_length(b"42"), Some(42));
+        assert_eq!(content_length(b" 5, 5 "), Some(5));
+        for bad in [
+            &b""[..],
+            b"5, 6",
+            b"+5",
+            b"-1",
+            b"5x",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(
+                content_length(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        assert!(has_token(b"keep-alive, Close", b"close"));
+        assert!(!has_token(b"closed", b"close"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::json;
 
 pub(super) use super::attempt::{Attempted, Tokens};
@@ -151,28 +151,18 @@ pub(super) async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Api
         message: format!("could not read the request body: {e}"),
         param: None,
     };
-    let mut whole = BytesMut::new();
-    let mut first: Option<Bytes> = None;
+    let mut whole = super::answer::Gathered::default();
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(unreadable)?.into_data() else {
             continue;
         };
-        if whole.len() + first.as_ref().map_or(0, Bytes::len) + data.len() > limit {
+        if whole.len() + data.len() > limit {
             drain(body, limit).await;
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        // Most bodies arrive in one frame: keep it as is, copy only when a
-        // second one comes.
-        match first.take() {
-            None if whole.is_empty() => first = Some(data),
-            Some(f) => {
-                whole.extend_from_slice(&f);
-                whole.extend_from_slice(&data);
-            }
-            None => whole.extend_from_slice(&data),
-        }
+        whole.push(data);
     }
-    Ok(first.unwrap_or_else(|| whole.freeze()))
+    Ok(whole.into_bytes())
 }
 
 /// Discards what is left of an oversized body: at most a few times the

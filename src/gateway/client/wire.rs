@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use super::body::{Body, Own};
 use super::response::RawHeaders;
 use super::{Error, Outgoing, Pool, Pooled, Sender};
-use crate::gateway::framing::{Framing, decimal, write_both};
+use crate::gateway::framing::{Framing, content_length, decimal, has_token, write_both};
 
 /// The largest answer head read (status line and headers).
 const MAX_HEAD: usize = 64 << 10;
@@ -350,27 +350,17 @@ fn framing(
     }
     let mut length = None;
     for value in headers.all("content-length") {
-        for part in value.split(|&b| b == b',') {
-            let n = std::str::from_utf8(part.trim_ascii())
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(WireError::Framing("Content-Length is not a number"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(WireError::Framing("two different Content-Lengths"));
-            }
-            length = Some(n);
+        let n =
+            content_length(value).ok_or(WireError::Framing("Content-Length is not a number"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(WireError::Framing("two different Content-Lengths"));
         }
+        length = Some(n);
     }
     Ok(match length {
         Some(n) => (Framing::Length(n), reusable),
         None => (Framing::UntilClose, false),
     })
-}
-
-fn has_token(list: &[u8], token: &[u8]) -> bool {
-    list.split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 impl std::fmt::Debug for Conn {

@@ -6,6 +6,7 @@
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version, request};
 use bytes::BytesMut;
 
+use crate::gateway::framing::{content_length, has_token};
 use crate::gateway::request::Endpoint;
 
 /// The most headers a request the front serves may carry (hyper takes more,
@@ -77,7 +78,8 @@ pub(super) fn parse(buf: &mut BytesMut, max_body: usize) -> Parsed {
             return Parsed::NotOurs;
         };
         match name.as_str() {
-            "content-length" => match number(h.value) {
+            "content-length" => match content_length(h.value).and_then(|n| usize::try_from(n).ok())
+            {
                 Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
                 _ => return Parsed::NotOurs,
             },
@@ -118,16 +120,4 @@ pub(super) fn parse(buf: &mut BytesMut, max_body: usize) -> Parsed {
         close,
         expects_continue,
     }))
-}
-
-fn number(value: &[u8]) -> Option<usize> {
-    if value.is_empty() || value.len() > 15 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
-pub(super) fn has_token(list: &[u8], token: &[u8]) -> bool {
-    list.split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }

@@ -25,6 +25,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::merge::merge;
 use super::responses::Note;
 use super::shared::{Applied, DepSpec, ModelKeys, PickRequest, Picked, Terms};
 use super::{Cluster, Down, Op, PROBE_HOLD, REDIS_TIMEOUT};
@@ -212,9 +213,10 @@ impl Cluster {
     }
 
     async fn pick_batch(self: Arc<Self>, groups: Vec<Group>, con: ConnectionManager) {
-        let calls = groups.into_iter().map(|g| {
+        let calls = groups.into_iter().map(|mut g| {
             let mut con = con.clone();
             let this = &self;
+            g.ops = merge(std::mem::take(&mut g.ops));
             async move {
                 let (names, applied) = ops_of(&g.ops, Some(&g.deps));
                 debug_assert_eq!(names.len(), g.deps.len());
@@ -287,6 +289,7 @@ impl Cluster {
         let calls = models.into_iter().map(|(keys, ops)| {
             let mut con = con.clone();
             let this = &self;
+            let ops = merge(ops);
             async move {
                 let (names, applied) = ops_of(&ops, None);
                 let call = async {

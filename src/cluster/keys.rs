@@ -50,7 +50,7 @@ impl ModelKeys {
     pub fn new(cluster: &str, model: &str) -> ModelKeys {
         let tag = format!("{{sb:{}:{}}}", escape(cluster), escape(model));
         ModelKeys(Arc::new(Names {
-            state: format!("{tag}:s"),
+            state: format!("{tag}:d"),
             waiting: format!("{tag}:q"),
             tag,
             deps: RwLock::default(),
@@ -62,7 +62,7 @@ impl ModelKeys {
         format!("{}:{kind}", self.0.tag)
     }
 
-    /// The hash of every deployment's small state (`T:s`).
+    /// Every deployment's small state, packed (`T:d`).
     pub(super) fn state(&self) -> &str {
         &self.0.state
     }
@@ -90,7 +90,7 @@ impl ModelKeys {
         format!("{}:{kind}:{}", self.0.tag, escape(dep))
     }
 
-    /// A deployment's windows (`w`), probe (`p`) and leases (`l`) keys,
+    /// A deployment's windows (`t`), probe (`p`) and leases (`l`) keys,
     /// made on first use and kept.
     pub(super) fn dep_keys(&self, dep: &str) -> Arc<[String; 3]> {
         let known = self.0.deps.read().unwrap_or_else(|e| e.into_inner());
@@ -98,7 +98,7 @@ impl ModelKeys {
             return keys.clone();
         }
         drop(known);
-        let keys = Arc::new(["w", "p", "l"].map(|kind| self.dep(kind, dep)));
+        let keys = Arc::new(["t", "p", "l"].map(|kind| self.dep(kind, dep)));
         let mut known = self.0.deps.write().unwrap_or_else(|e| e.into_inner());
         // Deployments removed from the config leave their few names behind
         // until the model goes: bounded by the deployments ever configured.
@@ -119,17 +119,17 @@ mod tests {
     fn keys_share_one_hash_tag_whatever_the_names() {
         let k = ModelKeys::new("prod", "gpt-4o}{x");
         let tag = |key: &str| key[key.find('{').unwrap() + 1..key.find('}').unwrap()].to_string();
-        assert_eq!(tag(&k.key("s")), tag(&k.dep("w", "east}")));
-        assert_eq!(tag(&k.key("s")), "sb:prod:gpt-4o%7D%7Bx");
-        assert_ne!(k.dep("w", "a"), k.dep("w", "b"));
-        assert_eq!(tag(k.waiting()), tag(&k.key("s")));
+        assert_eq!(tag(&k.key("d")), tag(&k.dep("t", "east}")));
+        assert_eq!(tag(&k.key("d")), "sb:prod:gpt-4o%7D%7Bx");
+        assert_ne!(k.dep("t", "a"), k.dep("t", "b"));
+        assert_eq!(tag(k.waiting()), tag(&k.key("d")));
         assert_eq!(k.waiting(), k.key("q"));
-        assert_eq!(k.state(), k.key("s"));
+        assert_eq!(k.state(), k.key("d"));
         let kept = k.dep_keys("east}");
         assert_eq!(
             *kept,
             [
-                k.dep("w", "east}"),
+                k.dep("t", "east}"),
                 k.dep("p", "east}"),
                 k.dep("l", "east}")
             ]

@@ -21,6 +21,7 @@ pub mod functions;
 mod keys;
 mod lease;
 pub mod member;
+mod merge;
 mod relay;
 pub mod responses;
 pub mod shared;

@@ -5,17 +5,18 @@
 -- health.rs), held to it by tests/cluster_model.rs: change both together.
 --
 -- Keys of one model (one hash tag, so Redis Cluster keeps them on one slot):
---   T:s         hash, every deployment's small state, one field per fact,
---               named by a letter and the deployment's name:
+--   T:d         string, every deployment's small state packed with
+--               cmsgpack: a map from the deployment's name to a map of
+--               its facts, each named by a letter:
 --                 e enabled ("1" | "0", when set in the cluster), c SWRR credit,
 --                 h windows' head second, t tokens window total,
 --                 r / i / o requests / input / output window totals (begun
 --                 by a pick of a deployment with that limit, gone after a
 --                 quiet minute: the window exists while its total does),
 --                 f consecutive failures, u cooldown until (ms), k its cause
---                 ("r" rate limited, "f" failing), n needs a probe,
+--                 ("r" rate limited, "f" failing), n needs a probe ("1" | "0"),
 --                 q requests, x failures
---   T:w:<dep>   hash, the windows' buckets, one per second: tokens "0".."59",
+--   T:t:<dep>   hash, the windows' buckets, one per second: tokens "0".."59",
 --               requests "r0".."r59", input "i0".., output "o0"..; the
 --               windows of a deployment share their head
 --   T:p:<dep>   string, with a TTL: a probe is in flight (a crashed instance's
@@ -29,12 +30,17 @@
 --               when room frees (see src/cluster/freed.rs)
 -- Every key expires on its own once nobody writes it.
 --
--- Every operation takes KEYS = T:s, then per deployment i T:w (KEYS[3i-1]),
+-- Every operation takes KEYS = T:d, then per deployment i T:t (KEYS[3i-1]),
 -- T:p (KEYS[3i]) and T:l (KEYS[3i+1]); ARGV = now_ms ('' = the server's
 -- clock), n, the n names, then its own; pick and apply add T:q as their
--- last key. The hash is read in one HMGET and written in one HSET at the
--- end: a Redis call from Lua costs about a microsecond, and a pick is on
--- every request's path.
+-- last key.
+--
+-- What a call costs is mostly its calls into Redis and the strings it
+-- makes (on the bench box a redis.call is 0.7-1.7 us, an HMGET of 20
+-- fields of a small hash 7 us): T:d is read with one GET and one C
+-- unpack the first time a fact is wanted and written with one SET at the
+-- end, and the buckets a call adds to are written at its end, one HINCRBY
+-- per bucket however many requests of the call counted in it.
 --
 -- This file's top level runs once, when Redis loads the library (it may
 -- not call Redis); what is per call is set by begin(KEYS, ARGV), the
@@ -44,15 +50,17 @@ local WINDOW = 60
 local KEEP_MS = 86400000
 local WINDOW_KEEP_MS = 120000
 
--- The call's: T:s, the number of deployments and their names, and where
+-- The call's: T:d, the number of deployments and their names, and where
 -- the operation's own arguments start.
 local KEYS, ARGV, S, N, NAMES, A
--- T:s, read once and written once (cache, dirty); the deployments whose
+-- T:d unpacked (nil until a fact is wanted), each deployment's map in it,
+-- and whether it changed; the buckets read (base) and added to by this
+-- call (pend, written by flush), per deployment; the deployments whose
 -- windows moved; the lease keys written, with how long they are kept;
 -- requests counted in a slice of each deployment this second (see
 -- within); live leases counted (see in_flight); whether room may have
 -- freed (see tell_freed).
-local cache, dirty, moved, leased, slice_used, held, freed
+local all, of, dirty, base, pend, moved, leased, slice_used, held, freed
 
 local function begin(keys, argv)
   KEYS, ARGV = keys, argv
@@ -61,7 +69,8 @@ local function begin(keys, argv)
   NAMES = {}
   for i = 1, N do NAMES[i] = ARGV[2 + i] end
   A = 3 + N
-  cache, dirty, moved, leased, slice_used, held, freed = {}, {}, {}, {}, {}, {}, false
+  all, of, dirty = nil, {}, false
+  base, pend, moved, leased, slice_used, held, freed = {}, {}, {}, {}, {}, {}, false
 end
 
 local function now_ms(arg)
@@ -72,38 +81,62 @@ end
 
 local function num(v) if v then return tonumber(v) end return 0 end
 
-local function prefetch(kinds)
-  local fields = {}
+-- T:d, read once per call.
+local function load()
+  local packed = redis.call('GET', S)
+  all = packed and cmsgpack.unpack(packed) or {}
   for i = 1, N do
-    for k = 1, #kinds do fields[#fields + 1] = string.sub(kinds, k, k) .. NAMES[i] end
+    local facts = all[NAMES[i]]
+    if type(facts) ~= 'table' then
+      facts = {}
+      all[NAMES[i]] = facts
+    end
+    of[i] = facts
   end
-  if #fields == 0 then return end
-  local values = redis.call('HMGET', S, unpack(fields))
-  for j, f in ipairs(fields) do cache[f] = values[j] end
 end
+-- Every fact is read at once: the kinds wanted are only the older layout's
+-- way of saying so, kept so that the operations read as before.
+local function prefetch(_) if all == nil then load() end end
 local function get(kind, i)
-  local f = kind .. NAMES[i]
-  local v = cache[f]
-  if v == nil then
-    v = redis.call('HGET', S, f)
-    cache[f] = v
-  end
+  if all == nil then load() end
+  local v = of[i][kind]
+  if v == nil then return false end
   return v
 end
--- false deletes the field.
+-- false deletes the fact.
 local function put(kind, i, v)
-  local f = kind .. NAMES[i]
-  cache[f] = v
-  dirty[f] = v
+  if all == nil then load() end
+  if v == false then v = nil end
+  of[i][kind] = v
+  dirty = true
 end
-local function flush()
-  local set, del = {}, {}
-  for f, v in pairs(dirty) do
-    if v == false then del[#del + 1] = f else set[#set + 1] = f; set[#set + 1] = v end
+
+-- A bucket as this call sees it: Redis's count and what the call added.
+local function bucket(i, slot)
+  local b = base[i]
+  if b == nil then b = {}; base[i] = b end
+  local v = b[slot]
+  if v == nil then
+    v = num(redis.call('HGET', KEYS[3 * i - 1], slot))
+    b[slot] = v
   end
-  if #set > 0 then redis.call('HSET', S, unpack(set)) end
-  if #del > 0 then redis.call('HDEL', S, unpack(del)) end
-  if #set > 0 or #del > 0 then redis.call('PEXPIRE', S, KEEP_MS) end
+  local p = pend[i]
+  if p ~= nil and p[slot] ~= nil then v = v + p[slot] end
+  return v
+end
+local function bump(i, slot, n)
+  local p = pend[i]
+  if p == nil then p = {}; pend[i] = p end
+  p[slot] = (p[slot] or 0) + n
+end
+
+local function flush()
+  if dirty then redis.call('SET', S, cmsgpack.pack(all), 'PX', KEEP_MS) end
+  for i, slots in pairs(pend) do
+    for slot, n in pairs(slots) do
+      if n ~= 0 then redis.call('HINCRBY', KEYS[3 * i - 1], slot, n) end
+    end
+  end
   for i in pairs(moved) do redis.call('PEXPIRE', KEYS[3 * i - 1], WINDOW_KEEP_MS) end
   for i, keep in pairs(leased) do redis.call('PEXPIRE', KEYS[3 * i + 1], keep) end
 end
@@ -125,6 +158,10 @@ local function advance(i, sec)
     if get(w, i) then windows[#windows + 1] = w end
   end
   local gap = sec - head
+  -- Nothing of this call is in the buckets that leave (its clock is one
+  -- second: a deployment's windows move at most once per call, before it
+  -- counts anything), but what it read of them is forgotten.
+  base[i], pend[i] = nil, nil
   if gap >= WINDOW then
     redis.call('DEL', wkey(i))
     put('t', i, 0)
@@ -150,6 +187,24 @@ local function advance(i, sec)
   return sec
 end
 
+-- The buckets named by slots, as this call sees them (see bucket).
+local function counts_of(i, slots)
+  local b = base[i]
+  if b == nil then b = {}; base[i] = b end
+  local missing = {}
+  for _, slot in ipairs(slots) do
+    if b[slot] == nil then missing[#missing + 1] = slot end
+  end
+  if #missing > 0 then
+    local read = redis.call('HMGET', wkey(i), unpack(missing))
+    for j, slot in ipairs(missing) do b[slot] = num(read[j]) end
+  end
+  local p = pend[i] or {}
+  local counts = {}
+  for j, slot in ipairs(slots) do counts[j] = b[slot] + (p[slot] or 0) end
+  return counts
+end
+
 local function used(i, w, sec)
   advance(i, sec)
   return num(get(TOTAL[w], i))
@@ -163,7 +218,7 @@ end
 -- Counts n now; a window beyond tokens begins with its first count.
 local function add(i, w, sec, n)
   local s = advance(i, sec)
-  redis.call('HINCRBY', wkey(i), w .. (s % WINDOW), n)
+  bump(i, w .. (s % WINDOW), n)
   put(TOTAL[w], i, num(get(TOTAL[w], i)) + n)
   if w == 'r' and slice_used[i] then slice_used[i] = slice_used[i] + n end
   moved[i] = true
@@ -176,9 +231,8 @@ local function settle(i, w, sec, second, reserved, actual)
   -- A window that is not kept (its limit went away) has nothing to fix.
   if w ~= '' and not get(TOTAL[w], i) then return end
   local slot = w .. (second % WINDOW)
-  local bucket = num(redis.call('HGET', wkey(i), slot))
-  local removed = math.min(reserved, bucket)
-  redis.call('HSET', wkey(i), slot, bucket - removed + actual)
+  local removed = math.min(reserved, bucket(i, slot))
+  bump(i, slot, actual - removed)
   put(TOTAL[w], i, num(get(TOTAL[w], i)) + actual - removed)
   if w == 'r' then slice_used[i] = nil end
   moved[i] = true
@@ -192,7 +246,7 @@ local function used_within(i, w, sec, span)
   local slots = {}
   for s = math.max(head - span + 1, 0), head do slots[#slots + 1] = w .. (s % WINDOW) end
   local sum = 0
-  for _, v in ipairs(redis.call('HMGET', wkey(i), unpack(slots))) do sum = sum + num(v) end
+  for _, v in ipairs(counts_of(i, slots)) do sum = sum + v end
   return sum
 end
 
@@ -218,9 +272,9 @@ local function time_until_fits(i, w, now, sec, need, limit, span)
   local remaining = u
   local slots = {}
   for s = oldest, head do slots[#slots + 1] = w .. (s % WINDOW) end
-  local counts = redis.call('HMGET', wkey(i), unpack(slots))
+  local counts = counts_of(i, slots)
   for j = 1, #slots do
-    remaining = remaining - num(counts[j])
+    remaining = remaining - counts[j]
     if remaining == 0 or remaining + need <= limit then
       return math.max((oldest + j - 1 + span) * 1000 - now, 0)
     end
@@ -319,7 +373,7 @@ local function record(i, now, verdict, hint, threshold, cooldown, max_cooldown, 
     local was_down = probing or cause == 'f'
     if num(get('f', i)) ~= 0 then put('f', i, 0) end
     if probing then
-      put('n', i, 0)
+      put('n', i, '0')
       redis.call('DEL', pkey(i))
     end
     -- A rate limit is not lifted by an answer to an older request.
@@ -344,7 +398,7 @@ local function record(i, now, verdict, hint, threshold, cooldown, max_cooldown, 
     put('f', i, fails)
     if probing then redis.call('DEL', pkey(i)) end
     if fails < threshold and not probe_in_flight then return {0} end
-    put('n', i, 1)
+    put('n', i, '1')
     local extra = math.min(math.max(fails - threshold, 0), 30)
     local wait = math.min(cooldown * (2 ^ extra), max_cooldown)
     return extend(i, now, wait, 'f')

@@ -16,6 +16,9 @@ use crate::router::Cause;
 
 /// How many events a slow watcher may lag behind before it loses some.
 const CAPACITY: usize = 8192;
+/// Deployment events kept for a slow follower of them: a burst of
+/// cooldowns over every deployment of a large config.
+const CHANGES_CAPACITY: usize = 1024;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -322,6 +325,10 @@ impl std::ops::Deref for Published {
 #[derive(Debug, Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Published>,
+    /// Deployment events only (cooldowns, recoveries, toggles: a handful a
+    /// minute), for the gateway's own tasks that follow them: listening on
+    /// the whole bus would wake them, on another thread, for every request.
+    changes: broadcast::Sender<Published>,
     seq: Arc<AtomicU64>,
     /// People watching (event streams, dashboards), as opposed to the
     /// gateway's own subscribers: a cluster relays events only for them.
@@ -349,8 +356,10 @@ impl Default for EventBus {
 impl EventBus {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(CAPACITY);
+        let (changes, _) = broadcast::channel(CHANGES_CAPACITY);
         Self {
             tx,
+            changes,
             seq: Arc::new(AtomicU64::new(0)),
             watchers: Arc::new(AtomicUsize::new(0)),
             instance: Arc::new(OnceLock::new()),
@@ -360,14 +369,23 @@ impl EventBus {
     /// Never blocks; with nobody watching it costs one atomic add.
     pub fn publish(&self, mut event: Event) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.tx.receiver_count() > 0 {
+        let all = self.tx.receiver_count() > 0;
+        let change =
+            matches!(event, Event::Deployment(_)) && self.changes.receiver_count() > 0;
+        if all || change {
             if let Some(id) = self.instance.get() {
                 event.tag(id);
             }
-            let _ = self.tx.send(Published {
+            let published = Published {
                 seq,
                 event: Arc::new(event),
-            });
+            };
+            if change {
+                let _ = self.changes.send(published.clone());
+            }
+            if all {
+                let _ = self.tx.send(published);
+            }
         }
     }
 
@@ -394,6 +412,11 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Published> {
         self.tx.subscribe()
+    }
+
+    /// Deployment events only.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Published> {
+        self.changes.subscribe()
     }
 
     /// The number of the last event published.
@@ -427,6 +450,37 @@ mod tests {
         assert_eq!(json["type"], "deployment");
         assert_eq!(json["change"]["kind"], "enabled");
         assert_eq!(json["change"]["enabled"], false);
+    }
+
+    #[test]
+    fn a_follower_of_changes_gets_deployment_events_only_and_their_numbers() {
+        let bus = EventBus::new();
+        let mut changes = bus.subscribe_changes();
+        let other = || {
+            Event::Lagged(LaggedEvent {
+                at_ms: 1,
+                missed: Some(1),
+                note: None,
+            })
+        };
+        bus.publish(other());
+        bus.publish(Event::Deployment(DeploymentEvent {
+            at_ms: 2,
+            model: "m".into(),
+            deployment: "d".into(),
+            change: DeploymentChange::Enabled { enabled: false },
+            instance: None,
+        }));
+        bus.publish(other());
+        let got = changes.try_recv().unwrap();
+        assert_eq!(got.seq, 2, "numbered on the bus's one sequence");
+        assert!(matches!(*got.event, Event::Deployment(_)));
+        assert!(changes.try_recv().is_err(), "nothing else");
+        // A watcher of everything still gets everything.
+        let mut all = bus.subscribe();
+        bus.publish(other());
+        assert_eq!(all.try_recv().unwrap().seq, 4);
+        assert!(changes.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -57,7 +57,7 @@ impl Gateway {
     async fn mirror_shared_cooldowns(self, stop: CancellationToken) {
         use crate::events::{DeploymentChange, Event};
         use tokio::sync::broadcast::error::RecvError;
-        let mut events = self.events().subscribe();
+        let mut events = self.events().subscribe_changes();
         loop {
             let published = tokio::select! {
                 _ = stop.cancelled() => return,

@@ -137,6 +137,10 @@ local function flush()
       if n ~= 0 then redis.call('HINCRBY', KEYS[3 * i - 1], slot, n) end
     end
   end
+  -- A deployment's buckets are kept while it counts in them: their
+  -- lifetime is renewed when its windows move, once a second at most, not
+  -- by every call (a bucket written when they did not move was written
+  -- within the second they last did, by a call that renewed them then).
   for i in pairs(moved) do redis.call('PEXPIRE', KEYS[3 * i - 1], WINDOW_KEEP_MS) end
   for i, keep in pairs(leased) do redis.call('PEXPIRE', KEYS[3 * i + 1], keep) end
 end
@@ -221,7 +225,6 @@ local function add(i, w, sec, n)
   bump(i, w .. (s % WINDOW), n)
   put(TOTAL[w], i, num(get(TOTAL[w], i)) + n)
   if w == 'r' and slice_used[i] then slice_used[i] = slice_used[i] + n end
-  moved[i] = true
   return s
 end
 
@@ -235,7 +238,6 @@ local function settle(i, w, sec, second, reserved, actual)
   bump(i, slot, actual - removed)
   put(TOTAL[w], i, num(get(TOTAL[w], i)) + actual - removed)
   if w == 'r' then slice_used[i] = nil end
-  moved[i] = true
 end
 
 -- Counted in the last span seconds (at most 60), this one included.

@@ -103,6 +103,13 @@ local function get(kind, i)
   if v == nil then return false end
   return v
 end
+-- A deployment's facts, to read and write in place on the paths every
+-- request takes (set dirty when writing): a call through get and put costs
+-- more than the lookup itself.
+local function facts(i)
+  if all == nil then load() end
+  return of[i]
+end
 -- false deletes the fact.
 local function put(kind, i, v)
   if all == nil then load() end
@@ -210,8 +217,9 @@ local function counts_of(i, slots)
 end
 
 local function used(i, w, sec)
-  advance(i, sec)
-  return num(get(TOTAL[w], i))
+  local f = facts(i)
+  if num(f.h) < sec then advance(i, sec) end
+  return num(f[TOTAL[w]])
 end
 
 local function fits(i, w, sec, need, limit)
@@ -223,7 +231,9 @@ end
 local function add(i, w, sec, n)
   local s = advance(i, sec)
   bump(i, w .. (s % WINDOW), n)
-  put(TOTAL[w], i, num(get(TOTAL[w], i)) + n)
+  local f, total = facts(i), TOTAL[w]
+  f[total] = num(f[total]) + n
+  dirty = true
   if w == 'r' and slice_used[i] then slice_used[i] = slice_used[i] + n end
   return s
 end
@@ -347,10 +357,13 @@ local function counted(mask, bit) return math.floor(mask / bit) % 2 == 1 end
 -- and deleted whenever 'n' is cleared), so only then is it looked at.
 -- Returns nil, or {cause, remaining_ms} for a cooldown, or {'p', 0} for a probe in flight.
 local function blocked(i, now)
-  local until_ms = num(get('u', i))
-  local cause = get('k', i)
-  if cause and until_ms > now then return {cause, until_ms - now} end
-  if get('n', i) == '1' and redis.call('EXISTS', pkey(i)) == 1 then return {'p', 0} end
+  local f = facts(i)
+  local cause = f.k
+  if cause then
+    local until_ms = num(f.u)
+    if until_ms > now then return {cause, until_ms - now} end
+  end
+  if f.n == '1' and redis.call('EXISTS', pkey(i)) == 1 then return {'p', 0} end
   return nil
 end
 

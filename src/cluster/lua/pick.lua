@@ -181,13 +181,15 @@ local function try(input, output, marks, avoiding, pin, ttl, seq)
       local total, best_credit = 0, nil
       for i, d in ipairs(deps) do
         if open[i] and d.tier == tier then
-          local credit = num(get('c', i)) + d.weight
-          put('c', i, credit)
+          local f = facts(i)
+          local credit = num(f.c) + d.weight
+          f.c = credit
           total = total + d.weight
           if best == nil or credit > best_credit then best, best_credit = i, credit end
         end
       end
-      put('c', best, best_credit - total)
+      facts(best).c = best_credit - total
+      dirty = true
     end
   end
   if best ~= nil then
@@ -198,11 +200,13 @@ local function try(input, output, marks, avoiding, pin, ttl, seq)
     local repinned = 0
     if was ~= nil and was ~= best then repinned = was end
     local probe = 0
-    if get('n', best) == '1' then
+    local f = facts(best)
+    if f.n == '1' then
       redis.call('SET', pkey(best), '1', 'PX', probe_ttl)
       probe = 1
     end
-    put('q', best, num(get('q', best)) + 1)
+    f.q = num(f.q) + 1
+    dirty = true
     -- limits.rs's Meter::add, in the windows the deployment keeps.
     local d = deps[best]
     local second = add(best, '', sec, input + output)

@@ -370,8 +370,7 @@ impl EventBus {
     pub fn publish(&self, mut event: Event) {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let all = self.tx.receiver_count() > 0;
-        let change =
-            matches!(event, Event::Deployment(_)) && self.changes.receiver_count() > 0;
+        let change = matches!(event, Event::Deployment(_)) && self.changes.receiver_count() > 0;
         if all || change {
             if let Some(id) = self.instance.get() {
                 event.tag(id);

@@ -75,6 +75,11 @@ pub struct SseScanner {
 enum Action {
     Keep,
     Drop,
+    /// The frame without the bytes from the first index to the second: the
+    /// `"usage":null` of every chunk of a stream whose usage the gateway
+    /// asked for, taken out while the frame is copied on, not into a frame
+    /// of its own first.
+    Cut(usize, usize),
     Replace(Vec<u8>),
 }
 
@@ -196,19 +201,21 @@ struct Patterns {
     error: Finder<'static>,
     finish_reason: Finder<'static>,
     usage: Finder<'static>,
-    null_usage: [Finder<'static>; 3],
 }
 
 static PATTERNS: LazyLock<Patterns> = LazyLock::new(|| Patterns {
     error: Finder::new(b"\"error\":{"),
     finish_reason: Finder::new(b"\"finish_reason\""),
     usage: Finder::new(b"\"usage\""),
-    null_usage: [
-        Finder::new(b",\"usage\":null"),
-        Finder::new(b"\"usage\":null,"),
-        Finder::new(b", \"usage\": null"),
-    ],
 });
+
+/// The forms of a null `usage` member the scanner takes out, with the
+/// comma that goes with it, and where each starts before the key.
+const NULL_USAGE: [(&[u8], usize); 3] = [
+    (b",\"usage\":null", 1),
+    (b"\"usage\":null,", 0),
+    (b", \"usage\": null", 2),
+];
 
 /// The payload of a frame's `data:` line (the one line OpenAI-style APIs send).
 fn data_of(frame: &[u8]) -> Option<&[u8]> {
@@ -228,21 +235,35 @@ fn data_of(frame: &[u8]) -> Option<&[u8]> {
 }
 
 /// Whether a payload has a key named `usage` (at any depth) holding an
-/// object, and one holding `null`: one search for the quoted name. It
-/// cannot match inside a string, where its quotes would be escaped.
-fn usage_keys(payload: &[u8]) -> (bool, bool) {
-    let (mut object, mut null) = (false, false);
+/// object, and where the first one holding `null` is: one search for the
+/// quoted name. It cannot match inside a string, where its quotes would be
+/// escaped.
+fn usage_keys(payload: &[u8]) -> (bool, Option<usize>) {
+    let (mut object, mut null) = (false, None);
     for at in PATTERNS.usage.find_iter(payload) {
         let rest = payload[at + b"\"usage\"".len()..].trim_ascii_start();
         if let Some(value) = rest.strip_prefix(b":") {
             match value.trim_ascii_start().first() {
                 Some(b'{') => object = true,
-                Some(b'n') => null = true,
+                Some(b'n') => {
+                    null.get_or_insert(at);
+                }
                 _ => {}
             }
         }
     }
     (object, null)
+}
+
+/// The span of the null `usage` member whose key starts at `at`, with its
+/// comma, in one of the forms upstreams send ([`NULL_USAGE`]).
+fn null_usage_span(payload: &[u8], at: usize) -> Option<(usize, usize)> {
+    NULL_USAGE.iter().find_map(|&(form, before)| {
+        let start = at.checked_sub(before)?;
+        payload[start..]
+            .starts_with(form)
+            .then_some((start, start + form.len()))
+    })
 }
 
 /// `frame` with the top-level `usage` member of its `payload` (a slice of
@@ -391,9 +412,18 @@ impl SseScanner {
                     }
                 }
                 action => {
-                    let o = out.get_or_insert_with(|| BytesMut::from(&data[..at]));
-                    if let Action::Replace(bytes) = action {
-                        o.extend_from_slice(&bytes);
+                    let o = out.get_or_insert_with(|| {
+                        let mut o = BytesMut::with_capacity(data.len());
+                        o.extend_from_slice(&data[..at]);
+                        o
+                    });
+                    match action {
+                        Action::Cut(start, end) => {
+                            o.extend_from_slice(&frame[..start]);
+                            o.extend_from_slice(&frame[end..]);
+                        }
+                        Action::Replace(bytes) => o.extend_from_slice(&bytes),
+                        Action::Keep | Action::Drop => {}
                     }
                 }
             }
@@ -462,6 +492,10 @@ impl SseScanner {
                 match action {
                     Action::Drop => Action::Drop,
                     Action::Keep => renamed(frame, &name).map_or(Action::Keep, Action::Replace),
+                    Action::Cut(start, end) => {
+                        let edited = [&frame[..start], &frame[end..]].concat();
+                        Action::Replace(renamed(&edited, &name).unwrap_or(edited))
+                    }
                     Action::Replace(edited) => {
                         Action::Replace(renamed(&edited, &name).unwrap_or(edited))
                     }
@@ -508,7 +542,7 @@ impl SseScanner {
         {
             self.saw_error = true;
         }
-        let (usage_object, usage_null) = usage_keys(payload);
+        let (usage_object, null_at) = usage_keys(payload);
         if usage_object && let Ok((Some(usage), usage_only)) = probe_chunk(payload) {
             self.usage = Some(usage);
             if self.strip_usage {
@@ -522,15 +556,12 @@ impl SseScanner {
                 }
             }
         }
-        if self.strip_usage && usage_null {
-            for pattern in &patterns.null_usage {
-                if let Some(pos) = pattern.find(frame) {
-                    let mut edited = Vec::with_capacity(frame.len());
-                    edited.extend_from_slice(&frame[..pos]);
-                    edited.extend_from_slice(&frame[pos + pattern.needle().len()..]);
-                    return Action::Replace(edited);
-                }
-            }
+        if self.strip_usage
+            && let Some(at) = null_at
+            && let Some((start, end)) = null_usage_span(payload, at)
+        {
+            let offset = payload.as_ptr() as usize - frame.as_ptr() as usize;
+            return Action::Cut(offset + start, offset + end);
         }
         Action::Keep
     }

@@ -231,6 +231,45 @@ fn a_usage_member_is_cut_out_wherever_it_stands() {
 }
 
 #[test]
+fn a_null_usage_is_cut_out_in_each_form_upstreams_send() {
+    let frames = [
+        (
+            "{\"id\":\"c\",\"choices\":[],\"usage\":null}",
+            "{\"id\":\"c\",\"choices\":[]}",
+        ),
+        (
+            "{\"usage\":null,\"id\":\"c\",\"choices\":[]}",
+            "{\"id\":\"c\",\"choices\":[]}",
+        ),
+        (
+            "{\"id\":\"c\", \"usage\": null, \"choices\":[]}",
+            "{\"id\":\"c\", \"choices\":[]}",
+        ),
+        // Alone, with no comma to take along: left as it is.
+        ("{\"usage\":null}", "{\"usage\":null}"),
+    ];
+    for (payload, expected) in frames {
+        // Two frames in one chunk, the cut one first: the second follows it
+        // whole.
+        let mut s = SseScanner::new(true);
+        let input = format!("data: {payload}\n\n{CHUNK}");
+        let out = feed_all(&mut s, &[&input]);
+        let want = format!(
+            "data: {expected}\n\n{}",
+            CHUNK.replace(",\"usage\":null", "")
+        );
+        assert_eq!(out, want, "{payload}");
+    }
+    // Renamed too, for a fallback model's stream.
+    let mut s = SseScanner::new(true).renaming(Some("asked".into()));
+    let out = feed_all(
+        &mut s,
+        &["data: {\"model\":\"other\",\"choices\":[],\"usage\":null}\n\n"],
+    );
+    assert_eq!(out, "data: {\"model\":\"asked\",\"choices\":[]}\n\n");
+}
+
+#[test]
 fn unchanged_aligned_chunks_are_not_copied() {
     let mut s = SseScanner::new(false);
     let chunk = Bytes::from_static(CHUNK.as_bytes());

@@ -329,3 +329,45 @@ async fn what_was_admitted_alone_joins_each_window_its_limits_keep() {
         "no output window without its limit"
     );
 }
+
+/// Every key expires once nobody writes it: a deployment's windows key is
+/// given its lifetime when it is made, also by a call in a second whose
+/// windows an earlier call moved while the key was not there (an idle
+/// deployment's windows moved by a look at the state, then a pick).
+#[tokio::test]
+async fn a_windows_key_made_within_a_second_already_moved_still_expires() {
+    let mut both = Both::new(Limits {
+        tpm: Some(1_000_000),
+        ..Limits::default()
+    })
+    .await;
+    let key = "{sb:leases:m}:t:d";
+    both.in_flight(T0).await;
+    let exists: bool = ::redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(&mut both.con)
+        .await
+        .unwrap();
+    assert!(!exists, "nothing counted yet");
+    both.shared(
+        "a",
+        T0 + 10,
+        Need {
+            input: 10,
+            output: 5,
+        },
+    )
+    .await;
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(&mut both.con)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the windows key has no lifetime: PTTL {ttl}");
+    let ttl: i64 = ::redis::cmd("PTTL")
+        .arg("{sb:leases:m}:d")
+        .query_async(&mut both.con)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "the state key has no lifetime: PTTL {ttl}");
+}

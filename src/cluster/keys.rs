@@ -9,7 +9,7 @@ use crate::router::SessionKey;
 
 /// The keys of one model: one hash tag, so that Redis Cluster keeps them
 /// on one slot and a function may touch them all. Cheap to clone; the
-/// names every call sends (the state hash, each deployment's three keys)
+/// names every call sends (the packed state, each deployment's three keys)
 /// are made once and kept, not formatted and escaped per request (~9k
 /// instructions of a clustered request, measured with callgrind).
 #[derive(Debug, Clone)]

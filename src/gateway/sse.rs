@@ -235,19 +235,17 @@ fn data_of(frame: &[u8]) -> Option<&[u8]> {
 }
 
 /// Whether a payload has a key named `usage` (at any depth) holding an
-/// object, and where the first one holding `null` is: one search for the
-/// quoted name. It cannot match inside a string, where its quotes would be
-/// escaped.
-fn usage_keys(payload: &[u8]) -> (bool, Option<usize>) {
+/// object, and the span of the first one holding `null` in a form that can
+/// be cut out ([`null_usage_span`]): one search for the quoted name. It
+/// cannot match inside a string, where its quotes would be escaped.
+fn usage_keys(payload: &[u8]) -> (bool, Option<(usize, usize)>) {
     let (mut object, mut null) = (false, None);
     for at in PATTERNS.usage.find_iter(payload) {
         let rest = payload[at + b"\"usage\"".len()..].trim_ascii_start();
         if let Some(value) = rest.strip_prefix(b":") {
             match value.trim_ascii_start().first() {
                 Some(b'{') => object = true,
-                Some(b'n') => {
-                    null.get_or_insert(at);
-                }
+                Some(b'n') if null.is_none() => null = null_usage_span(payload, at),
                 _ => {}
             }
         }
@@ -542,7 +540,7 @@ impl SseScanner {
         {
             self.saw_error = true;
         }
-        let (usage_object, null_at) = usage_keys(payload);
+        let (usage_object, null_usage) = usage_keys(payload);
         if usage_object && let Ok((Some(usage), usage_only)) = probe_chunk(payload) {
             self.usage = Some(usage);
             if self.strip_usage {
@@ -557,8 +555,7 @@ impl SseScanner {
             }
         }
         if self.strip_usage
-            && let Some(at) = null_at
-            && let Some((start, end)) = null_usage_span(payload, at)
+            && let Some((start, end)) = null_usage
         {
             let offset = payload.as_ptr() as usize - frame.as_ptr() as usize;
             return Action::Cut(offset + start, offset + end);

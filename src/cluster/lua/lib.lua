@@ -139,15 +139,15 @@ end
 
 local function flush()
   if dirty then redis.call('SET', S, cmsgpack.pack(all), 'PX', KEEP_MS) end
+  -- A deployment's buckets are kept while it counts in them: their
+  -- lifetime is renewed when its windows move (once a second at most) and
+  -- when a bucket is begun (its count is then what was added: the key may
+  -- have just been made), not by every call.
   for i, slots in pairs(pend) do
     for slot, n in pairs(slots) do
-      if n ~= 0 then redis.call('HINCRBY', KEYS[3 * i - 1], slot, n) end
+      if n ~= 0 and redis.call('HINCRBY', KEYS[3 * i - 1], slot, n) == n then moved[i] = true end
     end
   end
-  -- A deployment's buckets are kept while it counts in them: their
-  -- lifetime is renewed when its windows move, once a second at most, not
-  -- by every call (a bucket written when they did not move was written
-  -- within the second they last did, by a call that renewed them then).
   for i in pairs(moved) do redis.call('PEXPIRE', KEYS[3 * i - 1], WINDOW_KEEP_MS) end
   for i, keep in pairs(leased) do redis.call('PEXPIRE', KEYS[3 * i + 1], keep) end
 end

@@ -247,6 +247,11 @@ fn a_null_usage_is_cut_out_in_each_form_upstreams_send() {
         ),
         // Alone, with no comma to take along: left as it is.
         ("{\"usage\":null}", "{\"usage\":null}"),
+        // A first one in a form not cut (nested here): the next is.
+        (
+            "{\"x\":{\"usage\" : null},\"choices\":[],\"usage\":null}",
+            "{\"x\":{\"usage\" : null},\"choices\":[]}",
+        ),
     ];
     for (payload, expected) in frames {
         // Two frames in one chunk, the cut one first: the second follows it

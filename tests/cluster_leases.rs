@@ -133,6 +133,15 @@ impl Both {
         state[0].in_flight
     }
 
+    /// A key's PTTL: -2 when it is not there, -1 when it never expires.
+    async fn pttl(&mut self, key: &str) -> i64 {
+        ::redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut self.con)
+            .await
+            .unwrap()
+    }
+
     async fn renew(&mut self, ms: u64, leases: &[&str]) {
         let held = vec![("d", leases.iter().map(|l| l.to_string()).collect())];
         self.scripts
@@ -343,12 +352,7 @@ async fn a_windows_key_made_within_a_second_already_moved_still_expires() {
     .await;
     let key = "{sb:leases:m}:t:d";
     both.in_flight(T0).await;
-    let exists: bool = ::redis::cmd("EXISTS")
-        .arg(key)
-        .query_async(&mut both.con)
-        .await
-        .unwrap();
-    assert!(!exists, "nothing counted yet");
+    assert_eq!(both.pttl(key).await, -2, "nothing counted yet: no key");
     both.shared(
         "a",
         T0 + 10,
@@ -358,16 +362,8 @@ async fn a_windows_key_made_within_a_second_already_moved_still_expires() {
         },
     )
     .await;
-    let ttl: i64 = ::redis::cmd("PTTL")
-        .arg(key)
-        .query_async(&mut both.con)
-        .await
-        .unwrap();
+    let ttl = both.pttl(key).await;
     assert!(ttl > 0, "the windows key has no lifetime: PTTL {ttl}");
-    let ttl: i64 = ::redis::cmd("PTTL")
-        .arg("{sb:leases:m}:d")
-        .query_async(&mut both.con)
-        .await
-        .unwrap();
+    let ttl = both.pttl("{sb:leases:m}:d").await;
     assert!(ttl > 0, "the state key has no lifetime: PTTL {ttl}");
 }

@@ -17,7 +17,6 @@
 -- waiting for the model when room may have freed (lib.lua's tell_freed).
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
-prefetch('htfuknxrio')
 local out = {}
 apply_ops(A + 1, now, sec, out)
 flush()

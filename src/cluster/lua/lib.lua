@@ -94,9 +94,6 @@ local function load()
     of[i] = facts
   end
 end
--- Every fact is read at once: the kinds wanted are only the older layout's
--- way of saying so, kept so that the operations read as before.
-local function prefetch(_) if all == nil then load() end end
 local function get(kind, i)
   if all == nil then load() end
   local v = of[i][kind]

@@ -33,7 +33,6 @@ local channel = ARGV[A + 3]
 local PER_DEP, PER_REQUEST = 5, 7
 local deps = {}
 local by_name = {}
-local windows = false
 for i = 1, N do
   local a = A + 4 + (i - 1) * PER_DEP
   local tpm = tonumber(ARGV[a + 1])
@@ -47,16 +46,12 @@ for i = 1, N do
       tonumber(out), tonumber(f)
     -- limits.rs's Limits::per_slice: at least one request a slice.
     if d.rpm > 0 and d.slice > 0 then d.per = math.max(math.floor(d.rpm * d.slice / WINDOW), 1) end
-    windows = windows or d.rpm > 0 or d.input > 0 or d.output > 0
     d.more = d.rpm > 0 or d.input > 0 or d.output > 0 or d.flight > 0
     d.limited = d.limited or d.more
   end
   deps[i] = d
   by_name[NAMES[i]] = i
 end
--- The windows beyond tokens only where some deployment keeps them (one
--- that lingers after its limit went away is read when it is advanced).
-if windows then prefetch('echtuknfqxrio') else prefetch('echtuknfqx') end
 for i = 1, N do
   local enabled = get('e', i)
   if enabled ~= false then deps[i].enabled = (enabled == '1') end

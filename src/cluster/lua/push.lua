@@ -6,7 +6,6 @@
 --   second: second, tokens, requests, input, output
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
-prefetch('htrio')
 local head = advance(1, sec)
 local mask = tonumber(ARGV[A])
 local WINDOWS = {{'', 0}, {'r', 1}, {'i', 2}, {'o', 4}}

@@ -6,7 +6,6 @@
 -- such window or lease).
 local now = now_ms(ARGV[1])
 local sec = math.floor(now / 1000)
-prefetch('ehtfuknqxrio')
 local out = {}
 for i = 1, N do
   local enabled = get('e', i)
